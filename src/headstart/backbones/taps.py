@@ -1,0 +1,59 @@
+"""Cut a backbone at a named tap: a module mapping an image batch to one code vector per image."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ..errors import BackboneError
+from .spec import PRE_LOGITS, BackboneSpec
+
+
+def _global_pool(out: torch.Tensor) -> torch.Tensor:
+    return out.mean(dim=(2, 3)) if out.ndim == 4 else out
+
+
+class PreLogitsTap(nn.Module):
+    """The network with its ImageNet classifier replaced by Identity: what reached it are the codes."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return _global_pool(self.model(x))
+
+
+class ModuleTap(nn.Module):
+    """The pooled output of one named module, captured with a forward hook.
+
+    A hook works for any architecture (FX tracing does not: timm's "same" padding branches on input
+    size). The layers after the tap still run in eager mode; graph exports drop them as dead code.
+    """
+
+    def __init__(self, model: nn.Module, tap: str):
+        super().__init__()
+        self.model = model
+        self.tap = tap
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        captured: list[torch.Tensor] = []
+        handle = self.model.get_submodule(self.tap).register_forward_hook(lambda _m, _i, out: captured.append(out))
+        try:
+            self.model(x)
+        finally:
+            handle.remove()
+        return _global_pool(captured[0])
+
+
+def build_tap_model(spec: BackboneSpec, tap: str, model: nn.Module | None = None) -> nn.Module:
+    """Return an eval-mode module computing the codes at ``tap`` of ``spec``'s network."""
+    if tap not in spec.taps:
+        raise BackboneError(f"backbone {spec.name} has no tap {tap!r}; choose one of: {', '.join(spec.taps)}.")
+    model = model if model is not None else spec.build()
+    if tap == PRE_LOGITS:
+        parent_name, _, child = spec.classifier.rpartition(".")
+        parent = model.get_submodule(parent_name) if parent_name else model
+        setattr(parent, child, nn.Identity())
+        return PreLogitsTap(model).eval()
+    return ModuleTap(model, tap).eval()

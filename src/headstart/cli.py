@@ -1,0 +1,308 @@
+"""The ``headstart`` command: a thin layer that parses arguments and calls the public API."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import logging
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from .errors import HeadstartError
+
+log = logging.getLogger("headstart")
+
+EXIT_ERROR = 2  # bad input or a failed run
+EXIT_PARTIAL = 1  # finished, but some images could not be read
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    _configure_logging(args.quiet)
+    try:
+        return args.handler(args)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except (HeadstartError, FileNotFoundError, PermissionError) as exc:
+        if args.debug:
+            raise
+        print(f"error: {_one_line(exc)}", file=sys.stderr)
+        return EXIT_ERROR
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="headstart", description="Image classifiers from a few images, by transfer from pretrained CNNs.")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks")
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars or warnings")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    fit = commands.add_parser("fit", help="train a classifier on a labelled image folder or CSV")
+    fit.add_argument("data", help="root/CLASS/img, root/SPLIT/CLASS/img, or a CSV/TSV of path,label")
+    fit.add_argument("-o", "--output", required=True, help="run directory to write")
+    _model_options(fit)
+    fit.add_argument("--strict", action="store_true", help="fail if any image is unreadable")
+    fit.add_argument("--allow-outside", action="store_true", help="let CSV paths leave the CSV's folder")
+    fit.add_argument("--test-size", type=float, default=0.2, help="held-out share when no split is given (default 0.2)")
+    fit.set_defaults(handler=cmd_fit)
+
+    predict = commands.add_parser("predict", help="classify images with a saved run")
+    predict.add_argument("run", help="run directory written by fit")
+    predict.add_argument("images", nargs="+", help="image files or folders")
+    predict.add_argument("--top-k", type=int, default=1, help="classes to show per image (default 1)")
+    predict.add_argument("--format", choices=("table", "csv", "json"), default="table")
+    predict.set_defaults(handler=cmd_predict)
+
+    evaluate = commands.add_parser("evaluate", help="accuracy of a saved run on labelled images")
+    evaluate.add_argument("run")
+    evaluate.add_argument("data")
+    evaluate.add_argument("--format", choices=("table", "json"), default="table")
+    evaluate.add_argument("--allow-outside", action="store_true")
+    evaluate.set_defaults(handler=cmd_evaluate)
+
+    demo = commands.add_parser("demo", help="offline demo on scikit-learn's handwritten digits")
+    demo.add_argument("-o", "--output", default="runs/demo", help="run directory (default runs/demo)")
+    demo.add_argument("--backbone", default="mobilenet_v2")
+    demo.set_defaults(handler=cmd_demo)
+
+    backbones = commands.add_parser("backbones", help="list the backbones that work offline")
+    backbones.set_defaults(handler=cmd_backbones)
+    return parser
+
+
+def _model_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--backbone", default="mobilenet_v2", help="backbone name (default mobilenet_v2; see 'headstart backbones')")
+    parser.add_argument("--tap", default=None, help="feature tap (default pre_logits)")
+    parser.add_argument("--classifier", choices=("logistic", "svm"), default="logistic")
+    parser.add_argument("--input-size", type=int, default=None, help="crop side fed to the backbone")
+    parser.add_argument("--engine", choices=("auto", "onnx", "torch"), default="auto")
+    parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--seed", type=int, default=0, help="seed for splits and cross-validation")
+    parser.add_argument("--no-cache", action="store_true", help="do not read or write the feature cache")
+
+
+def _model_params(args) -> dict:
+    return {
+        "backbone": args.backbone,
+        "tap": args.tap,
+        "classifier": args.classifier,
+        "input_size": args.input_size,
+        "engine": args.engine,
+        "device": args.device,
+        "batch_size": args.batch_size,
+        "random_state": args.seed,
+        "cache": not args.no_cache,
+        "progress": not args.quiet,
+    }
+
+
+# ---------------------------------------------------------------------- commands
+def cmd_fit(args) -> int:
+    from .workflow import fit_folder
+
+    _, summary = fit_folder(
+        args.data, args.output, strict=args.strict, test_size=args.test_size, allow_outside=args.allow_outside, **_model_params(args)
+    )
+    print(format_summary(summary, args.output))
+    return EXIT_PARTIAL if any(s["reason"].startswith("unreadable") for s in summary.skipped) else 0
+
+
+def cmd_predict(args) -> int:
+    from .data.dataset import classify_file
+    from .estimator import TransferClassifier
+
+    if args.top_k < 1:
+        raise HeadstartError(f"--top-k must be at least 1, got {args.top_k}.")
+    model = TransferClassifier.load(args.run)
+    model.progress = not args.quiet
+    paths = _expand_images(args.images, classify_file)
+    codes = model.extract(paths)
+    probabilities = np.full((len(paths), len(model.classes_)), np.nan)
+    if codes.ok.any():
+        probabilities[codes.ok] = model.predict_codes(codes.codes[codes.ok])
+    rows = []
+    k = min(args.top_k, len(model.classes_))
+    for i, path in enumerate(paths):
+        if i in codes.failures:
+            rows.append({"path": str(path), "error": codes.failures[i], "predictions": []})
+            continue
+        order = np.argsort(-probabilities[i])[:k]
+        rows.append({"path": str(path), "predictions": [{"label": _plain(model.classes_[j]), "probability": round(float(probabilities[i, j]), 4)} for j in order]})
+    print(format_predictions(rows, args.format))
+    return EXIT_PARTIAL if codes.failures else 0
+
+
+def cmd_evaluate(args) -> int:
+    from .estimator import TransferClassifier
+    from .workflow import evaluate_folder
+
+    model = TransferClassifier.load(args.run)
+    model.progress = not args.quiet
+    evaluation = evaluate_folder(model, args.data, allow_outside=args.allow_outside)
+    if args.format == "json":
+        from dataclasses import asdict
+
+        print(json.dumps(asdict(evaluation), indent=2))
+    else:
+        print(format_evaluation(evaluation))
+    return 0
+
+
+def cmd_demo(args) -> int:
+    from .demo import write_digits_folder
+    from .workflow import fit_folder
+
+    output = Path(args.output)
+    images = write_digits_folder(output.parent / f"{output.name}-images")
+    print(f"Wrote scikit-learn's handwritten digits to {images} (15 training images per class).")
+    _, summary = fit_folder(images, output, backbone=args.backbone, progress=not args.quiet)
+    print(format_summary(summary, output))
+    print(
+        "\nNext, with your own images: put them in one folder per class (like "
+        f"{images}/train/<class>/), then\n"
+        "  headstart fit PATH/TO/IMAGES -o runs/mine\n"
+        "  headstart predict runs/mine NEW_IMAGE.jpg --top-k 3"
+    )
+    return 0
+
+
+def cmd_backbones(args) -> int:
+    from .backbones import get_backbone, list_backbones
+
+    for name in list_backbones():
+        spec = get_backbone(name)
+        print(f"{name:20s} {spec.preprocessing.crop}px  taps: {len(spec.taps)}  {spec.source}")
+    print("Any torchvision or timm model name also works where its weights can be downloaded or are cached.")
+    return 0
+
+
+# ---------------------------------------------------------------------- output
+def format_summary(summary, output) -> str:
+    ev = summary.evaluation
+    counts = ", ".join(f"{k} {v}" for k, v in _split_counts(summary).items())
+    not_images = sum(1 for s in summary.skipped if s["reason"] == "not an image")
+    unreadable = [s for s in summary.skipped if s["reason"] != "not an image"]
+    lines = [
+        f"headstart fit: {summary.data} ({summary.layout} layout), backbone {summary.backbone}, "
+        f"{summary.seconds:.1f} s ({summary.computed_codes} images through the network, engine {summary.engine})",
+        f"  images      {counts}; skipped {not_images} non-image file(s), {len(unreadable)} unreadable",
+    ]
+    for item in unreadable[:10]:
+        lines.append(f"              skipped {item['path']}: {item['reason']}")
+    if len(unreadable) > 10:
+        lines.append(f"              ... and {len(unreadable) - 10} more (see metrics.json)")
+    lines.append(f"  classes     {len(summary.classes)}: {_ellipsis(summary.classes, 12)}")
+    clf = summary.classifier
+    cv = f", CV {clf['scoring'].replace('_', ' ')} {clf['cv_score']:.1%} ± {clf['cv_score_std']:.1%}" if clf.get("cv_score") is not None else ""
+    weights = (
+        f"; classes imbalanced {clf['imbalance_ratio']:.1f}:1, so weighted by inverse frequency" if clf.get("class_weight") else ""
+    )
+    name = "logistic regression" if clf["kind"] == "logistic" else "linear SVM"
+    lines.append(f"  classifier  {name}, C={clf['C']:g} chosen by {clf['cv_folds']}-fold CV{cv}{weights}")
+    if ev is not None:
+        lines.append(format_evaluation(ev, indent="  "))
+    lines.append("  " + _duplicates_line(summary.duplicates))
+    for pair in summary.duplicates.get("leakage", [])[:5]:
+        lines.append(f"              {pair['kind']}: {pair['paths'][0]}  <->  {pair['paths'][1]}")
+    lines.append(f"  saved to    {output}")
+    return "\n".join(lines)
+
+
+def format_evaluation(ev, indent: str = "") -> str:
+    low, high = ev.accuracy_ci95
+    recall = sorted(ev.per_class_recall.items(), key=lambda kv: kv[1])
+    shown = ", ".join(f"{k} {v:.0%}" for k, v in recall[:12]) + (" ..." if len(recall) > 12 else "")
+    return (
+        f"{indent}{ev.split} accuracy {ev.accuracy:.1%} on {ev.n_images} images (95% CI {low:.1%}-{high:.1%}); "
+        f"chance {ev.chance_uniform:.1%} (1/K), {ev.chance_majority:.1%} (majority); balanced accuracy {ev.balanced_accuracy:.1%}\n"
+        f"{indent}recall      {'lowest first: ' if len(recall) > 12 else ''}{shown}"
+    )
+
+
+def _duplicates_line(duplicates: dict) -> str:
+    within = duplicates.get("within_split", {})
+    cross = duplicates.get("cross_split", 0)
+    leak = f"{cross} pair(s) across splits: LEAKAGE, held-out accuracy is optimistic" if cross else "none across splits (no leakage)"
+    return f"duplicates  {within.get('exact', 0)} exact, {within.get('near', 0)} near within splits; {leak}"
+
+
+def format_predictions(rows: list[dict], fmt: str) -> str:
+    if fmt == "json":
+        return json.dumps(rows, indent=2)
+    if fmt == "csv":
+        buffer = io.StringIO()
+        writer = csv.writer(buffer, lineterminator="\n")
+        writer.writerow(["path", "rank", "label", "probability", "error"])
+        for row in rows:
+            if "error" in row:
+                writer.writerow([row["path"], "", "", "", row["error"]])
+            for rank, p in enumerate(row["predictions"], start=1):
+                writer.writerow([row["path"], rank, p["label"], p["probability"], ""])
+        return buffer.getvalue().rstrip("\n")
+    width = max((len(r["path"]) for r in rows), default=4)
+    lines = []
+    for row in rows:
+        shown = row.get("error") or "  ".join(f"{p['label']} ({p['probability']:.1%})" for p in row["predictions"])
+        lines.append(f"{row['path']:<{width}}  {shown}")
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------- helpers
+def _expand_images(items: list[str], classify_file) -> list[Path]:
+    paths: list[Path] = []
+    for item in items:
+        path = Path(item)
+        if path.is_dir():
+            paths += [p for p in sorted(path.rglob("*")) if p.is_file() and classify_file(p) is None]
+        elif path.exists():
+            paths.append(path)
+        else:
+            raise HeadstartError(f"{path} does not exist; give image files or folders of images.")
+    if not paths:
+        raise HeadstartError(f"no images found in {', '.join(items)}.")
+    return paths
+
+
+def _split_counts(summary) -> dict:
+    counts = {"train": summary.n_train}
+    if summary.evaluation is not None:
+        counts[summary.evaluation.split] = summary.evaluation.n_images
+    return counts
+
+
+def _ellipsis(values, limit: int) -> str:
+    shown = ", ".join(map(str, values[:limit]))
+    return shown + (f", ... ({len(values) - limit} more)" if len(values) > limit else "")
+
+
+def _plain(value):
+    return value.item() if isinstance(value, np.generic) else value
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip() or type(exc).__name__
+    return " ".join(text.split())
+
+
+class _LowercaseLevelFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        return f"{record.levelname.lower()}: {record.getMessage()}"
+
+
+def _configure_logging(quiet: bool) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_LowercaseLevelFormatter())
+    root = logging.getLogger("headstart")
+    root.handlers[:] = [handler]
+    root.setLevel(logging.ERROR if quiet else logging.WARNING)
+    root.propagate = False
+
+
+if __name__ == "__main__":
+    sys.exit(main())

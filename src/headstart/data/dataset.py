@@ -1,0 +1,299 @@
+"""Find labelled images on disk: class folders, split folders, or a CSV/TSV of ``path,label``.
+
+The result is a :class:`Dataset`: a list of candidate images with labels and splits, plus the files
+that were passed over and why. Nothing is decoded here; decoding happens once, in the feature pass.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import os
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Hashable, Iterable, Sequence
+
+import numpy as np
+
+from ..errors import DataError
+from .decode import IMAGE_EXTENSIONS, sniff_format
+
+log = logging.getLogger(__name__)
+
+Label = Hashable
+
+# Folder names accepted as splits, mapped to their canonical name.
+SPLIT_NAMES = {
+    "train": "train",
+    "training": "train",
+    "val": "val",
+    "valid": "val",
+    "validation": "val",
+    "test": "test",
+    "testing": "test",
+}
+# Operating-system litter that is never an image; skipped silently but counted.
+_IGNORED_NAMES = frozenset({"thumbs.db", "desktop.ini", ".ds_store", "icon\r"})
+
+MIN_IMAGES_PER_CLASS = 2
+WARN_IMAGES_PER_CLASS = 5
+
+
+@dataclass(frozen=True)
+class ImageRecord:
+    """One labelled image file; ``split`` is "train", "val", "test" or "pool" (not yet split)."""
+
+    path: Path
+    label: Label
+    split: str
+
+
+@dataclass(frozen=True)
+class Skipped:
+    """A file passed over, with the reason in a few words."""
+
+    path: Path
+    reason: str
+
+
+@dataclass
+class Dataset:
+    """Images found under ``root`` and what was passed over.
+
+    ``layout`` is "folders" (root/CLASS/img), "splits" (root/SPLIT/CLASS/img) or "csv".
+    """
+
+    root: Path
+    layout: str
+    records: list[ImageRecord]
+    skipped: list[Skipped] = field(default_factory=list)
+
+    def split(self, name: str) -> list[ImageRecord]:
+        return [r for r in self.records if r.split == name]
+
+    @property
+    def splits(self) -> list[str]:
+        order = ["train", "val", "test", "pool"]
+        present = {r.split for r in self.records}
+        return [s for s in order if s in present]
+
+    @property
+    def eval_split(self) -> str | None:
+        """The held-out split reported as the model's accuracy: test if given, else val."""
+        for name in ("test", "val"):
+            if any(r.split == name for r in self.records):
+                return name
+        return None
+
+    @property
+    def classes(self) -> list[Label]:
+        return sorted({r.label for r in self.records}, key=_label_sort_key)
+
+    def unreadable(self) -> list[Path]:
+        """Files that look like images by name or content but cannot be read."""
+        return [s.path for s in self.skipped if s.reason.startswith("unreadable")]
+
+    def counts(self, split: str | None = None) -> Counter:
+        return Counter(r.label for r in self.records if split is None or r.split == split)
+
+
+def _label_sort_key(label: Label):
+    # Integers sort numerically and before strings, so mixed labels never raise.
+    return (0, label, "") if isinstance(label, (int, np.integer)) else (1, 0, str(label))
+
+
+def load_dataset(
+    source: str | os.PathLike,
+    *,
+    test_size: float = 0.2,
+    random_state: int = 0,
+    allow_outside: bool = False,
+    split: bool = True,
+) -> Dataset:
+    """Discover a labelled image dataset and make sure it has a train and a held-out split.
+
+    Parameters
+    ----------
+    source : path
+        A folder laid out as ``root/CLASS/image`` or ``root/SPLIT/CLASS/image`` (SPLIT among train,
+        val/valid/validation, test), or a CSV/TSV file of ``path,label`` rows with paths relative
+        to the file's folder.
+    test_size : float
+        Fraction of each class held out when the data come as one pool.
+    random_state : int
+        Seed of that stratified split, so the same folder always splits the same way.
+    allow_outside : bool
+        Let CSV paths point outside the CSV's folder (absolute paths, ``..``, or symlinks).
+    split : bool
+        Hold out a stratified test split when the data have none (off for evaluation data).
+    """
+    path = Path(source).expanduser()
+    if not path.exists():
+        raise DataError(f"{path} does not exist; give a folder of class folders or a CSV of path,label rows.")
+    if path.is_file():
+        dataset = _from_csv(path, allow_outside=allow_outside)
+    else:
+        dataset = _from_folders(path)
+    if not split:
+        return dataset
+    check_class_sizes(dataset)
+    if dataset.eval_split is None or "train" not in dataset.splits:
+        dataset = stratified_split(dataset, test_size=test_size, random_state=random_state)
+    return dataset
+
+
+def _from_folders(root: Path) -> Dataset:
+    subdirs = [d for d in sorted(root.iterdir()) if d.is_dir() and not d.name.startswith(".")]
+    if not subdirs:
+        raise DataError(f"{root} has no sub-folders; put each class's images in root/CLASS_NAME/.")
+    split_dirs = {d: SPLIT_NAMES.get(d.name.lower()) for d in subdirs}
+    if all(split_dirs.values()):
+        records, skipped = [], []
+        for split_dir, split in split_dirs.items():
+            class_dirs = [d for d in sorted(split_dir.iterdir()) if d.is_dir() and not d.name.startswith(".")]
+            r, s = _scan_class_dirs(class_dirs, split)
+            records += r
+            skipped += s
+        layout = "splits"
+    else:
+        if any(split_dirs.values()):
+            named = ", ".join(d.name for d, s in split_dirs.items() if s)
+            log.warning("treating %s as classes, since other folders in %s are not split names", named, root)
+        records, skipped = _scan_class_dirs(subdirs, "pool")
+        layout = "folders"
+    if not records:
+        raise DataError(f"no images found under {root}; expected root/CLASS/image or root/SPLIT/CLASS/image.")
+    return Dataset(root=root, layout=layout, records=records, skipped=skipped)
+
+
+def _scan_class_dirs(class_dirs: Iterable[Path], split: str) -> tuple[list[ImageRecord], list[Skipped]]:
+    records, skipped = [], []
+    for class_dir in class_dirs:
+        for file in sorted(p for p in class_dir.rglob("*") if p.is_file()):
+            reason = classify_file(file)
+            if reason is None:
+                records.append(ImageRecord(file, class_dir.name, split))
+            else:
+                skipped.append(Skipped(file, reason))
+    return records, skipped
+
+
+def classify_file(path: Path) -> str | None:
+    """Return None for a file that looks like an image, else the reason it is skipped."""
+    if path.name.lower() in _IGNORED_NAMES or path.name.startswith("."):
+        return "not an image"
+    try:
+        with open(path, "rb") as f:
+            head = f.read(16)
+    except OSError as exc:
+        return f"unreadable ({exc.strerror or exc})"
+    if sniff_format(head):
+        return None
+    if path.suffix.lower() in IMAGE_EXTENSIONS:
+        return "unreadable (not a recognised image format)" if head else "unreadable (empty file)"
+    return "not an image"
+
+
+def _from_csv(csv_path: Path, *, allow_outside: bool) -> Dataset:
+    base = csv_path.parent.resolve()
+    rows = _read_label_rows(csv_path)
+    labels = _parse_labels([label for _, label, _ in rows])
+    records, skipped = [], []
+    for (rel, _, split), label in zip(rows, labels):
+        file = _resolve_inside(base, rel, csv_path, allow_outside)
+        if not file.is_file():
+            skipped.append(Skipped(file, "missing file"))
+            continue
+        reason = classify_file(file)
+        if reason is None:
+            records.append(ImageRecord(file, label, split))
+        else:
+            skipped.append(Skipped(file, reason))
+    if not records:
+        raise DataError(f"{csv_path} lists no readable images; each row needs path,label with paths relative to the CSV.")
+    return Dataset(root=base, layout="csv", records=records, skipped=skipped)
+
+
+def _read_label_rows(csv_path: Path) -> list[tuple[str, str, str]]:
+    """Rows of (path, label, split); a header row and an optional third 'split' column are allowed."""
+    text = csv_path.read_text(encoding="utf-8-sig")
+    delimiter = "\t" if csv_path.suffix.lower() == ".tsv" or ("\t" in text.split("\n", 1)[0]) else ","
+    table = [row for row in csv.reader(text.splitlines(), delimiter=delimiter) if row and any(c.strip() for c in row)]
+    if not table:
+        raise DataError(f"{csv_path} is empty; write one path,label row per image.")
+    header = [c.strip().lower() for c in table[0]][:2]
+    has_header = header in (["path", "label"], ["filename", "label"], ["file", "label"], ["image", "label"])
+    if has_header:
+        table = table[1:]
+    rows = []
+    for number, row in enumerate(table, start=2 if has_header else 1):
+        if len(row) < 2:
+            raise DataError(f"{csv_path} line {number} has {len(row)} column(s); expected path,label.")
+        split = SPLIT_NAMES.get(row[2].strip().lower(), "pool") if len(row) > 2 and row[2].strip() else "pool"
+        rows.append((row[0].strip(), row[1].strip(), split))
+    return rows
+
+
+def _parse_labels(raw: Sequence[str]) -> list[Label]:
+    """Integers stay integers (labels 1..15 give classes 1..15); anything else stays a string."""
+    try:
+        return [int(v) for v in raw]
+    except ValueError:
+        return list(raw)
+
+
+def _resolve_inside(base: Path, rel: str, csv_path: Path, allow_outside: bool) -> Path:
+    candidate = Path(rel)
+    full = candidate if candidate.is_absolute() else base / candidate
+    if allow_outside:
+        return full
+    resolved = full.resolve()
+    if candidate.is_absolute() or not resolved.is_relative_to(base):
+        raise DataError(
+            f"{csv_path} refers to {rel}, which lies outside {base}; "
+            "move the images under the CSV's folder or pass allow_outside=True (--allow-outside)."
+        )
+    return full
+
+
+def check_class_sizes(dataset: Dataset) -> None:
+    """Refuse classes too small to train and evaluate on; warn about classes that are merely small."""
+    counts = dataset.counts()
+    tiny = sorted((str(c) for c, n in counts.items() if n < MIN_IMAGES_PER_CLASS))
+    if tiny:
+        raise DataError(
+            f"class(es) {', '.join(tiny)} have fewer than {MIN_IMAGES_PER_CLASS} images; "
+            "add images or remove those classes."
+        )
+    if len(counts) < 2:
+        raise DataError(f"found only one class ({next(iter(counts))}); a classifier needs at least 2 classes.")
+    small = sorted((str(c) for c, n in counts.items() if n < WARN_IMAGES_PER_CLASS))
+    if small:
+        log.warning("class(es) %s have fewer than %d images; results will be noisy", ", ".join(small), WARN_IMAGES_PER_CLASS)
+
+
+def stratified_split(dataset: Dataset, *, test_size: float = 0.2, random_state: int = 0) -> Dataset:
+    """Split the pool (or a lone train split) into train and test, keeping every class in both."""
+    source_split = "pool" if "pool" in dataset.splits else "train"
+    pool = dataset.split(source_split)
+    others = [r for r in dataset.records if r.split != source_split]
+    rng = np.random.default_rng(random_state)
+    by_class: dict[Label, list[ImageRecord]] = {}
+    for record in pool:
+        by_class.setdefault(record.label, []).append(record)
+    for label, members in by_class.items():
+        if len(members) < MIN_IMAGES_PER_CLASS:
+            raise DataError(
+                f"class {label} has {len(members)} image(s) in the {source_split} split; "
+                f"it needs {MIN_IMAGES_PER_CLASS} to hold one out for testing."
+            )
+    split_records = []
+    for label in sorted(by_class, key=_label_sort_key):
+        members = by_class[label]
+        order = rng.permutation(len(members))
+        n_test = min(max(1, round(len(members) * test_size)), len(members) - 1)
+        held_out = set(order[:n_test].tolist())
+        for i, record in enumerate(members):
+            split_records.append(ImageRecord(record.path, record.label, "test" if i in held_out else "train"))
+    return Dataset(dataset.root, dataset.layout, others + split_records, dataset.skipped)

@@ -1,0 +1,119 @@
+"""Turn image bytes into an RGB PIL image, whatever the format, mode or orientation.
+
+Format is detected from the content, never from the file name, so a PNG named ``.jpg`` loads.
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+import numpy as np
+from PIL import Image, ImageFile, ImageOps
+
+# 178 megapixels (PIL's default) is generous for photos; a file that claims more is treated as a
+# decompression bomb and refused instead of allocating gigabytes.
+MAX_PIXELS = 178_956_970
+
+# Leading bytes of the formats we decode; used to tell images from notes and Thumbs.db files
+# without trusting extensions.
+_MAGIC = (
+    (b"\xff\xd8\xff", "JPEG"),
+    (b"\x89PNG\r\n\x1a\n", "PNG"),
+    (b"GIF87a", "GIF"),
+    (b"GIF89a", "GIF"),
+    (b"BM", "BMP"),
+    (b"II*\x00", "TIFF"),
+    (b"MM\x00*", "TIFF"),
+)
+
+IMAGE_EXTENSIONS = frozenset(
+    {".jpg", ".jpeg", ".jpe", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
+)
+
+
+class UnreadableImage(Exception):
+    """Raised by :func:`decode_image` for a truncated, corrupt, or oversized image."""
+
+
+def sniff_format(head: bytes) -> str | None:
+    """Return the image format named by the first bytes of a file, or None if not an image."""
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return "WEBP"
+    for magic, name in _MAGIC:
+        if head.startswith(magic):
+            return name
+    return None
+
+
+def decode_image(data: bytes, *, draft_size: int | None = None) -> Image.Image:
+    """Decode ``data`` into an 8-bit RGB image with EXIF orientation applied.
+
+    ``draft_size`` lets JPEG decoding skip detail that a later resize to that size would throw away
+    (DCT scaling, the trick behind PIL's ``thumbnail``); the result is never smaller than it.
+    """
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(data))
+            if image.width * image.height > MAX_PIXELS:
+                raise UnreadableImage(
+                    f"{image.width}x{image.height} pixels exceeds the {MAX_PIXELS:,}-pixel limit "
+                    "(possible decompression bomb)"
+                )
+            image.seek(0)  # first frame of animated GIF/WebP/TIFF
+            if draft_size and image.format == "JPEG":
+                image.draft("RGB", (draft_size, draft_size))
+            image = ImageOps.exif_transpose(image)
+            return to_rgb(image)
+    except UnreadableImage:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise UnreadableImage(f"possible decompression bomb: {exc}") from None
+    except (OSError, ValueError, SyntaxError, EOFError, Image.UnidentifiedImageError) as exc:
+        raise UnreadableImage(str(exc) or type(exc).__name__) from None
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """Convert any PIL mode to 8-bit RGB; transparency is composited onto white."""
+    image.load()  # force full decode so truncation surfaces here, not later
+    mode = image.mode
+    if mode == "RGB":
+        return image
+    if mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        return _high_depth_to_rgb(image)
+    if mode == "P" and "transparency" in image.info:
+        image = image.convert("RGBA")
+    if image.mode in ("RGBA", "LA", "PA"):
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    return image.convert("RGB")  # L, 1, P, CMYK, YCbCr, LAB, HSV
+
+
+def _high_depth_to_rgb(image: Image.Image) -> Image.Image:
+    """Scale 16-bit or float grayscale to 0-255 by its own range (PIL's convert would clip)."""
+    pixels = np.asarray(image, dtype=np.float64)
+    low, high = float(pixels.min()), float(pixels.max())
+    if image.mode.startswith("I;16") or (image.mode == "I" and high > 255):
+        scale_low, scale_high = 0.0, 65535.0 if high > 255 else 255.0
+    else:
+        scale_low, scale_high = low, high if high > low else low + 1.0
+    scaled = (pixels - scale_low) / (scale_high - scale_low) * 255.0
+    gray = Image.fromarray(np.clip(scaled, 0, 255).astype(np.uint8))
+    return gray.convert("RGB")
+
+
+def array_to_image(array: np.ndarray) -> Image.Image:
+    """Turn an HxW or HxWxC uint8/float array (as from skimage or OpenCV-less code) into RGB."""
+    array = np.asarray(array)
+    if array.ndim == 3 and array.shape[0] in (1, 3, 4) and array.shape[2] not in (1, 3, 4):
+        array = np.moveaxis(array, 0, -1)  # CHW tensors
+    if array.dtype != np.uint8:
+        if np.issubdtype(array.dtype, np.floating) and array.size and array.max() <= 1.0:
+            array = array * 255.0
+        array = np.clip(array, 0, 255).astype(np.uint8)
+    if array.ndim == 3 and array.shape[2] == 1:
+        array = array[:, :, 0]
+    if array.ndim not in (2, 3):
+        raise ValueError(f"expected an HxW or HxWxC image array, got shape {array.shape}")
+    return to_rgb(Image.fromarray(array))

@@ -1,0 +1,255 @@
+"""TransferClassifier: a scikit-learn estimator over images, a pretrained CNN plus a linear head.
+
+It follows scikit-learn's contract: ``__init__`` only stores its arguments, all work happens in
+``fit``, fitted state ends in ``_``. It can be cloned, pickled, grid-searched and cross-validated;
+``save``/``load`` write and read a directory of JSON and safetensors (no pickle, no code).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.utils.validation import check_is_fitted
+
+from .backbones import BackboneSpec, Preprocessing, get_backbone
+from .errors import DataError
+from .features import CodeExtractor, Codes, ImageInput
+from .strategies import LinearFitReport, LinearHead, fit_linear_head
+
+log = logging.getLogger(__name__)
+
+
+class TransferClassifier(ClassifierMixin, BaseEstimator):
+    """Image classifier: CNN codes from a pretrained backbone, then a linear classifier.
+
+    Parameters
+    ----------
+    backbone : str, default="mobilenet_v2"
+        A registered backbone (``mobilenet_v2``, ``efficientnet_lite0`` work offline), or any
+        torchvision / timm model name, e.g. ``"torchvision/resnet50"``.
+    tap : str, optional
+        Where to read the codes; default ``"pre_logits"``, the pooled activations feeding the
+        ImageNet classifier.
+    classifier : {"logistic", "svm"}, default="logistic"
+        Multinomial logistic regression, or a linear SVM (one-vs-rest).
+    Cs : tuple of float, optional
+        Inverse regularisation strengths to choose from by stratified cross-validation.
+    class_weight : {"auto", "balanced", None}, default="auto"
+        "auto" weights classes by inverse frequency when the largest has more than 1.5x the images
+        of the smallest.
+    input_size : int, optional
+        Side of the square crop fed to the backbone; default: the backbone's own.
+    engine : {"auto", "onnx", "torch"}, default="auto"
+        "auto" runs ONNX Runtime on the CPU after checking it matches eager PyTorch.
+    device : str, default="auto"
+        "auto" uses CUDA when present.
+    batch_size : int, default=32
+    cache : bool, default=True
+        Cache codes on disk (``$HEADSTART_CACHE`` or the user cache folder).
+    cache_dir : str, optional
+        Cache folder overriding the default.
+    strict : bool, default=False
+        Fail on unreadable training images instead of skipping them with a warning.
+    n_jobs : int, optional
+        Parallel jobs for cross-validation.
+    random_state : int, default=0
+        Seed of the cross-validation folds.
+    progress : bool, default=False
+        Show progress bars while computing codes.
+
+    Attributes
+    ----------
+    classes_ : ndarray
+        Labels, exactly as given in ``y`` (integer labels stay integers).
+    head_ : LinearHead
+        The fitted linear classifier, as arrays.
+    fit_report_ : LinearFitReport
+        Regularisation chosen, cross-validated score, class weighting.
+    skipped_ : dict
+        Index -> reason for training images that could not be read.
+    """
+
+    def __init__(
+        self,
+        backbone: str = "mobilenet_v2",
+        *,
+        tap: str | None = None,
+        classifier: str = "logistic",
+        Cs: tuple[float, ...] | None = None,
+        class_weight: str | None = "auto",
+        input_size: int | None = None,
+        engine: str = "auto",
+        device: str = "auto",
+        batch_size: int = 32,
+        cache: bool = True,
+        cache_dir: str | None = None,
+        strict: bool = False,
+        n_jobs: int | None = None,
+        random_state: int | None = 0,
+        progress: bool = False,
+    ):
+        self.backbone = backbone
+        self.tap = tap
+        self.classifier = classifier
+        self.Cs = Cs
+        self.class_weight = class_weight
+        self.input_size = input_size
+        self.engine = engine
+        self.device = device
+        self.batch_size = batch_size
+        self.cache = cache
+        self.cache_dir = cache_dir
+        self.strict = strict
+        self.n_jobs = n_jobs
+        self.random_state = random_state
+        self.progress = progress
+
+    # ----------------------------------------------------------------- codes
+    def _extractor(self) -> CodeExtractor:
+        # Built lazily and dropped from pickles: it holds a network or an ONNX Runtime session.
+        key = (self.backbone, self.tap, self.input_size, self.engine, self.device, self.batch_size, self.cache, self.cache_dir)
+        if getattr(self, "_extractor_key", None) != key:
+            spec: BackboneSpec = get_backbone(self.backbone)
+            self._code_extractor = CodeExtractor(
+                spec,
+                self.tap,
+                input_size=self.input_size,
+                engine=self.engine,
+                device=self.device,
+                batch_size=self.batch_size,
+                cache=self.cache,
+                cache_dir=self.cache_dir,
+            )
+            self._extractor_key = key
+        return self._code_extractor
+
+    def extract(self, X: Sequence[ImageInput], *, desc: str = "features") -> Codes:
+        """CNN codes for ``X`` with content hashes and the images that could not be read."""
+        return self._extractor()(_as_list(X), progress=self.progress, desc=desc)
+
+    def transform(self, X: Sequence[ImageInput]) -> np.ndarray:
+        """The CNN codes of ``X`` (n_images, n_codes); raises if an image cannot be read."""
+        codes = self.extract(X)
+        _raise_on_failures(codes, X)
+        return codes.codes
+
+    # ------------------------------------------------------------------- fit
+    def fit(self, X: Sequence[ImageInput], y) -> "TransferClassifier":
+        """Fit the linear head on the codes of images ``X`` (paths, PIL images or arrays)."""
+        X = _as_list(X)
+        y = _as_labels(y)
+        if len(X) != len(y):
+            raise DataError(f"got {len(X)} images but {len(y)} labels; give one label per image.")
+        if len(X) == 0:
+            raise DataError("no images given; fit needs at least two labelled images per class.")
+        return self.fit_codes(self.extract(X, desc="features (train)"), y, images=X)
+
+    def fit_codes(self, codes: Codes, y, *, images: Sequence | None = None) -> "TransferClassifier":
+        """Fit the head on precomputed :class:`Codes` (from :meth:`extract`) for labels ``y``."""
+        y = _as_labels(y)
+        if codes.failures:
+            if self.strict:
+                _raise_on_failures(codes, images)
+            log.warning("skipping %d unreadable training image(s)", len(codes.failures))
+        ok = codes.ok
+        classes, y_index = np.unique(y[ok], return_inverse=True)
+        if len(classes) < 2:
+            raise DataError(f"need images of at least 2 classes, but the data contain only {list(classes)}.")
+        head, report = fit_linear_head(
+            codes.codes[ok],
+            y_index,
+            kind=self.classifier,
+            Cs=self.Cs,
+            class_weight=self.class_weight,
+            random_state=self.random_state,
+            n_jobs=self.n_jobs,
+        )
+        extractor = self._extractor()
+        self.classes_ = classes
+        self.head_: LinearHead = head
+        self.fit_report_: LinearFitReport = report
+        self.skipped_ = dict(codes.failures)
+        self.tap_ = extractor.tap
+        self.preprocessing_: Preprocessing = extractor.preprocessing
+        self.fingerprint_ = extractor.fingerprint
+        self.n_train_ = int(ok.sum())
+        return self
+
+    # --------------------------------------------------------------- predict
+    def decision_function(self, X: Sequence[ImageInput]) -> np.ndarray:
+        check_is_fitted(self, "head_")
+        return self.head_.decision_function(self.transform(X))
+
+    def predict_proba(self, X: Sequence[ImageInput]) -> np.ndarray:
+        """Class probabilities, columns in the order of ``classes_``."""
+        check_is_fitted(self, "head_")
+        return self.head_.predict_proba(self.transform(X))
+
+    def predict(self, X: Sequence[ImageInput]) -> np.ndarray:
+        scores = self.decision_function(X)
+        return self.classes_[np.argmax(scores, axis=1)]
+
+    def predict_codes(self, codes: np.ndarray) -> np.ndarray:
+        """Probabilities for precomputed codes (rows of :meth:`extract`'s output)."""
+        check_is_fitted(self, "head_")
+        return self.head_.predict_proba(codes)
+
+    # ------------------------------------------------------------ persistence
+    def save(self, directory: str | os.PathLike, *, metrics: dict | None = None) -> Path:
+        """Write the fitted model to ``directory`` atomically (JSON + safetensors)."""
+        from .persistence import save_model
+
+        return save_model(self, Path(directory), metrics=metrics)
+
+    @classmethod
+    def load(cls, directory: str | os.PathLike) -> "TransferClassifier":
+        """Read a model written by :meth:`save`; reads only JSON and safetensors, runs no code."""
+        from .persistence import load_model
+
+        return load_model(Path(directory))
+
+    def __getstate__(self):
+        state = self.__dict__.copy()
+        state.pop("_code_extractor", None)
+        state.pop("_extractor_key", None)
+        return state
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.two_d_array = False  # inputs are images (paths, PIL images, arrays)
+        return tags
+
+
+def _as_list(X) -> list:
+    if isinstance(X, (str, os.PathLike)):
+        raise DataError(f"expected a list of images, got the single path {X!s}; wrap it in a list.")
+    return list(X)  # a list of paths/images, or a stacked (N, H, W[, C]) array split into images
+
+
+def _as_labels(y) -> np.ndarray:
+    labels = np.asarray(list(y) if not isinstance(y, np.ndarray) else y)
+    if labels.ndim != 1:
+        raise DataError(f"expected one label per image (a 1-D sequence), got shape {labels.shape}.")
+    return labels
+
+
+def _raise_on_failures(codes: Codes, images) -> None:
+    if not codes.failures:
+        return
+    items = list(codes.failures.items())[:3]
+    described = "; ".join(f"{_describe(images, i)}: {why}" for i, why in items)
+    more = f" and {len(codes.failures) - 3} more" if len(codes.failures) > 3 else ""
+    raise DataError(f"cannot read {len(codes.failures)} image(s) ({described}{more}); remove or replace them.")
+
+
+def _describe(images, index: int) -> str:
+    if images is not None:
+        item = list(images)[index] if not isinstance(images, list) else images[index]
+        if isinstance(item, (str, os.PathLike)):
+            return str(item)
+    return f"image #{index}"

@@ -1,0 +1,210 @@
+"""Folder in, run directory out: what ``headstart fit`` and ``headstart evaluate`` do, as functions.
+
+Codes are extracted once for every image of every split; the same pass yields the content and
+perceptual hashes used to find duplicates and cross-split leakage.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+from sklearn.metrics import balanced_accuracy_score, recall_score
+
+from .data import Dataset, find_duplicates, load_dataset
+from .errors import DataError
+from .estimator import TransferClassifier
+from .features import Codes
+from .persistence import to_json_label
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Evaluation:
+    """Accuracy on one labelled split, next to the chance levels it must beat."""
+
+    split: str
+    n_images: int
+    accuracy: float
+    balanced_accuracy: float
+    chance_uniform: float  # 1 / number of classes
+    chance_majority: float  # share of the largest class
+    per_class_recall: dict
+    accuracy_ci95: tuple[float, float]  # Wilson interval
+
+
+@dataclass
+class FitSummary:
+    """Everything ``headstart fit`` reports; also written to ``metrics.json``."""
+
+    data: str
+    layout: str
+    classes: list
+    n_train: int
+    evaluation: Evaluation | None
+    skipped: list[dict] = field(default_factory=list)  # {"path", "reason"}
+    duplicates: dict = field(default_factory=dict)
+    classifier: dict = field(default_factory=dict)
+    backbone: str = ""
+    engine: str = ""
+    computed_codes: int = 0
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def fit_folder(
+    data: str | os.PathLike,
+    output: str | os.PathLike | None = None,
+    *,
+    strict: bool = False,
+    test_size: float = 0.2,
+    allow_outside: bool = False,
+    **params,
+) -> tuple[TransferClassifier, FitSummary]:
+    """Fit a :class:`TransferClassifier` on a dataset folder or CSV and optionally save the run.
+
+    ``params`` go to :class:`TransferClassifier`. The held-out split (test, else val, else a
+    stratified 20% of the pool) is evaluated and never used for fitting.
+    """
+    start = time.perf_counter()
+    dataset = load_dataset(data, test_size=test_size, random_state=params.get("random_state") or 0, allow_outside=allow_outside)
+    if strict and dataset.unreadable():
+        _raise_unreadable(dataset.unreadable())
+    model = TransferClassifier(strict=strict, **params)
+    records = dataset.records
+    codes = model.extract([r.path for r in records])
+    failures = [records[i].path for i in codes.failures]
+    if strict and failures:
+        _raise_unreadable(failures)
+    train = np.array([r.split == "train" for r in records])
+    labels = _labels(records)
+    model.fit_codes(_subset(codes, train), labels[train])
+
+    eval_split = dataset.eval_split
+    evaluation = None
+    if eval_split:
+        held_out = np.array([r.split == eval_split for r in records]) & codes.ok
+        evaluation = evaluate_codes(model, codes.codes[held_out], labels[held_out], eval_split)
+    summary = FitSummary(
+        data=str(data),
+        layout=dataset.layout,
+        classes=[to_json_label(c) for c in model.classes_],
+        n_train=model.n_train_,
+        evaluation=evaluation,
+        skipped=[{"path": str(s.path), "reason": s.reason} for s in dataset.skipped]
+        + [{"path": str(records[i].path), "reason": why} for i, why in codes.failures.items()],
+        duplicates=duplicate_report(dataset, codes),
+        classifier=asdict(model.fit_report_) | {"kind": model.classifier},
+        backbone=model.backbone,
+        engine=codes.engine,
+        computed_codes=codes.computed,
+        seconds=round(time.perf_counter() - start, 2),
+    )
+    if output is not None:
+        model.save(output, metrics=summary.to_dict())
+    return model, summary
+
+
+def evaluate_folder(model: TransferClassifier, data: str | os.PathLike, *, allow_outside: bool = False) -> Evaluation:
+    """Accuracy of a fitted model on a labelled folder or CSV.
+
+    With split folders, the test split is used (else val); with class folders, every image.
+    """
+    dataset = load_dataset(data, split=False, allow_outside=allow_outside)
+    split = dataset.eval_split or dataset.splits[0]
+    records = dataset.split(split)
+    unknown = sorted({str(r.label) for r in records} - {str(c) for c in model.classes_})
+    if unknown:
+        raise DataError(
+            f"labels {', '.join(unknown[:5])} are not among the model's classes ({', '.join(map(str, model.classes_[:10]))}); "
+            "evaluate on data with the same class names."
+        )
+    codes = model.extract([r.path for r in records], desc=f"features ({split})")
+    if codes.failures:
+        log.warning("skipping %d unreadable image(s)", len(codes.failures))
+    labels = _match_label_types(_labels(records), model.classes_)
+    ok = codes.ok
+    return evaluate_codes(model, codes.codes[ok], labels[ok], split)
+
+
+def evaluate_codes(model: TransferClassifier, codes: np.ndarray, labels: np.ndarray, split: str) -> Evaluation:
+    predicted = model.classes_[np.argmax(model.predict_codes(codes), axis=1)]
+    n = len(labels)
+    correct = int((predicted == labels).sum())
+    present = [c for c in model.classes_ if np.any(labels == c)]
+    recalls = recall_score(labels, predicted, labels=present, average=None, zero_division=0)
+    _, counts = np.unique(labels, return_counts=True)
+    return Evaluation(
+        split=split,
+        n_images=n,
+        accuracy=correct / n,
+        balanced_accuracy=float(balanced_accuracy_score(labels, predicted)),
+        chance_uniform=1.0 / len(model.classes_),
+        chance_majority=float(counts.max() / n),
+        per_class_recall={str(to_json_label(c)): float(r) for c, r in zip(present, recalls)},
+        accuracy_ci95=wilson_interval(correct, n),
+    )
+
+
+def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """95% confidence interval of a proportion; sound even at 0% or 100% on small samples."""
+    if n == 0:
+        return (0.0, 1.0)
+    p = successes / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return (round(float(centre - half), 4), round(float(centre + half), 4))
+
+
+def duplicate_report(dataset: Dataset, codes: Codes) -> dict:
+    """Exact and near duplicates; pairs across train and a held-out split are leakage."""
+    ok = np.flatnonzero(codes.ok)
+    pairs = find_duplicates([codes.content_hashes[i] for i in ok], codes.phashes[ok])
+    records = dataset.records
+    within = {"exact": 0, "near": 0}
+    leakage = []
+    for pair in pairs:
+        a, b = records[ok[pair.first]], records[ok[pair.second]]
+        if a.split == b.split:
+            within[pair.kind] += 1
+        else:
+            leakage.append({"kind": pair.kind, "distance": pair.distance, "paths": [str(a.path), str(b.path)], "splits": [a.split, b.split]})
+    return {"within_split": within, "cross_split": len(leakage), "leakage": leakage}
+
+
+def _subset(codes: Codes, mask: np.ndarray) -> Codes:
+    index = np.flatnonzero(mask)
+    position = {old: new for new, old in enumerate(index)}
+    return Codes(
+        codes=codes.codes[index],
+        content_hashes=[codes.content_hashes[i] for i in index],
+        phashes=codes.phashes[index],
+        failures={position[i]: why for i, why in codes.failures.items() if i in position},
+        computed=codes.computed,
+        engine=codes.engine,
+    )
+
+
+def _labels(records) -> np.ndarray:
+    labels = [r.label for r in records]
+    return np.asarray(labels, dtype=object if any(isinstance(v, str) for v in labels) and any(isinstance(v, int) for v in labels) else None)
+
+
+def _match_label_types(labels: np.ndarray, classes: np.ndarray) -> np.ndarray:
+    """Folder names are strings; a model trained with integer labels compares them as integers."""
+    if classes.dtype.kind in "iu" and labels.dtype.kind not in "iu":
+        return labels.astype(classes.dtype)
+    return labels
+
+
+def _raise_unreadable(paths) -> None:
+    shown = ", ".join(str(p) for p in list(paths)[:3])
+    more = f" and {len(paths) - 3} more" if len(paths) > 3 else ""
+    raise DataError(f"--strict: {len(paths)} unreadable file(s): {shown}{more}; remove them or drop --strict.")

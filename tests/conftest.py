@@ -1,0 +1,50 @@
+"""Shared fixtures: a private feature cache, and tiny generated image datasets."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+# Mean colours of the generated classes; noise on top keeps every image distinct.
+CLASS_COLOURS = {"red": (200, 40, 40), "green": (40, 180, 60), "blue": (40, 60, 200)}
+
+
+@pytest.fixture(autouse=True)
+def private_cache(tmp_path, monkeypatch):
+    """Every test gets an empty feature cache of its own."""
+    cache = tmp_path / "headstart-cache"
+    monkeypatch.setenv("HEADSTART_CACHE", str(cache))
+    return cache
+
+
+def colour_image(colour, seed: int, size: int = 40) -> Image.Image:
+    rng = np.random.default_rng(seed)
+    pixels = np.clip(np.asarray(colour)[None, None, :] + rng.normal(0, 25, (size, size, 3)), 0, 255)
+    return Image.fromarray(pixels.astype(np.uint8))
+
+
+def write_class_folders(root: Path, per_class: int = 6, colours: dict | None = None, seed: int = 0, fmt: str = "PNG") -> Path:
+    """root/CLASS/NN.png for each colour class."""
+    for c, (name, colour) in enumerate((colours or CLASS_COLOURS).items()):
+        folder = root / name
+        folder.mkdir(parents=True, exist_ok=True)
+        for i in range(per_class):
+            suffix = ".png" if fmt == "PNG" else ".jpg"
+            colour_image(colour, seed=seed * 10_000 + c * 1000 + i).save(folder / f"{i:02d}{suffix}", format=fmt)
+    return root
+
+
+@pytest.fixture
+def colour_folders(tmp_path) -> Path:
+    return write_class_folders(tmp_path / "colours")
+
+
+@pytest.fixture
+def colour_splits(tmp_path) -> Path:
+    root = tmp_path / "splits"
+    write_class_folders(root / "train", per_class=6, seed=1)
+    write_class_folders(root / "test", per_class=3, seed=2)
+    return root

@@ -1,0 +1,119 @@
+import logging
+import os
+
+import pytest
+
+from headstart.data import load_dataset
+from headstart.errors import DataError
+from tests.conftest import write_class_folders
+
+
+def test_class_folders_get_a_stratified_split(colour_folders):
+    dataset = load_dataset(colour_folders, test_size=0.34)
+    assert dataset.layout == "folders"
+    assert dataset.classes == ["blue", "green", "red"]
+    assert dataset.splits == ["train", "test"]
+    assert all(n == 2 for n in dataset.counts("test").values())
+    assert all(n == 4 for n in dataset.counts("train").values())
+    # The same seed always splits the same way.
+    again = load_dataset(colour_folders, test_size=0.34)
+    assert [r.path for r in again.split("test")] == [r.path for r in dataset.split("test")]
+
+
+def test_split_folders_are_used_as_given(colour_splits):
+    dataset = load_dataset(colour_splits)
+    assert dataset.layout == "splits"
+    assert dataset.eval_split == "test"
+    assert sum(dataset.counts("train").values()) == 18
+
+
+@pytest.mark.parametrize("name", ["val", "valid", "validation", "Test"])
+def test_split_folder_aliases(tmp_path, name):
+    write_class_folders(tmp_path / "train", per_class=3)
+    write_class_folders(tmp_path / name, per_class=2)
+    dataset = load_dataset(tmp_path)
+    assert dataset.eval_split in ("val", "test")
+
+
+def test_non_images_are_skipped_and_counted(colour_folders):
+    (colour_folders / "red" / "Thumbs.db").write_bytes(b"\x00\x01junk")
+    (colour_folders / "red" / ".DS_Store").write_bytes(b"junk")
+    (colour_folders / "red" / "notes.txt").write_text("shot on a sunny day")
+    (colour_folders / "red" / "broken.jpg").write_bytes(b"definitely not a jpeg")
+    dataset = load_dataset(colour_folders)
+    reasons = sorted(s.reason for s in dataset.skipped)
+    assert reasons.count("not an image") == 3
+    assert [p.name for p in dataset.unreadable()] == ["broken.jpg"]
+    assert len(dataset.records) == 18
+
+
+def test_csv_with_integer_labels_keeps_them(tmp_path):
+    write_class_folders(tmp_path / "img", per_class=3)
+    rows = ["path,label"]
+    for number, name in ((1, "red"), (2, "green"), (15, "blue")):
+        rows += [f"img/{name}/{i:02d}.png,{number}" for i in range(3)]
+    (tmp_path / "labels.csv").write_text("\n".join(rows))
+    dataset = load_dataset(tmp_path / "labels.csv")
+    assert dataset.classes == [1, 2, 15]
+    assert dataset.layout == "csv"
+
+
+def test_tsv_without_header(tmp_path):
+    write_class_folders(tmp_path, per_class=2)
+    lines = [f"{name}/{i:02d}.png\t{name}" for name in ("red", "blue") for i in range(2)]
+    (tmp_path / "labels.tsv").write_text("\n".join(lines))
+    assert load_dataset(tmp_path / "labels.tsv").classes == ["blue", "red"]
+
+
+@pytest.mark.parametrize("escape", ["../outside.png", "/etc/passwd", "link.png"])
+def test_csv_paths_may_not_escape_its_folder(tmp_path, escape):
+    base = tmp_path / "base"
+    write_class_folders(base, per_class=2)
+    write_class_folders(tmp_path, per_class=1, colours={"x": (1, 2, 3)})
+    (tmp_path / "outside.png").write_bytes((tmp_path / "x" / "00.png").read_bytes())
+    os.symlink(tmp_path / "outside.png", base / "link.png")
+    rows = [f"red/0{i}.png,red" for i in range(2)] + [f"blue/0{i}.png,blue" for i in range(2)] + [f"{escape},blue"]
+    (base / "labels.csv").write_text("\n".join(rows))
+    with pytest.raises(DataError, match="outside"):
+        load_dataset(base / "labels.csv")
+    if escape != "/etc/passwd":
+        assert len(load_dataset(base / "labels.csv", allow_outside=True).records) == 5
+
+
+def test_class_with_one_image_is_an_error(colour_folders):
+    for extra in list((colour_folders / "red").iterdir())[1:]:
+        extra.unlink()
+    with pytest.raises(DataError, match="red have fewer than 2 images"):
+        load_dataset(colour_folders)
+
+
+def test_class_with_few_images_warns(colour_folders, caplog):
+    for extra in list((colour_folders / "red").iterdir())[3:]:
+        extra.unlink()
+    with caplog.at_level(logging.WARNING):
+        load_dataset(colour_folders)
+    assert "fewer than 5 images" in caplog.text
+
+
+def test_one_class_is_an_error(tmp_path):
+    write_class_folders(tmp_path, per_class=4, colours={"only": (1, 1, 1)})
+    with pytest.raises(DataError, match="only one class"):
+        load_dataset(tmp_path)
+
+
+@pytest.mark.parametrize("make, message", [(lambda p: p, "no sub-folders"), (lambda p: p / "nope", "does not exist")])
+def test_unusable_roots(tmp_path, make, message):
+    with pytest.raises(DataError, match=message):
+        load_dataset(make(tmp_path))
+
+
+def test_empty_csv(tmp_path):
+    (tmp_path / "labels.csv").write_text("")
+    with pytest.raises(DataError, match="empty"):
+        load_dataset(tmp_path / "labels.csv")
+
+
+def test_csv_row_without_label(tmp_path):
+    (tmp_path / "labels.csv").write_text("a.png\n")
+    with pytest.raises(DataError, match="line 1 has 1 column"):
+        load_dataset(tmp_path / "labels.csv")

@@ -1,0 +1,104 @@
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from headstart.data.decode import MAX_PIXELS, UnreadableImage, array_to_image, decode_image, sniff_format
+
+
+def encode(image: Image.Image, fmt: str, **kwargs) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format=fmt, **kwargs)
+    return buffer.getvalue()
+
+
+RGB = Image.fromarray(np.arange(24 * 16 * 3, dtype=np.uint8).reshape(16, 24, 3))
+
+
+@pytest.mark.parametrize("fmt", ["JPEG", "PNG", "BMP", "GIF", "WEBP", "TIFF"])
+def test_every_supported_format_decodes_to_rgb(fmt):
+    image = decode_image(encode(RGB, fmt))
+    assert image.mode == "RGB" and image.size == (24, 16)
+    assert sniff_format(encode(RGB, fmt)[:16]) is not None
+
+
+@pytest.mark.parametrize(
+    "mode",
+    ["L", "1", "P", "RGBA", "LA", "CMYK", "I;16", "I", "F"],
+)
+def test_every_mode_becomes_rgb(mode):
+    if mode in ("I;16", "I", "F"):
+        ramp = np.linspace(0, 60000, 16 * 24).reshape(16, 24)
+        source = Image.fromarray(ramp.astype({"I;16": np.uint16, "I": np.int32, "F": np.float32}[mode]))
+        assert source.mode == mode
+    else:
+        source = RGB.convert(mode)
+    fmt = {"CMYK": "JPEG", "F": "TIFF", "I": "TIFF"}.get(mode, "PNG" if mode != "1" else "BMP")
+    image = decode_image(encode(source, fmt))
+    assert image.mode == "RGB" and image.size == (24, 16)
+
+
+def test_sixteen_bit_keeps_its_range():
+    ramp = Image.fromarray(np.linspace(0, 65535, 64).reshape(8, 8).astype(np.uint16))
+    pixels = np.asarray(decode_image(encode(ramp, "PNG")))[:, :, 0]
+    assert pixels.min() == 0 and pixels.max() == 255  # scaled, not clipped to white
+
+
+def test_transparency_is_composited_on_white():
+    clear = Image.new("RGBA", (4, 4), (0, 0, 0, 0))
+    assert np.asarray(decode_image(encode(clear, "PNG"))).min() == 255
+
+
+def test_extension_does_not_matter(tmp_path):
+    # A PNG saved as .jpg: decoding looks at the bytes, not the name.
+    path = tmp_path / "liar.jpg"
+    RGB.save(path, format="PNG")
+    assert decode_image(path.read_bytes()).size == (24, 16)
+
+
+def test_exif_orientation_is_applied():
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 degrees clockwise when displayed
+    image = decode_image(encode(RGB, "JPEG", exif=exif))
+    assert image.size == (16, 24)
+
+
+def test_gif_first_frame():
+    frames = [Image.new("RGB", (8, 8), c) for c in ((255, 0, 0), (0, 0, 255))]
+    buffer = io.BytesIO()
+    frames[0].save(buffer, format="GIF", save_all=True, append_images=frames[1:])
+    pixels = np.asarray(decode_image(buffer.getvalue()))
+    assert pixels[0, 0, 0] > 200 and pixels[0, 0, 2] < 50
+
+
+def test_truncated_image_is_unreadable():
+    data = encode(RGB.resize((200, 200)), "JPEG")
+    with pytest.raises(UnreadableImage):
+        decode_image(data[: len(data) // 2])
+
+
+def test_garbage_is_unreadable():
+    with pytest.raises(UnreadableImage):
+        decode_image(b"not an image at all")
+
+
+def test_decompression_bomb_is_refused(monkeypatch):
+    monkeypatch.setattr("headstart.data.decode.MAX_PIXELS", 100)
+    with pytest.raises(UnreadableImage, match="decompression bomb"):
+        decode_image(encode(RGB, "PNG"))
+    assert MAX_PIXELS > 100_000_000  # the real limit admits any photo
+
+
+def test_jpeg_draft_never_goes_below_requested_size():
+    big = RGB.resize((800, 600))
+    image = decode_image(encode(big, "JPEG"), draft_size=150)
+    assert min(image.size) >= 150 and image.size[0] < 800
+
+
+def test_arrays_of_any_layout():
+    assert array_to_image(np.zeros((10, 12), np.uint8)).size == (12, 10)
+    assert array_to_image(np.ones((3, 10, 12), np.float32)).size == (12, 10)
+    assert np.asarray(array_to_image(np.ones((10, 12, 1), np.float64)))[0, 0, 0] == 255
+    with pytest.raises(ValueError, match="shape"):
+        array_to_image(np.zeros((2, 3, 4, 5)))

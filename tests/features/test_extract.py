@@ -1,0 +1,125 @@
+import multiprocessing
+import os
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from headstart.backbones import get_backbone
+from headstart.features import CodeExtractor, FeatureCache
+from tests.conftest import colour_image
+
+
+@pytest.fixture
+def image_paths(tmp_path):
+    paths = []
+    for i in range(5):
+        path = tmp_path / f"{i}.png"
+        colour_image((50 * i, 100, 200 - 40 * i), seed=i).save(path)
+        paths.append(path)
+    return paths
+
+
+def extractor(**kwargs):
+    return CodeExtractor(get_backbone("tiny"), engine=kwargs.pop("engine", "torch"), batch_size=kwargs.pop("batch_size", 2), **kwargs)
+
+
+def test_second_pass_reads_everything_from_the_cache(image_paths):
+    first = extractor()(image_paths)
+    assert first.computed == 5 and first.ok.all()
+    second = extractor()(image_paths)
+    assert second.computed == 0 and second.engine == "cache"
+    np.testing.assert_array_equal(first.codes, second.codes)
+    np.testing.assert_array_equal(first.phashes, second.phashes)
+
+
+def test_cache_entries_follow_content_not_name(image_paths, tmp_path):
+    extractor()(image_paths)
+    renamed = tmp_path / "renamed.png"
+    renamed.write_bytes(image_paths[0].read_bytes())
+    assert extractor()([renamed]).computed == 0
+    Image.open(image_paths[1]).rotate(90).save(image_paths[1])
+    assert extractor()([image_paths[1]]).computed == 1
+
+
+def test_without_cache_nothing_is_written(image_paths, private_cache):
+    extractor(cache=False)(image_paths)
+    assert not (private_cache / "features").exists() or not any((private_cache / "features").rglob("*.npz"))
+
+
+def test_unreadable_images_are_listed_not_fatal(image_paths, tmp_path):
+    bad = tmp_path / "bad.jpg"
+    bad.write_bytes(b"\xff\xd8\xff" + b"\x00" * 50)
+    missing = tmp_path / "missing.png"
+    codes = extractor()([image_paths[0], bad, image_paths[1], missing])
+    assert sorted(codes.failures) == [1, 3]
+    assert codes.failures[1].startswith("unreadable")
+    assert np.isnan(codes.codes[1]).all() and not np.isnan(codes.codes[0]).any()
+
+
+def test_pil_images_and_arrays_match_files(image_paths):
+    from_files = extractor()(image_paths[:2]).codes
+    images = [Image.open(p) for p in image_paths[:2]]
+    arrays = [np.asarray(im.convert("RGB")) for im in images]
+    np.testing.assert_allclose(extractor()(images).codes, from_files, atol=1e-6)
+    np.testing.assert_allclose(extractor()(arrays).codes, from_files, atol=1e-6)
+
+
+def test_damaged_cache_entry_is_recomputed(image_paths):
+    extractor()(image_paths[:1])
+    cache = FeatureCache(extractor().fingerprint)
+    entry = next(cache.directory.rglob("*.npz"))
+    entry.write_bytes(b"garbage")
+    assert extractor()(image_paths[:1]).computed == 1
+
+
+def _write_codes(args):
+    paths, cache_dir = args
+    os.environ["HEADSTART_CACHE"] = cache_dir
+    return extractor(cache_dir=cache_dir)(paths).codes
+
+
+def test_concurrent_writers_leave_only_whole_entries(image_paths, tmp_path):
+    cache_dir = str(tmp_path / "shared-cache")
+    with multiprocessing.get_context("spawn").Pool(2) as pool:
+        results = pool.map(_write_codes, [(image_paths, cache_dir)] * 2)
+    np.testing.assert_array_equal(results[0], results[1])
+    entries = list((tmp_path / "shared-cache").rglob("*"))
+    assert not [e for e in entries if e.name.endswith(".tmp")]
+    assert extractor(cache_dir=cache_dir)(image_paths).computed == 0
+
+
+def test_onnx_engine_matches_eager_pytorch(image_paths, tmp_path):
+    pytest.importorskip("onnxruntime")
+    eager = extractor(cache=False)(image_paths)
+    fast = extractor(cache=False, engine="onnx", cache_dir=tmp_path / "c")(image_paths)
+    assert fast.engine == "onnx"
+    np.testing.assert_allclose(fast.codes, eager.codes, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.slow
+def test_onnx_engine_matches_eager_on_mobilenet_at_small_size(tmp_path):
+    pytest.importorskip("onnxruntime")
+    skimage_data = pytest.importorskip("skimage.data")
+    photos = [Image.fromarray(skimage_data.chelsea()), Image.fromarray(skimage_data.coffee()), Image.fromarray(skimage_data.astronaut())]
+    spec = get_backbone("mobilenet_v2")
+    kwargs = dict(input_size=96, cache=False, cache_dir=tmp_path)
+    eager = CodeExtractor(spec, engine="torch", **kwargs)(photos).codes
+    fast_extractor = CodeExtractor(spec, engine="onnx", **kwargs)
+    fast = fast_extractor(photos).codes
+    np.testing.assert_allclose(fast, eager, rtol=1e-4, atol=1e-4)
+    # ...and a linear head on top predicts the same classes from either.
+    weights = np.random.default_rng(0).normal(size=(eager.shape[1], 3))
+    assert ((fast @ weights).argmax(1) == (eager @ weights).argmax(1)).all()
+
+
+def test_failed_export_falls_back_to_pytorch(image_paths, monkeypatch, caplog):
+    from headstart.features import engine
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("exporter exploded")
+
+    monkeypatch.setattr(engine, "export_verified", broken)
+    codes = extractor(cache=False, engine="auto")(image_paths)
+    assert codes.engine == "torch"
+    assert "using PyTorch" in caplog.text

@@ -1,0 +1,91 @@
+import csv
+import io
+import json
+
+import pytest
+
+from headstart.cli import main
+
+
+def run(capsys, *argv):
+    code = main(["-q", *map(str, argv)])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.fixture
+def run_dir(colour_splits, tmp_path, capsys):
+    code, out, _ = run(capsys, "fit", colour_splits, "-o", tmp_path / "run", "--backbone", "tiny", "--engine", "torch")
+    assert code == 0, out
+    return tmp_path / "run"
+
+
+def test_fit_prints_a_summary(colour_splits, tmp_path, capsys):
+    code, out, _ = run(capsys, "fit", colour_splits, "-o", tmp_path / "run", "--backbone", "tiny", "--engine", "torch")
+    assert code == 0
+    assert "test accuracy 100.0% on 9 images" in out
+    assert "chance 33.3% (1/K)" in out
+    assert "no leakage" in out and "logistic regression" in out
+    assert (tmp_path / "run" / "model.safetensors").exists()
+
+
+def test_predict_formats(run_dir, colour_splits, capsys):
+    image = colour_splits / "test" / "red" / "00.png"
+    code, out, _ = run(capsys, "predict", run_dir, image, "--top-k", "2")
+    assert code == 0 and out.split()[1] == "red"
+    code, out, _ = run(capsys, "predict", run_dir, colour_splits / "test", "--format", "json")
+    rows = json.loads(out)
+    assert len(rows) == 9 and all(r["predictions"][0]["label"] in r["path"] for r in rows)
+    code, out, _ = run(capsys, "predict", run_dir, image, "--format", "csv", "--top-k", "3")
+    table = list(csv.DictReader(io.StringIO(out)))
+    assert [r["rank"] for r in table] == ["1", "2", "3"] and table[0]["label"] == "red"
+
+
+def test_predict_reports_unreadable_images_and_exits_nonzero(run_dir, tmp_path, colour_splits, capsys):
+    bad = tmp_path / "bad.jpg"
+    bad.write_bytes(b"\xff\xd8\xff garbage")
+    code, out, _ = run(capsys, "predict", run_dir, colour_splits / "test" / "red" / "00.png", bad)
+    assert code == 1
+    assert "unreadable" in out and "red" in out
+
+
+def test_evaluate(run_dir, colour_splits, capsys):
+    code, out, _ = run(capsys, "evaluate", run_dir, colour_splits, "--format", "json")
+    assert code == 0 and json.loads(out)["accuracy"] == 1.0
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["fit", "/no/such/folder", "-o", "x"], "does not exist"),
+        (["predict", "/no/such/run", "img.png"], "not a headstart model"),
+        (["fit", "{data}", "-o", "{tmp}/r", "--backbone", "resnet9000"], "unknown backbone"),
+        (["fit", "{data}", "-o", "{tmp}/r", "--backbone", "tiny", "--tap", "nope"], "has no tap"),
+    ],
+)
+def test_errors_are_one_line_with_nonzero_exit(argv, message, colour_splits, tmp_path, capsys):
+    argv = [a.format(data=colour_splits, tmp=tmp_path) for a in argv]
+    code, out, err = run(capsys, *argv)
+    assert code == 2
+    assert err.startswith("error: ") and message in err and err.count("\n") == 1
+    assert "Traceback" not in err
+
+
+def test_debug_shows_the_traceback(capsys):
+    from headstart import DataError
+
+    with pytest.raises(DataError):
+        main(["--debug", "fit", "/no/such/folder", "-o", "x"])
+
+
+def test_demo_runs_offline(tmp_path, capsys):
+    code, out, _ = run(capsys, "demo", "-o", tmp_path / "demo", "--backbone", "tiny")
+    assert code == 0
+    assert "headstart fit PATH/TO/IMAGES" in out
+    assert (tmp_path / "demo" / "model.json").exists()
+    assert len(list((tmp_path / "demo-images" / "train").rglob("*.png"))) == 150
+
+
+def test_backbones_lists_the_offline_ones(capsys):
+    code, out, _ = run(capsys, "backbones")
+    assert code == 0 and "mobilenet_v2" in out and "efficientnet_lite0" in out

@@ -1,0 +1,111 @@
+import pickle
+
+import numpy as np
+import pytest
+from PIL import Image
+from sklearn.base import clone
+from sklearn.model_selection import GridSearchCV, cross_val_score
+from sklearn.pipeline import Pipeline
+
+from headstart import DataError, TransferClassifier
+from tests.conftest import CLASS_COLOURS, colour_image
+
+
+def colour_data(per_class=6, seed=0, labels=None):
+    images, y = [], []
+    for c, (name, colour) in enumerate(CLASS_COLOURS.items()):
+        for i in range(per_class):
+            images.append(colour_image(colour, seed=seed * 1000 + c * 100 + i))
+            y.append(labels[c] if labels else name)
+    return images, np.array(y)
+
+
+def tiny(**kwargs):
+    return TransferClassifier("tiny", engine="torch", **kwargs)
+
+
+def test_fit_predict_score_on_pil_images():
+    X, y = colour_data()
+    model = tiny().fit(X, y)
+    assert list(model.classes_) == ["blue", "green", "red"]
+    X_test, y_test = colour_data(per_class=3, seed=7)
+    assert model.score(X_test, y_test) == 1.0
+    proba = model.predict_proba(X_test)
+    assert proba.shape == (9, 3) and np.allclose(proba.sum(1), 1)
+
+
+def test_integer_labels_stay_as_given():
+    X, _ = colour_data()
+    y = np.repeat([1, 7, 15], 6)
+    model = tiny().fit(X, y)
+    assert model.classes_.tolist() == [1, 7, 15]
+    assert model.predict(X[:1])[0] in (1, 7, 15)
+    assert model.predict_proba(X[:1]).shape == (1, 3)
+
+
+def test_arrays_and_paths_are_accepted(tmp_path):
+    X, y = colour_data()
+    paths = []
+    for i, image in enumerate(X):
+        paths.append(tmp_path / f"{i}.png")
+        image.save(paths[-1])
+    arrays = np.stack([np.asarray(im) for im in X])
+    from_paths = tiny().fit(paths, y).predict_proba(paths)
+    from_arrays = tiny().fit(arrays, y).predict_proba(arrays)
+    np.testing.assert_allclose(from_paths, from_arrays, atol=1e-6)
+
+
+def test_get_set_params_and_clone():
+    model = tiny(classifier="svm", Cs=(0.1, 1.0))
+    assert model.get_params()["classifier"] == "svm"
+    copy = clone(model.set_params(tap="features.1"))
+    assert copy.tap == "features.1" and copy is not model
+
+
+def test_pickles_after_fit():
+    X, y = colour_data()
+    model = tiny().fit(X, y)
+    again = pickle.loads(pickle.dumps(model))
+    np.testing.assert_array_equal(again.predict_proba(X), model.predict_proba(X))
+
+
+def test_inside_pipeline_cross_val_and_grid_search():
+    X, y = colour_data()
+    scores = cross_val_score(tiny(), X, y, cv=3)
+    assert scores.mean() == 1.0
+    pipeline = Pipeline([("clf", tiny())])
+    search = GridSearchCV(pipeline, {"clf__tap": ["pre_logits", "features.1"]}, cv=2).fit(X, y)
+    assert search.best_score_ == 1.0
+
+
+def test_unreadable_training_images_are_skipped_or_fatal(tmp_path):
+    X, y = colour_data()
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"\x89PNG\r\n\x1a\n broken")
+    model = tiny().fit(X + [bad], np.append(y, "red"))
+    assert list(model.skipped_) == [18] and model.n_train_ == 18
+    with pytest.raises(DataError, match="bad.png"):
+        tiny(strict=True).fit(X + [bad], np.append(y, "red"))
+    with pytest.raises(DataError, match="cannot read 1 image"):
+        model.predict([bad])
+
+
+@pytest.mark.parametrize(
+    "X, y, message",
+    [
+        ([], [], "no images"),
+        ([colour_image((1, 1, 1), 0)] * 2, ["a"], "2 images but 1 labels"),
+        ([colour_image((1, 1, 1), i) for i in range(4)], ["a"] * 4, "at least 2 classes"),
+        ("some/folder", ["a"], "wrap it in a list"),
+    ],
+)
+def test_bad_fit_input(X, y, message):
+    with pytest.raises(DataError, match=message):
+        tiny().fit(X, y)
+
+
+def test_predict_before_fit():
+    from sklearn.exceptions import NotFittedError
+
+    with pytest.raises(NotFittedError):
+        tiny().predict([colour_image((1, 1, 1), 0)])

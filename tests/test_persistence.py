@@ -1,0 +1,101 @@
+import json
+
+import numpy as np
+import pytest
+
+from headstart import ModelFileError, TransferClassifier
+from headstart import persistence
+from tests.test_estimator import colour_data, tiny
+
+
+@pytest.fixture
+def fitted():
+    X, y = colour_data()
+    return tiny().fit(X, y), X
+
+
+def test_round_trip_predicts_identically(fitted, tmp_path):
+    model, X = fitted
+    model.save(tmp_path / "run")
+    loaded = TransferClassifier.load(tmp_path / "run")
+    np.testing.assert_array_equal(loaded.predict_proba(X), model.predict_proba(X))
+    assert loaded.classes_.tolist() == model.classes_.tolist()
+    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == ["model.json", "model.safetensors"]
+
+
+def test_integer_classes_survive_saving(tmp_path):
+    X, _ = colour_data()
+    model = tiny().fit(X, np.repeat([1, 2, 15], 6))
+    model.save(tmp_path / "run")
+    assert TransferClassifier.load(tmp_path / "run").classes_.tolist() == [1, 2, 15]
+
+
+def test_model_files_hold_no_pickle(fitted, tmp_path):
+    model, _ = fitted
+    model.save(tmp_path / "run")
+    meta = json.loads((tmp_path / "run" / "model.json").read_text())
+    assert meta["backbone"] == "tiny" and meta["versions"]["torch"]
+    weights = (tmp_path / "run" / "model.safetensors").read_bytes()
+    assert b"\x80\x04" not in weights[:16] and weights[8:9] == b"{"  # safetensors: u64 length, then JSON
+
+
+def test_crash_mid_save_keeps_the_previous_model(fitted, tmp_path, monkeypatch):
+    model, X = fitted
+    model.save(tmp_path / "run")
+    before = (tmp_path / "run" / "model.safetensors").read_bytes()
+
+    def crash(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(persistence, "save_file", crash)
+    with pytest.raises(OSError, match="disk full"):
+        model.save(tmp_path / "run")
+    assert (tmp_path / "run" / "model.safetensors").read_bytes() == before
+    assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(".")]  # no staging folders left behind
+    TransferClassifier.load(tmp_path / "run")
+
+
+def test_resave_replaces_the_whole_directory(fitted, tmp_path):
+    model, _ = fitted
+    model.save(tmp_path / "run", metrics={"accuracy": 1.0})
+    model.save(tmp_path / "run")
+    assert not (tmp_path / "run" / "metrics.json").exists()
+
+
+@pytest.mark.parametrize(
+    "damage, message",
+    [
+        (lambda run: (run / "model.json").unlink(), "not a headstart model"),
+        (lambda run: (run / "model.json").write_text("{nope"), "not valid JSON"),
+        (lambda run: (run / "model.safetensors").write_bytes(b"junk"), "does not match"),
+        (lambda run: (run / "model.safetensors").unlink(), "no model.safetensors"),
+    ],
+)
+def test_damaged_models_give_clear_errors(fitted, tmp_path, damage, message):
+    model, _ = fitted
+    model.save(tmp_path / "run")
+    damage(tmp_path / "run")
+    with pytest.raises(ModelFileError, match=message):
+        TransferClassifier.load(tmp_path / "run")
+
+
+def test_newer_format_is_refused(fitted, tmp_path):
+    model, _ = fitted
+    model.save(tmp_path / "run")
+    meta_path = tmp_path / "run" / "model.json"
+    meta = json.loads(meta_path.read_text())
+    meta["format_version"] = 99
+    meta_path.write_text(json.dumps(meta))
+    with pytest.raises(ModelFileError, match="newer headstart"):
+        TransferClassifier.load(tmp_path / "run")
+
+
+def test_model_for_other_weights_is_refused(fitted, tmp_path):
+    model, _ = fitted
+    model.save(tmp_path / "run")
+    meta_path = tmp_path / "run" / "model.json"
+    meta = json.loads(meta_path.read_text())
+    meta["fingerprint"] = "0" * 20
+    meta_path.write_text(json.dumps(meta))
+    with pytest.raises(ModelFileError, match="other tiny weights"):
+        TransferClassifier.load(tmp_path / "run")

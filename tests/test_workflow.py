@@ -1,0 +1,68 @@
+import json
+
+import pytest
+
+from headstart import DataError, TransferClassifier, evaluate_folder, fit_folder
+from tests.conftest import write_class_folders
+
+
+def test_fit_folder_writes_a_complete_run(colour_splits, tmp_path):
+    model, summary = fit_folder(colour_splits, tmp_path / "run", backbone="tiny", engine="torch")
+    assert summary.evaluation.split == "test" and summary.evaluation.accuracy == 1.0
+    assert summary.evaluation.chance_uniform == pytest.approx(1 / 3)
+    assert summary.n_train == 18 and summary.computed_codes == 27
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["evaluation"]["accuracy"] == 1.0
+    assert set(metrics["evaluation"]["per_class_recall"]) == {"red", "green", "blue"}
+    _, again = fit_folder(colour_splits, tmp_path / "run2", backbone="tiny", engine="torch")
+    assert again.computed_codes == 0  # every code came from the cache
+
+
+def test_cross_split_duplicates_are_reported_as_leakage(colour_splits, tmp_path):
+    leaked = colour_splits / "test" / "red" / "leaked.png"
+    leaked.write_bytes((colour_splits / "train" / "red" / "00.png").read_bytes())
+    _, summary = fit_folder(colour_splits, None, backbone="tiny", engine="torch")
+    assert summary.duplicates["cross_split"] == 1
+    pair = summary.duplicates["leakage"][0]
+    assert pair["kind"] == "exact" and sorted(pair["splits"]) == ["test", "train"]
+
+
+def test_near_duplicates_are_found(colour_splits):
+    from PIL import Image
+
+    original = Image.open(colour_splits / "train" / "blue" / "01.png")
+    original.resize((36, 36)).save(colour_splits / "train" / "blue" / "01-small.jpg", quality=90)
+    _, summary = fit_folder(colour_splits, None, backbone="tiny", engine="torch")
+    assert summary.duplicates["within_split"]["near"] >= 1
+
+
+def test_unreadable_files_are_skipped_or_fatal_with_strict(colour_splits, tmp_path):
+    (colour_splits / "train" / "red" / "truncated.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 20)
+    _, summary = fit_folder(colour_splits, None, backbone="tiny", engine="torch")
+    assert [s["path"].endswith("truncated.png") for s in summary.skipped] == [True]
+    with pytest.raises(DataError, match="truncated.png"):
+        fit_folder(colour_splits, None, backbone="tiny", engine="torch", strict=True)
+
+
+def test_evaluate_folder_uses_the_saved_model(colour_splits, tmp_path):
+    fit_folder(colour_splits, tmp_path / "run", backbone="tiny", engine="torch")
+    model = TransferClassifier.load(tmp_path / "run")
+    evaluation = evaluate_folder(model, colour_splits)
+    assert evaluation.split == "test" and evaluation.n_images == 9 and evaluation.accuracy == 1.0
+    pool = write_class_folders(tmp_path / "pool", per_class=2, seed=5)
+    assert evaluate_folder(model, pool).n_images == 6
+
+
+def test_evaluate_refuses_unknown_classes(colour_splits, tmp_path):
+    fit_folder(colour_splits, tmp_path / "run", backbone="tiny", engine="torch")
+    other = write_class_folders(tmp_path / "other", per_class=2, colours={"purple": (120, 0, 120), "red": (200, 40, 40)})
+    with pytest.raises(DataError, match="purple are not among the model's classes"):
+        evaluate_folder(TransferClassifier.load(tmp_path / "run"), other)
+
+
+def test_imbalanced_data_get_class_weights(tmp_path):
+    root = tmp_path / "imb"
+    write_class_folders(root, per_class=12, colours={"many": (200, 40, 40)})
+    write_class_folders(root, per_class=4, colours={"few": (40, 40, 200)})
+    _, summary = fit_folder(root, None, backbone="tiny", engine="torch")
+    assert summary.classifier["class_weight"] == "balanced"
