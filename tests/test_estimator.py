@@ -109,3 +109,14 @@ def test_predict_before_fit():
 
     with pytest.raises(NotFittedError):
         tiny().predict([colour_image((1, 1, 1), 0)])
+
+
+def test_concatenated_backbones(tmp_path):
+    X, y = colour_data()
+    model = TransferClassifier("tiny+tiny", engine="torch").fit(X, y)
+    assert model.head_.coef.shape == (3, 64)
+    assert model.transform(X[:2]).shape == (2, 64)
+    model.save(tmp_path / "run")
+    np.testing.assert_array_equal(TransferClassifier.load(tmp_path / "run").predict_proba(X), model.predict_proba(X))
+    with pytest.raises(DataError, match="ambiguous"):
+        TransferClassifier("tiny+tiny", tap="features.1", engine="torch").fit(X, y)

@@ -16,9 +16,9 @@ import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.utils.validation import check_is_fitted
 
-from .backbones import BackboneSpec, Preprocessing, get_backbone
+from .backbones import Preprocessing, get_backbone
 from .errors import DataError
-from .features import CodeExtractor, Codes, ImageInput
+from .features import CodeExtractor, Codes, ConcatExtractor, ImageInput
 from .strategies import LinearFitReport, LinearHead, fit_linear_head
 
 log = logging.getLogger(__name__)
@@ -31,7 +31,8 @@ class TransferClassifier(ClassifierMixin, BaseEstimator):
     ----------
     backbone : str, default="mobilenet_v2"
         A registered backbone (``mobilenet_v2``, ``efficientnet_lite0`` work offline), or any
-        torchvision / timm model name, e.g. ``"torchvision/resnet50"``.
+        torchvision / timm model name, e.g. ``"torchvision/resnet50"``. Names joined by ``+``
+        concatenate the backbones' codes (a cheap ensemble).
     tap : str, optional
         Where to read the codes; default ``"pre_logits"``, the pooled activations feeding the
         ImageNet classifier.
@@ -110,21 +111,27 @@ class TransferClassifier(ClassifierMixin, BaseEstimator):
         self.progress = progress
 
     # ----------------------------------------------------------------- codes
-    def _extractor(self) -> CodeExtractor:
+    def _extractor(self) -> CodeExtractor | ConcatExtractor:
         # Built lazily and dropped from pickles: it holds a network or an ONNX Runtime session.
         key = (self.backbone, self.tap, self.input_size, self.engine, self.device, self.batch_size, self.cache, self.cache_dir)
         if getattr(self, "_extractor_key", None) != key:
-            spec: BackboneSpec = get_backbone(self.backbone)
-            self._code_extractor = CodeExtractor(
-                spec,
-                self.tap,
-                input_size=self.input_size,
-                engine=self.engine,
-                device=self.device,
-                batch_size=self.batch_size,
-                cache=self.cache,
-                cache_dir=self.cache_dir,
-            )
+            names = self.backbone.split("+")
+            if len(names) > 1 and self.tap:
+                raise DataError(f"tap={self.tap!r} is ambiguous for the concatenated backbone {self.backbone!r}; leave tap unset.")
+            parts = [
+                CodeExtractor(
+                    get_backbone(name),
+                    self.tap,
+                    input_size=self.input_size,
+                    engine=self.engine,
+                    device=self.device,
+                    batch_size=self.batch_size,
+                    cache=self.cache,
+                    cache_dir=self.cache_dir,
+                )
+                for name in names
+            ]
+            self._code_extractor = parts[0] if len(parts) == 1 else ConcatExtractor(parts)
             self._extractor_key = key
         return self._code_extractor
 

@@ -18,7 +18,7 @@ import numpy as np
 from safetensors.numpy import load_file, save_file
 
 from ._atomic import atomic_directory
-from .backbones import Preprocessing, get_backbone
+from .backbones import Preprocessing
 from .errors import HeadstartError, ModelFileError
 from .strategies import LinearHead
 
@@ -133,10 +133,9 @@ def read_meta(directory: Path) -> dict:
 def _check_backbone(model) -> None:
     """The head only makes sense on the exact codes it was trained on."""
     try:
-        spec = get_backbone(model.backbone)
+        expected = model._extractor().fingerprint
     except HeadstartError:
         return  # reported when codes are first needed, with the install hint
-    expected = spec.fingerprint(model.tap_, model.preprocessing_)
     if expected != model.fingerprint_:
         raise ModelFileError(
             f"this model was trained on other {model.backbone} weights or preprocessing than the installed ones; "

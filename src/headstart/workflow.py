@@ -53,6 +53,7 @@ class FitSummary:
     backbone: str = ""
     engine: str = ""
     computed_codes: int = 0
+    seconds_features: float = 0.0  # reading, decoding and the backbone (or the cache)
     seconds: float = 0.0
 
     def to_dict(self) -> dict:
@@ -79,7 +80,9 @@ def fit_folder(
         _raise_unreadable(dataset.unreadable())
     model = TransferClassifier(strict=strict, **params)
     records = dataset.records
+    extraction_start = time.perf_counter()
     codes = model.extract([r.path for r in records])
+    extraction_seconds = time.perf_counter() - extraction_start
     failures = [records[i].path for i in codes.failures]
     if strict and failures:
         _raise_unreadable(failures)
@@ -105,6 +108,7 @@ def fit_folder(
         backbone=model.backbone,
         engine=codes.engine,
         computed_codes=codes.computed,
+        seconds_features=round(extraction_seconds, 2),
         seconds=round(time.perf_counter() - start, 2),
     )
     if output is not None:

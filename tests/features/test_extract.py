@@ -119,7 +119,29 @@ def test_failed_export_falls_back_to_pytorch(image_paths, monkeypatch, caplog):
     def broken(*args, **kwargs):
         raise RuntimeError("exporter exploded")
 
-    monkeypatch.setattr(engine, "export_verified", broken)
+    monkeypatch.setattr(engine, "export_graph", broken)
     codes = extractor(cache=False, engine="auto")(image_paths)
     assert codes.engine == "torch"
     assert "using PyTorch" in caplog.text
+
+
+def test_leftovers_of_a_killed_run_are_never_read(image_paths):
+    first = extractor()(image_paths[:2])
+    cache = FeatureCache(extractor().fingerprint)
+    entry = next(cache.directory.rglob("*.npz"))
+    # A writer killed mid-entry leaves only its temporary file; the entry name is never half-written.
+    (entry.parent / f".{entry.name}.abc123.tmp").write_bytes(b"half an entry")
+    again = extractor()(image_paths[:2])
+    assert again.computed == 0
+    np.testing.assert_array_equal(again.codes, first.codes)
+
+
+def test_backbones_unknown_by_name_are_exported_in_process(image_paths, tmp_path):
+    pytest.importorskip("onnxruntime")
+    from dataclasses import replace
+
+    spec = replace(get_backbone("tiny"), name="session-only-tiny")
+    eager = CodeExtractor(spec, engine="torch", cache=False)(image_paths)
+    fast = CodeExtractor(spec, engine="onnx", cache=False, cache_dir=tmp_path)(image_paths)
+    assert fast.engine == "onnx"
+    np.testing.assert_allclose(fast.codes, eager.codes, rtol=1e-4, atol=1e-5)

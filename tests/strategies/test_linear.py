@@ -66,3 +66,14 @@ def test_round_trip_through_tensors():
 def test_bad_options(kwargs, message):
     with pytest.raises(HeadstartError, match=message):
         fit_linear_head(*blobs([5, 5]), **kwargs)
+
+
+def test_fitting_in_the_row_space_equals_fitting_in_full():
+    # 30 images of 200-wide codes: the head is fitted in 30 coordinates and must be the same model.
+    X, y = blobs([10, 10, 10], dim=200, seed=4)
+    X_test, _ = blobs([5, 5, 5], dim=200, seed=5)
+    head, _ = fit_linear_head(X, y, Cs=(0.05,), class_weight=None)
+    scaler = StandardScaler().fit(X)
+    reference = LogisticRegression(C=0.05, max_iter=5000, tol=1e-10).fit(scaler.transform(X), y)
+    np.testing.assert_allclose(head.predict_proba(X_test), reference.predict_proba(scaler.transform(X_test)), atol=2e-3)
+    assert head.coef.shape == (3, 200)

@@ -10,6 +10,8 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
+import subprocess
+import sys
 import warnings
 from pathlib import Path
 
@@ -91,15 +93,37 @@ def create_engine(
             return OnnxEngine(graph)
         except Exception as exc:  # a damaged graph file: export it again
             log.warning("re-exporting %s: %s", graph, exc)
-    model = build_tap_model(spec, tap)
     try:
-        export_verified(model, graph, input_size)
+        export_graph(spec, tap, input_size, graph)
         return OnnxEngine(graph)
     except Exception as exc:
         if engine == "onnx":
             raise HeadstartError(f"ONNX export of {spec.name} failed ({exc}); use engine='torch'.") from None
         log.warning("ONNX Runtime unavailable for %s (%s); using PyTorch", spec.name, str(exc).splitlines()[0][:200])
-        return TorchEngine(model, torch_device)
+        return TorchEngine(build_tap_model(spec, tap), torch_device)
+
+
+def export_graph(spec: BackboneSpec, tap: str, input_size: int, graph: Path) -> None:
+    """Export and verify the graph in a child process when the backbone can be found by name there.
+
+    Exporting traces the whole network and imports the ONNX toolchain, several hundred MB that the
+    fitting process would otherwise keep as its peak. A backbone registered only in the caller's
+    session cannot be rebuilt in a child, so it is exported here.
+    """
+    from ..backbones import get_backbone
+
+    try:
+        same_by_name = get_backbone(spec.name).weights_id == spec.weights_id
+    except HeadstartError:
+        same_by_name = False
+    if not same_by_name:
+        export_verified(build_tap_model(spec, tap), graph, input_size)
+        return
+    command = [sys.executable, "-m", "headstart.features.engine", spec.name, tap, str(input_size), str(graph)]
+    done = subprocess.run(command, capture_output=True, text=True)
+    if done.returncode != 0:
+        lines = (done.stderr or done.stdout or "no output").strip().splitlines()
+        raise HeadstartError(f"export failed: {lines[-1] if lines else done.returncode}")
 
 
 def export_verified(model: torch.nn.Module, path: Path, input_size: int) -> None:
@@ -140,3 +164,10 @@ def _quiet_loggers(*names: str):
     finally:
         for lg, level in zip(loggers, levels):
             lg.setLevel(level)
+
+
+if __name__ == "__main__":  # the child process of export_graph: NAME TAP SIZE PATH
+    from ..backbones import get_backbone
+
+    name, tap_name, size, target = sys.argv[1:5]
+    export_verified(build_tap_model(get_backbone(name), tap_name), Path(target), int(size))

@@ -204,3 +204,36 @@ def _content(image: ImageInput, draft_size: int):
         raise TypeError(f"expected a file path, PIL image or array, got {type(image).__name__}")
     digest = hashlib.sha256(f"{rgb.size}".encode() + rgb.tobytes()).hexdigest()
     return digest, lambda: rgb
+
+
+class ConcatExtractor:
+    """Codes of several backbones side by side, for ``backbone="mobilenet_v2+efficientnet_lite0"``.
+
+    Different networks make different mistakes; a linear head on their concatenated codes is a
+    cheap ensemble. Each part keeps its own preprocessing and cache.
+    """
+
+    def __init__(self, parts: list[CodeExtractor]):
+        self.parts = parts
+        self.tap = "+".join(p.tap for p in parts)
+        self.preprocessing = parts[0].preprocessing
+        self.fingerprint = hashlib.sha256("+".join(p.fingerprint for p in parts).encode()).hexdigest()[:20]
+
+    @property
+    def dim(self) -> int:
+        return sum(p.dim for p in self.parts)
+
+    def __call__(self, images: Sequence[ImageInput], *, progress: bool = False, desc: str = "features") -> Codes:
+        results = [part(images, progress=progress, desc=f"{desc} [{part.spec.name}]") for part in self.parts]
+        first = results[0]
+        failures: dict[int, str] = {}
+        for result in results:
+            failures.update(result.failures)
+        return Codes(
+            codes=np.hstack([r.codes for r in results]),
+            content_hashes=first.content_hashes,
+            phashes=first.phashes,
+            failures=failures,
+            computed=max(r.computed for r in results),
+            engine="+".join(r.engine for r in results),
+        )
