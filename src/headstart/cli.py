@@ -114,14 +114,13 @@ def cmd_fit(args) -> int:
 
 
 def cmd_predict(args) -> int:
-    from .data.dataset import classify_file
     from .estimator import TransferClassifier
 
     if args.top_k < 1:
         raise HeadstartError(f"--top-k must be at least 1, got {args.top_k}.")
     model = TransferClassifier.load(args.run)
     model.progress = not args.quiet
-    paths = _expand_images(args.images, classify_file)
+    paths = _expand_images(args.images)
     codes = model.extract(paths)
     probabilities = np.full((len(paths), len(model.classes_)), np.nan)
     if codes.ok.any():
@@ -254,7 +253,10 @@ def format_predictions(rows: list[dict], fmt: str) -> str:
 
 
 # ---------------------------------------------------------------------- helpers
-def _expand_images(items: list[str], classify_file) -> list[Path]:
+def _expand_images(items: list[str]) -> list[Path]:
+    """Files as given; folders searched recursively for files that look like images."""
+    from .data.dataset import classify_file
+
     paths: list[Path] = []
     for item in items:
         path = Path(item)

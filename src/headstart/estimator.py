@@ -255,8 +255,5 @@ def _raise_on_failures(codes: Codes, images) -> None:
 
 
 def _describe(images, index: int) -> str:
-    if images is not None:
-        item = list(images)[index] if not isinstance(images, list) else images[index]
-        if isinstance(item, (str, os.PathLike)):
-            return str(item)
-    return f"image #{index}"
+    item = list(images)[index] if images is not None else None
+    return str(item) if isinstance(item, (str, os.PathLike)) else f"image #{index}"

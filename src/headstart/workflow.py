@@ -197,8 +197,8 @@ def _subset(codes: Codes, mask: np.ndarray) -> Codes:
 
 
 def _labels(records) -> np.ndarray:
-    labels = [r.label for r in records]
-    return np.asarray(labels, dtype=object if any(isinstance(v, str) for v in labels) and any(isinstance(v, int) for v in labels) else None)
+    # A dataset's labels are all folder names (strings) or all CSV integers, never a mix.
+    return np.asarray([r.label for r in records])
 
 
 def _match_label_types(labels: np.ndarray, classes: np.ndarray) -> np.ndarray:

@@ -117,3 +117,15 @@ def test_csv_row_without_label(tmp_path):
     (tmp_path / "labels.csv").write_text("a.png\n")
     with pytest.raises(DataError, match="line 1 has 1 column"):
         load_dataset(tmp_path / "labels.csv")
+
+
+def test_split_folders_without_train(tmp_path):
+    write_class_folders(tmp_path / "val", per_class=2)
+    write_class_folders(tmp_path / "test", per_class=2)
+    with pytest.raises(DataError, match="no train split"):
+        load_dataset(tmp_path)
+
+
+def test_test_size_must_be_a_share():
+    with pytest.raises(DataError, match="between 0 and 1"):
+        load_dataset(".", test_size=20)

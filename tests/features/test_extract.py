@@ -44,7 +44,7 @@ def test_cache_entries_follow_content_not_name(image_paths, tmp_path):
 
 def test_without_cache_nothing_is_written(image_paths, private_cache):
     extractor(cache=False)(image_paths)
-    assert not (private_cache / "features").exists() or not any((private_cache / "features").rglob("*.npz"))
+    assert not (private_cache / "features").exists() or not any((private_cache / "features").rglob("*.codes"))
 
 
 def test_unreadable_images_are_listed_not_fatal(image_paths, tmp_path):
@@ -67,8 +67,8 @@ def test_pil_images_and_arrays_match_files(image_paths):
 
 def test_damaged_cache_entry_is_recomputed(image_paths):
     extractor()(image_paths[:1])
-    cache = FeatureCache(extractor().fingerprint)
-    entry = next(cache.directory.rglob("*.npz"))
+    cache = FeatureCache(extractor().fingerprint, extractor().dim)
+    entry = next(cache.directory.rglob("*.codes"))
     entry.write_bytes(b"garbage")
     assert extractor()(image_paths[:1]).computed == 1
 
@@ -127,8 +127,8 @@ def test_failed_export_falls_back_to_pytorch(image_paths, monkeypatch, caplog):
 
 def test_leftovers_of_a_killed_run_are_never_read(image_paths):
     first = extractor()(image_paths[:2])
-    cache = FeatureCache(extractor().fingerprint)
-    entry = next(cache.directory.rglob("*.npz"))
+    cache = FeatureCache(extractor().fingerprint, extractor().dim)
+    entry = next(cache.directory.rglob("*.codes"))
     # A writer killed mid-entry leaves only its temporary file; the entry name is never half-written.
     (entry.parent / f".{entry.name}.abc123.tmp").write_bytes(b"half an entry")
     again = extractor()(image_paths[:2])

@@ -128,6 +128,8 @@ def load_dataset(
     split : bool
         Hold out a stratified test split when the data have none (off for evaluation data).
     """
+    if not 0.0 < test_size < 1.0:
+        raise DataError(f"test_size must be between 0 and 1 (a share of each class), got {test_size}.")
     path = Path(source).expanduser()
     if not path.exists():
         raise DataError(f"{path} does not exist; give a folder of class folders or a CSV of path,label rows.")
@@ -137,6 +139,8 @@ def load_dataset(
         dataset = _from_folders(path)
     if not split:
         return dataset
+    if dataset.layout != "folders" and "train" not in dataset.splits and "pool" not in dataset.splits:
+        raise DataError(f"{path} has {', '.join(dataset.splits)} split(s) but no train split; add a train/ folder.")
     check_class_sizes(dataset)
     if dataset.eval_split is None or "train" not in dataset.splits:
         dataset = stratified_split(dataset, test_size=test_size, random_state=random_state)

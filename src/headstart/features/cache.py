@@ -3,13 +3,15 @@
 Keys are content hashes, so renaming or moving an image keeps its entry, and editing it does not.
 Each entry is written to a temporary file and renamed into place: a killed run or two runs writing
 the same entry at once can only leave whole entries (or stray temporaries, which are never read).
+
+An entry is raw little-endian bytes: the image's 64-bit perceptual hash, then its codes as float32.
+Reading one is a single small read, which keeps a fully cached fit dominated by hashing the images.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,6 +20,9 @@ import numpy as np
 from .._atomic import atomic_path
 
 log = logging.getLogger(__name__)
+
+_PHASH = np.dtype("<u8")
+_CODES = np.dtype("<f4")
 
 
 def default_cache_dir() -> Path:
@@ -37,32 +42,37 @@ class CachedCodes:
 
 
 class FeatureCache:
-    """Codes for one backbone/tap/preprocessing fingerprint, under ``root/features/<fingerprint>``."""
+    """Codes of width ``dim`` for one fingerprint, under ``root/features/<fingerprint>``."""
 
-    def __init__(self, fingerprint: str, root: Path | None = None):
+    def __init__(self, fingerprint: str, dim: int, root: Path | None = None):
+        self.dim = dim
         self.root = Path(root) if root is not None else default_cache_dir()
         self.directory = self.root / "features" / fingerprint
 
     def _path(self, content_hash: str) -> Path:
-        return self.directory / content_hash[:2] / f"{content_hash}.npz"
+        return self.directory / content_hash[:2] / f"{content_hash}.codes"
 
     def get(self, content_hash: str) -> CachedCodes | None:
         path = self._path(content_hash)
         try:
-            with np.load(path, allow_pickle=False) as entry:
-                return CachedCodes(entry["codes"], int(entry["phash"]))
+            data = path.read_bytes()
         except FileNotFoundError:
             return None
-        except (OSError, ValueError, KeyError, zipfile.BadZipFile):
+        except OSError as exc:
+            log.warning("cannot read cache entry %s: %s", path, exc)
+            return None
+        if len(data) != _PHASH.itemsize + self.dim * _CODES.itemsize:
             # Only possible if something outside headstart damaged the file: recompute it.
             log.warning("ignoring damaged cache entry %s", path)
             return None
+        phash = int(np.frombuffer(data, _PHASH, count=1)[0])
+        return CachedCodes(np.frombuffer(data, _CODES, offset=_PHASH.itemsize).copy(), phash)
 
     def put(self, content_hash: str, codes: np.ndarray, phash: int) -> None:
         path = self._path(content_hash)
+        payload = np.array([phash], _PHASH).tobytes() + np.asarray(codes, _CODES).tobytes()
         try:
             with atomic_path(path) as tmp:
-                with open(tmp, "wb") as f:
-                    np.savez(f, codes=np.asarray(codes, dtype=np.float32), phash=np.uint64(phash))
+                tmp.write_bytes(payload)
         except OSError as exc:  # a full or read-only cache must not stop a fit
             log.warning("could not write cache entry %s: %s", path, exc)

@@ -25,6 +25,7 @@ from tqdm.auto import tqdm
 from ..backbones import BackboneSpec, Preprocessing
 from ..data.decode import UnreadableImage, array_to_image, decode_image, to_rgb
 from ..data.duplicates import phash_to_int
+from ..errors import BackboneError
 from .cache import FeatureCache, default_cache_dir
 from .engine import create_engine
 
@@ -84,8 +85,6 @@ class CodeExtractor:
         self.spec = spec
         self.tap = tap or spec.default_tap
         if self.tap not in spec.taps:
-            from ..errors import BackboneError
-
             raise BackboneError(f"backbone {spec.name} has no tap {self.tap!r}; choose one of: {', '.join(spec.taps)}.")
         self.preprocessing: Preprocessing = spec.preprocessing.with_size(input_size) if input_size else spec.preprocessing
         self.fingerprint = spec.fingerprint(self.tap, self.preprocessing)
@@ -93,7 +92,7 @@ class CodeExtractor:
         self.device = device
         self.batch_size = batch_size
         self.cache_root = Path(cache_dir) if cache_dir else default_cache_dir()
-        self.cache = FeatureCache(self.fingerprint, self.cache_root) if cache else None
+        self.cache = FeatureCache(self.fingerprint, self.dim, self.cache_root) if cache else None
         self.num_workers = num_workers or min(4, (os.cpu_count() or 2) + 1)
         self._transform = self.preprocessing.transform()
         self._engine = None
