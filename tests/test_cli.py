@@ -49,6 +49,11 @@ def test_predict_reports_unreadable_images_and_exits_nonzero(run_dir, tmp_path, 
     assert "unreadable" in out and "red" in out
 
 
+def test_predict_refuses_top_k_zero(run_dir, colour_splits, capsys):
+    code, _, err = run(capsys, "predict", run_dir, colour_splits / "test", "--top-k", "0")
+    assert code == 2 and "top_k must be at least 1" in err
+
+
 def test_evaluate(run_dir, colour_splits, capsys):
     code, out, _ = run(capsys, "evaluate", run_dir, colour_splits, "--format", "json")
     assert code == 0 and json.loads(out)["accuracy"] == 1.0

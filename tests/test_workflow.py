@@ -28,12 +28,17 @@ def test_cross_split_duplicates_are_reported_as_leakage(colour_splits, tmp_path)
 
 
 def test_near_duplicates_are_found(colour_splits):
+    import numpy as np
     from PIL import Image
 
-    original = Image.open(colour_splits / "train" / "blue" / "01.png")
-    original.resize((36, 36)).save(colour_splits / "train" / "blue" / "01-small.jpg", quality=90)
+    # A smooth scene (a lit disc on a gradient), then a smaller JPEG re-encode of it.
+    yy, xx = np.mgrid[0:120, 0:160]
+    disc = ((xx - 100) ** 2 + (yy - 50) ** 2 < 900) * 150
+    scene = np.stack([xx * 1.2 + disc, yy * 1.5 + disc / 2, 255 - xx], axis=-1).clip(0, 255).astype(np.uint8)
+    Image.fromarray(scene).save(colour_splits / "train" / "blue" / "scene.png")
+    Image.fromarray(scene).resize((80, 60)).save(colour_splits / "train" / "blue" / "scene-small.jpg", quality=85)
     _, summary = fit_folder(colour_splits, None, backbone="tiny", engine="torch")
-    assert summary.duplicates["within_split"]["near"] >= 1
+    assert summary.duplicates["within_split"] == {"exact": 0, "near": 1}
 
 
 def test_unreadable_files_are_skipped_or_fatal_with_strict(colour_splits, tmp_path):
@@ -66,3 +71,16 @@ def test_imbalanced_data_get_class_weights(tmp_path):
     write_class_folders(root, per_class=4, colours={"few": (40, 40, 200)})
     _, summary = fit_folder(root, None, backbone="tiny", engine="torch")
     assert summary.classifier["class_weight"] == "balanced"
+
+
+def test_predict_images_ranks_classes_and_reports_failures(colour_splits, tmp_path):
+    from headstart import predict_images
+
+    model, _ = fit_folder(colour_splits, None, backbone="tiny", engine="torch")
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"\x89PNG\r\n\x1a\n")
+    rows = predict_images(model, [colour_splits / "test" / "blue" / "00.png", bad], top_k=3)
+    assert [p["label"] for p in rows[0]["predictions"]][0] == "blue"
+    probabilities = [p["probability"] for p in rows[0]["predictions"]]
+    assert probabilities == sorted(probabilities, reverse=True) and abs(sum(probabilities) - 1) < 1e-3
+    assert rows[1]["error"].startswith("unreadable") and rows[1]["predictions"] == []

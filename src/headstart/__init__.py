@@ -4,7 +4,7 @@ from .backbones import BackboneSpec, Preprocessing, get_backbone, list_backbones
 from .data import Dataset, load_dataset
 from .errors import BackboneError, DataError, HeadstartError, ModelFileError
 from .estimator import TransferClassifier
-from .workflow import Evaluation, FitSummary, evaluate_folder, fit_folder
+from .workflow import Evaluation, FitSummary, evaluate_folder, fit_folder, predict_images
 
 __version__ = "0.1.0"
 
@@ -24,5 +24,6 @@ __all__ = [
     "get_backbone",
     "list_backbones",
     "load_dataset",
+    "predict_images",
     "register_backbone",
 ]

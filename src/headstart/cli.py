@@ -10,8 +10,6 @@ import logging
 import sys
 from pathlib import Path
 
-import numpy as np
-
 from .errors import HeadstartError
 
 log = logging.getLogger("headstart")
@@ -115,26 +113,13 @@ def cmd_fit(args) -> int:
 
 def cmd_predict(args) -> int:
     from .estimator import TransferClassifier
+    from .workflow import predict_images
 
-    if args.top_k < 1:
-        raise HeadstartError(f"--top-k must be at least 1, got {args.top_k}.")
     model = TransferClassifier.load(args.run)
     model.progress = not args.quiet
-    paths = _expand_images(args.images)
-    codes = model.extract(paths)
-    probabilities = np.full((len(paths), len(model.classes_)), np.nan)
-    if codes.ok.any():
-        probabilities[codes.ok] = model.predict_codes(codes.codes[codes.ok])
-    rows = []
-    k = min(args.top_k, len(model.classes_))
-    for i, path in enumerate(paths):
-        if i in codes.failures:
-            rows.append({"path": str(path), "error": codes.failures[i], "predictions": []})
-            continue
-        order = np.argsort(-probabilities[i])[:k]
-        rows.append({"path": str(path), "predictions": [{"label": _plain(model.classes_[j]), "probability": round(float(probabilities[i, j]), 4)} for j in order]})
+    rows = predict_images(model, _expand_images(args.images), top_k=args.top_k)
     print(format_predictions(rows, args.format))
-    return EXIT_PARTIAL if codes.failures else 0
+    return EXIT_PARTIAL if any("error" in row for row in rows) else 0
 
 
 def cmd_evaluate(args) -> int:
@@ -281,10 +266,6 @@ def _split_counts(summary) -> dict:
 def _ellipsis(values, limit: int) -> str:
     shown = ", ".join(map(str, values[:limit]))
     return shown + (f", ... ({len(values) - limit} more)" if len(values) > limit else "")
-
-
-def _plain(value):
-    return value.item() if isinstance(value, np.generic) else value
 
 
 def _one_line(exc: BaseException) -> str:

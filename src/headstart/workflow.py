@@ -138,6 +138,31 @@ def evaluate_folder(model: TransferClassifier, data: str | os.PathLike, *, allow
     return evaluate_codes(model, codes.codes[ok], labels[ok], split)
 
 
+def predict_images(model: TransferClassifier, images, *, top_k: int = 1) -> list[dict]:
+    """Top-k predictions per image, as ``{"path", "predictions": [{"label", "probability"}]}``.
+
+    An image that cannot be read gets ``"error"`` instead of predictions; the others still count.
+    """
+    if top_k < 1:
+        raise DataError(f"top_k must be at least 1, got {top_k}.")
+    images = list(images)
+    codes = model.extract(images)
+    ok = codes.ok
+    probabilities = np.full((len(images), len(model.classes_)), np.nan)
+    if ok.any():
+        probabilities[ok] = model.predict_codes(codes.codes[ok])
+    rows = []
+    for i, image in enumerate(images):
+        name = str(image) if isinstance(image, (str, os.PathLike)) else f"image #{i}"
+        if i in codes.failures:
+            rows.append({"path": name, "error": codes.failures[i], "predictions": []})
+            continue
+        best = np.argsort(-probabilities[i])[:top_k]
+        predictions = [{"label": to_json_label(model.classes_[j]), "probability": round(float(probabilities[i, j]), 4)} for j in best]
+        rows.append({"path": name, "predictions": predictions})
+    return rows
+
+
 def evaluate_codes(model: TransferClassifier, codes: np.ndarray, labels: np.ndarray, split: str) -> Evaluation:
     predicted = model.classes_[np.argmax(model.predict_codes(codes), axis=1)]
     n = len(labels)
