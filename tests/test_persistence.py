@@ -79,13 +79,17 @@ def test_damaged_models_give_clear_errors(fitted, tmp_path, damage, message):
         TransferClassifier.load(tmp_path / "run")
 
 
+def _edit_meta(run, **changes):
+    meta_path = run / "model.json"
+    meta = json.loads(meta_path.read_text())
+    meta.update(changes)
+    meta_path.write_text(json.dumps(meta))
+
+
 def test_newer_format_is_refused(fitted, tmp_path):
     model, _ = fitted
     model.save(tmp_path / "run")
-    meta_path = tmp_path / "run" / "model.json"
-    meta = json.loads(meta_path.read_text())
-    meta["format_version"] = 99
-    meta_path.write_text(json.dumps(meta))
+    _edit_meta(tmp_path / "run", format_version=99)
     with pytest.raises(ModelFileError, match="newer headstart"):
         TransferClassifier.load(tmp_path / "run")
 
@@ -93,9 +97,6 @@ def test_newer_format_is_refused(fitted, tmp_path):
 def test_model_for_other_weights_is_refused(fitted, tmp_path):
     model, _ = fitted
     model.save(tmp_path / "run")
-    meta_path = tmp_path / "run" / "model.json"
-    meta = json.loads(meta_path.read_text())
-    meta["fingerprint"] = "0" * 20
-    meta_path.write_text(json.dumps(meta))
+    _edit_meta(tmp_path / "run", fingerprint="0" * 20)
     with pytest.raises(ModelFileError, match="other tiny weights"):
         TransferClassifier.load(tmp_path / "run")
