@@ -49,18 +49,25 @@ class Preprocessing:
 
     def transform(self) -> Callable:
         """A torchvision transform from a PIL RGB image to a normalised CHW float tensor."""
-        steps = [
+        return v2.Compose([*self.resize_and_crop(), *self.tensor_steps()])
+
+    def resize_and_crop(self) -> list:
+        """The deterministic geometry: shorter side to ``resize``, centre crop to ``crop``."""
+        return [
             v2.Resize(self.resize, interpolation=v2.InterpolationMode(self.interpolation), antialias=True),
             v2.CenterCrop(self.crop),
-            v2.PILToTensor(),
-            v2.ToDtype(torch.float32, scale=True),
         ]
+
+    def tensor_steps(self) -> list:
+        """PIL image of the final size -> float tensor in the units, channel order and normalisation
+        the backbone was trained with (shared by evaluation and training-time augmentation)."""
+        steps = [v2.PILToTensor(), v2.ToDtype(torch.float32, scale=True)]
         if self.value_scale != 1.0:
             steps.append(v2.Lambda(lambda x: x * self.value_scale))
         if self.channel_order == "BGR":
             steps.append(v2.Lambda(lambda x: x.flip(0)))
         steps.append(v2.Normalize(self.mean, self.std))
-        return v2.Compose(steps)
+        return steps
 
 
 @dataclass(frozen=True)
