@@ -1,0 +1,232 @@
+"""Fine-tuning a pretrained backbone with a new head: which blocks train, at which rates, when.
+
+Strategies:
+- ``finetune_top``: the last ``top_blocks`` block groups and the head train; earlier blocks (the
+  generic edge and colour detectors) stay as pretrained.
+- ``finetune_all``: every block trains, at lower rates than the head.
+- ``gradual``: the head trains alone for ``freeze_epochs`` (so its random start cannot wreck the
+  backbone), then everything trains.
+
+BatchNorm layers in frozen blocks stay in inference mode, so their running statistics (ImageNet's)
+are never overwritten by a few small batches; ``train_bn=True`` trains them anyway.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import nn
+
+from ..backbones import PRE_LOGITS, BackboneSpec, build_tap_model
+from ..data.augment import augmentation_transform
+from ..data.decode import decode_image
+from ..data.sampling import ClassBalancedSampler, ImbalancePlan, inverse_frequency_weights, plan_imbalance
+from ..errors import HeadstartError
+from ..features.engine import resolve_device
+from ..training import EarlyStopping, History, param_groups, train, warmup_cosine
+from ..training.params import backbone_blocks, block_index
+from .linear import LinearHead
+
+log = logging.getLogger(__name__)
+
+STRATEGIES = ("finetune_top", "finetune_all", "gradual")
+_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)
+
+
+@dataclass
+class FineTuneConfig:
+    """Settings of a fine-tuning run; each default is what the shared benchmarks favoured or the
+    usual recipe (fastai's ``fine_tune``, Keras's transfer-learning guide)."""
+
+    strategy: str = "finetune_top"
+    top_blocks: int = 4  # block groups trained by finetune_top (MobileNetV2 has 19)
+    epochs: int = 12
+    freeze_epochs: int = 2  # gradual: epochs with only the head training
+    head_lr: float = 1e-3
+    lr_mult: float = 10.0  # backbone learns at head_lr / lr_mult ...
+    layer_decay: float | None = None  # ... or at head_lr * decay ** (blocks above it), if set
+    weight_decay: float = 1e-4
+    warmup_epochs: float = 1.0
+    batch_size: int = 32
+    label_smoothing: float = 0.1
+    dropout: float = 0.2
+    patience: int = 4  # epochs without a better validation loss before stopping
+    train_bn: bool = False
+    augmentation: str | tuple[str, ...] = "objects"
+    imbalance: str = "auto"
+    precision: str = "auto"  # "bf16", "fp32", or "auto" (bf16 where the hardware has it)
+    device: str = "auto"
+    seed: int = 0
+    num_workers: int = 0
+    progress: bool = False
+
+    def __post_init__(self):
+        if self.strategy not in STRATEGIES:
+            raise HeadstartError(f"unknown strategy {self.strategy!r}; use one of {', '.join(STRATEGIES)} (or 'linear').")
+        if self.precision not in ("auto", "bf16", "fp32"):
+            raise HeadstartError(f"precision must be 'auto', 'bf16' or 'fp32', got {self.precision!r}.")
+
+
+class FineTuneNet(nn.Module):
+    """Backbone (up to its pooled codes), dropout, and a new linear head."""
+
+    def __init__(self, spec: BackboneSpec, n_classes: int, dropout: float = 0.2):
+        super().__init__()
+        self.backbone = build_tap_model(spec, PRE_LOGITS)
+        _drop_imagenet_dropout(self.backbone.model, spec)
+        self.dropout = nn.Dropout(dropout)
+        self.head = nn.Linear(spec.taps[PRE_LOGITS], n_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.dropout(self.backbone(x)))
+
+    @torch.no_grad()
+    def warm_start(self, linear: LinearHead) -> None:
+        """Start the head from a fitted linear probe: the same logits on the same codes."""
+        weight = linear.coef / linear.scale
+        self.head.weight.copy_(torch.as_tensor(weight, dtype=torch.float32))
+        self.head.bias.copy_(torch.as_tensor(linear.intercept - weight @ linear.mean, dtype=torch.float32))
+
+
+def _drop_imagenet_dropout(model: nn.Module, spec: BackboneSpec) -> None:
+    """The ImageNet classifier's dropout (MobileNetV2's classifier.0, timm's drop_rate) would stack
+    on the new head's; only the head's ``dropout`` setting should apply."""
+    root = spec.classifier.split(".")[0]
+    head = getattr(model, root, None)
+    if isinstance(head, nn.Module):
+        for module in head.modules():
+            if isinstance(module, nn.Dropout):
+                module.p = 0.0
+    if hasattr(model, "drop_rate"):
+        model.drop_rate = 0.0
+
+
+class ImageDataset(torch.utils.data.Dataset):
+    """Images (paths or PIL images) with integer labels, decoded and transformed on access."""
+
+    def __init__(self, images, labels, transform, draft_size: int | None = None):
+        self.images = list(images)
+        self.labels = np.asarray(labels, dtype=np.int64)
+        self.transform = transform
+        self.draft_size = draft_size
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, index: int):
+        image = self.images[index]
+        if not isinstance(image, Image.Image):
+            with open(image, "rb") as f:
+                image = decode_image(f.read(), draft_size=self.draft_size)
+        return self.transform(image), int(self.labels[index])
+
+
+def trainable_blocks(spec: BackboneSpec, config: FineTuneConfig, epoch: int) -> set[int]:
+    """Indices of the backbone block groups that train in ``epoch`` (0-based)."""
+    n_blocks = len(backbone_blocks(spec))
+    if config.strategy == "finetune_all" or (config.strategy == "gradual" and epoch >= config.freeze_epochs):
+        return set(range(n_blocks))
+    if config.strategy == "finetune_top":
+        return set(range(max(0, n_blocks - config.top_blocks), n_blocks))
+    return set()  # gradual, head-only epochs
+
+
+def set_train_mode(net: FineTuneNet, spec: BackboneSpec, config: FineTuneConfig, epoch: int) -> None:
+    """Freeze what does not train this epoch; frozen BatchNorm layers keep ImageNet's statistics."""
+    blocks = backbone_blocks(spec)
+    training = trainable_blocks(spec, config, epoch)
+    net.train()
+    for name, module in net.backbone.named_modules():
+        inner = name.removeprefix("model.")
+        index = block_index(inner, blocks)
+        frozen = index is None or index not in training
+        for parameter in module.parameters(recurse=False):
+            parameter.requires_grad_(not frozen or (config.train_bn and isinstance(module, _NORMS)))
+        if frozen and isinstance(module, _NORMS) and not config.train_bn:
+            module.eval()
+
+
+def resolve_bf16(precision: str, device: torch.device) -> bool:
+    if precision != "auto":
+        return precision == "bf16"
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
+
+
+@dataclass
+class FineTuneResult:
+    net: FineTuneNet
+    history: History
+    imbalance: ImbalancePlan
+    bf16: bool
+    settings: dict = field(default_factory=dict)
+
+
+def finetune(
+    spec: BackboneSpec,
+    train_images,
+    train_labels,
+    val_images,
+    val_labels,
+    config: FineTuneConfig | None = None,
+    *,
+    n_classes: int | None = None,
+    head_init: LinearHead | None = None,
+) -> FineTuneResult:
+    """Fine-tune ``spec``'s network on images with integer labels 0..k-1; validate on the val split.
+
+    The training data are reshuffled every epoch (or drawn class-balanced, when the imbalance plan
+    says so); early stopping on validation loss restores the best epoch's weights.
+    """
+    config = config or FineTuneConfig()
+    train_labels = np.asarray(train_labels, dtype=np.int64)
+    n_classes = n_classes or int(max(train_labels.max(), np.max(val_labels)) + 1)
+    device = resolve_device(config.device)
+    bf16 = resolve_bf16(config.precision, device)
+    torch.manual_seed(config.seed)
+    net = FineTuneNet(spec, n_classes, config.dropout)
+    if head_init is not None:
+        net.warm_start(head_init)
+    net.to(device)
+
+    plan = plan_imbalance(train_labels, config.imbalance)
+    train_set = ImageDataset(train_images, train_labels, augmentation_transform(config.augmentation, spec.preprocessing), spec.preprocessing.resize)
+    val_set = ImageDataset(val_images, val_labels, spec.preprocessing.transform(), spec.preprocessing.resize)
+    generator = torch.Generator().manual_seed(config.seed)
+    sampler = ClassBalancedSampler(train_labels, seed=config.seed) if plan.mode in ("sampler", "both") else None
+    train_loader = torch.utils.data.DataLoader(
+        train_set, batch_size=config.batch_size, shuffle=sampler is None, sampler=sampler, generator=generator, num_workers=config.num_workers
+    )
+    val_loader = torch.utils.data.DataLoader(val_set, batch_size=config.batch_size, num_workers=config.num_workers)
+    weights = inverse_frequency_weights(train_labels, n_classes) if plan.mode in ("weights", "both") else None
+    criterion = nn.CrossEntropyLoss(
+        weight=torch.as_tensor(weights, dtype=torch.float32, device=device) if weights is not None else None,
+        label_smoothing=config.label_smoothing,
+    )
+    optimizer = torch.optim.AdamW(
+        param_groups(net, spec, head_lr=config.head_lr, lr_mult=config.lr_mult, layer_decay=config.layer_decay, weight_decay=config.weight_decay)
+    )
+    steps_per_epoch = len(train_loader)
+    total = steps_per_epoch * config.epochs
+    warmup = int(round(config.warmup_epochs * steps_per_epoch))
+    history = train(
+        net,
+        optimizer,
+        train_loader,
+        epochs=config.epochs,
+        criterion=criterion,
+        lr_factor=lambda step: warmup_cosine(step, total, warmup),
+        val_loader=val_loader,
+        set_train_mode=lambda n, epoch: set_train_mode(n, spec, config, epoch),
+        early_stopping=EarlyStopping(config.patience),
+        device=device,
+        bf16=bf16,
+        progress=config.progress,
+    )
+    net.eval()
+    return FineTuneResult(net, history, plan, bf16, settings={"imbalance": plan.reason, "bf16": bf16})

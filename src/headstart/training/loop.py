@@ -1,0 +1,158 @@
+"""The training loop, as plain functions: no global state, the sampler and model passed in.
+
+One epoch: the strategy sets which parameters train (``set_train_mode``), the loader's sampler is
+told the epoch (balanced or distributed samplers reseed by it), then forward, loss, backward,
+step, and the learning-rate schedule per step. After each epoch the validation split is scored;
+:class:`EarlyStopping` keeps the weights of the best validation loss and stops after ``patience``
+epochs without improvement.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Callable
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+
+@dataclass
+class EpochRecord:
+    epoch: int
+    train_loss: float
+    train_accuracy: float
+    val_loss: float | None
+    val_accuracy: float | None
+    learning_rates: dict[str, float]  # at the end of the epoch, per parameter group
+    trainable_parameters: int
+    seconds: float
+
+
+@dataclass
+class History:
+    records: list[EpochRecord] = field(default_factory=list)
+    best_epoch: int | None = None  # whose weights the model holds after training
+    stopped_early: bool = False
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class EarlyStopping:
+    """Remember the weights of the lowest validation loss; say stop after ``patience`` worse epochs."""
+
+    def __init__(self, patience: int = 4, min_delta: float = 1e-4):
+        self.patience = patience
+        self.min_delta = min_delta
+        self.best_loss = math.inf
+        self.best_epoch: int | None = None
+        self.best_state: dict[str, torch.Tensor] | None = None
+        self.epochs_without_improvement = 0
+
+    def update(self, epoch: int, val_loss: float, net: nn.Module) -> bool:
+        """Record this epoch; True when training should stop."""
+        if val_loss < self.best_loss - self.min_delta:
+            self.best_loss, self.best_epoch = val_loss, epoch
+            self.best_state = {k: v.detach().clone() for k, v in net.state_dict().items()}
+            self.epochs_without_improvement = 0
+        else:
+            self.epochs_without_improvement += 1
+        return self.epochs_without_improvement >= self.patience
+
+    def restore(self, net: nn.Module) -> None:
+        if self.best_state is not None:
+            net.load_state_dict(self.best_state)
+
+
+def autocast(device: torch.device, bf16: bool):
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=bf16)
+
+
+@torch.no_grad()
+def evaluate(net: nn.Module, loader, criterion: nn.Module, device: torch.device, *, bf16: bool = False) -> tuple[float, float]:
+    """Mean loss and accuracy of ``net`` over ``loader``."""
+    net.eval()
+    total_loss, correct, count = 0.0, 0, 0
+    for images, labels in loader:
+        images, labels = images.to(device), labels.to(device)
+        with autocast(device, bf16):
+            logits = net(images)
+        total_loss += float(criterion(logits.float(), labels)) * len(labels)
+        correct += int((logits.argmax(1) == labels).sum())
+        count += len(labels)
+    return total_loss / count, correct / count
+
+
+def train(
+    net: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    train_loader,
+    *,
+    epochs: int,
+    criterion: nn.Module,
+    lr_factor: Callable[[int], float],
+    val_loader=None,
+    set_train_mode: Callable[[nn.Module, int], None] | None = None,
+    early_stopping: EarlyStopping | None = None,
+    device: torch.device = torch.device("cpu"),
+    bf16: bool = False,
+    progress: bool = False,
+    on_epoch_end: Callable[[EpochRecord], None] | None = None,
+) -> History:
+    """Train ``net`` for up to ``epochs``; returns the per-epoch history.
+
+    ``lr_factor(step)`` multiplies every group's initial learning rate (see
+    :func:`~headstart.training.warmup_cosine`). With ``early_stopping`` and a ``val_loader``, the
+    model ends with the weights of its best validation loss.
+    """
+    base_lrs = [group["lr"] for group in optimizer.param_groups]
+    history = History()
+    step = 0
+    for epoch in range(epochs):
+        start = time.perf_counter()
+        (set_train_mode or (lambda n, _e: n.train()))(net, epoch)
+        if hasattr(train_loader.sampler, "set_epoch"):
+            train_loader.sampler.set_epoch(epoch)
+        total_loss, correct, count = 0.0, 0, 0
+        for images, labels in tqdm(train_loader, disable=not progress, desc=f"epoch {epoch + 1}/{epochs}", leave=False, unit="batch"):
+            for group, base in zip(optimizer.param_groups, base_lrs):
+                group["lr"] = base * lr_factor(step)
+            images, labels = images.to(device), labels.to(device)
+            with autocast(device, bf16):
+                logits = net(images)
+            loss = criterion(logits.float(), labels)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            step += 1
+            total_loss += float(loss.detach()) * len(labels)
+            correct += int((logits.argmax(1) == labels).sum())
+            count += len(labels)
+        val_loss = val_accuracy = None
+        if val_loader is not None:
+            val_loss, val_accuracy = evaluate(net, val_loader, criterion, device, bf16=bf16)
+        record = EpochRecord(
+            epoch=epoch + 1,
+            train_loss=total_loss / count,
+            train_accuracy=correct / count,
+            val_loss=val_loss,
+            val_accuracy=val_accuracy,
+            learning_rates={group.get("name", str(i)): group["lr"] for i, group in enumerate(optimizer.param_groups)},
+            trainable_parameters=sum(p.numel() for p in net.parameters() if p.requires_grad),
+            seconds=time.perf_counter() - start,
+        )
+        history.records.append(record)
+        if on_epoch_end is not None:
+            on_epoch_end(record)
+        if early_stopping is not None and val_loss is not None and early_stopping.update(epoch + 1, val_loss, net):
+            history.stopped_early = epoch + 1 < epochs
+            break
+    if early_stopping is not None and early_stopping.best_state is not None:
+        early_stopping.restore(net)
+        history.best_epoch = early_stopping.best_epoch
+    else:
+        history.best_epoch = len(history.records)
+    return history

@@ -1,0 +1,138 @@
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from headstart.backbones import get_backbone
+from headstart.errors import HeadstartError
+from headstart.strategies.finetune import FineTuneConfig, FineTuneNet, finetune, set_train_mode, trainable_blocks
+from headstart.strategies.linear import fit_linear_head
+from headstart.training import EarlyStopping, param_groups, warmup_cosine
+from tests.conftest import CLASS_COLOURS, colour_image
+
+SPEC = get_backbone("tiny")  # blocks features.0-2, 32-wide codes
+
+
+def colour_set(per_class: int, seed: int):
+    images, labels = [], []
+    for label, colour in enumerate(CLASS_COLOURS.values()):
+        images += [colour_image(colour, seed=seed * 1000 + label * 100 + i) for i in range(per_class)]
+        labels += [label] * per_class
+    return images, np.array(labels)
+
+
+def test_warmup_then_cosine():
+    factors = [warmup_cosine(step, total_steps=100, warmup_steps=10) for step in range(100)]
+    assert factors[0] == pytest.approx(0.1) and factors[9] == pytest.approx(1.0)
+    assert all(a >= b for a, b in zip(factors[10:], factors[11:]))  # never rises after warm-up
+    assert factors[-1] == pytest.approx(0.01, abs=0.01)
+    assert warmup_cosine(55, 100, 10) == pytest.approx(0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * 0.5)))
+
+
+def test_discriminative_rates_and_no_decay_on_biases_and_norms():
+    net = FineTuneNet(SPEC, 3)
+    groups = {g["name"]: g for g in param_groups(net, SPEC, head_lr=1e-2, lr_mult=10, weight_decay=0.05)}
+    assert groups["head"]["lr"] == 1e-2 and groups["head"]["weight_decay"] == 0.05
+    assert groups["features.0"]["lr"] == pytest.approx(1e-3)
+    assert groups["head (no decay)"]["weight_decay"] == 0.0
+    assert all(p.ndim == 1 for p in groups["features.1 (no decay)"]["params"])
+    everything = sum(p.numel() for g in groups.values() for p in g["params"])
+    assert everything == sum(p.numel() for p in net.parameters())
+
+
+def test_layer_decay_falls_towards_the_input():
+    net = FineTuneNet(SPEC, 3)
+    lrs = {g["name"]: g["lr"] for g in param_groups(net, SPEC, head_lr=1.0, layer_decay=0.5)}
+    assert [lrs[f"features.{i}"] for i in range(3)] == [0.125, 0.25, 0.5]
+
+
+@pytest.mark.parametrize(
+    "strategy, epoch, expected",
+    [("finetune_all", 0, {0, 1, 2}), ("finetune_top", 0, {1, 2}), ("gradual", 0, set()), ("gradual", 1, {0, 1, 2})],
+)
+def test_which_blocks_train(strategy, epoch, expected):
+    config = FineTuneConfig(strategy=strategy, top_blocks=2, freeze_epochs=1)
+    assert trainable_blocks(SPEC, config, epoch) == expected
+
+
+def test_frozen_batchnorm_keeps_its_statistics():
+    net = FineTuneNet(SPEC, 3)
+    config = FineTuneConfig(strategy="finetune_top", top_blocks=1)
+    set_train_mode(net, SPEC, config, 0)
+    frozen_bn = net.backbone.model.features[0][1]
+    trained_bn = net.backbone.model.features[2][1]
+    before = frozen_bn.running_mean.clone()
+    net(torch.randn(4, 3, 32, 32))
+    assert torch.equal(frozen_bn.running_mean, before) and not frozen_bn.training
+    assert trained_bn.training and not torch.equal(trained_bn.running_mean, torch.zeros_like(trained_bn.running_mean))
+    assert not any(p.requires_grad for p in net.backbone.model.features[0].parameters())
+    set_train_mode(net, SPEC, FineTuneConfig(strategy="finetune_top", top_blocks=1, train_bn=True), 0)
+    assert frozen_bn.training and frozen_bn.weight.requires_grad
+    assert not net.backbone.model.features[0][0].weight.requires_grad
+
+
+def test_warm_start_reproduces_the_linear_probe():
+    net = FineTuneNet(SPEC, 3).eval()
+    x = torch.randn(6, 3, 32, 32)
+    codes = net.backbone(x).detach().numpy()
+    head, _ = fit_linear_head(codes, np.array([0, 1, 2, 0, 1, 2]), Cs=(1.0,), class_weight=None)
+    net.warm_start(head)
+    np.testing.assert_allclose(net(x).detach().numpy(), head.decision_function(codes), atol=1e-4)
+
+
+def test_early_stopping_restores_the_best_weights():
+    net = torch.nn.Linear(2, 2)
+    stopper = EarlyStopping(patience=2)
+    assert not stopper.update(1, 1.0, net)
+    best = net.weight.detach().clone()
+    with torch.no_grad():
+        net.weight.add_(1.0)
+    assert not stopper.update(2, 1.5, net)
+    assert stopper.update(3, 1.2, net)
+    stopper.restore(net)
+    assert torch.equal(net.weight, best) and stopper.best_epoch == 1
+
+
+@pytest.mark.parametrize("strategy", ["finetune_top", "finetune_all", "gradual"])
+def test_finetuning_learns_and_records_history(strategy):
+    X, y = colour_set(8, seed=0)
+    X_val, y_val = colour_set(3, seed=1)
+    config = FineTuneConfig(strategy=strategy, epochs=4, batch_size=8, head_lr=1e-2, freeze_epochs=1, patience=10, precision="fp32", augmentation="none")
+    result = finetune(SPEC, X, y, X_val, y_val, config)
+    records = result.history.records
+    assert len(records) == 4 and records[-1].val_accuracy == 1.0
+    assert records[-1].train_loss < records[0].train_loss
+    assert result.history.best_epoch == min(records, key=lambda r: r.val_loss).epoch
+    if strategy == "gradual":
+        assert records[0].trainable_parameters < records[1].trainable_parameters
+
+
+def test_same_seed_same_weights():
+    X, y = colour_set(4, seed=2)
+    config = FineTuneConfig(epochs=2, batch_size=4, precision="fp32", augmentation="objects")
+    a = finetune(SPEC, X, y, X[:3], y[:3], config).net.state_dict()
+    b = finetune(SPEC, X, y, X[:3], y[:3], config).net.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_imbalance_auto_draws_balanced_batches():
+    red, green, blue = CLASS_COLOURS.values()
+    counts = {0: (red, 24), 1: (green, 8), 2: (blue, 1)}  # 24:1
+    X = [colour_image(colour, seed=100 * label + i) for label, (colour, n) in counts.items() for i in range(n)]
+    y = np.repeat(list(counts), [n for _, n in counts.values()])
+    result = finetune(SPEC, X, y, X[:3], y[:3], FineTuneConfig(epochs=1, batch_size=8, precision="fp32"))
+    assert result.imbalance.mode == "sampler" and "balanced" in result.imbalance.reason
+
+
+def test_bf16_autocast_runs():
+    X, y = colour_set(4, seed=4)
+    result = finetune(SPEC, X, y, X[:3], y[:3], FineTuneConfig(epochs=1, batch_size=4, precision="bf16"))
+    assert result.bf16 and result.net.head.weight.dtype == torch.float32
+
+
+def test_bad_config():
+    with pytest.raises(HeadstartError, match="unknown strategy"):
+        FineTuneConfig(strategy="unfreeze_everything")
+    with pytest.raises(HeadstartError, match="precision"):
+        FineTuneConfig(precision="fp8")
