@@ -94,3 +94,16 @@ def test_demo_runs_offline(tmp_path, capsys):
 def test_backbones_lists_the_offline_ones(capsys):
     code, out, _ = run(capsys, "backbones")
     assert code == 0 and "mobilenet_v2" in out and "efficientnet_lite0" in out
+
+
+def test_fit_with_fine_tuning_writes_history(colour_splits, tmp_path, capsys):
+    code, out, _ = run(
+        capsys, "fit", colour_splits, "-o", tmp_path / "tuned", "--backbone", "tiny", "--engine", "torch",
+        "--strategy", "finetune_top", "--epochs", "2", "--augmentation", "hflip,rot90",
+    )
+    assert code == 0, out
+    assert "fine-tuned  finetune_top from the linear classifier" in out and "('hflip', 'rot90')" in out
+    history = json.loads((tmp_path / "tuned" / "history.json").read_text())
+    assert 1 <= len(history["records"]) <= 2
+    code, out, _ = run(capsys, "predict", tmp_path / "tuned", colour_splits / "test" / "red" / "00.png", "--format", "json")
+    assert code == 0 and json.loads(out)[0]["predictions"][0]["label"] in ("red", "green", "blue")

@@ -120,3 +120,37 @@ def test_concatenated_backbones(tmp_path):
     np.testing.assert_array_equal(TransferClassifier.load(tmp_path / "run").predict_proba(X), model.predict_proba(X))
     with pytest.raises(DataError, match="ambiguous"):
         TransferClassifier("tiny+tiny", tap="features.1", engine="torch").fit(X, y)
+
+
+FAST_FINETUNE = {"epochs": 2, "batch_size": 8, "precision": "fp32", "augmentation": "none", "head_lr": 1e-3}
+
+
+def test_fine_tuning_strategy_fits_predicts_and_saves(tmp_path):
+    X, y = colour_data(per_class=8)
+    model = tiny(strategy="finetune_top", finetune=FAST_FINETUNE).fit(X, y)
+    assert model.net_ is not None and len(model.history_.records) <= 2
+    X_test, y_test = colour_data(per_class=3, seed=7)
+    assert model.score(X_test, y_test) == 1.0
+    model.save(tmp_path / "run")
+    assert (tmp_path / "run" / "history.json").exists()
+    loaded = TransferClassifier.load(tmp_path / "run")
+    np.testing.assert_allclose(loaded.predict_proba(X_test), model.predict_proba(X_test), atol=1e-6)
+    assert loaded.finetune_settings_["strategy"] == "finetune_top"
+
+
+def test_fine_tuning_needs_two_images_per_class():
+    X, y = colour_data(per_class=2)
+    X, y = X[:5], y[:5]  # the last class keeps one image
+    with pytest.raises(DataError, match="at least 2 training images per class"):
+        tiny(strategy="finetune_all", finetune=FAST_FINETUNE).fit(X, y)
+
+
+def test_fine_tuned_prediction_skips_nothing_silently(tmp_path):
+    X, y = colour_data(per_class=8)
+    model = tiny(strategy="gradual", finetune=FAST_FINETUNE | {"freeze_epochs": 1}).fit(X, y)
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"\x89PNG\r\n\x1a\n")
+    scores, failures = model.scores_and_failures([X[0], bad])
+    assert list(failures) == [1] and np.isnan(scores[1]).all() and np.isfinite(scores[0]).all()
+    with pytest.raises(DataError, match="cannot read 1 image"):
+        model.predict([bad])

@@ -77,6 +77,16 @@ def _model_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--backbone", default="mobilenet_v2", help="backbone name (default mobilenet_v2; see 'headstart backbones')")
     parser.add_argument("--tap", default=None, help="feature tap (default pre_logits)")
     parser.add_argument("--classifier", choices=("logistic", "svm"), default="logistic")
+    parser.add_argument(
+        "--strategy",
+        choices=("linear", "finetune_top", "finetune_all", "gradual"),
+        default="linear",
+        help="linear: fixed backbone + linear classifier (default); the others fine-tune the network",
+    )
+    parser.add_argument("--epochs", type=int, default=None, help="fine-tuning: most epochs (early stopping may end sooner)")
+    parser.add_argument(
+        "--augmentation", default=None, help="fine-tuning: objects (default), text_signs, overhead, none, or steps joined by commas"
+    )
     parser.add_argument("--input-size", type=int, default=None, help="crop side fed to the backbone")
     parser.add_argument("--engine", choices=("auto", "onnx", "torch"), default="auto")
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
@@ -90,6 +100,8 @@ def _model_params(args) -> dict:
         "backbone": args.backbone,
         "tap": args.tap,
         "classifier": args.classifier,
+        "strategy": args.strategy,
+        "finetune": _finetune_options(args),
         "input_size": args.input_size,
         "engine": args.engine,
         "device": args.device,
@@ -98,6 +110,17 @@ def _model_params(args) -> dict:
         "cache": not args.no_cache,
         "progress": not args.quiet,
     }
+
+
+def _finetune_options(args) -> dict | None:
+    options = {}
+    if args.epochs is not None:
+        options["epochs"] = args.epochs
+    if args.augmentation is not None:
+        # "objects" names a policy; "hflip,rot90" lists steps.
+        steps = tuple(step.strip() for step in args.augmentation.split(","))
+        options["augmentation"] = steps if len(steps) > 1 else steps[0]
+    return options or None
 
 
 # ---------------------------------------------------------------------- commands
@@ -189,6 +212,13 @@ def format_summary(summary, output) -> str:
     )
     name = "logistic regression" if clf["kind"] == "logistic" else "linear SVM"
     lines.append(f"  classifier  {name}, C={clf['C']:g} chosen by {clf['cv_folds']}-fold CV{cv}{weights}")
+    tuned = summary.finetune
+    if tuned:
+        stop = f"stopped early, weights of epoch {tuned['best_epoch']}" if tuned["stopped_early"] else f"weights of epoch {tuned['best_epoch']}"
+        lines.append(
+            f"  fine-tuned  {tuned['strategy']} from the linear classifier: {tuned['epochs_run']} epochs ({stop}), "
+            f"{tuned['seconds_per_epoch']:.1f} s/epoch{', bf16' if tuned['bf16'] else ''}; augmentation {tuned['augmentation']}; {tuned['imbalance']}"
+        )
     if ev is not None:
         lines.append(format_evaluation(ev, indent="  "))
     lines.append("  " + _duplicates_line(summary.duplicates))

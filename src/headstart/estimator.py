@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+from dataclasses import asdict
 from pathlib import Path
 from typing import Sequence
 
@@ -38,6 +39,14 @@ class TransferClassifier(ClassifierMixin, BaseEstimator):
         ImageNet classifier.
     classifier : {"logistic", "svm"}, default="logistic"
         Multinomial logistic regression, or a linear SVM (one-vs-rest).
+    strategy : {"linear", "finetune_top", "finetune_all", "gradual"}, default="linear"
+        "linear" keeps the backbone fixed and fits the linear classifier on its codes. The others
+        fine-tune the network (see :mod:`headstart.strategies.finetune`), holding out a stratified
+        15% of the training images for early stopping; the new head starts from the linear
+        classifier's solution.
+    finetune : dict, optional
+        Fine-tuning settings overriding :class:`~headstart.strategies.finetune.FineTuneConfig`'s
+        defaults, e.g. ``{"epochs": 20, "augmentation": "text_signs", "imbalance": "sampler"}``.
     Cs : tuple of float, optional
         Inverse regularisation strengths to choose from by stratified cross-validation.
     class_weight : {"auto", "balanced", None}, default="auto"
@@ -81,6 +90,8 @@ class TransferClassifier(ClassifierMixin, BaseEstimator):
         *,
         tap: str | None = None,
         classifier: str = "logistic",
+        strategy: str = "linear",
+        finetune: dict | None = None,
         Cs: tuple[float, ...] | None = None,
         class_weight: str | None = "auto",
         input_size: int | None = None,
@@ -97,6 +108,8 @@ class TransferClassifier(ClassifierMixin, BaseEstimator):
         self.backbone = backbone
         self.tap = tap
         self.classifier = classifier
+        self.strategy = strategy
+        self.finetune = finetune
         self.Cs = Cs
         self.class_weight = class_weight
         self.input_size = input_size
@@ -142,7 +155,7 @@ class TransferClassifier(ClassifierMixin, BaseEstimator):
     def transform(self, X: Sequence[ImageInput]) -> np.ndarray:
         """The CNN codes of ``X`` (n_images, n_codes); raises if an image cannot be read."""
         codes = self.extract(X)
-        _raise_on_failures(codes, X)
+        _raise_on_failures(codes.failures, X)
         return codes.codes
 
     # ------------------------------------------------------------------- fit
@@ -161,7 +174,7 @@ class TransferClassifier(ClassifierMixin, BaseEstimator):
         y = _as_labels(y)
         if codes.failures:
             if self.strict:
-                _raise_on_failures(codes, images)
+                _raise_on_failures(codes.failures, images)
             log.warning("skipping %d unreadable training image(s)", len(codes.failures))
         ok = codes.ok
         classes, y_index = np.unique(y[ok], return_inverse=True)
@@ -185,26 +198,76 @@ class TransferClassifier(ClassifierMixin, BaseEstimator):
         self.preprocessing_: Preprocessing = extractor.preprocessing
         self.fingerprint_ = extractor.fingerprint
         self.n_train_ = int(ok.sum())
+        self.net_ = None
+        self.history_ = None
+        if self.strategy != "linear":
+            if images is None:
+                raise DataError(f"strategy {self.strategy!r} trains on the images themselves; pass images= to fit_codes, or call fit.")
+            kept = [image for image, good in zip(images, ok) if good]
+            self._fine_tune(kept, y_index)
         return self
+
+    def _fine_tune(self, images: list, y_index: np.ndarray) -> None:
+        from sklearn.model_selection import train_test_split
+
+        from .strategies.finetune import FineTuneConfig, finetune
+
+        if np.bincount(y_index).min() < 2:
+            raise DataError(
+                f"strategy {self.strategy!r} needs at least 2 training images per class (some are held out for early stopping); "
+                "add images or use strategy='linear'."
+            )
+        config = FineTuneConfig(strategy=self.strategy, seed=self.random_state or 0, device=self.device, progress=self.progress, **(self.finetune or {}))
+        indices = np.arange(len(images))
+        fit_index, stop_index = train_test_split(indices, test_size=0.15, stratify=y_index, random_state=self.random_state)
+        result = finetune(
+            get_backbone(self.backbone),
+            [images[i] for i in fit_index],
+            y_index[fit_index],
+            [images[i] for i in stop_index],
+            y_index[stop_index],
+            config,
+            n_classes=len(self.classes_),
+            head_init=self.head_,
+        )
+        self.net_ = result.net
+        self.history_ = result.history
+        self.finetune_settings_ = {**asdict(config), "imbalance_plan": result.imbalance.reason, "bf16": result.bf16}
 
     # --------------------------------------------------------------- predict
     def decision_function(self, X: Sequence[ImageInput]) -> np.ndarray:
-        check_is_fitted(self, "head_")
-        return self.head_.decision_function(self.transform(X))
+        """Logits, columns in the order of ``classes_``."""
+        scores, failures = self.scores_and_failures(X)
+        _raise_on_failures(failures, X)
+        return scores
 
     def predict_proba(self, X: Sequence[ImageInput]) -> np.ndarray:
         """Class probabilities, columns in the order of ``classes_``."""
-        check_is_fitted(self, "head_")
-        return self.head_.predict_proba(self.transform(X))
+        return _softmax(self.decision_function(X))
 
     def predict(self, X: Sequence[ImageInput]) -> np.ndarray:
         scores = self.decision_function(X)
         return self.classes_[np.argmax(scores, axis=1)]
 
     def predict_codes(self, codes: np.ndarray) -> np.ndarray:
-        """Probabilities for precomputed codes (rows of :meth:`extract`'s output)."""
+        """Probabilities of the linear classifier for precomputed codes (rows of :meth:`extract`)."""
         check_is_fitted(self, "head_")
         return self.head_.predict_proba(codes)
+
+    def scores_and_failures(self, X: Sequence[ImageInput]) -> tuple[np.ndarray, dict[int, str]]:
+        """Logits for every image that can be read (NaN rows for the others) and why the others
+        could not: the one prediction path of both strategies, which never stops at a bad file."""
+        check_is_fitted(self, "head_")
+        X = _as_list(X)
+        if getattr(self, "net_", None) is None:
+            codes = self.extract(X)
+            scores = np.full((len(X), len(self.classes_)), np.nan)
+            if codes.ok.any():
+                scores[codes.ok] = self.head_.decision_function(codes.codes[codes.ok])
+            return scores, dict(codes.failures)
+        from .strategies.finetune import network_scores
+
+        return network_scores(self.net_, X, self.preprocessing_, batch_size=self.batch_size)
 
     # ------------------------------------------------------------ persistence
     def save(self, directory: str | os.PathLike, *, metrics: dict | None = None) -> Path:
@@ -245,13 +308,19 @@ def _as_labels(y) -> np.ndarray:
     return labels
 
 
-def _raise_on_failures(codes: Codes, images) -> None:
-    if not codes.failures:
+def _raise_on_failures(failures: dict[int, str], images) -> None:
+    if not failures:
         return
-    items = list(codes.failures.items())[:3]
+    items = list(failures.items())[:3]
     described = "; ".join(f"{_describe(images, i)}: {why}" for i, why in items)
-    more = f" and {len(codes.failures) - 3} more" if len(codes.failures) > 3 else ""
-    raise DataError(f"cannot read {len(codes.failures)} image(s) ({described}{more}); remove or replace them.")
+    more = f" and {len(failures) - 3} more" if len(failures) > 3 else ""
+    raise DataError(f"cannot read {len(failures)} image(s) ({described}{more}); remove or replace them.")
+
+
+def _softmax(logits: np.ndarray) -> np.ndarray:
+    shifted = logits - logits.max(axis=1, keepdims=True)
+    exp = np.exp(shifted)
+    return exp / exp.sum(axis=1, keepdims=True)
 
 
 def _describe(images, index: int) -> str:

@@ -29,7 +29,9 @@ META_FILE = "model.json"
 METRICS_FILE = "metrics.json"
 
 # Constructor parameters that describe the model rather than the machine it was trained on.
-_SAVED_PARAMS = ("backbone", "tap", "classifier", "Cs", "class_weight", "input_size", "random_state")
+_SAVED_PARAMS = ("backbone", "tap", "classifier", "strategy", "finetune", "Cs", "class_weight", "input_size", "random_state")
+HISTORY_FILE = "history.json"
+NET_PREFIX = "net."  # fine-tuned network tensors, beside the linear head's in one safetensors file
 
 
 def library_versions() -> dict[str, str]:
@@ -56,7 +58,8 @@ def save_model(model, directory: Path, *, metrics: dict | None = None) -> Path:
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "strategy": "linear",
+        "strategy": model.strategy,
+        "finetune": getattr(model, "finetune_settings_", None) if model.net_ is not None else None,
         "classes": [to_json_label(c) for c in model.classes_],
         "backbone": model.backbone,
         "tap": model.tap_,
@@ -76,12 +79,17 @@ def save_model(model, directory: Path, *, metrics: dict | None = None) -> Path:
         "params": {name: _jsonable(getattr(model, name)) for name in _SAVED_PARAMS},
         "versions": library_versions(),
     }
+    tensors = {k: np.ascontiguousarray(v) for k, v in model.head_.to_tensors().items()}
+    if model.net_ is not None:
+        tensors |= {NET_PREFIX + k: v.detach().cpu().contiguous().numpy() for k, v in model.net_.state_dict().items()}
     with atomic_directory(directory) as staging:
-        save_file({k: np.ascontiguousarray(v) for k, v in model.head_.to_tensors().items()}, str(staging / WEIGHTS_FILE))
+        save_file(tensors, str(staging / WEIGHTS_FILE))
         meta["weights_sha256"] = _sha256(staging / WEIGHTS_FILE)
         (staging / META_FILE).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
         if metrics is not None:
             (staging / METRICS_FILE).write_text(json.dumps(metrics, indent=2, default=_jsonable) + "\n", encoding="utf-8")
+        if model.history_ is not None:
+            (staging / HISTORY_FILE).write_text(json.dumps(model.history_.to_dict(), indent=2) + "\n", encoding="utf-8")
     return directory
 
 
@@ -111,8 +119,28 @@ def load_model(directory: Path):
     model.fingerprint_ = meta["fingerprint"]
     model.n_train_ = meta["n_train"]
     model.skipped_ = {}
+    model.net_ = _load_network(model, meta, tensors) if meta.get("strategy", "linear") != "linear" else None
+    model.history_ = None
     _check_backbone(model)
     return model
+
+
+def _load_network(model, meta: dict, tensors: dict[str, np.ndarray]):
+    import torch
+
+    from .backbones import get_backbone
+    from .strategies.finetune import FineTuneNet
+
+    state = {k.removeprefix(NET_PREFIX): torch.from_numpy(v.copy()) for k, v in tensors.items() if k.startswith(NET_PREFIX)}
+    if not state:
+        raise ModelFileError(f"the model is marked {meta['strategy']!r} but holds no network weights; re-run fit.")
+    net = FineTuneNet(get_backbone(model.backbone), len(model.classes_))
+    try:
+        net.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        raise ModelFileError(f"the saved network does not fit {model.backbone} ({str(exc).splitlines()[0]}); re-run fit.") from None
+    model.finetune_settings_ = meta.get("finetune")
+    return net.eval()
 
 
 def read_meta(directory: Path) -> dict:

@@ -52,6 +52,7 @@ class FitSummary:
     classifier: dict = field(default_factory=dict)
     backbone: str = ""
     engine: str = ""
+    finetune: dict | None = None  # strategy, epochs, best epoch, time per epoch (fine-tuning only)
     computed_codes: int = 0
     seconds_features: float = 0.0  # reading, decoding and the backbone (or the cache)
     seconds: float = 0.0
@@ -88,13 +89,17 @@ def fit_folder(
         _raise_unreadable(failures)
     train = np.array([r.split == "train" for r in records])
     labels = _labels(records)
-    model.fit_codes(_subset(codes, train), labels[train])
+    model.fit_codes(_subset(codes, train), labels[train], images=[r.path for r, t in zip(records, train) if t])
 
     eval_split = dataset.eval_split
     evaluation = None
     if eval_split:
-        held_out = np.array([r.split == eval_split for r in records]) & codes.ok
-        evaluation = evaluate_codes(model, codes.codes[held_out], labels[held_out], eval_split)
+        held_out = np.flatnonzero(np.array([r.split == eval_split for r in records]) & codes.ok)
+        if model.net_ is None:  # the codes are already there: no need to read the images again
+            scores = model.head_.decision_function(codes.codes[held_out])
+        else:
+            scores, _ = model.scores_and_failures([records[i].path for i in held_out])
+        evaluation = evaluate_scores(model, scores, labels[held_out], eval_split)
     summary = FitSummary(
         data=str(data),
         layout=dataset.layout,
@@ -105,6 +110,7 @@ def fit_folder(
         + [{"path": str(records[i].path), "reason": why} for i, why in codes.failures.items()],
         duplicates=duplicate_report(dataset, codes),
         classifier=asdict(model.fit_report_) | {"kind": model.classifier},
+        finetune=_finetune_summary(model),
         backbone=model.backbone,
         engine=codes.engine,
         computed_codes=codes.computed,
@@ -130,12 +136,12 @@ def evaluate_folder(model: TransferClassifier, data: str | os.PathLike, *, allow
             f"labels {', '.join(unknown[:5])} are not among the model's classes ({', '.join(map(str, model.classes_[:10]))}); "
             "evaluate on data with the same class names."
         )
-    codes = model.extract([r.path for r in records], desc=f"features ({split})")
-    if codes.failures:
-        log.warning("skipping %d unreadable image(s)", len(codes.failures))
+    scores, failures = model.scores_and_failures([r.path for r in records])
+    if failures:
+        log.warning("skipping %d unreadable image(s)", len(failures))
+    ok = np.isfinite(scores).all(axis=1)
     labels = _match_label_types(_labels(records), model.classes_)
-    ok = codes.ok
-    return evaluate_codes(model, codes.codes[ok], labels[ok], split)
+    return evaluate_scores(model, scores[ok], labels[ok], split)
 
 
 def predict_images(model: TransferClassifier, images, *, top_k: int = 1) -> list[dict]:
@@ -146,16 +152,17 @@ def predict_images(model: TransferClassifier, images, *, top_k: int = 1) -> list
     if top_k < 1:
         raise DataError(f"top_k must be at least 1, got {top_k}.")
     images = list(images)
-    codes = model.extract(images)
-    ok = codes.ok
-    probabilities = np.full((len(images), len(model.classes_)), np.nan)
+    scores, failures = model.scores_and_failures(images)
+    probabilities = np.full_like(scores, np.nan)
+    ok = np.isfinite(scores).all(axis=1)
     if ok.any():
-        probabilities[ok] = model.predict_codes(codes.codes[ok])
+        shifted = np.exp(scores[ok] - scores[ok].max(axis=1, keepdims=True))
+        probabilities[ok] = shifted / shifted.sum(axis=1, keepdims=True)
     rows = []
     for i, image in enumerate(images):
         name = str(image) if isinstance(image, (str, os.PathLike)) else f"image #{i}"
-        if i in codes.failures:
-            rows.append({"path": name, "error": codes.failures[i], "predictions": []})
+        if i in failures:
+            rows.append({"path": name, "error": failures[i], "predictions": []})
             continue
         best = np.argsort(-probabilities[i])[:top_k]
         predictions = [{"label": to_json_label(model.classes_[j]), "probability": round(float(probabilities[i, j]), 4)} for j in best]
@@ -163,8 +170,9 @@ def predict_images(model: TransferClassifier, images, *, top_k: int = 1) -> list
     return rows
 
 
-def evaluate_codes(model: TransferClassifier, codes: np.ndarray, labels: np.ndarray, split: str) -> Evaluation:
-    predicted = model.classes_[np.argmax(model.predict_codes(codes), axis=1)]
+def evaluate_scores(model: TransferClassifier, scores: np.ndarray, labels: np.ndarray, split: str) -> Evaluation:
+    """Accuracy figures from the model's scores (one row per image) against the true labels."""
+    predicted = model.classes_[np.argmax(scores, axis=1)]
     n = len(labels)
     correct = int((predicted == labels).sum())
     present = [c for c in model.classes_ if np.any(labels == c)]
@@ -180,6 +188,23 @@ def evaluate_codes(model: TransferClassifier, codes: np.ndarray, labels: np.ndar
         per_class_recall={str(to_json_label(c)): float(r) for c, r in zip(present, recalls)},
         accuracy_ci95=wilson_interval(correct, n),
     )
+
+
+def _finetune_summary(model: TransferClassifier) -> dict | None:
+    if model.history_ is None:
+        return None
+    records = model.history_.records
+    settings = model.finetune_settings_
+    return {
+        "strategy": model.strategy,
+        "epochs_run": len(records),
+        "best_epoch": model.history_.best_epoch,
+        "stopped_early": model.history_.stopped_early,
+        "seconds_per_epoch": round(float(np.mean([r.seconds for r in records])), 2),
+        "bf16": settings["bf16"],
+        "augmentation": settings["augmentation"],
+        "imbalance": settings["imbalance_plan"],
+    }
 
 
 def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:

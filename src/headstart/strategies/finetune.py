@@ -72,24 +72,32 @@ class FineTuneConfig:
 
 
 class FineTuneNet(nn.Module):
-    """Backbone (up to its pooled codes), dropout, and a new linear head."""
+    """Backbone (up to its pooled codes), fixed standardisation, dropout, and a new linear head."""
 
     def __init__(self, spec: BackboneSpec, n_classes: int, dropout: float = 0.2):
         super().__init__()
+        width = spec.taps[PRE_LOGITS]
         self.backbone = build_tap_model(spec, PRE_LOGITS)
         _drop_imagenet_dropout(self.backbone.model, spec)
+        # Codes are standardised with the linear probe's statistics (identity until warm_start):
+        # folding 1/scale into the head instead would give near-constant codes huge weights, and
+        # dropout's noise on them huge logits.
+        self.register_buffer("code_mean", torch.zeros(width))
+        self.register_buffer("code_scale", torch.ones(width))
         self.dropout = nn.Dropout(dropout)
-        self.head = nn.Linear(spec.taps[PRE_LOGITS], n_classes)
+        self.head = nn.Linear(width, n_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.dropout(self.backbone(x)))
+        codes = (self.backbone(x) - self.code_mean) / self.code_scale
+        return self.head(self.dropout(codes))
 
     @torch.no_grad()
     def warm_start(self, linear: LinearHead) -> None:
-        """Start the head from a fitted linear probe: the same logits on the same codes."""
-        weight = linear.coef / linear.scale
-        self.head.weight.copy_(torch.as_tensor(weight, dtype=torch.float32))
-        self.head.bias.copy_(torch.as_tensor(linear.intercept - weight @ linear.mean, dtype=torch.float32))
+        """Start from a fitted linear probe: the same standardisation and logits on the same codes."""
+        self.code_mean.copy_(torch.as_tensor(linear.mean, dtype=torch.float32))
+        self.code_scale.copy_(torch.as_tensor(linear.scale, dtype=torch.float32))
+        self.head.weight.copy_(torch.as_tensor(linear.coef, dtype=torch.float32))
+        self.head.bias.copy_(torch.as_tensor(linear.intercept, dtype=torch.float32))
 
 
 def _drop_imagenet_dropout(model: nn.Module, spec: BackboneSpec) -> None:
@@ -230,3 +238,35 @@ def finetune(
     )
     net.eval()
     return FineTuneResult(net, history, plan, bf16, settings={"imbalance": plan.reason, "bf16": bf16})
+
+
+@torch.no_grad()
+def network_scores(net: FineTuneNet, images, preprocessing, *, batch_size: int = 32) -> tuple[np.ndarray, dict[int, str]]:
+    """Logits of a fine-tuned network for paths, PIL images or arrays; unreadable images get NaN
+    rows and a reason, so one bad file never stops the others."""
+    from ..data.decode import UnreadableImage, array_to_image, to_rgb
+
+    transform = preprocessing.transform()
+    net.eval()
+    scores = np.full((len(images), net.head.out_features), np.nan)
+    failures: dict[int, str] = {}
+    for start in range(0, len(images), batch_size):
+        tensors, rows = [], []
+        for index in range(start, min(start + batch_size, len(images))):
+            image = images[index]
+            try:
+                if isinstance(image, Image.Image):
+                    rgb = to_rgb(image.copy())
+                elif isinstance(image, np.ndarray):
+                    rgb = array_to_image(image)
+                else:
+                    with open(image, "rb") as f:
+                        rgb = decode_image(f.read(), draft_size=preprocessing.resize)
+            except (UnreadableImage, OSError, ValueError) as exc:
+                failures[index] = f"unreadable ({exc})"
+                continue
+            tensors.append(transform(rgb))
+            rows.append(index)
+        if tensors:
+            scores[rows] = net(torch.stack(tensors)).float().numpy()
+    return scores, failures
