@@ -154,3 +154,16 @@ def test_fine_tuned_prediction_skips_nothing_silently(tmp_path):
     assert list(failures) == [1] and np.isnan(scores[1]).all() and np.isfinite(scores[0]).all()
     with pytest.raises(DataError, match="cannot read 1 image"):
         model.predict([bad])
+
+
+@pytest.mark.parametrize(
+    "params, message",
+    [
+        ({"strategy": "finetune_middle"}, "unknown strategy 'finetune_middle'"),
+        ({"strategy": "finetune_all", "finetune": {"epoch": 3}}, "did you mean 'epochs'"),
+    ],
+)
+def test_bad_fine_tuning_settings_fail_before_any_work(params, message):
+    X, y = colour_data(per_class=4)
+    with pytest.raises(DataError, match=message):
+        tiny(**params).fit(X, y)

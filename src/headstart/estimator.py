@@ -7,6 +7,7 @@ It follows scikit-learn's contract: ``__init__`` only stores its arguments, all 
 
 from __future__ import annotations
 
+import difflib
 import logging
 import os
 from dataclasses import asdict
@@ -160,7 +161,8 @@ class TransferClassifier(ClassifierMixin, BaseEstimator):
 
     # ------------------------------------------------------------------- fit
     def fit(self, X: Sequence[ImageInput], y) -> "TransferClassifier":
-        """Fit the linear head on the codes of images ``X`` (paths, PIL images or arrays)."""
+        """Fit on images ``X`` (paths, PIL images or arrays): the linear head on their codes, then,
+        for a fine-tuning ``strategy``, the network itself."""
         X = _as_list(X)
         y = _as_labels(y)
         if len(X) != len(y):
@@ -172,6 +174,7 @@ class TransferClassifier(ClassifierMixin, BaseEstimator):
     def fit_codes(self, codes: Codes, y, *, images: Sequence | None = None) -> "TransferClassifier":
         """Fit the head on precomputed :class:`Codes` (from :meth:`extract`) for labels ``y``."""
         y = _as_labels(y)
+        finetune_config = self._finetune_config()  # bad settings fail before any work is done
         if codes.failures:
             if self.strict:
                 _raise_on_failures(codes.failures, images)
@@ -204,20 +207,37 @@ class TransferClassifier(ClassifierMixin, BaseEstimator):
             if images is None:
                 raise DataError(f"strategy {self.strategy!r} trains on the images themselves; pass images= to fit_codes, or call fit.")
             kept = [image for image, good in zip(images, ok) if good]
-            self._fine_tune(kept, y_index)
+            self._fine_tune(kept, y_index, finetune_config)
         return self
 
-    def _fine_tune(self, images: list, y_index: np.ndarray) -> None:
+    def _finetune_config(self):
+        """The fine-tuning settings, validated; None for the linear strategy."""
+        from .strategies.finetune import STRATEGIES, FineTuneConfig
+
+        if self.strategy == "linear":
+            return None
+        if self.strategy not in STRATEGIES:
+            raise DataError(f"unknown strategy {self.strategy!r}; use 'linear' or one of {', '.join(STRATEGIES)}.")
+        options = dict(self.finetune or {})
+        known = set(FineTuneConfig.__dataclass_fields__)
+        for key in options:
+            if key not in known:
+                close = difflib.get_close_matches(key, sorted(known), n=1)
+                hint = f"; did you mean {close[0]!r}?" if close else f"; known settings: {', '.join(sorted(known))}."
+                raise DataError(f"unknown fine-tuning setting {key!r}{hint}")
+        defaults = {"seed": self.random_state or 0, "device": self.device, "progress": self.progress}
+        return FineTuneConfig(**{**defaults, **options, "strategy": self.strategy})
+
+    def _fine_tune(self, images: list, y_index: np.ndarray, config) -> None:
         from sklearn.model_selection import train_test_split
 
-        from .strategies.finetune import FineTuneConfig, finetune
+        from .strategies.finetune import finetune
 
         if np.bincount(y_index).min() < 2:
             raise DataError(
                 f"strategy {self.strategy!r} needs at least 2 training images per class (some are held out for early stopping); "
                 "add images or use strategy='linear'."
             )
-        config = FineTuneConfig(strategy=self.strategy, seed=self.random_state or 0, device=self.device, progress=self.progress, **(self.finetune or {}))
         indices = np.arange(len(images))
         fit_index, stop_index = train_test_split(indices, test_size=0.15, stratify=y_index, random_state=self.random_state)
         result = finetune(
