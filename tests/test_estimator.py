@@ -167,3 +167,15 @@ def test_bad_fine_tuning_settings_fail_before_any_work(params, message):
     X, y = colour_data(per_class=4)
     with pytest.raises(DataError, match=message):
         tiny(**params).fit(X, y)
+
+
+def test_fine_tuning_on_arrays_leaves_the_callers_rng_alone():
+    X, y = colour_data(per_class=8)
+    arrays = np.stack([np.asarray(image) for image in X])
+    torch = pytest.importorskip("torch")
+    torch.manual_seed(5)
+    expected = torch.rand(1)
+    torch.manual_seed(5)
+    model = tiny(strategy="finetune_all", finetune=FAST_FINETUNE).fit(arrays, y)
+    assert torch.rand(1) == expected
+    assert model.score(arrays, y) == 1.0

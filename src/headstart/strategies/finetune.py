@@ -14,7 +14,7 @@ are never overwritten by a few small batches; ``train_bn=True`` trains them anyw
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -23,7 +23,7 @@ from torch import nn
 
 from ..backbones import PRE_LOGITS, BackboneSpec, build_tap_model
 from ..data.augment import augmentation_transform
-from ..data.decode import decode_image
+from ..data.decode import UnreadableImage, array_to_image, decode_image, to_rgb
 from ..data.sampling import ClassBalancedSampler, ImbalancePlan, inverse_frequency_weights, plan_imbalance
 from ..errors import HeadstartError
 from ..features.engine import resolve_device
@@ -126,11 +126,17 @@ class ImageDataset(torch.utils.data.Dataset):
         return len(self.images)
 
     def __getitem__(self, index: int):
-        image = self.images[index]
-        if not isinstance(image, Image.Image):
-            with open(image, "rb") as f:
-                image = decode_image(f.read(), draft_size=self.draft_size)
-        return self.transform(image), int(self.labels[index])
+        return self.transform(load_rgb(self.images[index], self.draft_size)), int(self.labels[index])
+
+
+def load_rgb(image, draft_size: int | None = None) -> Image.Image:
+    """An RGB PIL image from a path, a PIL image or an array (raises UnreadableImage/OSError)."""
+    if isinstance(image, Image.Image):
+        return to_rgb(image.copy())
+    if isinstance(image, np.ndarray):
+        return array_to_image(image)
+    with open(image, "rb") as f:
+        return decode_image(f.read(), draft_size=draft_size)
 
 
 def trainable_blocks(spec: BackboneSpec, config: FineTuneConfig, epoch: int) -> set[int]:
@@ -172,7 +178,6 @@ class FineTuneResult:
     history: History
     imbalance: ImbalancePlan
     bf16: bool
-    settings: dict = field(default_factory=dict)
 
 
 def finetune(
@@ -192,11 +197,18 @@ def finetune(
     says so); early stopping on validation loss restores the best epoch's weights.
     """
     config = config or FineTuneConfig()
+    # torchvision's random transforms draw from torch's global generator, so seeding must touch it;
+    # fork_rng hands the caller's generator state back afterwards.
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(config.seed)
+        return _finetune(spec, train_images, train_labels, val_images, val_labels, config, n_classes, head_init)
+
+
+def _finetune(spec, train_images, train_labels, val_images, val_labels, config, n_classes, head_init) -> FineTuneResult:
     train_labels = np.asarray(train_labels, dtype=np.int64)
     n_classes = n_classes or int(max(train_labels.max(), np.max(val_labels)) + 1)
     device = resolve_device(config.device)
     bf16 = resolve_bf16(config.precision, device)
-    torch.manual_seed(config.seed)
     net = FineTuneNet(spec, n_classes, config.dropout)
     if head_init is not None:
         net.warm_start(head_init)
@@ -237,15 +249,13 @@ def finetune(
         progress=config.progress,
     )
     net.eval()
-    return FineTuneResult(net, history, plan, bf16, settings={"imbalance": plan.reason, "bf16": bf16})
+    return FineTuneResult(net, history, plan, bf16)
 
 
 @torch.no_grad()
 def network_scores(net: FineTuneNet, images, preprocessing, *, batch_size: int = 32) -> tuple[np.ndarray, dict[int, str]]:
     """Logits of a fine-tuned network for paths, PIL images or arrays; unreadable images get NaN
     rows and a reason, so one bad file never stops the others."""
-    from ..data.decode import UnreadableImage, array_to_image, to_rgb
-
     transform = preprocessing.transform()
     net.eval()
     scores = np.full((len(images), net.head.out_features), np.nan)
@@ -253,15 +263,8 @@ def network_scores(net: FineTuneNet, images, preprocessing, *, batch_size: int =
     for start in range(0, len(images), batch_size):
         tensors, rows = [], []
         for index in range(start, min(start + batch_size, len(images))):
-            image = images[index]
             try:
-                if isinstance(image, Image.Image):
-                    rgb = to_rgb(image.copy())
-                elif isinstance(image, np.ndarray):
-                    rgb = array_to_image(image)
-                else:
-                    with open(image, "rb") as f:
-                        rgb = decode_image(f.read(), draft_size=preprocessing.resize)
+                rgb = load_rgb(images[index], preprocessing.resize)
             except (UnreadableImage, OSError, ValueError) as exc:
                 failures[index] = f"unreadable ({exc})"
                 continue
