@@ -179,3 +179,15 @@ def test_fine_tuning_on_arrays_leaves_the_callers_rng_alone():
     model = tiny(strategy="finetune_all", finetune=FAST_FINETUNE).fit(arrays, y)
     assert torch.rand(1) == expected
     assert model.score(arrays, y) == 1.0
+
+
+def test_mirroring_augmentation_on_chiral_images_is_flagged():
+    from tests.data.test_augment import gradient
+
+    X = [gradient(i) for i in range(24)]
+    y = np.repeat(["a", "b"], 12)
+    settings = FAST_FINETUNE | {"augmentation": "objects"}
+    flagged = tiny(strategy="finetune_top", finetune=settings).fit(X, y)
+    assert "consider augmentation 'text_signs'" in flagged.finetune_settings_["mirror_warning"]
+    unflagged = tiny(strategy="finetune_top", finetune=settings | {"augmentation": "text_signs"}).fit(X, y)
+    assert unflagged.finetune_settings_["mirror_warning"] is None

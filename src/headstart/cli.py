@@ -216,9 +216,11 @@ def format_summary(summary, output) -> str:
     if tuned:
         stop = f"stopped early, weights of epoch {tuned['best_epoch']}" if tuned["stopped_early"] else f"weights of epoch {tuned['best_epoch']}"
         lines.append(
-            f"  fine-tuned  {tuned['strategy']} from the linear classifier: {tuned['epochs_run']} epochs ({stop}), "
+            f"  fine-tuned  {tuned['strategy']} from the linear classifier: {tuned['epochs_run']} epoch{'s' if tuned['epochs_run'] != 1 else ''} ({stop}), "
             f"{tuned['seconds_per_epoch']:.1f} s/epoch{', bf16' if tuned['bf16'] else ''}; augmentation {tuned['augmentation']}; {tuned['imbalance']}"
         )
+        if tuned.get("mirror_warning"):
+            lines.append(f"  WARNING     {tuned['mirror_warning']}")
     if ev is not None:
         lines.append(format_evaluation(ev, indent="  "))
     lines.append("  " + _duplicates_line(summary.duplicates))

@@ -26,6 +26,10 @@ from .strategies import LinearFitReport, LinearHead, fit_linear_head
 log = logging.getLogger(__name__)
 
 
+# Training images (a seeded sample) on which a mirroring augmentation policy is checked.
+MIRROR_CHECK_IMAGES = 100
+
+
 class TransferClassifier(ClassifierMixin, BaseEstimator):
     """Image classifier: CNN codes from a pretrained backbone, then a linear classifier.
 
@@ -252,7 +256,23 @@ class TransferClassifier(ClassifierMixin, BaseEstimator):
         )
         self.net_ = result.net
         self.history_ = result.history
-        self.finetune_settings_ = {**asdict(config), "imbalance_plan": result.imbalance.reason, "bf16": result.bf16}
+        self.finetune_settings_ = {
+            **asdict(config),
+            "imbalance_plan": result.imbalance.reason,
+            "bf16": result.bf16,
+            "mirror_warning": self._mirror_warning(images, config),
+        }
+
+    def _mirror_warning(self, images: list, config) -> str | None:
+        """Warn when the augmentation mirrors images that a probe can tell from their mirrors."""
+        from .data.augment import MIRRORING_STEPS, check_mirroring, policy_steps
+        from .strategies.finetune import load_rgb
+
+        if not MIRRORING_STEPS & set(policy_steps(config.augmentation)) or len(images) < 10:
+            return None
+        rng = np.random.default_rng(self.random_state)
+        sample = rng.choice(len(images), min(MIRROR_CHECK_IMAGES, len(images)), replace=False)
+        return check_mirroring(config.augmentation, self._extractor(), [load_rgb(images[i], self.preprocessing_.resize) for i in sample])
 
     # --------------------------------------------------------------- predict
     def decision_function(self, X: Sequence[ImageInput]) -> np.ndarray:

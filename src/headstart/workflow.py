@@ -204,6 +204,7 @@ def _finetune_summary(model: TransferClassifier) -> dict | None:
         "bf16": settings["bf16"],
         "augmentation": settings["augmentation"],
         "imbalance": settings["imbalance_plan"],
+        "mirror_warning": settings.get("mirror_warning"),
     }
 
 
