@@ -107,3 +107,15 @@ def test_fit_with_fine_tuning_writes_history(colour_splits, tmp_path, capsys):
     assert 1 <= len(history["records"]) <= 2
     code, out, _ = run(capsys, "predict", tmp_path / "tuned", colour_splits / "test" / "red" / "00.png", "--format", "json")
     assert code == 0 and json.loads(out)[0]["predictions"][0]["label"] in ("red", "green", "blue")
+
+
+def test_fine_tuning_run_keeps_checkpoints_and_resumes(colour_splits, tmp_path, capsys):
+    argv = ["fit", colour_splits, "-o", tmp_path / "tuned", "--backbone", "tiny", "--engine", "torch", "--strategy", "gradual", "--epochs", "2"]
+    code, out, _ = run(capsys, *argv)
+    assert code == 0, out
+    assert (tmp_path / "tuned" / "checkpoints" / "last.safetensors").exists()
+    code, resumed, _ = run(capsys, *argv, "--resume")
+    assert code == 0 and "2 epochs" in resumed
+    assert (tmp_path / "tuned" / "checkpoints" / "last.safetensors").exists()
+    code, _, err = run(capsys, "fit", colour_splits, "-o", tmp_path / "lin", "--backbone", "tiny", "--resume")
+    assert code == 2 and "--resume continues a fine-tuning run" in err

@@ -45,6 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument("-o", "--output", required=True, help="run directory to write")
     _model_options(fit)
     fit.add_argument("--strict", action="store_true", help="fail if any image is unreadable")
+    fit.add_argument("--resume", action="store_true", help="fine-tuning: continue an interrupted run from RUN/checkpoints")
     fit.add_argument("--allow-outside", action="store_true", help="let CSV paths leave the CSV's folder")
     fit.add_argument("--test-size", type=float, default=0.2, help="held-out share when no split is given (default 0.2)")
     fit.set_defaults(handler=cmd_fit)
@@ -127,9 +128,18 @@ def _finetune_options(args) -> dict | None:
 def cmd_fit(args) -> int:
     from .workflow import fit_folder
 
-    _, summary = fit_folder(
-        args.data, args.output, strict=args.strict, test_size=args.test_size, allow_outside=args.allow_outside, **_model_params(args)
-    )
+    params = _model_params(args)
+    if args.resume and args.strategy == "linear":
+        raise HeadstartError("--resume continues a fine-tuning run; add the --strategy it was started with.")
+    try:
+        _, summary = fit_folder(
+            args.data, args.output, strict=args.strict, test_size=args.test_size, allow_outside=args.allow_outside,
+            resume=args.resume, **params,
+        )
+    except KeyboardInterrupt:
+        if args.strategy != "linear":
+            print("interrupted; finished epochs are checkpointed: rerun the same command with --resume to continue.", file=sys.stderr)
+        raise
     print(format_summary(summary, args.output))
     return EXIT_PARTIAL if any(s["reason"].startswith("unreadable") for s in summary.skipped) else 0
 

@@ -52,6 +52,10 @@ class TransferClassifier(ClassifierMixin, BaseEstimator):
     finetune : dict, optional
         Fine-tuning settings overriding :class:`~headstart.strategies.finetune.FineTuneConfig`'s
         defaults, e.g. ``{"epochs": 20, "augmentation": "text_signs", "imbalance": "sampler"}``.
+    checkpoint_dir : str, optional
+        Fine-tuning: folder for a checkpoint after every epoch (``fit_folder`` uses RUN/checkpoints).
+    resume : bool, default=False
+        Fine-tuning: continue from the checkpoint in ``checkpoint_dir``.
     Cs : tuple of float, optional
         Inverse regularisation strengths to choose from by stratified cross-validation.
     class_weight : {"auto", "balanced", None}, default="auto"
@@ -97,6 +101,8 @@ class TransferClassifier(ClassifierMixin, BaseEstimator):
         classifier: str = "logistic",
         strategy: str = "linear",
         finetune: dict | None = None,
+        checkpoint_dir: str | None = None,
+        resume: bool = False,
         Cs: tuple[float, ...] | None = None,
         class_weight: str | None = "auto",
         input_size: int | None = None,
@@ -115,6 +121,8 @@ class TransferClassifier(ClassifierMixin, BaseEstimator):
         self.classifier = classifier
         self.strategy = strategy
         self.finetune = finetune
+        self.checkpoint_dir = checkpoint_dir
+        self.resume = resume
         self.Cs = Cs
         self.class_weight = class_weight
         self.input_size = input_size
@@ -253,6 +261,8 @@ class TransferClassifier(ClassifierMixin, BaseEstimator):
             config,
             n_classes=len(self.classes_),
             head_init=self.head_,
+            checkpoint_dir=Path(self.checkpoint_dir) if self.checkpoint_dir else None,
+            resume=self.resume,
         )
         self.net_ = result.net
         self.history_ = result.history

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import platform
+import shutil
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
@@ -31,6 +32,7 @@ METRICS_FILE = "metrics.json"
 # Constructor parameters that describe the model rather than the machine it was trained on.
 _SAVED_PARAMS = ("backbone", "tap", "classifier", "strategy", "finetune", "Cs", "class_weight", "input_size", "random_state")
 HISTORY_FILE = "history.json"
+CHECKPOINTS = "checkpoints"  # fine-tuning checkpoints, kept when the run directory is rewritten
 NET_PREFIX = "net."  # fine-tuned network tensors, beside the linear head's in one safetensors file
 
 
@@ -83,6 +85,8 @@ def save_model(model, directory: Path, *, metrics: dict | None = None) -> Path:
     if model.net_ is not None:
         tensors |= {NET_PREFIX + k: v.detach().cpu().contiguous().numpy() for k, v in model.net_.state_dict().items()}
     with atomic_directory(directory) as staging:
+        if (directory / CHECKPOINTS).is_dir():  # copied, not moved: a failed save must not lose them
+            shutil.copytree(directory / CHECKPOINTS, staging / CHECKPOINTS)
         save_file(tensors, str(staging / WEIGHTS_FILE))
         meta["weights_sha256"] = _sha256(staging / WEIGHTS_FILE)
         (staging / META_FILE).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")

@@ -19,7 +19,7 @@ from .data import Dataset, find_duplicates, load_dataset
 from .errors import DataError
 from .estimator import TransferClassifier
 from .features import Codes
-from .persistence import to_json_label
+from .persistence import CHECKPOINTS, to_json_label
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +79,8 @@ def fit_folder(
     dataset = load_dataset(data, test_size=test_size, random_state=params.get("random_state") or 0, allow_outside=allow_outside)
     if strict and dataset.unreadable():
         _raise_unreadable(dataset.unreadable())
+    if output is not None and params.get("strategy", "linear") != "linear":
+        params.setdefault("checkpoint_dir", str(Path(output) / CHECKPOINTS))
     model = TransferClassifier(strict=strict, **params)
     records = dataset.records
     extraction_start = time.perf_counter()

@@ -136,3 +136,46 @@ def test_bad_config():
         FineTuneConfig(strategy="unfreeze_everything")
     with pytest.raises(HeadstartError, match="precision"):
         FineTuneConfig(precision="fp8")
+
+
+class Interrupt(Exception):
+    pass
+
+
+def test_interrupted_run_resumes_to_the_same_weights(tmp_path, monkeypatch):
+    from headstart.training import loop
+
+    X, y = colour_set(6, seed=5)
+    X_val, y_val = colour_set(2, seed=6)
+    config = FineTuneConfig(epochs=4, batch_size=6, precision="fp32", augmentation="objects", patience=10)
+    straight = finetune(SPEC, X, y, X_val, y_val, config)
+
+    real_train = loop.train
+
+    def interrupted_train(*args, on_epoch_end=None, **kwargs):
+        def save_then_stop(record):
+            on_epoch_end(record)
+            if record.epoch == 2:
+                raise Interrupt  # as Ctrl-C would, right after epoch 2's checkpoint
+
+        return real_train(*args, on_epoch_end=save_then_stop, **kwargs)
+
+    monkeypatch.setattr("headstart.strategies.finetune.train", interrupted_train)
+    with pytest.raises(Interrupt):
+        finetune(SPEC, X, y, X_val, y_val, config, checkpoint_dir=tmp_path)
+    monkeypatch.setattr("headstart.strategies.finetune.train", real_train)
+    resumed = finetune(SPEC, X, y, X_val, y_val, config, checkpoint_dir=tmp_path, resume=True)
+
+    assert [r.epoch for r in resumed.history.records] == [1, 2, 3, 4]
+    a, b = straight.net.state_dict(), resumed.net.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_resume_refuses_a_checkpoint_of_another_run(tmp_path):
+    X, y = colour_set(4, seed=7)
+    config = FineTuneConfig(epochs=1, batch_size=4, precision="fp32")
+    finetune(SPEC, X, y, X[:3], y[:3], config, checkpoint_dir=tmp_path)
+    with pytest.raises(HeadstartError, match=r"different run \(changed: head_lr\)"):
+        finetune(SPEC, X, y, X[:3], y[:3], FineTuneConfig(epochs=1, batch_size=4, precision="fp32", head_lr=0.5), checkpoint_dir=tmp_path, resume=True)
+    with pytest.raises(HeadstartError, match="nothing to resume"):
+        finetune(SPEC, X, y, X[:3], y[:3], config, checkpoint_dir=tmp_path / "empty", resume=True)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -28,6 +29,7 @@ from ..data.sampling import ClassBalancedSampler, ImbalancePlan, inverse_frequen
 from ..errors import HeadstartError
 from ..features.engine import resolve_device
 from ..training import EarlyStopping, History, param_groups, train, warmup_cosine
+from ..training.checkpoint import CHECKPOINT_FILE, restore_checkpoint, run_identity, save_checkpoint
 from ..training.params import backbone_blocks, block_index
 from .linear import LinearHead
 
@@ -190,21 +192,25 @@ def finetune(
     *,
     n_classes: int | None = None,
     head_init: LinearHead | None = None,
+    checkpoint_dir: Path | None = None,
+    resume: bool = False,
 ) -> FineTuneResult:
     """Fine-tune ``spec``'s network on images with integer labels 0..k-1; validate on the val split.
 
     The training data are reshuffled every epoch (or drawn class-balanced, when the imbalance plan
-    says so); early stopping on validation loss restores the best epoch's weights.
+    says so); early stopping on validation loss restores the best epoch's weights. With
+    ``checkpoint_dir``, the whole state is saved after every epoch, and ``resume=True`` continues
+    from it: an interrupted run resumed ends with the weights an uninterrupted one would have.
     """
     config = config or FineTuneConfig()
     # torchvision's random transforms draw from torch's global generator, so seeding must touch it;
     # fork_rng hands the caller's generator state back afterwards.
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.seed)
-        return _finetune(spec, train_images, train_labels, val_images, val_labels, config, n_classes, head_init)
+        return _finetune(spec, train_images, train_labels, val_images, val_labels, config, n_classes, head_init, checkpoint_dir, resume)
 
 
-def _finetune(spec, train_images, train_labels, val_images, val_labels, config, n_classes, head_init) -> FineTuneResult:
+def _finetune(spec, train_images, train_labels, val_images, val_labels, config, n_classes, head_init, checkpoint_dir, resume) -> FineTuneResult:
     train_labels = np.asarray(train_labels, dtype=np.int64)
     n_classes = n_classes or int(max(train_labels.max(), np.max(val_labels)) + 1)
     device = resolve_device(config.device)
@@ -234,6 +240,20 @@ def _finetune(spec, train_images, train_labels, val_images, val_labels, config, 
     steps_per_epoch = len(train_loader)
     total = steps_per_epoch * config.epochs
     warmup = int(round(config.warmup_epochs * steps_per_epoch))
+    stopper = EarlyStopping(config.patience)
+    identity = run_identity(config, n_classes, len(train_set), spec.weights_id)
+    checkpoint = Path(checkpoint_dir) / CHECKPOINT_FILE if checkpoint_dir is not None else None
+    start_epoch, history = 0, History()
+    if resume:
+        if checkpoint is None:
+            raise HeadstartError("resume needs a checkpoint folder: give the run directory (-o RUN) that was interrupted.")
+        start_epoch, history = restore_checkpoint(checkpoint, net=net, optimizer=optimizer, early_stopping=stopper, generator=generator, identity=identity)
+        log.info("resuming after epoch %d of %d", start_epoch, config.epochs)
+
+    def save(_record) -> None:
+        if checkpoint is not None:
+            save_checkpoint(checkpoint, net=net, optimizer=optimizer, early_stopping=stopper, history=history, generator=generator, identity=identity)
+
     history = train(
         net,
         optimizer,
@@ -243,10 +263,13 @@ def _finetune(spec, train_images, train_labels, val_images, val_labels, config, 
         lr_factor=lambda step: warmup_cosine(step, total, warmup),
         val_loader=val_loader,
         set_train_mode=lambda n, epoch: set_train_mode(n, spec, config, epoch),
-        early_stopping=EarlyStopping(config.patience),
+        early_stopping=stopper,
         device=device,
         bf16=bf16,
         progress=config.progress,
+        on_epoch_end=save,
+        start_epoch=start_epoch,
+        history=history,
     )
     net.eval()
     return FineTuneResult(net, history, plan, bf16)

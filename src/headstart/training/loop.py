@@ -101,25 +101,30 @@ def train(
     bf16: bool = False,
     progress: bool = False,
     on_epoch_end: Callable[[EpochRecord], None] | None = None,
+    start_epoch: int = 0,
+    history: History | None = None,
 ) -> History:
     """Train ``net`` for up to ``epochs``; returns the per-epoch history.
 
     ``lr_factor(step)`` multiplies every group's initial learning rate (see
     :func:`~headstart.training.warmup_cosine`). With ``early_stopping`` and a ``val_loader``, the
-    model ends with the weights of its best validation loss.
+    model ends with the weights of its best validation loss. ``on_epoch_end`` runs after each
+    epoch's bookkeeping (a checkpoint written there holds the whole state); ``start_epoch`` and
+    ``history`` continue a run restored from such a checkpoint.
     """
-    base_lrs = [group["lr"] for group in optimizer.param_groups]
-    history = History()
-    step = 0
-    for epoch in range(epochs):
+    for group in optimizer.param_groups:
+        group.setdefault("initial_lr", group["lr"])  # restored with the optimizer's state on resume
+    history = history if history is not None else History()
+    step = start_epoch * len(train_loader)
+    for epoch in range(start_epoch, epochs):
         start = time.perf_counter()
         (set_train_mode or (lambda n, _e: n.train()))(net, epoch)
         if hasattr(train_loader.sampler, "set_epoch"):
             train_loader.sampler.set_epoch(epoch)
         total_loss, correct, count = 0.0, 0, 0
         for images, labels in tqdm(train_loader, disable=not progress, desc=f"epoch {epoch + 1}/{epochs}", leave=False, unit="batch"):
-            for group, base in zip(optimizer.param_groups, base_lrs):
-                group["lr"] = base * lr_factor(step)
+            for group in optimizer.param_groups:
+                group["lr"] = group["initial_lr"] * lr_factor(step)
             images, labels = images.to(device), labels.to(device)
             with autocast(device, bf16):
                 logits = net(images)
@@ -145,9 +150,10 @@ def train(
             seconds=time.perf_counter() - start,
         )
         history.records.append(record)
+        stop = early_stopping is not None and val_loss is not None and early_stopping.update(epoch + 1, val_loss, net)
         if on_epoch_end is not None:
             on_epoch_end(record)
-        if early_stopping is not None and val_loss is not None and early_stopping.update(epoch + 1, val_loss, net):
+        if stop:
             history.stopped_early = epoch + 1 < epochs
             break
     if early_stopping is not None and early_stopping.best_state is not None:
