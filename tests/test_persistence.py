@@ -100,3 +100,15 @@ def test_model_for_other_weights_is_refused(fitted, tmp_path):
     _edit_meta(tmp_path / "run", fingerprint="0" * 20)
     with pytest.raises(ModelFileError, match="other tiny weights"):
         TransferClassifier.load(tmp_path / "run")
+
+
+def test_saved_files_get_the_usual_permissions(fitted, tmp_path):
+    import os
+    import stat
+
+    model, _ = fitted
+    model.save(tmp_path / "run")
+    mask = os.umask(0)
+    os.umask(mask)
+    assert stat.S_IMODE((tmp_path / "run").stat().st_mode) == 0o777 & ~mask
+    assert stat.S_IMODE((tmp_path / "run" / "model.json").stat().st_mode) == 0o666 & ~mask

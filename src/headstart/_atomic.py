@@ -23,6 +23,7 @@ def atomic_path(target: Path) -> Iterator[Path]:
         yield Path(tmp)
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes files private; give them the usual mode
         os.replace(tmp, target)
     finally:
         if os.path.exists(tmp):
@@ -47,6 +48,7 @@ def atomic_directory(target: Path) -> Iterator[Path]:
     staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp"))
     try:
         yield staging
+        os.chmod(staging, 0o777 & ~_UMASK)  # mkdtemp makes folders private
         if target.exists() and _exchange(staging, target):
             shutil.rmtree(staging)  # staging now holds the previous version
         elif target.exists():
@@ -60,6 +62,16 @@ def atomic_directory(target: Path) -> Iterator[Path]:
     finally:
         if staging.exists():
             shutil.rmtree(staging, ignore_errors=True)
+
+
+def _read_umask() -> int:
+    # os.umask can only be read by setting it; done once, at import, before any worker thread exists.
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _read_umask()
 
 
 _RENAME_EXCHANGE = 2
