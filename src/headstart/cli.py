@@ -69,6 +69,12 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--backbone", default="mobilenet_v2")
     demo.set_defaults(handler=cmd_demo)
 
+    export = commands.add_parser("export", help="write a saved run as one ONNX graph (probabilities out)")
+    export.add_argument("run")
+    export.add_argument("--format", choices=("onnx",), default="onnx")
+    export.add_argument("-o", "--output", default=None, help="graph file (default RUN/model.onnx)")
+    export.set_defaults(handler=cmd_export)
+
     backbones = commands.add_parser("backbones", help="list the backbones that work offline")
     backbones.set_defaults(handler=cmd_backbones)
     return parser
@@ -186,6 +192,16 @@ def cmd_demo(args) -> int:
         "  headstart fit PATH/TO/IMAGES -o runs/mine\n"
         "  headstart predict runs/mine NEW_IMAGE.jpg --top-k 3"
     )
+    return 0
+
+
+def cmd_export(args) -> int:
+    from .estimator import TransferClassifier
+    from .export import export_onnx
+
+    model = TransferClassifier.load(args.run)
+    path = export_onnx(model, args.output or Path(args.run) / "model.onnx")
+    print(f"wrote {path} and {path}.json (input preparation and labels); checked against PyTorch")
     return 0
 
 

@@ -1,0 +1,83 @@
+"""Export a fitted classifier as one ONNX graph: image tensor in, class probabilities out.
+
+Works for every strategy: the linear probe becomes backbone tap + standardisation + linear layer,
+a fine-tuned network is exported as it is. The graph is checked against PyTorch before it is
+written (the legacy exporter once produced wrong MobileNetV2 outputs here). A JSON file beside it
+says how to prepare the input and names the outputs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import torch
+from sklearn.utils.validation import check_is_fitted
+from torch import nn
+
+from ._atomic import write_text
+from .backbones import build_tap_model, get_backbone
+from .errors import HeadstartError
+from .features.engine import export_verified
+from .persistence import to_json_label
+
+
+class _Probabilities(nn.Module):
+    """Softmax over ``logits_model``'s output: what the graph returns."""
+
+    def __init__(self, logits_model: nn.Module):
+        super().__init__()
+        self.logits_model = logits_model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.logits_model(x).softmax(dim=1)
+
+
+class _LinearProbe(nn.Module):
+    """Backbone codes, standardised, through the fitted linear head."""
+
+    def __init__(self, codes_model: nn.Module, head):
+        super().__init__()
+        self.codes_model = codes_model
+        self.register_buffer("mean", torch.as_tensor(head.mean, dtype=torch.float32))
+        self.register_buffer("scale", torch.as_tensor(head.scale, dtype=torch.float32))
+        self.linear = nn.Linear(head.coef.shape[1], head.coef.shape[0])
+        with torch.no_grad():
+            self.linear.weight.copy_(torch.as_tensor(head.coef, dtype=torch.float32))
+            self.linear.bias.copy_(torch.as_tensor(head.intercept, dtype=torch.float32))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.linear((self.codes_model(x) - self.mean) / self.scale)
+
+
+def probability_module(model) -> nn.Module:
+    """The fitted model as one eval-mode module from a preprocessed image batch to probabilities."""
+    check_is_fitted(model, "head_")
+    if "+" in model.backbone:
+        raise HeadstartError(
+            f"cannot export {model.backbone!r} as one graph: its backbones expect differently prepared inputs; export one backbone's model."
+        )
+    if model.net_ is not None:
+        logits = model.net_
+    else:
+        logits = _LinearProbe(build_tap_model(get_backbone(model.backbone), model.tap_), model.head_)
+    return _Probabilities(logits).eval()
+
+
+def export_onnx(model, path: str | os.PathLike) -> Path:
+    """Write ``path`` (the graph) and ``path`` + ``.json`` (input preparation, labels)."""
+    path = Path(path)
+    preprocessing = model.preprocessing_
+    export_verified(probability_module(model), path, preprocessing.crop)
+    description = {
+        "input": {"name": "x", "shape": ["batch", 3, preprocessing.crop, preprocessing.crop], "dtype": "float32"},
+        "preprocessing": preprocessing.to_dict()
+        | {"steps": "decode to RGB; resize shorter side to `resize`; centre-crop `crop`; scale to [0, 1] (times value_scale); subtract mean, divide by std"},
+        "output": {"name": "probabilities", "shape": ["batch", len(model.classes_)]},
+        "labels": [to_json_label(c) for c in model.classes_],
+        "backbone": model.backbone,
+        "strategy": model.strategy,
+    }
+    write_text(path.with_name(path.name + ".json"), json.dumps(description, indent=2) + "\n")
+    return path
