@@ -22,6 +22,7 @@ from .backbones import Preprocessing, get_backbone
 from .errors import DataError
 from .features import CodeExtractor, Codes, ConcatExtractor, ImageInput
 from .strategies import LinearFitReport, LinearHead, fit_linear_head
+from .strategies.linear import softmax
 
 log = logging.getLogger(__name__)
 
@@ -293,7 +294,7 @@ class TransferClassifier(ClassifierMixin, BaseEstimator):
 
     def predict_proba(self, X: Sequence[ImageInput]) -> np.ndarray:
         """Class probabilities, columns in the order of ``classes_``."""
-        return _softmax(self.decision_function(X))
+        return softmax(self.decision_function(X))
 
     def predict(self, X: Sequence[ImageInput]) -> np.ndarray:
         scores = self.decision_function(X)
@@ -366,11 +367,6 @@ def _raise_on_failures(failures: dict[int, str], images) -> None:
     more = f" and {len(failures) - 3} more" if len(failures) > 3 else ""
     raise DataError(f"cannot read {len(failures)} image(s) ({described}{more}); remove or replace them.")
 
-
-def _softmax(logits: np.ndarray) -> np.ndarray:
-    shifted = logits - logits.max(axis=1, keepdims=True)
-    exp = np.exp(shifted)
-    return exp / exp.sum(axis=1, keepdims=True)
 
 
 def _describe(images, index: int) -> str:

@@ -20,6 +20,7 @@ from .errors import DataError
 from .estimator import TransferClassifier
 from .features import Codes
 from .persistence import CHECKPOINTS, to_json_label
+from .strategies.linear import softmax
 
 log = logging.getLogger(__name__)
 
@@ -158,8 +159,7 @@ def predict_images(model: TransferClassifier, images, *, top_k: int = 1) -> list
     probabilities = np.full_like(scores, np.nan)
     ok = np.isfinite(scores).all(axis=1)
     if ok.any():
-        shifted = np.exp(scores[ok] - scores[ok].max(axis=1, keepdims=True))
-        probabilities[ok] = shifted / shifted.sum(axis=1, keepdims=True)
+        probabilities[ok] = softmax(scores[ok])
     rows = []
     for i, image in enumerate(images):
         name = str(image) if isinstance(image, (str, os.PathLike)) else f"image #{i}"

@@ -49,10 +49,7 @@ class LinearHead:
     def predict_proba(self, codes: np.ndarray) -> np.ndarray:
         """Softmax of the logits: the model's probabilities for logistic regression; for the SVM,
         a monotone squashing of its margins (not calibrated probabilities)."""
-        logits = self.decision_function(codes)
-        logits -= logits.max(axis=1, keepdims=True)
-        exp = np.exp(logits)
-        return exp / exp.sum(axis=1, keepdims=True)
+        return softmax(self.decision_function(codes))
 
     def to_tensors(self) -> dict[str, np.ndarray]:
         return {"mean": self.mean, "scale": self.scale, "coef": self.coef, "intercept": self.intercept}
@@ -60,6 +57,12 @@ class LinearHead:
     @classmethod
     def from_tensors(cls, kind: str, tensors: dict[str, np.ndarray]) -> "LinearHead":
         return cls(kind, *(np.asarray(tensors[k], dtype=np.float64) for k in ("mean", "scale", "coef", "intercept")))
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    """Row-wise softmax, shifted by each row's maximum so large logits cannot overflow."""
+    exp = np.exp(logits - logits.max(axis=1, keepdims=True))
+    return exp / exp.sum(axis=1, keepdims=True)
 
 
 @dataclass
