@@ -35,6 +35,9 @@ benchmarks: install
 	$(BIN)/python benchmarks/bench_fit.py ../shared/datasets/oxford17flowers
 	$(BIN)/python benchmarks/bench_extraction.py ../shared/datasets/hymenoptera
 	$(BIN)/python benchmarks/bench_memory.py
+	$(BIN)/python benchmarks/bench_sampler.py
+	$(BIN)/python benchmarks/bench_imbalance.py ../shared/datasets/oxford17flowers --finetune
+	$(BIN)/python benchmarks/bench_finetune.py ../shared/datasets/hymenoptera
 
 clean:
 	rm -rf $(VENV) runs
