@@ -179,3 +179,32 @@ def test_resume_refuses_a_checkpoint_of_another_run(tmp_path):
         finetune(SPEC, X, y, X[:3], y[:3], FineTuneConfig(epochs=1, batch_size=4, precision="fp32", head_lr=0.5), checkpoint_dir=tmp_path, resume=True)
     with pytest.raises(HeadstartError, match="nothing to resume"):
         finetune(SPEC, X, y, X[:3], y[:3], config, checkpoint_dir=tmp_path / "empty", resume=True)
+
+
+def test_drop_connect_is_random_in_training_and_plain_in_evaluation():
+    from headstart.strategies.finetune import DropConnectLinear
+
+    layer = DropConnectLinear(16, 3, p=0.5)
+    x = torch.randn(4, 16)
+    layer.train()
+    assert not torch.equal(layer(x), layer(x))
+    mean = torch.stack([layer(x) for _ in range(2000)]).mean(0)
+    layer.eval()
+    torch.testing.assert_close(mean, layer(x), atol=0.1, rtol=0.1)  # unbiased: rescaled survivors
+    assert torch.equal(layer(x), torch.nn.functional.linear(x, layer.weight, layer.bias))
+
+
+def test_mixup_and_drop_connect_train_and_still_learn():
+    X, y = colour_set(8, seed=8)
+    X_val, y_val = colour_set(3, seed=9)
+    base = dict(epochs=3, batch_size=8, head_lr=1e-2, precision="fp32", augmentation="none", patience=10)
+    plain = finetune(SPEC, X, y, X_val, y_val, FineTuneConfig(**base))
+    regularised = finetune(SPEC, X, y, X_val, y_val, FineTuneConfig(**base, mixup=0.4, drop_connect=0.3))
+    assert regularised.history.records[-1].val_accuracy == 1.0
+    assert regularised.history.records[0].train_loss != plain.history.records[0].train_loss
+
+
+@pytest.mark.parametrize("settings, message", [({"drop_connect": 1.0}, r"\[0, 1\)"), ({"mixup": -1}, "Beta distribution")])
+def test_bad_regularisation_settings(settings, message):
+    with pytest.raises(HeadstartError, match=message):
+        FineTuneConfig(**settings)

@@ -55,7 +55,9 @@ class FineTuneConfig:
     warmup_epochs: float = 1.0
     batch_size: int = 32
     label_smoothing: float = 0.1
-    dropout: float = 0.2
+    dropout: float = 0.2  # on the codes, before the head
+    drop_connect: float = 0.0  # share of the head's weights dropped per batch (DropConnect)
+    mixup: float = 0.0  # Beta(a, a) mixing of image pairs and their labels; 0 = off (0.2-0.4 usual)
     patience: int = 4  # epochs without a better validation loss before stopping
     train_bn: bool = False
     augmentation: str | tuple[str, ...] = "objects"
@@ -71,12 +73,16 @@ class FineTuneConfig:
             raise HeadstartError(f"unknown strategy {self.strategy!r}; use one of {', '.join(STRATEGIES)} (or 'linear').")
         if self.precision not in ("auto", "bf16", "fp32"):
             raise HeadstartError(f"precision must be 'auto', 'bf16' or 'fp32', got {self.precision!r}.")
+        if not 0.0 <= self.drop_connect < 1.0 or not 0.0 <= self.dropout < 1.0:
+            raise HeadstartError("dropout and drop_connect are shares of units or weights dropped: use values in [0, 1).")
+        if self.mixup < 0:
+            raise HeadstartError(f"mixup is a Beta distribution's parameter: use 0 (off) or a positive value, got {self.mixup}.")
 
 
 class FineTuneNet(nn.Module):
     """Backbone (up to its pooled codes), fixed standardisation, dropout, and a new linear head."""
 
-    def __init__(self, spec: BackboneSpec, n_classes: int, dropout: float = 0.2):
+    def __init__(self, spec: BackboneSpec, n_classes: int, dropout: float = 0.2, drop_connect: float = 0.0):
         super().__init__()
         width = spec.taps[PRE_LOGITS]
         self.backbone = build_tap_model(spec, PRE_LOGITS)
@@ -87,7 +93,7 @@ class FineTuneNet(nn.Module):
         self.register_buffer("code_mean", torch.zeros(width))
         self.register_buffer("code_scale", torch.ones(width))
         self.dropout = nn.Dropout(dropout)
-        self.head = nn.Linear(width, n_classes)
+        self.head = DropConnectLinear(width, n_classes, drop_connect)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         codes = (self.backbone(x) - self.code_mean) / self.code_scale
@@ -100,6 +106,22 @@ class FineTuneNet(nn.Module):
         self.code_scale.copy_(torch.as_tensor(linear.scale, dtype=torch.float32))
         self.head.weight.copy_(torch.as_tensor(linear.coef, dtype=torch.float32))
         self.head.bias.copy_(torch.as_tensor(linear.intercept, dtype=torch.float32))
+
+
+class DropConnectLinear(nn.Linear):
+    """A linear layer that, while training, drops each weight with probability ``p`` and rescales
+    the rest (Wan et al. 2013, DropConnect); in evaluation it is a plain linear layer. Same
+    parameters and state as ``nn.Linear``, so saved heads load either way."""
+
+    def __init__(self, in_features: int, out_features: int, p: float = 0.0):
+        super().__init__(in_features, out_features)
+        self.p = p
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.p == 0.0:
+            return super().forward(x)
+        keep = torch.rand_like(self.weight) >= self.p
+        return nn.functional.linear(x, self.weight * keep / (1.0 - self.p), self.bias)
 
 
 def _drop_imagenet_dropout(model: nn.Module, spec: BackboneSpec) -> None:
@@ -215,7 +237,7 @@ def _finetune(spec, train_images, train_labels, val_images, val_labels, config, 
     n_classes = n_classes or int(max(train_labels.max(), np.max(val_labels)) + 1)
     device = resolve_device(config.device)
     bf16 = resolve_bf16(config.precision, device)
-    net = FineTuneNet(spec, n_classes, config.dropout)
+    net = FineTuneNet(spec, n_classes, config.dropout, config.drop_connect)
     if head_init is not None:
         net.warm_start(head_init)
     net.to(device)
@@ -268,6 +290,7 @@ def _finetune(spec, train_images, train_labels, val_images, val_labels, config, 
         bf16=bf16,
         progress=config.progress,
         on_epoch_end=save,
+        mixup=config.mixup,
         start_epoch=start_epoch,
         history=history,
     )

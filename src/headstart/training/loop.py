@@ -67,6 +67,14 @@ class EarlyStopping:
             net.load_state_dict(self.best_state)
 
 
+def _mixup_pairs(n: int, alpha: float, device: torch.device) -> tuple[float, torch.Tensor | None]:
+    """The mixing share (Beta(alpha, alpha)) and a random partner for every image of a batch."""
+    if alpha <= 0 or n < 2:
+        return 1.0, None
+    share = float(torch.distributions.Beta(alpha, alpha).sample())
+    return share, torch.randperm(n, device=device)
+
+
 def autocast(device: torch.device, bf16: bool):
     return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=bf16)
 
@@ -101,6 +109,7 @@ def train(
     bf16: bool = False,
     progress: bool = False,
     on_epoch_end: Callable[[EpochRecord], None] | None = None,
+    mixup: float = 0.0,
     start_epoch: int = 0,
     history: History | None = None,
 ) -> History:
@@ -108,7 +117,8 @@ def train(
 
     ``lr_factor(step)`` multiplies every group's initial learning rate (see
     :func:`~headstart.training.warmup_cosine`). With ``early_stopping`` and a ``val_loader``, the
-    model ends with the weights of its best validation loss. ``on_epoch_end`` runs after each
+    model ends with the weights of its best validation loss. ``mixup`` > 0 trains on convex
+    mixtures of image pairs with the same mixture of their labels (Zhang et al. 2018). ``on_epoch_end`` runs after each
     epoch's bookkeeping (a checkpoint written there holds the whole state); ``start_epoch`` and
     ``history`` continue a run restored from such a checkpoint.
     """
@@ -126,9 +136,14 @@ def train(
             for group in optimizer.param_groups:
                 group["lr"] = group["initial_lr"] * lr_factor(step)
             images, labels = images.to(device), labels.to(device)
+            share, partner = _mixup_pairs(len(labels), mixup, device)
+            if partner is not None:
+                images = share * images + (1 - share) * images[partner]
             with autocast(device, bf16):
                 logits = net(images)
             loss = criterion(logits.float(), labels)
+            if partner is not None:
+                loss = share * loss + (1 - share) * criterion(logits.float(), labels[partner])
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
