@@ -208,3 +208,27 @@ def test_mixup_and_drop_connect_train_and_still_learn():
 def test_bad_regularisation_settings(settings, message):
     with pytest.raises(HeadstartError, match=message):
         FineTuneConfig(**settings)
+
+
+def test_lr_range_test_suggests_a_rate_and_restores_the_model():
+    from headstart.training import lr_range_test
+
+    X, y = colour_set(8, seed=10)
+    net = FineTuneNet(SPEC, 3)
+    optimizer = torch.optim.AdamW(param_groups(net, SPEC, head_lr=1e-3))
+    dataset = torch.utils.data.TensorDataset(torch.stack([SPEC.preprocessing.transform()(x) for x in X]), torch.as_tensor(y))
+    loader = torch.utils.data.DataLoader(dataset, batch_size=8, shuffle=True)
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    test = lr_range_test(net, optimizer, loader, torch.nn.CrossEntropyLoss(), start=1e-5, end=10.0, steps=60)
+    assert test.learning_rates == sorted(test.learning_rates) and test.learning_rates[0] == pytest.approx(1e-5)
+    assert 1e-5 <= test.suggestion <= 10.0
+    assert min(test.losses) < test.losses[0]  # it found rates that learn
+    assert all(torch.equal(before[k], v) for k, v in net.state_dict().items())
+    assert [g["lr"] for g in optimizer.param_groups] == [g["lr"] for g in torch.optim.AdamW(param_groups(net, SPEC, head_lr=1e-3)).param_groups]
+
+
+def test_find_lr_sets_the_head_rate_from_the_test():
+    X, y = colour_set(6, seed=11)
+    result = finetune(SPEC, X, y, X[:3], y[:3], FineTuneConfig(epochs=1, batch_size=6, precision="fp32", find_lr=True))
+    head_rate = result.history.records[0].learning_rates["head"]
+    assert result.lr_test is not None and head_rate <= result.lr_test.suggestion * 1.0001

@@ -28,7 +28,7 @@ from ..data.decode import UnreadableImage, array_to_image, decode_image, to_rgb
 from ..data.sampling import ClassBalancedSampler, ImbalancePlan, inverse_frequency_weights, plan_imbalance
 from ..errors import HeadstartError
 from ..features.engine import resolve_device
-from ..training import EarlyStopping, History, param_groups, train, warmup_cosine
+from ..training import EarlyStopping, History, RangeTest, lr_range_test, param_groups, train, warmup_cosine
 from ..training.checkpoint import CHECKPOINT_FILE, restore_checkpoint, run_identity, save_checkpoint
 from ..training.params import backbone_blocks, block_index
 from .linear import LinearHead
@@ -49,6 +49,7 @@ class FineTuneConfig:
     epochs: int = 12
     freeze_epochs: int = 2  # gradual: epochs with only the head training
     head_lr: float = 1e-3
+    find_lr: bool = False  # run the LR range test first and use its suggestion instead of head_lr
     lr_mult: float = 10.0  # backbone learns at head_lr / lr_mult ...
     layer_decay: float | None = None  # ... or at head_lr * decay ** (blocks above it), if set
     weight_decay: float = 1e-4
@@ -202,6 +203,7 @@ class FineTuneResult:
     history: History
     imbalance: ImbalancePlan
     bf16: bool
+    lr_test: RangeTest | None = None  # when find_lr was on
 
 
 def finetune(
@@ -262,6 +264,13 @@ def _finetune(spec, train_images, train_labels, val_images, val_labels, config, 
     steps_per_epoch = len(train_loader)
     total = steps_per_epoch * config.epochs
     warmup = int(round(config.warmup_epochs * steps_per_epoch))
+    lr_test = None
+    if config.find_lr and not resume:
+        lr_test = lr_range_test(net, optimizer, train_loader, criterion, device=device, bf16=bf16)
+        top = max(group["lr"] for group in optimizer.param_groups)
+        for group in optimizer.param_groups:
+            group["lr"] *= lr_test.suggestion / top
+        log.info("LR range test suggests a head learning rate of %.2g", lr_test.suggestion)
     stopper = EarlyStopping(config.patience)
     identity = run_identity(config, n_classes, len(train_set), spec.weights_id)
     checkpoint = Path(checkpoint_dir) / CHECKPOINT_FILE if checkpoint_dir is not None else None
@@ -295,7 +304,7 @@ def _finetune(spec, train_images, train_labels, val_images, val_labels, config, 
         history=history,
     )
     net.eval()
-    return FineTuneResult(net, history, plan, bf16)
+    return FineTuneResult(net, history, plan, bf16, lr_test)
 
 
 @torch.no_grad()
