@@ -10,7 +10,6 @@ next to the same fit on 500 of the images: flat memory means streaming works.
 from __future__ import annotations
 
 import argparse
-import resource
 import shutil
 import subprocess
 import sys

@@ -92,6 +92,10 @@ class TransferClassifier(ClassifierMixin, BaseEstimator):
         Regularisation chosen, cross-validated score, class weighting.
     skipped_ : dict
         Index -> reason for training images that could not be read.
+    net_ : FineTuneNet or None
+        The fine-tuned network (None for the linear strategy); predictions then come from it.
+    history_ : History or None
+        Per-epoch record of the fine-tuning run.
     """
 
     def __init__(
@@ -299,11 +303,6 @@ class TransferClassifier(ClassifierMixin, BaseEstimator):
     def predict(self, X: Sequence[ImageInput]) -> np.ndarray:
         scores = self.decision_function(X)
         return self.classes_[np.argmax(scores, axis=1)]
-
-    def predict_codes(self, codes: np.ndarray) -> np.ndarray:
-        """Probabilities of the linear classifier for precomputed codes (rows of :meth:`extract`)."""
-        check_is_fitted(self, "head_")
-        return self.head_.predict_proba(codes)
 
     def scores_and_failures(self, X: Sequence[ImageInput]) -> tuple[np.ndarray, dict[int, str]]:
         """Logits for every image that can be read (NaN rows for the others) and why the others

@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Callable
 
 import torch
 from torch import nn
 from torchvision.transforms import v2
+
+from ..errors import BackboneError
 
 # The tap that gives the classic "CNN codes": the globally pooled, ReLU'd activations that feed the
 # ImageNet classifier.
@@ -92,7 +94,11 @@ class BackboneSpec:
     block_groups: tuple[str, ...] = ()
     categories: tuple[str, ...] | None = None  # ImageNet class names, when the head is kept
     default_tap: str = PRE_LOGITS
-    extra: dict = field(default_factory=dict)
+
+    def require_tap(self, tap: str) -> None:
+        """Raise a one-line error naming the real taps when ``tap`` is not one of them."""
+        if tap not in self.taps:
+            raise BackboneError(f"backbone {self.name} has no tap {tap!r}; choose one of: {', '.join(self.taps)}.")
 
     def fingerprint(self, tap: str, preprocessing: Preprocessing | None = None) -> str:
         """A short hash naming what codes from this tap mean, for cache keys and saved models."""

@@ -5,7 +5,6 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..errors import BackboneError
 from .spec import PRE_LOGITS, BackboneSpec
 
 
@@ -48,8 +47,7 @@ class ModuleTap(nn.Module):
 
 def build_tap_model(spec: BackboneSpec, tap: str, model: nn.Module | None = None) -> nn.Module:
     """Return an eval-mode module computing the codes at ``tap`` of ``spec``'s network."""
-    if tap not in spec.taps:
-        raise BackboneError(f"backbone {spec.name} has no tap {tap!r}; choose one of: {', '.join(spec.taps)}.")
+    spec.require_tap(tap)
     model = model if model is not None else spec.build()
     if tap == PRE_LOGITS:
         parent_name, _, child = spec.classifier.rpartition(".")

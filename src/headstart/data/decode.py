@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import io
 import warnings
+
 import numpy as np
-from PIL import Image, ImageFile, ImageOps
+from PIL import Image, ImageOps
 
 # 178 megapixels (PIL's default) is generous for photos; a file that claims more is treated as a
 # decompression bomb and refused instead of allocating gigabytes.

@@ -25,7 +25,6 @@ from tqdm.auto import tqdm
 from ..backbones import BackboneSpec, Preprocessing
 from ..data.decode import UnreadableImage, array_to_image, decode_image, to_rgb
 from ..data.duplicates import phash_to_int
-from ..errors import BackboneError
 from .cache import FeatureCache, default_cache_dir
 from .engine import create_engine
 
@@ -84,8 +83,7 @@ class CodeExtractor:
     ):
         self.spec = spec
         self.tap = tap or spec.default_tap
-        if self.tap not in spec.taps:
-            raise BackboneError(f"backbone {spec.name} has no tap {self.tap!r}; choose one of: {', '.join(spec.taps)}.")
+        spec.require_tap(self.tap)  # now, not at the first cache miss
         self.preprocessing: Preprocessing = spec.preprocessing.with_size(input_size) if input_size else spec.preprocessing
         self.fingerprint = spec.fingerprint(self.tap, self.preprocessing)
         self.engine_name = engine
