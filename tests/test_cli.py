@@ -99,9 +99,12 @@ def test_backbones_lists_the_offline_ones(capsys):
 def test_fit_with_fine_tuning_writes_history(colour_splits, tmp_path, capsys):
     code, out, _ = run(
         capsys, "fit", colour_splits, "-o", tmp_path / "tuned", "--backbone", "tiny", "--engine", "torch",
-        "--strategy", "finetune_top", "--epochs", "2", "--augmentation", "hflip,rot90",
+        "--strategy", "finetune_top", "--epochs", "2", "--augmentation", "hflip,rot90", "--set", "pooling=stochastic",
+        "--set", "drop-connect=0.1",
     )
     assert code == 0, out
+    settings = json.loads((tmp_path / "tuned" / "model.json").read_text())["finetune"]
+    assert settings["pooling"] == "stochastic" and settings["drop_connect"] == 0.1
     assert "fine-tuned  finetune_top from the linear classifier" in out and "('hflip', 'rot90')" in out
     history = json.loads((tmp_path / "tuned" / "history.json").read_text())
     assert 1 <= len(history["records"]) <= 2
@@ -117,5 +120,11 @@ def test_fine_tuning_run_keeps_checkpoints_and_resumes(colour_splits, tmp_path, 
     code, resumed, _ = run(capsys, *argv, "--resume")
     assert code == 0 and "2 epochs" in resumed
     assert (tmp_path / "tuned" / "checkpoints" / "last.safetensors").exists()
+    code, _, err = run(capsys, "fit", colour_splits, "-o", tmp_path / "bad", "--backbone", "tiny", "--strategy", "gradual", "--set", "dropuot=0.3")
+    assert code == 2 and "did you mean 'dropout'?" in err and not (tmp_path / "bad").exists()
+    code, _, err = run(capsys, "fit", colour_splits, "-o", tmp_path / "bad", "--backbone", "tiny", "--set", "dropout")
+    assert code == 2 and "--set takes KEY=VALUE" in err
+    code, _, err = run(capsys, "fit", colour_splits, "-o", tmp_path / "bad", "--backbone", "tiny", "--epochs", "3")
+    assert code == 2 and "configure fine-tuning; add --strategy" in err
     code, _, err = run(capsys, "fit", colour_splits, "-o", tmp_path / "lin", "--backbone", "tiny", "--resume")
     assert code == 2 and "--resume continues a fine-tuning run" in err

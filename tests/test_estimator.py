@@ -124,9 +124,10 @@ def test_concatenated_backbones(tmp_path):
 FAST_FINETUNE = {"epochs": 2, "batch_size": 8, "precision": "fp32", "augmentation": "none", "head_lr": 1e-3}
 
 
-def test_fine_tuning_strategy_fits_predicts_and_saves(tmp_path):
+@pytest.mark.parametrize("pooling", ["avg", "stochastic"])
+def test_fine_tuning_strategy_fits_predicts_and_saves(pooling, tmp_path):
     X, y = colour_data(per_class=8)
-    model = tiny(strategy="finetune_top", finetune=FAST_FINETUNE).fit(X, y)
+    model = tiny(strategy="finetune_top", finetune={**FAST_FINETUNE, "pooling": pooling}).fit(X, y)
     assert model.net_ is not None and len(model.history_.records) <= 2
     X_test, y_test = colour_data(per_class=3, seed=7)
     assert model.score(X_test, y_test) == 1.0
@@ -134,7 +135,7 @@ def test_fine_tuning_strategy_fits_predicts_and_saves(tmp_path):
     assert (tmp_path / "run" / "history.json").exists()
     loaded = TransferClassifier.load(tmp_path / "run")
     np.testing.assert_allclose(loaded.predict_proba(X_test), model.predict_proba(X_test), atol=1e-6)
-    assert loaded.finetune_settings_["strategy"] == "finetune_top"
+    assert loaded.finetune_settings_["strategy"] == "finetune_top" and loaded.finetune_settings_["pooling"] == pooling
 
 
 def test_fine_tuning_needs_two_images_per_class():

@@ -94,6 +94,14 @@ def _model_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--augmentation", default=None, help="fine-tuning: objects (default), text_signs, overhead, none, or steps joined by commas"
     )
+    parser.add_argument(
+        "--set",
+        dest="finetune_settings",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="fine-tuning: any FineTuneConfig setting, e.g. --set dropout=0.3 --set pooling=stochastic (repeatable)",
+    )
     parser.add_argument("--input-size", type=int, default=None, help="crop side fed to the backbone")
     parser.add_argument("--engine", choices=("auto", "onnx", "torch"), default="auto")
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
@@ -120,7 +128,7 @@ def _model_params(args) -> dict:
 
 
 def _finetune_options(args) -> dict | None:
-    options = {}
+    options = dict(_parse_setting(text) for text in args.finetune_settings)
     if args.epochs is not None:
         options["epochs"] = args.epochs
     if args.augmentation is not None:
@@ -130,6 +138,18 @@ def _finetune_options(args) -> dict | None:
     return options or None
 
 
+def _parse_setting(text: str) -> tuple[str, object]:
+    """``"dropout=0.3"`` -> ("dropout", 0.3): numbers, true/false and null as JSON, else a string."""
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip():
+        raise HeadstartError(f"--set takes KEY=VALUE, e.g. --set dropout=0.3; got {text!r}.")
+    try:
+        parsed = json.loads(value)
+    except json.JSONDecodeError:
+        parsed = value
+    return key.strip().replace("-", "_"), parsed
+
+
 # ---------------------------------------------------------------------- commands
 def cmd_fit(args) -> int:
     from .workflow import fit_folder
@@ -137,6 +157,8 @@ def cmd_fit(args) -> int:
     params = _model_params(args)
     if args.resume and args.strategy == "linear":
         raise HeadstartError("--resume continues a fine-tuning run; add the --strategy it was started with.")
+    if params["finetune"] and args.strategy == "linear":
+        raise HeadstartError("--epochs, --augmentation and --set configure fine-tuning; add --strategy finetune_top (or finetune_all, gradual).")
     try:
         _, summary = fit_folder(
             args.data, args.output, strict=args.strict, test_size=args.test_size, allow_outside=args.allow_outside,

@@ -138,7 +138,8 @@ def _load_network(model, meta: dict, tensors: dict[str, np.ndarray]):
     state = {k.removeprefix(NET_PREFIX): torch.from_numpy(v.copy()) for k, v in tensors.items() if k.startswith(NET_PREFIX)}
     if not state:
         raise ModelFileError(f"the model is marked {meta['strategy']!r} but holds no network weights; re-run fit.")
-    net = FineTuneNet(get_backbone(model.backbone), len(model.classes_))
+    pooling = (meta.get("finetune") or {}).get("pooling", "avg")
+    net = FineTuneNet(get_backbone(model.backbone), len(model.classes_), pooling=pooling)
     try:
         net.load_state_dict(state, strict=True)
     except RuntimeError as exc:

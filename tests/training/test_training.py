@@ -182,7 +182,7 @@ def test_resume_refuses_a_checkpoint_of_another_run(tmp_path):
 
 
 def test_drop_connect_is_random_in_training_and_plain_in_evaluation():
-    from headstart.strategies.finetune import DropConnectLinear
+    from headstart.strategies.layers import DropConnectLinear
 
     layer = DropConnectLinear(16, 3, p=0.5)
     x = torch.randn(4, 16)
@@ -204,7 +204,43 @@ def test_mixup_and_drop_connect_train_and_still_learn():
     assert regularised.history.records[0].train_loss != plain.history.records[0].train_loss
 
 
-@pytest.mark.parametrize("settings, message", [({"drop_connect": 1.0}, r"\[0, 1\)"), ({"mixup": -1}, "Beta distribution")])
+def test_stochastic_pooling_draws_in_proportion_to_activation_and_averages_in_evaluation():
+    from headstart.strategies.layers import StochasticPool
+
+    pool = StochasticPool()
+    x = torch.zeros(1, 2, 2, 2)
+    x[0, 0] = torch.tensor([[1.0, 3.0], [0.0, -5.0]])  # negative activations count as zero
+    draws = torch.stack([pool(x) for _ in range(4000)])[:, 0]
+    assert set(draws[:, 0].tolist()) == {1.0, 3.0}
+    assert (draws[:, 0] == 3.0).float().mean().item() == pytest.approx(0.75, abs=0.03)
+    assert torch.equal(draws[:, 1], torch.zeros(4000))  # a silent channel stays silent
+    pool.eval()
+    torch.testing.assert_close(pool(x), torch.tensor([[(1 + 9) / 4, 0.0]]))  # the draw's expectation
+
+
+def test_stochastic_pooling_fine_tunes_saves_and_reloads_with_the_same_parameters(tmp_path):
+    X, y = colour_set(8, seed=12)
+    config = FineTuneConfig(epochs=3, batch_size=8, head_lr=1e-2, precision="fp32", augmentation="none", patience=10, pooling="stochastic")
+    result = finetune(SPEC, X, y, X[:6], y[:6], config)
+    assert result.history.records[-1].val_accuracy == 1.0
+    assert set(result.net.state_dict()) == set(FineTuneNet(SPEC, 3).state_dict())  # warm starts and loads either way
+    images = torch.rand(2, 3, 32, 32)
+    assert not torch.allclose(FineTuneNet(SPEC, 3).eval()(images), FineTuneNet(SPEC, 3, pooling="stochastic").eval()(images))
+
+
+def test_stochastic_pooling_refuses_a_feature_map_narrower_than_the_codes():
+    from dataclasses import replace
+
+    with pytest.raises(HeadstartError, match="map has 16 channels; use pooling='avg'"):
+        FineTuneNet(replace(SPEC, feature_map="features.1"), 3, pooling="stochastic")
+    with pytest.raises(HeadstartError, match="does not name its last feature map"):
+        FineTuneNet(replace(SPEC, feature_map=None), 3, pooling="stochastic")
+
+
+@pytest.mark.parametrize(
+    "settings, message",
+    [({"drop_connect": 1.0}, r"\[0, 1\)"), ({"mixup": -1}, "Beta distribution"), ({"pooling": "max"}, "unknown pooling 'max'")],
+)
 def test_bad_regularisation_settings(settings, message):
     with pytest.raises(HeadstartError, match=message):
         FineTuneConfig(**settings)

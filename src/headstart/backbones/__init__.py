@@ -3,12 +3,13 @@
 from . import embedded  # noqa: F401  (registers the offline backbones)
 from .registry import get_backbone, list_backbones, register_backbone
 from .spec import PRE_LOGITS, BackboneSpec, Preprocessing
-from .taps import build_tap_model
+from .taps import build_feature_map_model, build_tap_model
 
 __all__ = [
     "PRE_LOGITS",
     "BackboneSpec",
     "Preprocessing",
+    "build_feature_map_model",
     "build_tap_model",
     "get_backbone",
     "list_backbones",

@@ -68,6 +68,7 @@ def mobilenet_v2() -> BackboneSpec:
         license="BSD-3-Clause (torchvision weights), MIT (package)",
         block_groups=tuple(f"features.{i}" for i in range(19)) + ("classifier",),
         categories=tuple(_IMAGENET_CATEGORIES),
+        feature_map="features",
     )
 
 
@@ -96,6 +97,7 @@ def efficientnet_lite0() -> BackboneSpec:
         license="Apache-2.0",
         block_groups=("conv_stem", "bn1", *(f"blocks.{i}" for i in range(7)), "conv_head", "bn2", "classifier"),
         categories=tuple(_IMAGENET_CATEGORIES),
+        feature_map="bn2",  # timm's BatchNormAct2d: normalisation and ReLU6
     )
 
 
@@ -161,4 +163,5 @@ def tiny() -> BackboneSpec:
         source="random (seed 0); for tests only",
         license="MIT",
         block_groups=("features.0", "features.1", "features.2", "classifier"),
+        feature_map="features",
     )

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from ..errors import BackboneError
-from .spec import PRE_LOGITS, BackboneSpec, Preprocessing
+from .spec import FORWARD_FEATURES, PRE_LOGITS, BackboneSpec, Preprocessing
 
 _CLASSIFIER_ATTRIBUTES = ("fc", "classifier", "head", "heads")
 
@@ -77,7 +77,8 @@ def torchvision_spec(name: str) -> BackboneSpec:
             ) from None
 
     # Building the architecture without weights is cheap and tells us the classifier's shape.
-    classifier, width = find_classifier(torchvision.models.get_model(name, weights=None))
+    skeleton = torchvision.models.get_model(name, weights=None)
+    classifier, width = find_classifier(skeleton)
     return BackboneSpec(
         name=f"torchvision/{name}",
         build=build,
@@ -94,7 +95,19 @@ def torchvision_spec(name: str) -> BackboneSpec:
         source=f"torchvision {weights}",
         license="see torchvision's model documentation",
         categories=tuple(weights.meta.get("categories") or ()) or None,
+        feature_map=_torchvision_feature_map(skeleton),
     )
+
+
+def _torchvision_feature_map(model: nn.Module) -> str | None:
+    """The module whose output is pooled into the codes, for the common families: ResNets end in
+    ``layer4``, MobileNets, EfficientNets and DenseNets in ``features``. A guess that does not fit
+    (a classifier with hidden layers) is caught when the feature map's width is checked."""
+    if hasattr(model, "layer4"):
+        return "layer4"
+    if isinstance(getattr(model, "features", None), nn.Module):
+        return "features"
+    return None
 
 
 def timm_spec(name: str) -> BackboneSpec:
@@ -132,4 +145,5 @@ def timm_spec(name: str) -> BackboneSpec:
         source=f"timm {name} pretrained weights",
         license=str(cfg.get("license", "see timm's model card")),
         categories=None,
+        feature_map=FORWARD_FEATURES,
     )

@@ -20,6 +20,8 @@ from ..errors import BackboneError
 # The tap that gives the classic "CNN codes": the globally pooled, ReLU'd activations that feed the
 # ImageNet classifier.
 PRE_LOGITS = "pre_logits"
+# BackboneSpec.feature_map value for timm models: their forward_features() returns the unpooled map.
+FORWARD_FEATURES = "forward_features()"
 
 
 @dataclass(frozen=True)
@@ -81,6 +83,9 @@ class BackboneSpec:
     modules, each global-average-pooled to one vector per image.
     ``block_groups`` lists module-name prefixes from input to output; fine-tuning freezes and sets
     learning rates by these groups.
+    ``feature_map`` names the module whose output is the last spatial map, the one global pooling
+    reduces to the codes (fine-tuning can pool it another way, e.g. stochastically), or
+    ``FORWARD_FEATURES`` for models whose ``forward_features()`` returns it.
     """
 
     name: str
@@ -94,6 +99,7 @@ class BackboneSpec:
     block_groups: tuple[str, ...] = ()
     categories: tuple[str, ...] | None = None  # ImageNet class names, when the head is kept
     default_tap: str = PRE_LOGITS
+    feature_map: str | None = None
 
     def require_tap(self, tap: str) -> None:
         """Raise a one-line error naming the real taps when ``tap`` is not one of them."""

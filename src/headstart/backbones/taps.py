@@ -5,7 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .spec import PRE_LOGITS, BackboneSpec
+from ..errors import BackboneError
+from .spec import FORWARD_FEATURES, PRE_LOGITS, BackboneSpec
 
 
 def _global_pool(out: torch.Tensor) -> torch.Tensor:
@@ -45,13 +46,45 @@ class ModuleTap(nn.Module):
         return _global_pool(captured[0])
 
 
+class FeatureMapTap(nn.Module):
+    """The last spatial feature map, unpooled (N, C, H, W): what global pooling would reduce to the
+    codes, for a head that pools it another way. Same parameters and state as :class:`PreLogitsTap`."""
+
+    def __init__(self, model: nn.Module, feature_map: str):
+        super().__init__()
+        self.model = model
+        self.feature_map = feature_map
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.feature_map == FORWARD_FEATURES:
+            return self.model.forward_features(x)
+        captured: list[torch.Tensor] = []
+        handle = self.model.get_submodule(self.feature_map).register_forward_hook(lambda _m, _i, out: captured.append(out))
+        try:
+            self.model(x)
+        finally:
+            handle.remove()
+        return captured[0]
+
+
+def _without_classifier(spec: BackboneSpec, model: nn.Module) -> nn.Module:
+    parent_name, _, child = spec.classifier.rpartition(".")
+    parent = model.get_submodule(parent_name) if parent_name else model
+    setattr(parent, child, nn.Identity())
+    return model
+
+
 def build_tap_model(spec: BackboneSpec, tap: str, model: nn.Module | None = None) -> nn.Module:
     """Return an eval-mode module computing the codes at ``tap`` of ``spec``'s network."""
     spec.require_tap(tap)
     model = model if model is not None else spec.build()
     if tap == PRE_LOGITS:
-        parent_name, _, child = spec.classifier.rpartition(".")
-        parent = model.get_submodule(parent_name) if parent_name else model
-        setattr(parent, child, nn.Identity())
-        return PreLogitsTap(model).eval()
+        return PreLogitsTap(_without_classifier(spec, model)).eval()
     return ModuleTap(model, tap).eval()
+
+
+def build_feature_map_model(spec: BackboneSpec) -> FeatureMapTap:
+    """Return an eval-mode module computing ``spec``'s last feature map, before global pooling."""
+    if spec.feature_map is None:
+        raise BackboneError(f"backbone {spec.name} does not name its last feature map; use pooling='avg' with it.")
+    return FeatureMapTap(_without_classifier(spec, spec.build()), spec.feature_map).eval()

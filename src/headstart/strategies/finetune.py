@@ -22,7 +22,7 @@ import torch
 from PIL import Image
 from torch import nn
 
-from ..backbones import PRE_LOGITS, BackboneSpec, build_tap_model
+from ..backbones import PRE_LOGITS, BackboneSpec, build_feature_map_model, build_tap_model
 from ..data.augment import augmentation_transform
 from ..data.decode import UnreadableImage, array_to_image, decode_image, to_rgb
 from ..data.sampling import ClassBalancedSampler, ImbalancePlan, inverse_frequency_weights, plan_imbalance
@@ -31,11 +31,13 @@ from ..features.engine import resolve_device
 from ..training import EarlyStopping, History, RangeTest, lr_range_test, param_groups, train, warmup_cosine
 from ..training.checkpoint import CHECKPOINT_FILE, restore_checkpoint, run_identity, save_checkpoint
 from ..training.params import backbone_blocks, block_index
+from .layers import DropConnectLinear, StochasticPool
 from .linear import LinearHead
 
 log = logging.getLogger(__name__)
 
 STRATEGIES = ("finetune_top", "finetune_all", "gradual")
+POOLINGS = ("avg", "stochastic")
 _NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)
 
 
@@ -58,6 +60,7 @@ class FineTuneConfig:
     label_smoothing: float = 0.1
     dropout: float = 0.2  # on the codes, before the head
     drop_connect: float = 0.0  # share of the head's weights dropped per batch (DropConnect)
+    pooling: str = "avg"  # how the last feature map becomes the codes: "avg" (global average) or "stochastic"
     mixup: float = 0.0  # Beta(a, a) mixing of image pairs and their labels; 0 = off (0.2-0.4 usual)
     patience: int = 4  # epochs without a better validation loss before stopping
     train_bn: bool = False
@@ -76,17 +79,30 @@ class FineTuneConfig:
             raise HeadstartError(f"precision must be 'auto', 'bf16' or 'fp32', got {self.precision!r}.")
         if not 0.0 <= self.drop_connect < 1.0 or not 0.0 <= self.dropout < 1.0:
             raise HeadstartError("dropout and drop_connect are shares of units or weights dropped: use values in [0, 1).")
+        if self.pooling not in POOLINGS:
+            raise HeadstartError(f"unknown pooling {self.pooling!r}; use one of {', '.join(POOLINGS)}.")
         if self.mixup < 0:
             raise HeadstartError(f"mixup is a Beta distribution's parameter: use 0 (off) or a positive value, got {self.mixup}.")
 
 
 class FineTuneNet(nn.Module):
-    """Backbone (up to its pooled codes), fixed standardisation, dropout, and a new linear head."""
+    """Backbone (up to its pooled codes), fixed standardisation, dropout, and a new linear head.
 
-    def __init__(self, spec: BackboneSpec, n_classes: int, dropout: float = 0.2, drop_connect: float = 0.0):
+    With ``pooling="stochastic"`` the backbone stops at its last feature map and
+    :class:`StochasticPool` replaces the global average pooling; the parameters are the same either
+    way, so a linear probe's solution still warm-starts the head.
+    """
+
+    def __init__(self, spec: BackboneSpec, n_classes: int, dropout: float = 0.2, drop_connect: float = 0.0, pooling: str = "avg"):
         super().__init__()
         width = spec.taps[PRE_LOGITS]
-        self.backbone = build_tap_model(spec, PRE_LOGITS)
+        if pooling == "stochastic":
+            self.backbone = build_feature_map_model(spec)
+            self.pool = StochasticPool()
+            _check_width(nn.Sequential(self.backbone, self.pool).eval(), spec, width)
+        else:
+            self.backbone = build_tap_model(spec, PRE_LOGITS)  # pools globally itself
+            self.pool = nn.Identity()
         _drop_imagenet_dropout(self.backbone.model, spec)
         # Codes are standardised with the linear probe's statistics (identity until warm_start):
         # folding 1/scale into the head instead would give near-constant codes huge weights, and
@@ -97,7 +113,7 @@ class FineTuneNet(nn.Module):
         self.head = DropConnectLinear(width, n_classes, drop_connect)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        codes = (self.backbone(x) - self.code_mean) / self.code_scale
+        codes = (self.pool(self.backbone(x)) - self.code_mean) / self.code_scale
         return self.head(self.dropout(codes))
 
     @torch.no_grad()
@@ -109,20 +125,17 @@ class FineTuneNet(nn.Module):
         self.head.bias.copy_(torch.as_tensor(linear.intercept, dtype=torch.float32))
 
 
-class DropConnectLinear(nn.Linear):
-    """A linear layer that, while training, drops each weight with probability ``p`` and rescales
-    the rest (Wan et al. 2013, DropConnect); in evaluation it is a plain linear layer. Same
-    parameters and state as ``nn.Linear``, so saved heads load either way."""
-
-    def __init__(self, in_features: int, out_features: int, p: float = 0.0):
-        super().__init__(in_features, out_features)
-        self.p = p
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not self.training or self.p == 0.0:
-            return super().forward(x)
-        keep = torch.rand_like(self.weight) >= self.p
-        return nn.functional.linear(x, self.weight * keep / (1.0 - self.p), self.bias)
+@torch.no_grad()
+def _check_width(backbone: nn.Module, spec: BackboneSpec, width: int) -> None:
+    """Pooling the feature map must give codes as wide as the pre-logits ones (it does not when the
+    ImageNet classifier has hidden layers, as in MobileNetV3 or VGG)."""
+    side = spec.preprocessing.crop
+    channels = backbone(torch.zeros(1, 3, side, side)).shape[1]
+    if channels != width:
+        raise HeadstartError(
+            f"stochastic pooling needs {spec.name}'s codes to be its pooled last feature map, but they are {width} wide "
+            f"and the map has {channels} channels; use pooling='avg' with this backbone."
+        )
 
 
 def _drop_imagenet_dropout(model: nn.Module, spec: BackboneSpec) -> None:
@@ -239,7 +252,7 @@ def _finetune(spec, train_images, train_labels, val_images, val_labels, config, 
     n_classes = n_classes or int(max(train_labels.max(), np.max(val_labels)) + 1)
     device = resolve_device(config.device)
     bf16 = resolve_bf16(config.precision, device)
-    net = FineTuneNet(spec, n_classes, config.dropout, config.drop_connect)
+    net = FineTuneNet(spec, n_classes, config.dropout, config.drop_connect, config.pooling)
     if head_init is not None:
         net.warm_start(head_init)
     net.to(device)
