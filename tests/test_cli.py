@@ -124,7 +124,7 @@ def test_fine_tuning_run_keeps_checkpoints_and_resumes(colour_splits, tmp_path, 
     assert code == 2 and "did you mean 'dropout'?" in err and not (tmp_path / "bad").exists()
     code, _, err = run(capsys, "fit", colour_splits, "-o", tmp_path / "bad", "--backbone", "tiny", "--set", "dropout")
     assert code == 2 and "--set takes KEY=VALUE" in err
-    code, _, err = run(capsys, "fit", colour_splits, "-o", tmp_path / "bad", "--backbone", "tiny", "--epochs", "3")
+    code, _, err = run(capsys, "fit", colour_splits, "-o", tmp_path / "bad", "--backbone", "tiny", "--strategy", "linear", "--epochs", "3")
     assert code == 2 and "configure fine-tuning; add --strategy" in err
-    code, _, err = run(capsys, "fit", colour_splits, "-o", tmp_path / "lin", "--backbone", "tiny", "--resume")
+    code, _, err = run(capsys, "fit", colour_splits, "-o", tmp_path / "lin", "--backbone", "tiny", "--strategy", "linear", "--resume")
     assert code == 2 and "--resume continues a fine-tuning run" in err

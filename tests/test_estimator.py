@@ -20,7 +20,8 @@ def colour_data(per_class=6, seed=0, labels=None):
 
 
 def tiny(**kwargs):
-    return TransferClassifier("tiny", engine="torch", **kwargs)
+    """The tiny backbone; the linear strategy unless a test asks for another (auto has its own tests)."""
+    return TransferClassifier("tiny", engine="torch", **{"strategy": "linear", **kwargs})
 
 
 def test_fit_predict_score_on_pil_images():

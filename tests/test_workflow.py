@@ -7,15 +7,24 @@ from tests.conftest import write_class_folders
 
 
 def test_fit_folder_writes_a_complete_run(colour_splits, tmp_path):
-    model, summary = fit_folder(colour_splits, tmp_path / "run", backbone="tiny", engine="torch")
+    model, summary = fit_folder(colour_splits, tmp_path / "run", backbone="tiny", engine="torch", strategy="linear")
     assert summary.evaluation.split == "test" and summary.evaluation.accuracy == 1.0
     assert summary.evaluation.chance_uniform == pytest.approx(1 / 3)
     assert summary.n_train == 18 and summary.computed_codes == 27
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert metrics["evaluation"]["accuracy"] == 1.0
     assert set(metrics["evaluation"]["per_class_recall"]) == {"red", "green", "blue"}
-    _, again = fit_folder(colour_splits, tmp_path / "run2", backbone="tiny", engine="torch")
+    _, again = fit_folder(colour_splits, tmp_path / "run2", backbone="tiny", engine="torch", strategy="linear")
     assert again.computed_codes == 0  # every code came from the cache
+
+
+def test_auto_strategy_plans_first_and_its_pass_fills_the_cache(colour_splits, tmp_path):
+    model, summary = fit_folder(colour_splits, tmp_path / "run", backbone="tiny", engine="torch")
+    assert summary.computed_codes == 9  # the 18 training images' codes came from the advisor's pass
+    assert summary.plan["strategy"] == model.strategy_ and 3 <= len(summary.plan["explanation"]) <= 8
+    plan = json.loads((tmp_path / "run" / "plan.json").read_text())
+    assert plan["measurements"]["size"]["n_images"] == 18 and plan["alternatives"]
+    assert json.loads((tmp_path / "run" / "model.json").read_text())["strategy"] == model.strategy_ != "auto"
 
 
 def test_cross_split_duplicates_are_reported_as_leakage(colour_splits, tmp_path):

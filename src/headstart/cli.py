@@ -64,6 +64,18 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--allow-outside", action="store_true")
     evaluate.set_defaults(handler=cmd_evaluate)
 
+    advise = commands.add_parser("advise", help="measure a dataset and say how to transfer (what fit --strategy auto does)")
+    advise.add_argument("data", help="root/CLASS/img, root/SPLIT/CLASS/img, or a CSV/TSV of path,label (its train split is measured)")
+    advise.add_argument("--backbone", default="mobilenet_v2")
+    advise.add_argument("--time-budget", type=float, default=None, metavar="S", help="seconds for measuring, a fine-tuning trial and the fit")
+    advise.add_argument("--input-size", type=int, default=None, help="crop side fed to the backbone")
+    advise.add_argument("--device", default="auto")
+    advise.add_argument("--seed", type=int, default=0)
+    advise.add_argument("--no-cache", action="store_true")
+    advise.add_argument("--allow-outside", action="store_true")
+    advise.add_argument("--json", action="store_true", help="print the whole plan as JSON")
+    advise.set_defaults(handler=cmd_advise)
+
     demo = commands.add_parser("demo", help="offline demo on scikit-learn's handwritten digits")
     demo.add_argument("-o", "--output", default="runs/demo", help="run directory (default runs/demo)")
     demo.add_argument("--backbone", default="mobilenet_v2")
@@ -86,10 +98,11 @@ def _model_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--classifier", choices=("logistic", "svm"), default="logistic")
     parser.add_argument(
         "--strategy",
-        choices=("linear", "finetune_top", "finetune_all", "gradual"),
-        default="linear",
-        help="linear: fixed backbone + linear classifier (default); the others fine-tune the network",
+        choices=("auto", "linear", "finetune_top", "finetune_all", "gradual"),
+        default="auto",
+        help="auto (default): measure the data and choose (see 'headstart advise'); linear: fixed backbone + linear classifier; the others fine-tune",
     )
+    parser.add_argument("--time-budget", type=float, default=None, metavar="S", help="seconds the fit may take; auto skips fine-tuning that would not fit")
     parser.add_argument("--epochs", type=int, default=None, help="fine-tuning: most epochs (early stopping may end sooner)")
     parser.add_argument(
         "--augmentation", default=None, help="fine-tuning: objects (default), text_signs, overhead, none, or steps joined by commas"
@@ -117,6 +130,7 @@ def _model_params(args) -> dict:
         "classifier": args.classifier,
         "strategy": args.strategy,
         "finetune": _finetune_options(args),
+        "time_budget": args.time_budget,
         "input_size": args.input_size,
         "engine": args.engine,
         "device": args.device,
@@ -199,6 +213,29 @@ def cmd_evaluate(args) -> int:
     return 0
 
 
+def cmd_advise(args) -> int:
+    from .advisor import advise
+    from .backbones import get_backbone
+    from .data import load_dataset
+
+    dataset = load_dataset(args.data, random_state=args.seed, allow_outside=args.allow_outside)
+    train = dataset.split("train")
+    plan = advise(
+        get_backbone(args.backbone), [r.path for r in train], [r.label for r in train], time_budget=args.time_budget,
+        input_size=args.input_size, device=args.device, cache=not args.no_cache, random_state=args.seed,
+    )
+    if args.json:
+        print(json.dumps(plan.to_dict(), indent=2))
+        return 0
+    m = plan.measurements
+    print(f"headstart advise: {args.data}, backbone {args.backbone}, {m.n_measured} images measured in {plan.seconds:.1f} s")
+    print(f"  case        {plan.case}")
+    print(f"  plan        {plan.describe()}" + (f"; imbalance: {plan.imbalance}" if m.size.imbalance_ratio > 1.5 else ""))
+    for line in plan.explanation:
+        print(f"  - {line}")
+    return 0
+
+
 def cmd_demo(args) -> int:
     from .demo import write_digits_folder
     from .workflow import fit_folder
@@ -259,6 +296,9 @@ def format_summary(summary, output) -> str:
         f"; classes imbalanced {clf['imbalance_ratio']:.1f}:1, so weighted by inverse frequency" if clf.get("class_weight") else ""
     )
     name = "logistic regression" if clf["kind"] == "logistic" else "linear SVM"
+    if summary.plan:
+        lines.append(f"  plan        {summary.plan['case']}: {summary.plan['explanation'][-1] if summary.plan['explanation'] else summary.plan['strategy']}")
+        lines.extend(f"              {line}" for line in summary.plan["explanation"][:-1])
     lines.append(f"  classifier  {name}, C={clf['C']:g} chosen by {clf['cv_folds']}-fold CV{cv}{weights}")
     tuned = summary.finetune
     if tuned:

@@ -45,11 +45,16 @@ class TransferClassifier(ClassifierMixin, BaseEstimator):
         ImageNet classifier.
     classifier : {"logistic", "svm"}, default="logistic"
         Multinomial logistic regression, or a linear SVM (one-vs-rest).
-    strategy : {"linear", "finetune_top", "finetune_all", "gradual"}, default="linear"
-        "linear" keeps the backbone fixed and fits the linear classifier on its codes. The others
-        fine-tune the network (see :mod:`headstart.strategies.finetune`), holding out a stratified
-        15% of the training images for early stopping; the new head starts from the linear
-        classifier's solution.
+    strategy : {"auto", "linear", "finetune_top", "finetune_all", "gradual"}, default="auto"
+        "auto" measures the data first (size, similarity to ImageNet, a layer sweep, and a short
+        fine-tuning trial when the rule of thumb is in doubt) and follows the resulting
+        :class:`~headstart.advisor.Plan` (``plan_``). "linear" keeps the backbone fixed and fits the
+        linear classifier on its codes. The others fine-tune the network (see
+        :mod:`headstart.strategies.finetune`), holding out a stratified 15% of the training images
+        for early stopping; the new head starts from the linear classifier's solution.
+    time_budget : float, optional
+        Seconds the whole fit may take; ``strategy="auto"`` skips fine-tuning (or its trial) that
+        would not fit in it.
     finetune : dict, optional
         Fine-tuning settings overriding :class:`~headstart.strategies.finetune.FineTuneConfig`'s
         defaults, e.g. ``{"epochs": 20, "augmentation": "text_signs", "imbalance": "sampler"}``.
@@ -92,6 +97,10 @@ class TransferClassifier(ClassifierMixin, BaseEstimator):
         Regularisation chosen, cross-validated score, class weighting.
     skipped_ : dict
         Index -> reason for training images that could not be read.
+    plan_ : Plan
+        With ``strategy="auto"``: the advisor's measurements, alternatives and explanation.
+    strategy_ : str
+        The strategy actually used ("auto" resolved).
     net_ : FineTuneNet or None
         The fine-tuned network (None for the linear strategy); predictions then come from it.
     history_ : History or None
@@ -104,8 +113,9 @@ class TransferClassifier(ClassifierMixin, BaseEstimator):
         *,
         tap: str | None = None,
         classifier: str = "logistic",
-        strategy: str = "linear",
+        strategy: str = "auto",
         finetune: dict | None = None,
+        time_budget: float | None = None,
         checkpoint_dir: str | None = None,
         resume: bool = False,
         Cs: tuple[float, ...] | None = None,
@@ -126,6 +136,7 @@ class TransferClassifier(ClassifierMixin, BaseEstimator):
         self.classifier = classifier
         self.strategy = strategy
         self.finetune = finetune
+        self.time_budget = time_budget
         self.checkpoint_dir = checkpoint_dir
         self.resume = resume
         self.Cs = Cs
@@ -142,17 +153,29 @@ class TransferClassifier(ClassifierMixin, BaseEstimator):
         self.progress = progress
 
     # ----------------------------------------------------------------- codes
+    def _codes_tap(self) -> str | None:
+        """The tap the head reads: the parameter, or with strategy="auto" the plan's (or, for a
+        loaded model, the saved one)."""
+        if not self._uses_advisor():
+            return self.tap
+        plan = getattr(self, "plan_", None)
+        return plan.tap if plan is not None else getattr(self, "tap_", None)
+
     def _extractor(self) -> CodeExtractor | ConcatExtractor:
         # Built lazily and dropped from pickles: it holds a network or an ONNX Runtime session.
-        key = (self.backbone, self.tap, self.input_size, self.engine, self.device, self.batch_size, self.cache, self.cache_dir)
+        tap = self._codes_tap()
+        key = (self.backbone, tap, self.input_size, self.engine, self.device, self.batch_size, self.cache, self.cache_dir)
         if getattr(self, "_extractor_key", None) != key:
             names = self.backbone.split("+")
-            if len(names) > 1 and self.tap:
-                raise DataError(f"tap={self.tap!r} is ambiguous for the concatenated backbone {self.backbone!r}; leave tap unset.")
+            if len(names) > 1 and tap:
+                raise DataError(f"tap={tap!r} is ambiguous for the concatenated backbone {self.backbone!r}; leave tap unset.")
+            # Taps joined by "+" (the advisor's "features.13+pre_logits") read one backbone at
+            # several depths; each part keeps its own cache entries.
+            pairs = [(name, part) for name in names for part in (tap.split("+") if tap else [None])]
             parts = [
                 CodeExtractor(
                     get_backbone(name),
-                    self.tap,
+                    part,
                     input_size=self.input_size,
                     engine=self.engine,
                     device=self.device,
@@ -160,7 +183,7 @@ class TransferClassifier(ClassifierMixin, BaseEstimator):
                     cache=self.cache,
                     cache_dir=self.cache_dir,
                 )
-                for name in names
+                for name, part in pairs
             ]
             self._code_extractor = parts[0] if len(parts) == 1 else ConcatExtractor(parts)
             self._extractor_key = key
@@ -186,11 +209,38 @@ class TransferClassifier(ClassifierMixin, BaseEstimator):
             raise DataError(f"got {len(X)} images but {len(y)} labels; give one label per image.")
         if len(X) == 0:
             raise DataError("no images given; fit needs at least two labelled images per class.")
+        if self._uses_advisor():
+            self.advise(X, y)
         return self.fit_codes(self.extract(X, desc="features (train)"), y, images=X)
+
+    def advise(self, X: Sequence[ImageInput], y):
+        """Measure the images against the backbone and choose the strategy (``plan_``); ``fit``
+        with ``strategy="auto"`` calls this first. Returns the :class:`~headstart.advisor.Plan`."""
+        from .advisor import advise
+
+        if "+" in self.backbone:
+            raise DataError(f"the advisor measures one backbone; give one, not {self.backbone!r}.")
+        self.plan_ = advise(
+            get_backbone(self.backbone),
+            _as_list(X),
+            _as_labels(y),
+            time_budget=self.time_budget,
+            tap=self.tap,
+            finetune=self.finetune,
+            input_size=self.input_size,
+            device=self.device,
+            batch_size=self.batch_size,
+            cache=self.cache,
+            cache_dir=self.cache_dir,
+            random_state=self.random_state or 0,
+        )
+        return self.plan_
 
     def fit_codes(self, codes: Codes, y, *, images: Sequence | None = None) -> "TransferClassifier":
         """Fit the head on precomputed :class:`Codes` (from :meth:`extract`) for labels ``y``."""
         y = _as_labels(y)
+        if self._uses_advisor() and getattr(self, "plan_", None) is None:
+            raise DataError("strategy='auto' needs a plan: call fit(X, y), or advise(X, y) before fit_codes.")
         finetune_config = self._finetune_config()  # bad settings fail before any work is done
         if codes.failures:
             if self.strict:
@@ -218,24 +268,35 @@ class TransferClassifier(ClassifierMixin, BaseEstimator):
         self.preprocessing_: Preprocessing = extractor.preprocessing
         self.fingerprint_ = extractor.fingerprint
         self.n_train_ = int(ok.sum())
+        self.strategy_ = self._resolved_strategy()
         self.net_ = None
         self.history_ = None
-        if self.strategy != "linear":
+        if self.strategy_ != "linear":
             if images is None:
-                raise DataError(f"strategy {self.strategy!r} trains on the images themselves; pass images= to fit_codes, or call fit.")
+                raise DataError(f"strategy {self.strategy_!r} trains on the images themselves; pass images= to fit_codes, or call fit.")
             kept = [image for image, good in zip(images, ok) if good]
             self._fine_tune(kept, y_index, finetune_config)
         return self
+
+    def _uses_advisor(self) -> bool:
+        # Concatenated backbones can only feed a linear head: nothing for the advisor to choose.
+        return self.strategy == "auto" and "+" not in self.backbone
+
+    def _resolved_strategy(self) -> str:
+        if self.strategy != "auto":
+            return self.strategy
+        return self.plan_.strategy if self._uses_advisor() else "linear"
 
     def _finetune_config(self):
         """The fine-tuning settings, validated; None for the linear strategy."""
         from .strategies.finetune import STRATEGIES, FineTuneConfig
 
-        if self.strategy == "linear":
+        if self.strategy not in ("auto", "linear", *STRATEGIES):
+            raise DataError(f"unknown strategy {self.strategy!r}; use 'auto', 'linear' or one of {', '.join(STRATEGIES)}.")
+        strategy = self._resolved_strategy()
+        if strategy == "linear":
             return None
-        if self.strategy not in STRATEGIES:
-            raise DataError(f"unknown strategy {self.strategy!r}; use 'linear' or one of {', '.join(STRATEGIES)}.")
-        options = dict(self.finetune or {})
+        options = {**(self.plan_.settings if self._uses_advisor() else {}), **(self.finetune or {})}
         known = set(FineTuneConfig.__dataclass_fields__)
         for key in options:
             if key not in known:
@@ -243,7 +304,7 @@ class TransferClassifier(ClassifierMixin, BaseEstimator):
                 hint = f"; did you mean {close[0]!r}?" if close else f"; known settings: {', '.join(sorted(known))}."
                 raise DataError(f"unknown fine-tuning setting {key!r}{hint}")
         defaults = {"seed": self.random_state or 0, "device": self.device, "progress": self.progress}
-        return FineTuneConfig(**{**defaults, **options, "strategy": self.strategy})
+        return FineTuneConfig(**{**defaults, **options, "strategy": strategy})
 
     def _fine_tune(self, images: list, y_index: np.ndarray, config) -> None:
         from sklearn.model_selection import train_test_split
@@ -252,7 +313,7 @@ class TransferClassifier(ClassifierMixin, BaseEstimator):
 
         if np.bincount(y_index).min() < 2:
             raise DataError(
-                f"strategy {self.strategy!r} needs at least 2 training images per class (some are held out for early stopping); "
+                f"strategy {config.strategy!r} needs at least 2 training images per class (some are held out for early stopping); "
                 "add images or use strategy='linear'."
             )
         indices = np.arange(len(images))
@@ -268,6 +329,7 @@ class TransferClassifier(ClassifierMixin, BaseEstimator):
             head_init=self.head_,
             checkpoint_dir=Path(self.checkpoint_dir) if self.checkpoint_dir else None,
             resume=self.resume,
+            preprocessing=self.preprocessing_,
         )
         self.net_ = result.net
         self.history_ = result.history

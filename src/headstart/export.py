@@ -77,7 +77,7 @@ def export_onnx(model, path: str | os.PathLike) -> Path:
         "output": {"name": "probabilities", "shape": ["batch", len(model.classes_)]},
         "labels": [to_json_label(c) for c in model.classes_],
         "backbone": model.backbone,
-        "strategy": model.strategy,
+        "strategy": model.strategy_,
     }
     write_text(path.with_name(path.name + ".json"), json.dumps(description, indent=2) + "\n")
     return path

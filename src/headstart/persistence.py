@@ -30,8 +30,9 @@ META_FILE = "model.json"
 METRICS_FILE = "metrics.json"
 
 # Constructor parameters that describe the model rather than the machine it was trained on.
-_SAVED_PARAMS = ("backbone", "tap", "classifier", "strategy", "finetune", "Cs", "class_weight", "input_size", "random_state")
+_SAVED_PARAMS = ("backbone", "tap", "classifier", "strategy", "finetune", "time_budget", "Cs", "class_weight", "input_size", "random_state")
 HISTORY_FILE = "history.json"
+PLAN_FILE = "plan.json"  # the advisor's measurements, alternatives and explanation (strategy="auto")
 CHECKPOINTS = "checkpoints"  # fine-tuning checkpoints, kept when the run directory is rewritten
 NET_PREFIX = "net."  # fine-tuned network tensors, beside the linear head's in one safetensors file
 
@@ -60,7 +61,7 @@ def save_model(model, directory: Path, *, metrics: dict | None = None) -> Path:
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "strategy": model.strategy,
+        "strategy": model.strategy_,  # as resolved: "auto" never reaches a saved model
         "finetune": getattr(model, "finetune_settings_", None) if model.net_ is not None else None,
         "classes": [to_json_label(c) for c in model.classes_],
         "backbone": model.backbone,
@@ -92,6 +93,8 @@ def save_model(model, directory: Path, *, metrics: dict | None = None) -> Path:
         (staging / META_FILE).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
         if metrics is not None:
             (staging / METRICS_FILE).write_text(json.dumps(metrics, indent=2, default=_jsonable) + "\n", encoding="utf-8")
+        if model._uses_advisor() and getattr(model, "plan_", None) is not None:
+            (staging / PLAN_FILE).write_text(json.dumps(model.plan_.to_dict(), indent=2, default=_jsonable) + "\n", encoding="utf-8")
         if model.history_ is not None:
             (staging / HISTORY_FILE).write_text(json.dumps(model.history_.to_dict(), indent=2) + "\n", encoding="utf-8")
     return directory
@@ -119,6 +122,7 @@ def load_model(directory: Path):
     )
     model.classes_ = np.asarray(meta["classes"])
     model.tap_ = meta["tap"]
+    model.strategy_ = meta.get("strategy", "linear")
     model.preprocessing_ = Preprocessing.from_dict(meta["preprocessing"])
     model.fingerprint_ = meta["fingerprint"]
     model.n_train_ = meta["n_train"]

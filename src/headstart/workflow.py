@@ -54,6 +54,7 @@ class FitSummary:
     backbone: str = ""
     engine: str = ""
     finetune: dict | None = None  # strategy, epochs, best epoch, time per epoch (fine-tuning only)
+    plan: dict | None = None  # strategy="auto": what the advisor chose and why (all of it in plan.json)
     computed_codes: int = 0
     seconds_features: float = 0.0  # reading, decoding and the backbone (or the cache)
     seconds: float = 0.0
@@ -80,18 +81,20 @@ def fit_folder(
     dataset = load_dataset(data, test_size=test_size, random_state=params.get("random_state") or 0, allow_outside=allow_outside)
     if strict and dataset.unreadable():
         _raise_unreadable(dataset.unreadable())
-    if output is not None and params.get("strategy", "linear") != "linear":
+    if output is not None and params.get("strategy", "auto") != "linear":
         params.setdefault("checkpoint_dir", str(Path(output) / CHECKPOINTS))
     model = TransferClassifier(strict=strict, **params)
     records = dataset.records
+    train = np.array([r.split == "train" for r in records])
+    labels = _labels(records)
+    if model._uses_advisor():  # before extraction: the plan names the tap, and caches its codes
+        model.advise([r.path for r in records if r.split == "train"], labels[train])
     extraction_start = time.perf_counter()
     codes = model.extract([r.path for r in records])
     extraction_seconds = time.perf_counter() - extraction_start
     failures = [records[i].path for i in codes.failures]
     if strict and failures:
         _raise_unreadable(failures)
-    train = np.array([r.split == "train" for r in records])
-    labels = _labels(records)
     model.fit_codes(_subset(codes, train), labels[train], images=[r.path for r, t in zip(records, train) if t])
 
     eval_split = dataset.eval_split
@@ -114,6 +117,7 @@ def fit_folder(
         duplicates=duplicate_report(dataset, codes),
         classifier=asdict(model.fit_report_) | {"kind": model.classifier},
         finetune=_finetune_summary(model),
+        plan=_plan_summary(model),
         backbone=model.backbone,
         engine=codes.engine,
         computed_codes=codes.computed,
@@ -198,7 +202,7 @@ def _finetune_summary(model: TransferClassifier) -> dict | None:
     records = model.history_.records
     settings = model.finetune_settings_
     return {
-        "strategy": model.strategy,
+        "strategy": model.strategy_,
         "epochs_run": len(records),
         "best_epoch": model.history_.best_epoch,
         "stopped_early": model.history_.stopped_early,
@@ -208,6 +212,13 @@ def _finetune_summary(model: TransferClassifier) -> dict | None:
         "imbalance": settings["imbalance_plan"],
         "mirror_warning": settings.get("mirror_warning"),
     }
+
+
+def _plan_summary(model: TransferClassifier) -> dict | None:
+    plan = getattr(model, "plan_", None)
+    if plan is None:
+        return None
+    return {"strategy": plan.strategy, "tap": plan.tap, "case": plan.case, "explanation": plan.explanation, "seconds": round(plan.seconds, 1)}
 
 
 def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:

@@ -46,6 +46,29 @@ class ModuleTap(nn.Module):
         return _global_pool(captured[0])
 
 
+class MultiTap(nn.Module):
+    """Several taps of one network side by side (``"features.13+pre_logits"``), from one pass."""
+
+    def __init__(self, model: nn.Module, taps: list[str]):
+        super().__init__()
+        self.model = model  # its classifier already replaced by Identity
+        self.taps = taps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        captured: dict[str, torch.Tensor] = {}
+        handles = [
+            self.model.get_submodule(tap).register_forward_hook(lambda _m, _i, out, tap=tap: captured.__setitem__(tap, out))
+            for tap in self.taps
+            if tap != PRE_LOGITS
+        ]
+        try:
+            captured[PRE_LOGITS] = self.model(x)
+        finally:
+            for handle in handles:
+                handle.remove()
+        return torch.cat([_global_pool(captured[tap]) for tap in self.taps], dim=1)
+
+
 class FeatureMapTap(nn.Module):
     """The last spatial feature map, unpooled (N, C, H, W): what global pooling would reduce to the
     codes, for a head that pools it another way. Same parameters and state as :class:`PreLogitsTap`."""
@@ -75,7 +98,13 @@ def _without_classifier(spec: BackboneSpec, model: nn.Module) -> nn.Module:
 
 
 def build_tap_model(spec: BackboneSpec, tap: str, model: nn.Module | None = None) -> nn.Module:
-    """Return an eval-mode module computing the codes at ``tap`` of ``spec``'s network."""
+    """Return an eval-mode module computing the codes at ``tap`` of ``spec``'s network; taps joined
+    by ``+`` give their codes side by side."""
+    if "+" in tap:
+        taps = tap.split("+")
+        for part in taps:
+            spec.require_tap(part)
+        return MultiTap(_without_classifier(spec, model if model is not None else spec.build()), taps).eval()
     spec.require_tap(tap)
     model = model if model is not None else spec.build()
     if tap == PRE_LOGITS:

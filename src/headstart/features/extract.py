@@ -166,7 +166,7 @@ class CodeExtractor:
     def _prepare(self, index: int, image: ImageInput) -> _Prepared:
         prepared = _Prepared(index)
         try:
-            content_hash, load = _content(image, self.preprocessing.resize)
+            content_hash, load = read_content(image, self.preprocessing.resize)
         except OSError as exc:
             prepared.error = f"unreadable ({exc.strerror or exc})"
             return prepared
@@ -188,7 +188,7 @@ class CodeExtractor:
         return prepared
 
 
-def _content(image: ImageInput, draft_size: int):
+def read_content(image: ImageInput, draft_size: int):
     """Return the content hash of ``image`` and a function that decodes it to RGB."""
     if isinstance(image, (str, os.PathLike)):
         data = Path(image).read_bytes()

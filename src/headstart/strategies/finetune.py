@@ -22,7 +22,7 @@ import torch
 from PIL import Image
 from torch import nn
 
-from ..backbones import PRE_LOGITS, BackboneSpec, build_feature_map_model, build_tap_model
+from ..backbones import PRE_LOGITS, BackboneSpec, Preprocessing, build_feature_map_model, build_tap_model
 from ..data.augment import augmentation_transform
 from ..data.decode import UnreadableImage, array_to_image, decode_image, to_rgb
 from ..data.sampling import ClassBalancedSampler, ImbalancePlan, inverse_frequency_weights, plan_imbalance
@@ -231,6 +231,7 @@ def finetune(
     head_init: LinearHead | None = None,
     checkpoint_dir: Path | None = None,
     resume: bool = False,
+    preprocessing: Preprocessing | None = None,
 ) -> FineTuneResult:
     """Fine-tune ``spec``'s network on images with integer labels 0..k-1; validate on the val split.
 
@@ -238,16 +239,20 @@ def finetune(
     says so); early stopping on validation loss restores the best epoch's weights. With
     ``checkpoint_dir``, the whole state is saved after every epoch, and ``resume=True`` continues
     from it: an interrupted run resumed ends with the weights an uninterrupted one would have.
+    ``preprocessing`` overrides the backbone's own (another input size, say).
     """
     config = config or FineTuneConfig()
     # torchvision's random transforms draw from torch's global generator, so seeding must touch it;
     # fork_rng hands the caller's generator state back afterwards.
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.seed)
-        return _finetune(spec, train_images, train_labels, val_images, val_labels, config, n_classes, head_init, checkpoint_dir, resume)
+        return _finetune(
+            spec, train_images, train_labels, val_images, val_labels, config, n_classes, head_init, checkpoint_dir, resume,
+            preprocessing or spec.preprocessing,
+        )
 
 
-def _finetune(spec, train_images, train_labels, val_images, val_labels, config, n_classes, head_init, checkpoint_dir, resume) -> FineTuneResult:
+def _finetune(spec, train_images, train_labels, val_images, val_labels, config, n_classes, head_init, checkpoint_dir, resume, preprocessing) -> FineTuneResult:
     train_labels = np.asarray(train_labels, dtype=np.int64)
     n_classes = n_classes or int(max(train_labels.max(), np.max(val_labels)) + 1)
     device = resolve_device(config.device)
@@ -258,8 +263,8 @@ def _finetune(spec, train_images, train_labels, val_images, val_labels, config, 
     net.to(device)
 
     plan = plan_imbalance(train_labels, config.imbalance)
-    train_set = ImageDataset(train_images, train_labels, augmentation_transform(config.augmentation, spec.preprocessing), spec.preprocessing.resize)
-    val_set = ImageDataset(val_images, val_labels, spec.preprocessing.transform(), spec.preprocessing.resize)
+    train_set = ImageDataset(train_images, train_labels, augmentation_transform(config.augmentation, preprocessing), preprocessing.resize)
+    val_set = ImageDataset(val_images, val_labels, preprocessing.transform(), preprocessing.resize)
     generator = torch.Generator().manual_seed(config.seed)
     sampler = ClassBalancedSampler(train_labels, seed=config.seed) if plan.mode in ("sampler", "both") else None
     train_loader = torch.utils.data.DataLoader(

@@ -1,0 +1,95 @@
+"""Does strategy="auto" choose well? Regret against every alternative, on the same split.
+
+    python benchmarks/bench_advisor.py [--only hymenoptera digits-15 ...]
+
+Rows: both shared datasets (their own splits), scikit-learn's digits at 15 and 130 training images
+per class (all it has after a 40-per-class test split) and Fashion-MNIST at 15 and 200 (Debian
+package dataset-fashion-mnist), the last two at 96 px input. For each, auto is fitted in full
+(advisor included), then every alternative: linear on the top tap, linear on the sweep's best
+other tap (or tap concatenation), finetune_top and finetune_all, each with the library defaults.
+An alternative configured exactly as auto's choice is not fitted twice (every fit is seeded and
+deterministic on the CPU): it takes auto's score. Regret = best alternative - auto, in points.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).parent))
+import _datasets  # noqa: E402
+from _common import machine  # noqa: E402
+
+from headstart import TransferClassifier  # noqa: E402
+from headstart.backbones import PRE_LOGITS  # noqa: E402
+from headstart.data import load_dataset  # noqa: E402
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "datasets"
+ROWS = {
+    "hymenoptera": (lambda: SHARED / "hymenoptera", None),
+    "oxford17flowers": (lambda: SHARED / "oxford17flowers", None),
+    "digits-15": (lambda: _datasets.digits(15), 96),
+    "digits-130": (lambda: _datasets.digits(130), 96),
+    "fashion-15": (lambda: _datasets.fashion(15), 96),
+    "fashion-200": (lambda: _datasets.fashion(200), 96),
+}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--only", nargs="*", default=list(ROWS), choices=list(ROWS))
+    parser.add_argument("--time-budget", type=float, default=None)
+    args = parser.parse_args()
+    print(machine(), flush=True)
+    table = []
+    for name in args.only:
+        locate, input_size = ROWS[name]
+        dataset = load_dataset(locate())
+        train, test = dataset.split("train"), dataset.split(dataset.eval_split)
+        X, y = [r.path for r in train], np.array([r.label for r in train])
+        X_test, y_test = [r.path for r in test], np.array([r.label for r in test])
+        print(f"\n{name}: train {len(X)}, {dataset.eval_split} {len(X_test)}, input {input_size or 224} px", flush=True)
+
+        start = time.perf_counter()
+        auto = TransferClassifier(strategy="auto", input_size=input_size, time_budget=args.time_budget).fit(X, y)
+        auto_seconds = time.perf_counter() - start
+        auto_accuracy = auto.score(X_test, y_test)
+        plan = auto.plan_
+        for line in plan.explanation:
+            print(f"  | {line}", flush=True)
+        print(f"  auto -> {plan.describe()}: {auto_accuracy:.2%} in {auto_seconds:.0f} s (advisor {plan.seconds:.0f} s)", flush=True)
+
+        other_taps = [s for s in plan.measurements.sweep if s.tap != PRE_LOGITS]
+        best_other = max(other_taps, key=lambda s: s.cv_accuracy).tap
+        alternatives = {
+            f"linear {PRE_LOGITS}": ("linear", PRE_LOGITS),
+            f"linear {best_other}": ("linear", best_other),
+            "finetune_top": ("finetune_top", PRE_LOGITS),
+            "finetune_all": ("finetune_all", PRE_LOGITS),
+        }
+        scores = {}
+        for label, (strategy, tap) in alternatives.items():
+            if (strategy, tap) == (plan.strategy, plan.tap) and plan.settings.keys() <= {"epochs"}:
+                scores[label] = auto_accuracy
+                print(f"  {label:32s} {auto_accuracy:7.2%}  (auto's choice)", flush=True)
+                continue
+            start = time.perf_counter()
+            model = TransferClassifier(strategy=strategy, tap=tap if strategy == "linear" else None, input_size=input_size).fit(X, y)
+            scores[label] = model.score(X_test, y_test)
+            print(f"  {label:32s} {scores[label]:7.2%}  {time.perf_counter() - start:5.0f} s", flush=True)
+        best = max(scores, key=scores.get)
+        regret = (scores[best] - auto_accuracy) * 100
+        table.append((name, plan.case, plan.describe(), auto_accuracy, best, scores[best], regret))
+        print(f"  regret {regret:+.2f} points (best alternative: {best})", flush=True)
+
+    print("\n| dataset | case | auto's plan | auto | best alternative | regret (points) |\n|---|---|---|---|---|---|")
+    for name, case, described, accuracy, best, best_score, regret in table:
+        print(f"| {name} | {case} | {described} | {accuracy:.2%} | {best} {best_score:.2%} | {regret:+.2f} |")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,272 @@
+"""From measurements to a plan: which way to transfer, with which settings, and why.
+
+The rule of thumb (cs231n's four cases) gives a first answer from size and similarity; cheap
+measurements then confirm or overturn it: the layer sweep picks the tap for a linear head, and a
+short fine-tuning trial (when the time budget allows) decides between the linear head and
+fine-tuning on held-out images. A difference within the noise goes to the cheaper strategy.
+The thresholds are calibrated on the datasets listed in docs/advisor.md.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+from sklearn.model_selection import train_test_split
+
+from ..backbones import PRE_LOGITS, BackboneSpec
+from ..data.sampling import plan_imbalance
+from ..strategies.linear import fit_linear_head
+from .measure import Measurements, TapScore
+
+# Median images per class below which a dataset is "small" (docs/advisor.md: on the similar
+# datasets fine-tuning gained under a point at up to ~120 images per class).
+SMALL_PER_CLASS = 100
+# "Similar to ImageNet" needs both signals on the ImageNet side of these thresholds, set midway
+# between the photo datasets and the digit/clothing datasets (docs/advisor.md).
+SIMILAR_CONFIDENCE = 0.38  # mean max-probability of the ImageNet head
+SIMILAR_BN_DISTANCE = 0.45  # BatchNorm-statistics distance
+# The fine-tuning trial: epochs, share of the sample held out to score it, smallest gain that counts.
+TRIAL_EPOCHS = 6
+TRIAL_HELD_OUT = 0.2
+MIN_GAIN = 0.01
+# Cost of one fine-tuning image-epoch relative to one eager forward pass (backward ~2x forward,
+# plus augmentation), used to keep the trial inside the time budget.
+# Measured on hymenoptera (2-core CPU, bf16): an epoch of finetune_top took about one forward
+# pass's time per image, finetune_all about two.
+COST_FACTOR = {"finetune_top": 1.0, "finetune_all": 2.0}
+FINETUNE_EPOCHS = 12
+
+
+@dataclass
+class Alternative:
+    strategy: str  # "linear", "finetune_top", "finetune_all"
+    tap: str
+    accuracy: float
+    noise: float  # standard error of the estimate
+    how: str  # how it was measured
+
+
+@dataclass
+class Plan:
+    strategy: str  # "linear", "finetune_top" or "finetune_all"
+    tap: str  # codes the linear head reads (fine-tuning warm-starts from the head on pre_logits)
+    case: str  # the cs231n case, e.g. "small, similar"
+    rule: str  # what the rule of thumb alone would do
+    settings: dict  # fine-tuning settings (FineTuneConfig fields) when fine-tuning
+    imbalance: str
+    measurements: Measurements
+    alternatives: list[Alternative] = field(default_factory=list)
+    explanation: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def describe(self) -> str:
+        if self.strategy != "linear":
+            return f"{self.strategy} (head warm-started from the linear classifier)"
+        return "linear classifier on " + ("top-layer codes" if self.tap == PRE_LOGITS else f"the {self.tap} codes")
+
+
+def classify(measurements: Measurements) -> tuple[bool, bool]:
+    """(small, similar) from the measurements and the calibrated thresholds."""
+    small = measurements.size.median_per_class < SMALL_PER_CLASS
+    s = measurements.similarity
+    votes = []
+    if s.head_confidence is not None:
+        votes.append(s.head_confidence >= SIMILAR_CONFIDENCE)
+    if s.bn_distance is not None:
+        votes.append(s.bn_distance <= SIMILAR_BN_DISTANCE)
+    similar = all(votes) if votes else True  # no signal: assume the usual case, photos
+    return small, similar
+
+
+def rule_of_thumb(small: bool, similar: bool) -> tuple[str, str]:
+    """The cs231n answer: (strategy, in words)."""
+    if small and similar:
+        return "linear", "a linear classifier on the top-layer codes"
+    if small:
+        return "linear", "a linear classifier on codes from earlier in the network (the top layers are specific to ImageNet)"
+    if similar:
+        return "finetune_top", "fine-tune the top blocks"
+    return "finetune_all", "fine-tune through the whole network, from the pretrained weights"
+
+
+def best_linear(sweep: list[TapScore], prefer_earlier: bool) -> TapScore:
+    """The best tap of the sweep; a tap within the noise of the best loses to the top tap (it is
+    the default and the cheapest to explain), unless the rule points earlier."""
+    top = next(s for s in sweep if s.tap == PRE_LOGITS)
+    best = max(sweep, key=lambda s: s.cv_accuracy)
+    if prefer_earlier or best.tap == PRE_LOGITS:
+        return best
+    noise = max(best.cv_std, top.cv_std) / math.sqrt(5)
+    return top if best.cv_accuracy - top.cv_accuracy <= max(noise, MIN_GAIN / 2) else best
+
+
+def estimate_seconds(strategy: str, n_images: int, measurements: Measurements, epochs: int) -> float:
+    return epochs * n_images * measurements.seconds_per_image * COST_FACTOR[strategy]
+
+
+def decide(
+    spec: BackboneSpec,
+    measurements: Measurements,
+    sample: dict,
+    images: list,
+    *,
+    time_budget: float | None = None,
+    tap: str | None = None,
+    finetune_overrides: dict | None = None,
+    allow_finetune: bool = True,
+    random_state: int = 0,
+    preprocessing=None,
+) -> Plan:
+    """Choose the plan; runs the fine-tuning trial when the rule is in doubt and time allows."""
+    start = time.perf_counter()
+    small, similar = classify(measurements)
+    case = f"{'small' if small else 'large'}, {'similar' if similar else 'different'}"
+    rule_strategy, rule_words = rule_of_thumb(small, similar)
+    sweep = measurements.sweep
+    linear = best_linear(sweep, prefer_earlier=small and not similar)
+    if tap is not None:  # the user's tap; its CV score is the sweep's when the sweep tried it
+        linear = next((s for s in sweep if s.tap == tap), TapScore(tap, 0.0, 0, float("nan"), float("nan")))
+    imbalance = plan_imbalance(sample["labels"], "auto").reason
+    alternatives = [Alternative("linear", s.tap, s.cv_accuracy, s.cv_std / math.sqrt(5), "cross-validated on the sample") for s in sweep]
+    overrides = dict(finetune_overrides or {})
+    epochs = int(overrides.get("epochs", FINETUNE_EPOCHS))
+    candidate = rule_strategy if rule_strategy != "linear" else "finetune_top"
+    n = measurements.size.n_images
+    spent = measurements.seconds
+    final_cost = estimate_seconds(candidate, n, measurements, epochs)
+    trial_cost = estimate_seconds(candidate, int(len(sample["labels"]) * (1 - TRIAL_HELD_OUT)), measurements, TRIAL_EPOCHS)
+    lines = [_size_line(measurements, small), _similarity_line(measurements, similar), _sweep_line(sweep)]
+
+    strategy, tap, trial_line, budget_bound = "linear", linear.tap, None, False
+    within = lambda cost: time_budget is None or spent + cost <= time_budget  # noqa: E731
+    if not allow_finetune:
+        trial_line = "Fine-tuning not considered: it needs the images, and only codes were given."
+    elif small and similar:
+        trial_line = None  # the rule and the sweep agree on the cheap answer; nothing to try
+    elif int(np.bincount(sample["labels"]).min()) < 5:
+        trial_line = "No fine-tuning trial: some class has fewer than 5 images to split."
+        strategy = rule_strategy if rule_strategy != "linear" and within(final_cost) else "linear"
+    elif within(trial_cost + final_cost):
+        ft, lin, noise, held = _trial(spec, candidate, linear.tap, sample, images, overrides, random_state, preprocessing or spec.preprocessing)
+        alternatives.append(Alternative(candidate, PRE_LOGITS, ft, noise, f"trial: {TRIAL_EPOCHS} epochs, scored on {held} held-out images"))
+        alternatives.append(Alternative("linear", linear.tap, lin, noise, f"trial: same split, scored on {held} held-out images"))
+        gain = ft - lin
+        wins = gain > max(MIN_GAIN, noise)
+        trial_line = (
+            f"Trial on {held} held-out images: {candidate} {ft:.1%} vs linear ({linear.tap}) {lin:.1%}: "
+            + (f"fine-tuning wins by {gain * 100:.1f} points (noise {noise * 100:.1f})." if wins else f"{gain * 100:+.1f} points, within the noise ({noise * 100:.1f}), so the cheaper linear head.")
+        )
+        strategy = candidate if wins else "linear"
+    elif rule_strategy != "linear" and within(final_cost):
+        trial_line = f"No time for a trial within the {time_budget:.0f} s budget; following the rule unconfirmed."
+        strategy = rule_strategy
+    else:
+        trial_line = f"Fine-tuning would take about {final_cost:.0f} s, past the {time_budget:.0f} s budget; staying linear." if time_budget else None
+        budget_bound = True
+
+    if strategy != "linear":
+        tap = PRE_LOGITS
+    lines.append(f"Rule of thumb ({case}): {rule_words}.")
+    if trial_line:
+        lines.append(trial_line)
+    lines.append(_plan_line(strategy, tap, rule_strategy, small, similar, budget_bound))
+    if strategy == "linear" and small and similar:
+        lines.append(f"Fine-tuning would likely overfit at this size; try it once you have ~{SMALL_PER_CLASS} images per class.")
+    settings = {"epochs": epochs, **overrides} if strategy != "linear" else {}
+    return Plan(
+        strategy=strategy,
+        tap=tap,
+        case=case,
+        rule=rule_strategy if rule_strategy != "linear" or not (small and not similar) else "linear (earlier tap)",
+        settings=settings,
+        imbalance=imbalance,
+        measurements=measurements,
+        alternatives=alternatives,
+        explanation=lines,
+        seconds=measurements.seconds + time.perf_counter() - start,
+    )
+
+
+def _trial(spec, candidate, linear_tap, sample, images, overrides, random_state, preprocessing) -> tuple[float, float, float, int]:
+    """Fine-tune ``candidate`` for a few epochs on most of the sample and score it, and the linear
+    head on ``linear_tap``, on the same held-out images. Returns (ft, linear, noise, n_held)."""
+    from ..strategies.finetune import FineTuneConfig, finetune
+
+    labels, index = sample["labels"], sample["index"]
+    rows = np.arange(len(labels))
+    fit_rows, held_rows = train_test_split(rows, test_size=TRIAL_HELD_OUT, stratify=labels, random_state=random_state)
+    fit_part, stop_part = train_test_split(fit_rows, test_size=0.15, stratify=labels[fit_rows], random_state=random_state)
+    codes = sample["codes"]
+    if not all(part in codes for part in linear_tap.split("+")):
+        linear_tap = PRE_LOGITS  # a user's tap the sweep did not read: compare with the top one
+    linear_codes = _tap_codes(codes, linear_tap)
+    head, _ = fit_linear_head(linear_codes[fit_rows], labels[fit_rows], random_state=random_state)
+    linear_correct = head.decision_function(linear_codes[held_rows]).argmax(1) == labels[held_rows]
+    warm, _ = fit_linear_head(codes[PRE_LOGITS][fit_part], labels[fit_part], random_state=random_state)
+    config = FineTuneConfig(**{**overrides, "strategy": candidate, "epochs": TRIAL_EPOCHS, "seed": random_state})
+    result = finetune(
+        spec,
+        [images[index[r]] for r in fit_part],
+        labels[fit_part],
+        [images[index[r]] for r in stop_part],
+        labels[stop_part],
+        config,
+        n_classes=int(labels.max()) + 1,
+        head_init=warm,
+    )
+    from ..strategies.finetune import network_scores
+
+    scores, _ = network_scores(result.net, [images[index[r]] for r in held_rows], preprocessing)
+    ft_correct = np.nan_to_num(scores, nan=-np.inf).argmax(1) == labels[held_rows]
+    discordant = int((ft_correct != linear_correct).sum())
+    noise = math.sqrt(discordant) / len(held_rows)  # standard error of the paired difference
+    return float(ft_correct.mean()), float(linear_correct.mean()), noise, len(held_rows)
+
+
+def _tap_codes(codes: dict[str, np.ndarray], tap: str) -> np.ndarray:
+    return np.hstack([codes[part] for part in tap.split("+")])
+
+
+def _size_line(m: Measurements, small: bool) -> str:
+    s = m.size
+    skew = f", imbalance {s.imbalance_ratio:.1f}:1" if s.imbalance_ratio > 1.5 else ""
+    return (
+        f"{s.n_classes} classes, {s.median_per_class:g} images per class (median; min {s.min_per_class}, {s.n_images} in all{skew}): "
+        f"{'small' if small else 'large'} (threshold {SMALL_PER_CLASS} per class)."
+    )
+
+
+def _similarity_line(m: Measurements, similar: bool) -> str:
+    s = m.similarity
+    parts = []
+    if s.head_confidence is not None:
+        parts.append(f"ImageNet head confidence {s.head_confidence:.2f} (similar >= {SIMILAR_CONFIDENCE})")
+    if s.bn_distance is not None:
+        parts.append(f"BN-statistics distance {s.bn_distance:.2f} (similar <= {SIMILAR_BN_DISTANCE})")
+    return f"Similarity to ImageNet: {'high' if similar else 'low'} ({'; '.join(parts) or 'no signal available'})."
+
+
+def _sweep_line(sweep: list[TapScore]) -> str:
+    top = next(s for s in sweep if s.tap == PRE_LOGITS)
+    others = ", ".join(f"{s.tap}: {s.cv_accuracy:.1%}" for s in sweep if s.tap != PRE_LOGITS)
+    return f"Layer sweep (5-fold CV): top tap {top.cv_accuracy:.1%} +- {top.cv_std * 100:.1f}" + (f", {others}." if others else ".")
+
+
+def _plan_line(strategy: str, tap: str, rule_strategy: str, small: bool, similar: bool, budget_bound: bool) -> str:
+    if strategy != "linear":
+        verdict = "as the rule says" if strategy == rule_strategy else "the trial overturned the rule"
+        return f"Plan: {strategy}, head warm-started from the linear classifier ({verdict})."
+    where = "top-layer codes" if tap == PRE_LOGITS else f"{tap} codes"
+    if small and not similar and tap == PRE_LOGITS:
+        return f"Plan: linear classifier on {where} (the sweep overturned the rule: no earlier tap beat the top one)."
+    if rule_strategy != "linear" and budget_bound:
+        return f"Plan: linear classifier on {where} (the time budget rules out the rule's {rule_strategy})."
+    if rule_strategy != "linear":
+        return f"Plan: linear classifier on {where} (measured, overturning the rule's {rule_strategy})."
+    return f"Plan: linear classifier on {where}."

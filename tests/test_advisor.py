@@ -1,0 +1,149 @@
+import json
+from dataclasses import replace
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from headstart import TransferClassifier
+from headstart.advisor import Measurements, Similarity, SizeStats, TapScore, advise, sweep_taps
+from headstart.advisor import plan as planning
+from headstart.backbones import PRE_LOGITS, get_backbone
+from headstart.cli import main
+from headstart.errors import BackboneError, DataError
+from headstart.features import CodeExtractor
+from tests.test_estimator import colour_data
+
+TINY = get_backbone("tiny")
+
+
+def measurements(median=20, confidence=0.6, bn=0.2, sweep=None) -> Measurements:
+    return Measurements(
+        size=SizeStats(int(median * 3), 3, int(median), float(median), 1.0),
+        similarity=Similarity(confidence, 0.3, bn, 10),
+        sweep=sweep or [TapScore(PRE_LOGITS, 1.0, 32, 0.9, 0.02), TapScore("features.1", 0.5, 16, 0.8, 0.02)],
+        seconds_per_image=0.001,
+    )
+
+
+def test_sweep_taps_end_stages_from_the_top_down():
+    assert sweep_taps(get_backbone("mobilenet_v2")) == [PRE_LOGITS, "features.17", "features.16", "features.13", "features.10"]
+    # tiny's last block is as wide as its codes (pooled, it is them), so the sweep skips it
+    assert sweep_taps(TINY) == [PRE_LOGITS, "features.1", "features.0"]
+
+
+@pytest.mark.parametrize(
+    "median, confidence, bn, case, rule",
+    [
+        (20, 0.6, 0.2, (True, True), "linear"),
+        (20, 0.1, 1.0, (True, False), "linear"),
+        (500, 0.6, 0.2, (False, True), "finetune_top"),
+        (500, 0.6, 1.0, (False, False), "finetune_all"),  # one signal says different: different
+    ],
+)
+def test_the_four_cases_and_their_rule_of_thumb(median, confidence, bn, case, rule):
+    assert planning.classify(measurements(median, confidence, bn)) == case
+    assert planning.rule_of_thumb(*case)[0] == rule
+
+
+def test_a_tap_within_the_noise_of_the_top_one_loses_to_it():
+    close = [TapScore(PRE_LOGITS, 1.0, 32, 0.900, 0.02), TapScore("features.1", 0.5, 16, 0.905, 0.02)]
+    assert planning.best_linear(close, prefer_earlier=False).tap == PRE_LOGITS
+    assert planning.best_linear(close, prefer_earlier=True).tap == "features.1"
+    clear = [TapScore(PRE_LOGITS, 1.0, 32, 0.80, 0.02), TapScore("features.1", 0.5, 16, 0.90, 0.02)]
+    assert planning.best_linear(clear, prefer_earlier=False).tap == "features.1"
+
+
+def noise_images(n: int, seed: int) -> list:
+    rng = np.random.default_rng(seed)
+    # 36 px: tiny's resize is then a no-op, which would otherwise smooth the noise
+    return [Image.fromarray(rng.integers(0, 256, (36, 36, 3), dtype=np.uint8)) for _ in range(n)]
+
+
+def test_batchnorm_distance_is_small_for_data_like_the_statistics_and_large_for_unlike(private_cache):
+    # tiny's BatchNorm statistics come from uniform noise over the normalised input range, which is
+    # what uniformly random pixels become; flat-ish colour images are far from it.
+    labels = np.repeat([0, 1, 2], 6)
+    like = advise(TINY, noise_images(18, 0), labels, time_budget=0)
+    unlike = advise(TINY, colour_data()[0], labels, time_budget=0)
+    assert like.measurements.similarity.bn_distance < 0.2 < 0.5 < unlike.measurements.similarity.bn_distance
+    assert like.measurements.similarity.head_confidence is None  # tiny has no ImageNet head
+    assert unlike.measurements.similarity.bn_layers == 3
+
+
+def test_the_measuring_pass_fills_the_feature_cache():
+    X, y = colour_data()
+    plan = advise(TINY, X, y, time_budget=0)
+    assert plan.measurements.n_measured == 18 and plan.measurements.size.n_classes == 3
+    assert {s.tap for s in plan.measurements.sweep} >= {PRE_LOGITS, "features.1", "features.0"}
+    for tap in (PRE_LOGITS, "features.1"):
+        codes = CodeExtractor(TINY, tap, engine="torch")(X)
+        assert codes.computed == 0  # every code came from the advisor's pass
+    fresh = CodeExtractor(TINY, PRE_LOGITS, engine="torch", cache=False)(X)
+    np.testing.assert_allclose(CodeExtractor(TINY, PRE_LOGITS, engine="torch")(X).codes, fresh.codes, rtol=1e-5, atol=1e-6)
+
+
+def test_a_trial_decides_when_the_rule_is_in_doubt(monkeypatch):
+    monkeypatch.setattr(planning, "SMALL_PER_CLASS", 4)  # 6 per class counts as large: fine-tuning is on the table
+    X, y = colour_data(per_class=10)
+    plan = advise(TINY, X, y, finetune={"batch_size": 8, "precision": "fp32"})
+    trials = [a for a in plan.alternatives if a.how.startswith("trial")]
+    assert {a.strategy for a in trials} == {"linear", planning.rule_of_thumb(*planning.classify(plan.measurements))[0]}
+    assert any(line.startswith("Trial on 6 held-out images") for line in plan.explanation)
+    assert 3 <= len(plan.explanation) <= 8 and any(line.startswith("Plan:") for line in plan.explanation)
+    budgeted = advise(TINY, X, y, time_budget=0)
+    assert budgeted.strategy == "linear" and any("budget" in line for line in budgeted.explanation)
+
+
+def test_auto_estimator_fits_the_plan_saves_it_and_reloads(tmp_path):
+    X, y = colour_data()
+    model = TransferClassifier("tiny", engine="torch").fit(X, y)  # strategy="auto" is the default
+    assert model.plan_.strategy == model.strategy_ and model.tap_ == model.plan_.tap
+    assert model.score(X, y) == 1.0
+    model.save(tmp_path / "run")
+    plan = json.loads((tmp_path / "run" / "plan.json").read_text())
+    assert plan["strategy"] == model.strategy_ and plan["explanation"] == model.plan_.explanation
+    loaded = TransferClassifier.load(tmp_path / "run")
+    np.testing.assert_allclose(loaded.predict_proba(X), model.predict_proba(X), atol=1e-6)
+
+
+def test_a_given_tap_is_kept_and_a_wrong_one_fails_before_any_work():
+    X, y = colour_data()
+    model = TransferClassifier("tiny", engine="torch", tap="features.2", time_budget=0).fit(X, y)
+    assert model.tap_ == "features.2"
+    with pytest.raises(BackboneError, match="has no tap 'nope'"):
+        advise(TINY, X, y, tap="nope")
+    with pytest.raises(DataError, match="at least 2 images"):
+        advise(TINY, X[:7], y[:7])
+
+
+def test_tap_concatenations_fit_and_export(tmp_path):
+    pytest.importorskip("onnxruntime")
+    from headstart.export import export_onnx
+    from tests.test_export import onnx_probabilities
+
+    X, y = colour_data()
+    model = TransferClassifier("tiny", engine="torch", strategy="linear", tap="features.1+pre_logits").fit(X, y)
+    assert model.head_.coef.shape == (3, 48)
+    path = export_onnx(model, tmp_path / "model.onnx")
+    np.testing.assert_allclose(onnx_probabilities(path, X, model.preprocessing_), model.predict_proba(X), atol=1e-4)
+
+
+def test_cli_advise_prints_the_plan_and_json(colour_splits, capsys):
+    assert main(["advise", str(colour_splits), "--backbone", "tiny", "--time-budget", "0"]) == 0
+    out = capsys.readouterr().out
+    assert "case" in out and "Plan:" in out and "Layer sweep" in out
+    assert main(["advise", str(colour_splits), "--backbone", "tiny", "--time-budget", "0", "--json"]) == 0
+    plan = json.loads(capsys.readouterr().out)
+    assert plan["measurements"]["size"]["n_images"] == 18 and plan["strategy"] == "linear"
+    assert main(["advise", str(colour_splits), "--backbone", "nope"]) == 2
+
+
+def test_plan_lines_cover_size_similarity_sweep_and_decision():
+    plan = planning.decide(TINY, measurements(), {"labels": np.repeat([0, 1, 2], 20)}, [], time_budget=0)
+    text = "\n".join(plan.explanation)
+    assert plan.case == "small, similar" and plan.strategy == "linear" and plan.tap == PRE_LOGITS
+    assert "3 classes, 20 images per class" in text and "head confidence 0.60" in text and "top tap 90.0%" in text
+    assert "overfit at this size" in text
+    large = planning.decide(TINY, replace(measurements(500)), {"labels": np.repeat([0, 1, 2], 500)}, [], time_budget=0)
+    assert large.strategy == "linear" and "budget" in large.explanation[-1]
