@@ -10,6 +10,7 @@ from __future__ import annotations
 import difflib
 import logging
 import os
+import time
 from dataclasses import asdict
 from pathlib import Path
 from typing import Sequence
@@ -209,9 +210,10 @@ class TransferClassifier(ClassifierMixin, BaseEstimator):
             raise DataError(f"got {len(X)} images but {len(y)} labels; give one label per image.")
         if len(X) == 0:
             raise DataError("no images given; fit needs at least two labelled images per class.")
+        started = time.perf_counter()
         if self._uses_advisor():
             self.advise(X, y)
-        return self.fit_codes(self.extract(X, desc="features (train)"), y, images=X)
+        return self.fit_codes(self.extract(X, desc="features (train)"), y, images=X, started=started)
 
     def advise(self, X: Sequence[ImageInput], y):
         """Measure the images against the backbone and choose the strategy (``plan_``); ``fit``
@@ -236,12 +238,13 @@ class TransferClassifier(ClassifierMixin, BaseEstimator):
         )
         return self.plan_
 
-    def fit_codes(self, codes: Codes, y, *, images: Sequence | None = None) -> "TransferClassifier":
-        """Fit the head on precomputed :class:`Codes` (from :meth:`extract`) for labels ``y``."""
+    def fit_codes(self, codes: Codes, y, *, images: Sequence | None = None, started: float | None = None) -> "TransferClassifier":
+        """Fit the head on precomputed :class:`Codes` (from :meth:`extract`) for labels ``y``;
+        ``started`` (a ``time.perf_counter()`` value) is when the fit began, for ``time_budget``."""
         y = _as_labels(y)
         if self._uses_advisor() and getattr(self, "plan_", None) is None:
             raise DataError("strategy='auto' needs a plan: call fit(X, y), or advise(X, y) before fit_codes.")
-        finetune_config = self._finetune_config()  # bad settings fail before any work is done
+        finetune_config = self._finetune_config(started)  # bad settings fail before any work is done
         if codes.failures:
             if self.strict:
                 _raise_on_failures(codes.failures, images)
@@ -287,7 +290,7 @@ class TransferClassifier(ClassifierMixin, BaseEstimator):
             return self.strategy
         return self.plan_.strategy if self._uses_advisor() else "linear"
 
-    def _finetune_config(self):
+    def _finetune_config(self, started: float | None = None):
         """The fine-tuning settings, validated; None for the linear strategy."""
         from .strategies.finetune import STRATEGIES, FineTuneConfig
 
@@ -304,6 +307,9 @@ class TransferClassifier(ClassifierMixin, BaseEstimator):
                 hint = f"; did you mean {close[0]!r}?" if close else f"; known settings: {', '.join(sorted(known))}."
                 raise DataError(f"unknown fine-tuning setting {key!r}{hint}")
         defaults = {"seed": self.random_state or 0, "device": self.device, "progress": self.progress}
+        if self.time_budget is not None:  # what the budget leaves after measuring and the linear head
+            spent = time.perf_counter() - started if started is not None else 0.0
+            defaults["time_limit"] = max(0.0, self.time_budget - spent)
         return FineTuneConfig(**{**defaults, **options, "strategy": strategy})
 
     def _fine_tune(self, images: list, y_index: np.ndarray, config) -> None:
@@ -336,6 +342,8 @@ class TransferClassifier(ClassifierMixin, BaseEstimator):
         self.finetune_settings_ = {
             **asdict(config),
             "imbalance_plan": result.imbalance.reason,
+            "batchnorm": result.batchnorm,  # "auto" resolved, with the distance that decided it
+            "batchnorm_distance": result.batchnorm_distance,
             "bf16": result.bf16,
             "mirror_warning": self._mirror_warning(images, config),
         }

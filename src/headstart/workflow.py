@@ -95,7 +95,7 @@ def fit_folder(
     failures = [records[i].path for i in codes.failures]
     if strict and failures:
         _raise_unreadable(failures)
-    model.fit_codes(_subset(codes, train), labels[train], images=[r.path for r, t in zip(records, train) if t])
+    model.fit_codes(_subset(codes, train), labels[train], images=[r.path for r, t in zip(records, train) if t], started=start)
 
     eval_split = dataset.eval_split
     evaluation = None

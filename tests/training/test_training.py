@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import torch
 
+from headstart import TransferClassifier
 from headstart.backbones import get_backbone
 from headstart.errors import HeadstartError
 from headstart.strategies.finetune import FineTuneConfig, FineTuneNet, finetune, set_train_mode, trainable_blocks
@@ -56,9 +57,31 @@ def test_which_blocks_train(strategy, epoch, expected):
     assert trainable_blocks(SPEC, config, epoch) == expected
 
 
+def test_batchnorm_auto_freezes_statistics_only_for_data_far_from_them():
+    from tests.test_advisor import noise_images
+
+    y = np.repeat([0, 1, 2], 4)
+    config = FineTuneConfig(epochs=1, batch_size=4, precision="fp32", augmentation="none")
+    like = finetune(SPEC, noise_images(12, 1), y, noise_images(3, 2), y[:3], config)
+    unlike = finetune(SPEC, *colour_set(4, seed=15), *colour_set(1, seed=16), config)
+    assert (like.batchnorm, unlike.batchnorm) == ("batch", "frozen")
+    assert like.batchnorm_distance < 0.45 < unlike.batchnorm_distance
+
+
+def test_frozen_batchnorm_keeps_imagenet_statistics_while_its_affine_parameters_learn():
+    net = FineTuneNet(SPEC, 3)
+    set_train_mode(net, SPEC, FineTuneConfig(strategy="finetune_all", batchnorm="frozen"), 0)
+    norms = [m for m in net.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    before = [m.running_mean.clone() for m in norms]
+    net(torch.randn(4, 3, 32, 32))
+    assert all(not m.training and m.weight.requires_grad for m in norms)
+    assert all(torch.equal(m.running_mean, b) for m, b in zip(norms, before))
+    assert net.training and net.dropout.training  # only the normalisation is in inference mode
+
+
 def test_frozen_batchnorm_keeps_its_statistics():
     net = FineTuneNet(SPEC, 3)
-    config = FineTuneConfig(strategy="finetune_top", top_blocks=1)
+    config = FineTuneConfig(strategy="finetune_top", top_blocks=1, batchnorm="batch")
     set_train_mode(net, SPEC, config, 0)
     frozen_bn = net.backbone.model.features[0][1]
     trained_bn = net.backbone.model.features[2][1]
@@ -67,7 +90,7 @@ def test_frozen_batchnorm_keeps_its_statistics():
     assert torch.equal(frozen_bn.running_mean, before) and not frozen_bn.training
     assert trained_bn.training and not torch.equal(trained_bn.running_mean, torch.zeros_like(trained_bn.running_mean))
     assert not any(p.requires_grad for p in net.backbone.model.features[0].parameters())
-    set_train_mode(net, SPEC, FineTuneConfig(strategy="finetune_top", top_blocks=1, train_bn=True), 0)
+    set_train_mode(net, SPEC, FineTuneConfig(strategy="finetune_top", top_blocks=1, train_bn=True, batchnorm="batch"), 0)
     assert frozen_bn.training and frozen_bn.weight.requires_grad
     assert not net.backbone.model.features[0][0].weight.requires_grad
 
@@ -77,8 +100,18 @@ def test_warm_start_reproduces_the_linear_probe():
     x = torch.randn(6, 3, 32, 32)
     codes = net.backbone(x).detach().numpy()
     head, _ = fit_linear_head(codes, np.array([0, 1, 2, 0, 1, 2]), Cs=(1.0,), class_weight=None)
+    head.scale = np.maximum(head.scale, 0.5 * np.median(head.scale))  # no near-constant code: reproduced exactly
     net.warm_start(head)
     np.testing.assert_allclose(net(x).detach().numpy(), head.decision_function(codes), atol=1e-4)
+
+
+def test_warm_start_damps_codes_that_were_nearly_constant():
+    from headstart.strategies import LinearHead
+
+    head = LinearHead("logistic", np.zeros(32), np.r_[np.full(31, 1.0), 1e-3], np.ones((3, 32)), np.zeros(3))
+    net = FineTuneNet(SPEC, 3)
+    net.warm_start(head)
+    assert net.code_scale[-1].item() == pytest.approx(0.5) and torch.equal(net.code_scale[:31], torch.ones(31))
 
 
 def test_early_stopping_restores_the_best_weights():
@@ -268,3 +301,12 @@ def test_find_lr_sets_the_head_rate_from_the_test():
     result = finetune(SPEC, X, y, X[:3], y[:3], FineTuneConfig(epochs=1, batch_size=6, precision="fp32", find_lr=True))
     head_rate = result.history.records[0].learning_rates["head"]
     assert result.lr_test is not None and head_rate <= result.lr_test.suggestion * 1.0001
+
+
+def test_a_time_limit_ends_training_after_the_epoch_that_uses_it_up():
+    X, y = colour_set(4, seed=13)
+    result = finetune(SPEC, X, y, X[:3], y[:3], FineTuneConfig(epochs=5, batch_size=4, precision="fp32", time_limit=0.0))
+    assert len(result.history.records) == 1 and result.history.stopped_early
+    budgeted = TransferClassifier("tiny", engine="torch", strategy="finetune_top", time_budget=0.0, finetune={"epochs": 5, "batch_size": 4})
+    X, y = colour_set(8, seed=14)
+    assert len(budgeted.fit(X, y).history_.records) == 1

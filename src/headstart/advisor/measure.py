@@ -27,6 +27,7 @@ from sklearn.model_selection import train_test_split
 from torch import nn
 
 from ..backbones import PRE_LOGITS, BackboneSpec, Preprocessing
+from ..backbones.batchnorm import BatchNormMoments
 from ..data.decode import UnreadableImage
 from ..data.duplicates import phash_to_int
 from ..features.cache import FeatureCache, default_cache_dir
@@ -100,7 +101,7 @@ def tap_depth(spec: BackboneSpec, tap: str) -> float:
 
 
 class _Probe:
-    """Hooks on one network: pooled tap outputs, BatchNorm input moments, and the logits."""
+    """Hooks on one network: pooled tap outputs and BatchNorm input moments (the logits are its output)."""
 
     def __init__(self, spec: BackboneSpec, model: nn.Module, taps: list[str]):
         self.outputs: dict[str, torch.Tensor] = {}
@@ -110,10 +111,8 @@ class _Probe:
                 self._hook(model.get_submodule(spec.classifier), tap, pre=True)
             else:
                 self._hook(model.get_submodule(tap), tap, pre=False)
-        self.norms = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d) and m.running_mean is not None]
-        self.moments = [[0.0, 0.0, 0] for _ in self.norms]  # per layer: sum, sum of squares (per channel), count
-        for i, norm in enumerate(self.norms):
-            self.handles.append(norm.register_forward_pre_hook(self._moment_hook(i)))
+        self.moments = BatchNormMoments(model)
+        self.handles.extend(self.moments.handles)
 
     def _hook(self, module: nn.Module, tap: str, pre: bool) -> None:
         def store(tensor: torch.Tensor) -> None:
@@ -123,27 +122,6 @@ class _Probe:
             self.handles.append(module.register_forward_pre_hook(lambda _m, inputs: store(inputs[0])))
         else:
             self.handles.append(module.register_forward_hook(lambda _m, _i, out: store(out)))
-
-    def _moment_hook(self, i: int):
-        def hook(_module, inputs):
-            x = inputs[0].float()
-            self.moments[i][0] = self.moments[i][0] + x.sum(dim=(0, 2, 3)).double()
-            self.moments[i][1] = self.moments[i][1] + (x * x).sum(dim=(0, 2, 3)).double()
-            self.moments[i][2] += x.numel() // x.shape[1]
-
-        return hook
-
-    def bn_distance(self) -> float | None:
-        """Mean over layers of the mean over channels of |mu - mu_run| / sd_run + |log(sd / sd_run)|."""
-        per_layer = []
-        for norm, (total, squares, count) in zip(self.norms, self.moments):
-            if not count:
-                continue
-            mean = total / count
-            sd = (squares / count - mean * mean).clamp_min(1e-12).sqrt()
-            run_mean, run_sd = norm.running_mean.double().cpu(), (norm.running_var.double().cpu() + norm.eps).sqrt()
-            per_layer.append(float(((mean.cpu() - run_mean).abs() / run_sd + (sd.cpu() / run_sd).log().abs()).mean()))
-        return float(np.mean(per_layer)) if per_layer else None
 
     def close(self) -> None:
         for handle in self.handles:
@@ -225,8 +203,8 @@ def measure(
     similarity = Similarity(
         head_confidence=float(torch.cat(confidences).mean()) if has_head else None,
         head_entropy=float(torch.cat(entropies).mean()) if has_head else None,
-        bn_distance=probe.bn_distance(),
-        bn_layers=len(probe.norms),
+        bn_distance=probe.moments.distance(),
+        bn_layers=len(probe.moments.norms),
     )
     sample_labels = labels[kept]
     sweep = layer_sweep(spec, codes, sample_labels, random_state)

@@ -17,17 +17,19 @@ import numpy as np
 from sklearn.model_selection import train_test_split
 
 from ..backbones import PRE_LOGITS, BackboneSpec
+from ..backbones.batchnorm import FAR_FROM_PRETRAINING
 from ..data.sampling import plan_imbalance
+from ..strategies.finetune import FineTuneConfig
 from ..strategies.linear import fit_linear_head
 from .measure import Measurements, TapScore
 
-# Median images per class below which a dataset is "small" (docs/advisor.md: on the similar
-# datasets fine-tuning gained under a point at up to ~120 images per class).
-SMALL_PER_CLASS = 100
+# Median images per class below which a dataset is "small" (docs/advisor.md: on photos, fine-tuning
+# gained under a point over the linear head at 20 and at ~120 images per class).
+SMALL_PER_CLASS = 150
 # "Similar to ImageNet" needs both signals on the ImageNet side of these thresholds, set midway
 # between the photo datasets and the digit/clothing datasets (docs/advisor.md).
 SIMILAR_CONFIDENCE = 0.38  # mean max-probability of the ImageNet head
-SIMILAR_BN_DISTANCE = 0.45  # BatchNorm-statistics distance
+SIMILAR_BN_DISTANCE = FAR_FROM_PRETRAINING  # BatchNorm-statistics distance
 # The fine-tuning trial: epochs, share of the sample held out to score it, smallest gain that counts.
 TRIAL_EPOCHS = 6
 TRIAL_HELD_OUT = 0.2
@@ -37,7 +39,9 @@ MIN_GAIN = 0.01
 # Measured on hymenoptera (2-core CPU, bf16): an epoch of finetune_top took about one forward
 # pass's time per image, finetune_all about two.
 COST_FACTOR = {"finetune_top": 1.0, "finetune_all": 2.0}
-FINETUNE_EPOCHS = 12
+DEFAULT_CONFIG = FineTuneConfig()
+FINETUNE_EPOCHS = DEFAULT_CONFIG.epochs
+MIRROR_CHECK_IMAGES = 100
 
 
 @dataclass
@@ -142,6 +146,12 @@ def decide(
     final_cost = estimate_seconds(candidate, n, measurements, epochs)
     trial_cost = estimate_seconds(candidate, int(len(sample["labels"]) * (1 - TRIAL_HELD_OUT)), measurements, TRIAL_EPOCHS)
     lines = [_size_line(measurements, small), _similarity_line(measurements, similar), _sweep_line(sweep)]
+    if measurements.similarity.bn_distance is not None and "batchnorm" not in overrides:
+        overrides["batchnorm"] = "frozen" if measurements.similarity.bn_distance > FAR_FROM_PRETRAINING else "batch"
+    considers_finetune = allow_finetune and not (small and similar) and (time_budget is None or spent + final_cost <= time_budget)
+    augmentation_line = None
+    if considers_finetune and "augmentation" not in overrides:
+        overrides["augmentation"], augmentation_line = choose_augmentation(spec, images, sample, preprocessing or spec.preprocessing, random_state)
 
     strategy, tap, trial_line, budget_bound = "linear", linear.tap, None, False
     within = lambda cost: time_budget is None or spent + cost <= time_budget  # noqa: E731
@@ -158,10 +168,13 @@ def decide(
         alternatives.append(Alternative("linear", linear.tap, lin, noise, f"trial: same split, scored on {held} held-out images"))
         gain = ft - lin
         wins = gain > max(MIN_GAIN, noise)
-        trial_line = (
-            f"Trial on {held} held-out images: {candidate} {ft:.1%} vs linear ({linear.tap}) {lin:.1%}: "
-            + (f"fine-tuning wins by {gain * 100:.1f} points (noise {noise * 100:.1f})." if wins else f"{gain * 100:+.1f} points, within the noise ({noise * 100:.1f}), so the cheaper linear head.")
-        )
+        if wins:
+            verdict = f"fine-tuning wins by {gain * 100:.1f} points (noise {noise * 100:.1f})."
+        elif gain > 0:
+            verdict = f"+{gain * 100:.1f} points, within the noise ({noise * 100:.1f}): the cheaper linear head."
+        else:
+            verdict = f"fine-tuning does no better ({gain * 100:+.1f} points): the linear head."
+        trial_line = f"Trial on {held} held-out images: {candidate} {ft:.1%} vs linear ({linear.tap}) {lin:.1%}: {verdict}"
         strategy = candidate if wins else "linear"
     elif rule_strategy != "linear" and within(final_cost):
         trial_line = f"No time for a trial within the {time_budget:.0f} s budget; following the rule unconfirmed."
@@ -175,10 +188,12 @@ def decide(
     lines.append(f"Rule of thumb ({case}): {rule_words}.")
     if trial_line:
         lines.append(trial_line)
+    if augmentation_line and strategy != "linear":
+        lines.append(augmentation_line)
     lines.append(_plan_line(strategy, tap, rule_strategy, small, similar, budget_bound))
     if strategy == "linear" and small and similar:
         lines.append(f"Fine-tuning would likely overfit at this size; try it once you have ~{SMALL_PER_CLASS} images per class.")
-    settings = {"epochs": epochs, **overrides} if strategy != "linear" else {}
+    settings = {"epochs": epochs, "head_lr": DEFAULT_CONFIG.head_lr, "lr_mult": DEFAULT_CONFIG.lr_mult, **overrides} if strategy != "linear" else {}
     return Plan(
         strategy=strategy,
         tap=tap,
@@ -191,6 +206,27 @@ def decide(
         explanation=lines,
         seconds=measurements.seconds + time.perf_counter() - start,
     )
+
+
+def choose_augmentation(spec, images, sample, preprocessing, random_state) -> tuple[str, str]:
+    """``objects`` (which mirrors images), unless a probe tells up to 100 training images from their
+    mirror images well above chance: then ``text_signs``, which never mirrors."""
+    from ..data.augment import MIRROR_SENSITIVE_ACCURACY, MIRROR_SENSITIVE_Z, mirror_sensitivity
+    from ..features import CodeExtractor
+    from ..strategies.finetune import load_rgb
+
+    index = sample["index"]
+    if len(index) < 10:
+        return "objects", "Augmentation: objects (too few images to check whether mirroring changes their meaning)."
+    rng = np.random.default_rng(random_state)
+    chosen = index[rng.choice(len(index), min(MIRROR_CHECK_IMAGES, len(index)), replace=False)]
+    # Decoded images, not files, go in: their cache keys would differ from the files', so skip the cache.
+    extractor = CodeExtractor(spec, PRE_LOGITS, input_size=preprocessing.crop, engine="torch", cache=False)
+    accuracy = mirror_sensitivity(extractor, [load_rgb(images[i], preprocessing.resize) for i in chosen], random_state=random_state)
+    z = (accuracy - 0.5) / (0.5 / math.sqrt(2 * len(chosen)))
+    if accuracy >= MIRROR_SENSITIVE_ACCURACY and z >= MIRROR_SENSITIVE_Z:
+        return "text_signs", f"Augmentation: text_signs, no mirroring (a probe tells mirrored images from originals {accuracy:.0%} of the time)."
+    return "objects", f"Augmentation: objects, with mirroring (mirrored images look like originals: probe {accuracy:.0%}, chance 50%)."
 
 
 def _trial(spec, candidate, linear_tap, sample, images, overrides, random_state, preprocessing) -> tuple[float, float, float, int]:

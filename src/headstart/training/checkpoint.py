@@ -99,5 +99,5 @@ def restore_checkpoint(
 
 def run_identity(config, n_classes: int, n_images: int, weights_id: str) -> dict:
     """What must match for a checkpoint to be continued: settings that shape the run, the data."""
-    settings = {k: v for k, v in asdict(config).items() if k not in ("progress", "num_workers", "device")}
+    settings = {k: v for k, v in asdict(config).items() if k not in ("progress", "num_workers", "device", "time_limit")}
     return json.loads(json.dumps({**settings, "n_classes": n_classes, "n_images": n_images, "weights": weights_id}))

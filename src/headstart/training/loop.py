@@ -112,6 +112,7 @@ def train(
     mixup: float = 0.0,
     start_epoch: int = 0,
     history: History | None = None,
+    deadline: float | None = None,
 ) -> History:
     """Train ``net`` for up to ``epochs``; returns the per-epoch history.
 
@@ -120,7 +121,9 @@ def train(
     model ends with the weights of its best validation loss. ``mixup`` > 0 trains on convex
     mixtures of image pairs with the same mixture of their labels (Zhang et al. 2018). ``on_epoch_end`` runs after each
     epoch's bookkeeping (a checkpoint written there holds the whole state); ``start_epoch`` and
-    ``history`` continue a run restored from such a checkpoint.
+    ``history`` continue a run restored from such a checkpoint. ``deadline`` (a
+    ``time.perf_counter()`` value) ends training after the epoch past which another one would not
+    finish in time.
     """
     for group in optimizer.param_groups:
         group.setdefault("initial_lr", group["lr"])  # restored with the optimizer's state on resume
@@ -168,7 +171,8 @@ def train(
         stop = early_stopping is not None and val_loss is not None and early_stopping.update(epoch + 1, val_loss, net)
         if on_epoch_end is not None:
             on_epoch_end(record)
-        if stop:
+        out_of_time = deadline is not None and time.perf_counter() + record.seconds > deadline
+        if stop or out_of_time:
             history.stopped_early = epoch + 1 < epochs
             break
     if early_stopping is not None and early_stopping.best_state is not None:
