@@ -38,6 +38,7 @@ def main() -> None:
     parser.add_argument("--top-blocks", type=int, default=4)
     parser.add_argument("--head-lr", type=float, default=1e-3)
     parser.add_argument("--augmentation", default="objects")
+    parser.add_argument("--batchnorm", default="frozen", choices=("frozen", "batch"))
     parser.add_argument("--warm-start", action="store_true", help="start the head from the linear probe on the fit split")
     args = parser.parse_args()
 
@@ -52,7 +53,7 @@ def main() -> None:
     spec = get_backbone(args.backbone)
     config = FineTuneConfig(
         strategy=args.strategy, epochs=args.epochs, precision=args.precision, top_blocks=args.top_blocks,
-        head_lr=args.head_lr, augmentation=args.augmentation, progress=False,
+        head_lr=args.head_lr, augmentation=args.augmentation, batchnorm=args.batchnorm, progress=False,
     )
     start = time.perf_counter()
     head = None
@@ -66,7 +67,7 @@ def main() -> None:
     loader = torch.utils.data.DataLoader(test_set, batch_size=32)
     _, accuracy = evaluate(result.net, loader, torch.nn.CrossEntropyLoss(), torch.device("cpu"))
     print(f"dataset   {args.data}: fit {len(fit_paths)}, early-stopping split {len(stop_paths)}, {dataset.eval_split} {len(held_out)}; {machine()}")
-    print(f"settings  {args.backbone} {args.strategy} (top {args.top_blocks} blocks), head lr {args.head_lr:g}, augmentation {args.augmentation}, warm start {args.warm_start}, bf16 {result.bf16}, {result.imbalance.reason}")
+    print(f"settings  {args.backbone} {args.strategy} (top {args.top_blocks} blocks), head lr {args.head_lr:g}, augmentation {args.augmentation}, batchnorm {args.batchnorm}, warm start {args.warm_start}, bf16 {result.bf16}, {result.imbalance.reason}")
     for r in result.history.records:
         print(f"  epoch {r.epoch:2d}  train loss {r.train_loss:.3f} acc {r.train_accuracy:.3f}   stop-split loss {r.val_loss:.3f} acc {r.val_accuracy:.3f}   {r.seconds:5.1f} s  ({r.trainable_parameters:,} trainable)")
     epoch_seconds = np.mean([r.seconds for r in result.history.records])

@@ -110,7 +110,7 @@ def test_auto_estimator_fits_the_plan_saves_it_and_reloads(tmp_path):
 def test_a_given_tap_is_kept_and_a_wrong_one_fails_before_any_work():
     X, y = colour_data()
     model = TransferClassifier("tiny", engine="torch", tap="features.2", time_budget=0).fit(X, y)
-    assert model.tap_ == "features.2"
+    assert model.tap_ == "features.2" and "features.2 codes (as asked)" in model.plan_.explanation[-1]
     with pytest.raises(BackboneError, match="has no tap 'nope'"):
         advise(TINY, X, y, tap="nope")
     with pytest.raises(DataError, match="at least 2 images"):

@@ -342,8 +342,6 @@ class TransferClassifier(ClassifierMixin, BaseEstimator):
         self.finetune_settings_ = {
             **asdict(config),
             "imbalance_plan": result.imbalance.reason,
-            "batchnorm": result.batchnorm,  # "auto" resolved, with the distance that decided it
-            "batchnorm_distance": result.batchnorm_distance,
             "bf16": result.bf16,
             "mirror_warning": self._mirror_warning(images, config),
         }

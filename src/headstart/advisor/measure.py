@@ -30,6 +30,7 @@ from ..backbones import PRE_LOGITS, BackboneSpec, Preprocessing
 from ..backbones.batchnorm import BatchNormMoments
 from ..data.decode import UnreadableImage
 from ..data.duplicates import phash_to_int
+from ..errors import DataError
 from ..features.cache import FeatureCache, default_cache_dir
 from ..features.engine import resolve_device
 from ..features.extract import read_content
@@ -112,7 +113,6 @@ class _Probe:
             else:
                 self._hook(model.get_submodule(tap), tap, pre=False)
         self.moments = BatchNormMoments(model)
-        self.handles.extend(self.moments.handles)
 
     def _hook(self, module: nn.Module, tap: str, pre: bool) -> None:
         def store(tensor: torch.Tensor) -> None:
@@ -126,6 +126,7 @@ class _Probe:
     def close(self) -> None:
         for handle in self.handles:
             handle.remove()
+        self.moments.close()
 
 
 def measure(
@@ -197,7 +198,7 @@ def measure(
 
     kept = np.asarray(kept, dtype=int)
     if len(kept) == 0:
-        raise ValueError("none of the images could be read")
+        raise DataError("none of the images could be read; check the paths and that they are images.")
     codes = {tap: np.vstack(rows) for tap, rows in codes.items()}
     has_head = spec.categories is not None or logits.shape[1] == 1000
     similarity = Similarity(

@@ -17,7 +17,6 @@ import numpy as np
 from sklearn.model_selection import train_test_split
 
 from ..backbones import PRE_LOGITS, BackboneSpec
-from ..backbones.batchnorm import FAR_FROM_PRETRAINING
 from ..data.sampling import plan_imbalance
 from ..strategies.finetune import FineTuneConfig
 from ..strategies.linear import fit_linear_head
@@ -29,7 +28,7 @@ SMALL_PER_CLASS = 150
 # "Similar to ImageNet" needs both signals on the ImageNet side of these thresholds, set midway
 # between the photo datasets and the digit/clothing datasets (docs/advisor.md).
 SIMILAR_CONFIDENCE = 0.38  # mean max-probability of the ImageNet head
-SIMILAR_BN_DISTANCE = FAR_FROM_PRETRAINING  # BatchNorm-statistics distance
+SIMILAR_BN_DISTANCE = 0.45  # BatchNorm-statistics distance
 # The fine-tuning trial: epochs, share of the sample held out to score it, smallest gain that counts.
 TRIAL_EPOCHS = 6
 TRIAL_HELD_OUT = 0.2
@@ -146,8 +145,6 @@ def decide(
     final_cost = estimate_seconds(candidate, n, measurements, epochs)
     trial_cost = estimate_seconds(candidate, int(len(sample["labels"]) * (1 - TRIAL_HELD_OUT)), measurements, TRIAL_EPOCHS)
     lines = [_size_line(measurements, small), _similarity_line(measurements, similar), _sweep_line(sweep)]
-    if measurements.similarity.bn_distance is not None and "batchnorm" not in overrides:
-        overrides["batchnorm"] = "frozen" if measurements.similarity.bn_distance > FAR_FROM_PRETRAINING else "batch"
     considers_finetune = allow_finetune and not (small and similar) and (time_budget is None or spent + final_cost <= time_budget)
     augmentation_line = None
     if considers_finetune and "augmentation" not in overrides:
@@ -190,7 +187,8 @@ def decide(
         lines.append(trial_line)
     if augmentation_line and strategy != "linear":
         lines.append(augmentation_line)
-    lines.append(_plan_line(strategy, tap, rule_strategy, small, similar, budget_bound))
+    top = next(s for s in sweep if s.tap == PRE_LOGITS)
+    lines.append(_plan_line(strategy, linear, top, rule_strategy, small, similar, budget_bound))
     if strategy == "linear" and small and similar:
         lines.append(f"Fine-tuning would likely overfit at this size; try it once you have ~{SMALL_PER_CLASS} images per class.")
     settings = {"epochs": epochs, "head_lr": DEFAULT_CONFIG.head_lr, "lr_mult": DEFAULT_CONFIG.lr_mult, **overrides} if strategy != "linear" else {}
@@ -294,15 +292,20 @@ def _sweep_line(sweep: list[TapScore]) -> str:
     return f"Layer sweep (5-fold CV): top tap {top.cv_accuracy:.1%} +- {top.cv_std * 100:.1f}" + (f", {others}." if others else ".")
 
 
-def _plan_line(strategy: str, tap: str, rule_strategy: str, small: bool, similar: bool, budget_bound: bool) -> str:
+def _plan_line(strategy: str, linear: TapScore, top: TapScore, rule_strategy: str, small: bool, similar: bool, budget_bound: bool) -> str:
     if strategy != "linear":
         verdict = "as the rule says" if strategy == rule_strategy else "the trial overturned the rule"
         return f"Plan: {strategy}, head warm-started from the linear classifier ({verdict})."
-    where = "top-layer codes" if tap == PRE_LOGITS else f"{tap} codes"
-    if small and not similar and tap == PRE_LOGITS:
-        return f"Plan: linear classifier on {where} (the sweep overturned the rule: no earlier tap beat the top one)."
+    if linear.tap == PRE_LOGITS:
+        where = "top-layer codes"
+        if small and not similar:
+            where += " (the sweep overturned the rule: no earlier tap beat the top one beyond the noise)"
+    elif math.isnan(linear.cv_accuracy):
+        where = f"{linear.tap} codes (as asked)"
+    else:
+        where = f"{linear.tap} codes ({linear.cv_accuracy:.1%} in the sweep against the top tap's {top.cv_accuracy:.1%})"
     if rule_strategy != "linear" and budget_bound:
-        return f"Plan: linear classifier on {where} (the time budget rules out the rule's {rule_strategy})."
+        return f"Plan: linear classifier on {where}; the time budget rules out the rule's {rule_strategy}."
     if rule_strategy != "linear":
-        return f"Plan: linear classifier on {where} (measured, overturning the rule's {rule_strategy})."
+        return f"Plan: linear classifier on {where}; measured, overturning the rule's {rule_strategy}."
     return f"Plan: linear classifier on {where}."

@@ -2,21 +2,14 @@
 
 Every BatchNorm layer keeps the running mean and variance of its inputs over the pretraining data
 (ImageNet's), so comparing them with the same moments over new images measures how unlike the
-pretraining data those images are, with no pretraining image at hand. The advisor uses it as a
-similarity signal, and fine-tuning uses it to decide whether BatchNorm may normalise with batch
-statistics (harmless when they match the stored ones, ruinous when they do not).
+pretraining data those images are, with no pretraining image at hand: one of the advisor's two
+similarity signals.
 """
 
 from __future__ import annotations
 
 import numpy as np
-import torch
 from torch import nn
-
-# Distances above this mean data unlike the pretraining images. Set midway between photos (0.22
-# hymenoptera, 0.32 oxford17flowers) and grey digits and clothing (0.61 to 1.05); docs/advisor.md.
-FAR_FROM_PRETRAINING = 0.45
-
 
 class BatchNormMoments:
     """Per-channel first and second moments of the inputs of every BatchNorm2d layer of ``model``,
@@ -56,23 +49,3 @@ class BatchNormMoments:
     def close(self) -> None:
         for handle in self.handles:
             handle.remove()
-
-    def __enter__(self) -> "BatchNormMoments":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
-
-
-@torch.no_grad()
-def batchnorm_distance(model: nn.Module, batches) -> float | None:
-    """:meth:`BatchNormMoments.distance` of ``model`` (run in eval mode) over image ``batches``."""
-    was_training = model.training
-    model.eval()
-    try:
-        with BatchNormMoments(model) as moments:
-            for batch in batches:
-                model(batch)
-        return moments.distance()
-    finally:
-        model.train(was_training)
