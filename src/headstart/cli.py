@@ -297,8 +297,10 @@ def format_summary(summary, output) -> str:
     )
     name = "logistic regression" if clf["kind"] == "logistic" else "linear SVM"
     if summary.plan:
-        lines.append(f"  plan        {summary.plan['case']}: {summary.plan['explanation'][-1] if summary.plan['explanation'] else summary.plan['strategy']}")
-        lines.extend(f"              {line}" for line in summary.plan["explanation"][:-1])
+        plan_lines = [line for line in summary.plan["explanation"] if not line.startswith("Plan: ")]
+        chosen = next((line.removeprefix("Plan: ") for line in summary.plan["explanation"] if line.startswith("Plan: ")), summary.plan["strategy"])
+        lines.append(f"  plan        {summary.plan['case']}: {chosen}")
+        lines.extend(f"              {line}" for line in plan_lines)
     lines.append(f"  classifier  {name}, C={clf['C']:g} chosen by {clf['cv_folds']}-fold CV{cv}{weights}")
     tuned = summary.finetune
     if tuned:
