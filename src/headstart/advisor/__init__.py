@@ -22,7 +22,6 @@ def advise(
     time_budget: float | None = None,
     tap: str | None = None,
     finetune: dict | None = None,
-    allow_finetune: bool = True,
     input_size: int | None = None,
     device: str = "auto",
     batch_size: int = 32,
@@ -53,7 +52,7 @@ def advise(
     )
     return decide(
         spec, measurements, sample, list(images), time_budget=time_budget, tap=tap, finetune_overrides=finetune,
-        allow_finetune=allow_finetune, random_state=random_state, preprocessing=preprocessing,
+        random_state=random_state, preprocessing=preprocessing,
     )
 
 

@@ -122,7 +122,6 @@ def decide(
     time_budget: float | None = None,
     tap: str | None = None,
     finetune_overrides: dict | None = None,
-    allow_finetune: bool = True,
     random_state: int = 0,
     preprocessing=None,
 ) -> Plan:
@@ -145,16 +144,14 @@ def decide(
     final_cost = estimate_seconds(candidate, n, measurements, epochs)
     trial_cost = estimate_seconds(candidate, int(len(sample["labels"]) * (1 - TRIAL_HELD_OUT)), measurements, TRIAL_EPOCHS)
     lines = [_size_line(measurements, small), _similarity_line(measurements, similar), _sweep_line(sweep)]
-    considers_finetune = allow_finetune and not (small and similar) and (time_budget is None or spent + final_cost <= time_budget)
+    considers_finetune = not (small and similar) and (time_budget is None or spent + final_cost <= time_budget)
     augmentation_line = None
     if considers_finetune and "augmentation" not in overrides:
         overrides["augmentation"], augmentation_line = choose_augmentation(spec, images, sample, preprocessing or spec.preprocessing, random_state)
 
     strategy, tap, trial_line, budget_bound = "linear", linear.tap, None, False
     within = lambda cost: time_budget is None or spent + cost <= time_budget  # noqa: E731
-    if not allow_finetune:
-        trial_line = "Fine-tuning not considered: it needs the images, and only codes were given."
-    elif small and similar:
+    if small and similar:
         trial_line = None  # the rule and the sweep agree on the cheap answer; nothing to try
     elif int(np.bincount(sample["labels"]).min()) < 5:
         trial_line = "No fine-tuning trial: some class has fewer than 5 images to split."
@@ -177,7 +174,7 @@ def decide(
         trial_line = f"No time for a trial within the {time_budget:.0f} s budget; following the rule unconfirmed."
         strategy = rule_strategy
     else:
-        trial_line = f"Fine-tuning would take about {final_cost:.0f} s, past the {time_budget:.0f} s budget; staying linear." if time_budget else None
+        trial_line = f"Fine-tuning would take about {final_cost:.0f} s, past the {time_budget:.0f} s budget; staying linear."
         budget_bound = True
 
     if strategy != "linear":
