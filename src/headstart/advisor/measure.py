@@ -34,7 +34,7 @@ from ..errors import DataError
 from ..features.cache import FeatureCache, default_cache_dir
 from ..features.engine import resolve_device
 from ..features.extract import read_content
-from ..strategies.linear import fit_linear_head, imbalance_ratio
+from ..strategies.linear import fit_linear_head
 
 log = logging.getLogger(__name__)
 
@@ -189,9 +189,9 @@ def measure(
                 for tap in taps:
                     rows = probe.outputs[tap].cpu().numpy()
                     codes[tap].append(rows)
-                    for item, row in zip(batch, rows):
-                        if tap in caches:
-                            caches[tap].put(item[2], row, item[3])
+                    if tap in caches:
+                        for (_, _, content_hash, phash), row in zip(batch, rows):
+                            caches[tap].put(content_hash, row, phash)
                 kept += [item[0] for item in batch]
     finally:
         probe.close()
@@ -200,7 +200,8 @@ def measure(
     if len(kept) == 0:
         raise DataError("none of the images could be read; check the paths and that they are images.")
     codes = {tap: np.vstack(rows) for tap, rows in codes.items()}
-    has_head = spec.categories is not None or logits.shape[1] == 1000
+    # An ImageNet head: named categories, or (timm and hub models) a 1000-way classifier.
+    has_head = spec.categories is not None or getattr(model.get_submodule(spec.classifier), "out_features", 0) == 1000
     similarity = Similarity(
         head_confidence=float(torch.cat(confidences).mean()) if has_head else None,
         head_entropy=float(torch.cat(entropies).mean()) if has_head else None,
@@ -235,4 +236,4 @@ def layer_sweep(spec: BackboneSpec, codes: dict[str, np.ndarray], labels: np.nda
     return scores
 
 
-__all__ = ["Measurements", "Similarity", "SizeStats", "TapScore", "imbalance_ratio", "measure", "size_stats", "sweep_taps"]
+__all__ = ["Measurements", "Similarity", "SizeStats", "TapScore", "measure", "size_stats", "sweep_taps"]

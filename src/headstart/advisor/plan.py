@@ -144,13 +144,13 @@ def decide(
     final_cost = estimate_seconds(candidate, n, measurements, epochs)
     trial_cost = estimate_seconds(candidate, int(len(sample["labels"]) * (1 - TRIAL_HELD_OUT)), measurements, TRIAL_EPOCHS)
     lines = [_size_line(measurements, small), _similarity_line(measurements, similar), _sweep_line(sweep)]
-    considers_finetune = not (small and similar) and (time_budget is None or spent + final_cost <= time_budget)
+    within = lambda cost: time_budget is None or spent + cost <= time_budget  # noqa: E731
+    considers_finetune = not (small and similar) and within(final_cost)
     augmentation_line = None
     if considers_finetune and "augmentation" not in overrides:
         overrides["augmentation"], augmentation_line = choose_augmentation(spec, images, sample, preprocessing or spec.preprocessing, random_state)
 
     strategy, tap, trial_line, budget_bound = "linear", linear.tap, None, False
-    within = lambda cost: time_budget is None or spent + cost <= time_budget  # noqa: E731
     if small and similar:
         trial_line = None  # the rule and the sweep agree on the cheap answer; nothing to try
     elif int(np.bincount(sample["labels"]).min()) < 5:
@@ -193,7 +193,7 @@ def decide(
         strategy=strategy,
         tap=tap,
         case=case,
-        rule=rule_strategy if rule_strategy != "linear" or not (small and not similar) else "linear (earlier tap)",
+        rule="linear (earlier tap)" if small and not similar else rule_strategy,
         settings=settings,
         imbalance=imbalance,
         measurements=measurements,
@@ -206,7 +206,7 @@ def decide(
 def choose_augmentation(spec, images, sample, preprocessing, random_state) -> tuple[str, str]:
     """``objects`` (which mirrors images), unless a probe tells up to 100 training images from their
     mirror images well above chance: then ``text_signs``, which never mirrors."""
-    from ..data.augment import MIRROR_SENSITIVE_ACCURACY, MIRROR_SENSITIVE_Z, mirror_sensitivity
+    from ..data.augment import is_mirror_sensitive, mirror_sensitivity
     from ..features import CodeExtractor
     from ..strategies.finetune import load_rgb
 
@@ -218,8 +218,7 @@ def choose_augmentation(spec, images, sample, preprocessing, random_state) -> tu
     # Decoded images, not files, go in: their cache keys would differ from the files', so skip the cache.
     extractor = CodeExtractor(spec, PRE_LOGITS, input_size=preprocessing.crop, engine="torch", cache=False)
     accuracy = mirror_sensitivity(extractor, [load_rgb(images[i], preprocessing.resize) for i in chosen], random_state=random_state)
-    z = (accuracy - 0.5) / (0.5 / math.sqrt(2 * len(chosen)))
-    if accuracy >= MIRROR_SENSITIVE_ACCURACY and z >= MIRROR_SENSITIVE_Z:
+    if is_mirror_sensitive(accuracy, len(chosen)):
         return "text_signs", f"Augmentation: text_signs, no mirroring (a probe tells mirrored images from originals {accuracy:.0%} of the time)."
     return "objects", f"Augmentation: objects, with mirroring (mirrored images look like originals: probe {accuracy:.0%}, chance 50%)."
 
@@ -227,7 +226,7 @@ def choose_augmentation(spec, images, sample, preprocessing, random_state) -> tu
 def _trial(spec, candidate, linear_tap, sample, images, overrides, random_state, preprocessing) -> tuple[float, float, float, int]:
     """Fine-tune ``candidate`` for a few epochs on most of the sample and score it, and the linear
     head on ``linear_tap``, on the same held-out images. Returns (ft, linear, noise, n_held)."""
-    from ..strategies.finetune import FineTuneConfig, finetune
+    from ..strategies.finetune import FineTuneConfig, finetune, network_scores
 
     labels, index = sample["labels"], sample["index"]
     rows = np.arange(len(labels))
@@ -251,8 +250,6 @@ def _trial(spec, candidate, linear_tap, sample, images, overrides, random_state,
         n_classes=int(labels.max()) + 1,
         head_init=warm,
     )
-    from ..strategies.finetune import network_scores
-
     scores, _ = network_scores(result.net, [images[index[r]] for r in held_rows], preprocessing)
     ft_correct = np.nan_to_num(scores, nan=-np.inf).argmax(1) == labels[held_rows]
     discordant = int((ft_correct != linear_correct).sum())

@@ -13,6 +13,21 @@ def _global_pool(out: torch.Tensor) -> torch.Tensor:
     return out.mean(dim=(2, 3)) if out.ndim == 4 else out
 
 
+def _run_capturing(model: nn.Module, names, x: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Run ``model`` on ``x``; return its output and the outputs of the named submodules, captured
+    with forward hooks (which work for any architecture, where FX tracing does not)."""
+    captured: dict[str, torch.Tensor] = {}
+    handles = [
+        model.get_submodule(name).register_forward_hook(lambda _m, _i, out, name=name: captured.__setitem__(name, out)) for name in names
+    ]
+    try:
+        output = model(x)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return output, captured
+
+
 class PreLogitsTap(nn.Module):
     """The network with its ImageNet classifier replaced by Identity: what reached it are the codes."""
 
@@ -37,13 +52,8 @@ class ModuleTap(nn.Module):
         self.tap = tap
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        captured: list[torch.Tensor] = []
-        handle = self.model.get_submodule(self.tap).register_forward_hook(lambda _m, _i, out: captured.append(out))
-        try:
-            self.model(x)
-        finally:
-            handle.remove()
-        return _global_pool(captured[0])
+        _, captured = _run_capturing(self.model, [self.tap], x)
+        return _global_pool(captured[self.tap])
 
 
 class MultiTap(nn.Module):
@@ -55,17 +65,8 @@ class MultiTap(nn.Module):
         self.taps = taps
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        captured: dict[str, torch.Tensor] = {}
-        handles = [
-            self.model.get_submodule(tap).register_forward_hook(lambda _m, _i, out, tap=tap: captured.__setitem__(tap, out))
-            for tap in self.taps
-            if tap != PRE_LOGITS
-        ]
-        try:
-            captured[PRE_LOGITS] = self.model(x)
-        finally:
-            for handle in handles:
-                handle.remove()
+        codes, captured = _run_capturing(self.model, [tap for tap in self.taps if tap != PRE_LOGITS], x)
+        captured[PRE_LOGITS] = codes
         return torch.cat([_global_pool(captured[tap]) for tap in self.taps], dim=1)
 
 
@@ -81,13 +82,8 @@ class FeatureMapTap(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.feature_map == FORWARD_FEATURES:
             return self.model.forward_features(x)
-        captured: list[torch.Tensor] = []
-        handle = self.model.get_submodule(self.feature_map).register_forward_hook(lambda _m, _i, out: captured.append(out))
-        try:
-            self.model(x)
-        finally:
-            handle.remove()
-        return captured[0]
+        _, captured = _run_capturing(self.model, [self.feature_map], x)
+        return captured[self.feature_map]
 
 
 def _without_classifier(spec: BackboneSpec, model: nn.Module) -> nn.Module:

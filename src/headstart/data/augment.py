@@ -102,14 +102,20 @@ def mirror_sensitivity(extractor, images: Sequence[Image.Image], *, random_state
     return float(cross_val_score(probe, X, y, groups=groups, cv=GroupKFold(5)).mean())
 
 
+def is_mirror_sensitive(accuracy: float, n_images: int) -> bool:
+    """Whether a mirror probe's accuracy on ``n_images`` (and as many mirrors) is far enough above
+    chance to say mirroring changes what the images show."""
+    standard_error = 0.5 / np.sqrt(2 * n_images)
+    return accuracy >= MIRROR_SENSITIVE_ACCURACY and (accuracy - 0.5) / standard_error >= MIRROR_SENSITIVE_Z
+
+
 def check_mirroring(policy: str | Sequence[str], extractor, images: Sequence[Image.Image]) -> str | None:
     """A warning (also logged) when ``policy`` mirrors images that look mirror-sensitive, else None."""
     if not MIRRORING_STEPS & set(policy_steps(policy)):
         return None
     images = list(images)
     accuracy = mirror_sensitivity(extractor, images)
-    standard_error = 0.5 / np.sqrt(2 * len(images))
-    if accuracy < MIRROR_SENSITIVE_ACCURACY or (accuracy - 0.5) / standard_error < MIRROR_SENSITIVE_Z:
+    if not is_mirror_sensitive(accuracy, len(images)):
         return None
     message = (
         f"augmentation {policy!r} mirrors images, but a probe tells mirrored images from originals "
