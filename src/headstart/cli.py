@@ -48,6 +48,8 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument("--resume", action="store_true", help="fine-tuning: continue an interrupted run from RUN/checkpoints")
     fit.add_argument("--allow-outside", action="store_true", help="let CSV paths leave the CSV's folder")
     fit.add_argument("--test-size", type=float, default=0.2, help="held-out share when no split is given (default 0.2)")
+    fit.add_argument("--tensorboard", action="store_true", help="write TensorBoard logs to RUN/tensorboard (tensorboard --logdir RUN)")
+    fit.add_argument("--no-diagnostics", action="store_true", help="skip the verdict, learning curve, label suspects and weight statistics")
     fit.set_defaults(handler=cmd_fit)
 
     predict = commands.add_parser("predict", help="classify images with a saved run")
@@ -89,6 +91,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     backbones = commands.add_parser("backbones", help="list the backbones that work offline")
     backbones.set_defaults(handler=cmd_backbones)
+
+    report = commands.add_parser("report", help="rebuild RUN/report.html from RUN/metrics.json")
+    report.add_argument("run", help="run directory written by fit")
+    report.set_defaults(handler=cmd_report)
+
+    inspect = commands.add_parser("inspect", help="look inside a run or a backbone")
+    inspect_what = inspect.add_subparsers(dest="what", required=True, metavar="WHAT")
+    inspect_weights = inspect_what.add_parser("weights", help="per-layer weight statistics of a run or a backbone")
+    inspect_weights.add_argument("target", help="a run directory, or a backbone name (see 'headstart backbones')")
+    inspect_weights.add_argument("--format", choices=("table", "json"), default="table")
+    inspect_weights.set_defaults(handler=cmd_inspect_weights)
     return parser
 
 
@@ -176,7 +189,7 @@ def cmd_fit(args) -> int:
     try:
         _, summary = fit_folder(
             args.data, args.output, strict=args.strict, test_size=args.test_size, allow_outside=args.allow_outside,
-            resume=args.resume, **params,
+            resume=args.resume, diagnostics=not args.no_diagnostics, tensorboard=args.tensorboard, **params,
         )
     except KeyboardInterrupt:
         if args.strategy != "linear":
@@ -264,6 +277,32 @@ def cmd_export(args) -> int:
     return 0
 
 
+def cmd_report(args) -> int:
+    from .report import write_report
+
+    print(f"wrote {write_report(args.run)}")
+    return 0
+
+
+def cmd_inspect_weights(args) -> int:
+    from .diagnostics import model_weight_report, weight_report
+
+    target = Path(args.target)
+    if target.is_dir():
+        from .estimator import TransferClassifier
+
+        report = model_weight_report(TransferClassifier.load(target))
+    else:
+        from .backbones import get_backbone
+
+        report = weight_report(get_backbone(args.target).build())
+    if args.format == "json":
+        print(json.dumps({"layers": report["layers"], "notes": report["notes"]}, indent=2))
+    else:
+        print(format_weights(report))
+    return 0
+
+
 def cmd_backbones(args) -> int:
     from .backbones import get_backbone, list_backbones
 
@@ -316,7 +355,28 @@ def format_summary(summary, output) -> str:
     lines.append("  " + _duplicates_line(summary.duplicates))
     for pair in summary.duplicates.get("leakage", [])[:5]:
         lines.append(f"              {pair['kind']}: {pair['paths'][0]}  <->  {pair['paths'][1]}")
-    lines.append(f"  saved to    {output}")
+    lines.append(f"  saved to    {output}" + (f" (open {Path(output) / 'report.html'})" if summary.diagnostics else ""))
+    if summary.verdict:
+        lines.append(f"  verdict     {summary.verdict}")
+        lines.extend(f"              - {step}" for step in summary.diagnostics["verdict"]["next_steps"])
+    return "\n".join(lines)
+
+
+def format_weights(report: dict) -> str:
+    """The weight table: one row per layer (pretrained, or trained where the layer was trained)."""
+    drift = any("drift" in row for row in report["layers"])
+    header = f"{'layer':<34} {'shape':>16} {'mean':>8} {'std':>7} {'min':>7} {'max':>7} {'skew':>6} {'kurt':>6} normal  {'rand std':>8}"
+    lines = [header + ("   drift" if drift else "")]
+    for row in report["layers"]:
+        s = row.get("trained") or row["pretrained"]
+        shape = "x".join(map(str, row["shape"]))
+        random_std = f"{row['random']['std']:8.4f}" if "random" in row else " " * 8
+        line = (
+            f"{row['layer'][:34]:<34} {shape:>16} {s['mean']:8.4f} {s['std']:7.4f} {s['min']:7.3f} {s['max']:7.3f} "
+            f"{s['skewness']:6.2f} {s['excess_kurtosis']:6.2f} {'yes' if s['normal'] else 'no':<6}  {random_std}"
+        )
+        lines.append(line + (f"  {row['drift']:6.2%}" if "drift" in row else ""))
+    lines.extend(f"- {note}" for note in report["notes"])
     return "\n".join(lines)
 
 

@@ -63,6 +63,9 @@ class TransferClassifier(ClassifierMixin, BaseEstimator):
         Fine-tuning: folder for a checkpoint after every epoch (``fit_folder`` uses RUN/checkpoints).
     resume : bool, default=False
         Fine-tuning: continue from the checkpoint in ``checkpoint_dir``.
+    tensorboard_dir : str, optional
+        Write TensorBoard logs there: losses, accuracies, learning rates and weight histograms
+        every fine-tuning epoch, and the linear head's weights (``tensorboard --logdir``).
     Cs : tuple of float, optional
         Inverse regularisation strengths to choose from by stratified cross-validation.
     class_weight : {"auto", "balanced", None}, default="auto"
@@ -119,6 +122,7 @@ class TransferClassifier(ClassifierMixin, BaseEstimator):
         time_budget: float | None = None,
         checkpoint_dir: str | None = None,
         resume: bool = False,
+        tensorboard_dir: str | None = None,
         Cs: tuple[float, ...] | None = None,
         class_weight: str | None = "auto",
         input_size: int | None = None,
@@ -140,6 +144,7 @@ class TransferClassifier(ClassifierMixin, BaseEstimator):
         self.time_budget = time_budget
         self.checkpoint_dir = checkpoint_dir
         self.resume = resume
+        self.tensorboard_dir = tensorboard_dir
         self.Cs = Cs
         self.class_weight = class_weight
         self.input_size = input_size
@@ -274,12 +279,27 @@ class TransferClassifier(ClassifierMixin, BaseEstimator):
         self.strategy_ = self._resolved_strategy()
         self.net_ = None
         self.history_ = None
-        if self.strategy_ != "linear":
-            if images is None:
-                raise DataError(f"strategy {self.strategy_!r} trains on the images themselves; pass images= to fit_codes, or call fit.")
-            kept = [image for image, good in zip(images, ok) if good]
-            self._fine_tune(kept, y_index, finetune_config)
+        board = self._tensorboard()
+        try:
+            if self.strategy_ != "linear":
+                if images is None:
+                    raise DataError(f"strategy {self.strategy_!r} trains on the images themselves; pass images= to fit_codes, or call fit.")
+                kept = [image for image, good in zip(images, ok) if good]
+                self._fine_tune(kept, y_index, finetune_config, board)
+            if board is not None:
+                step = len(self.history_.records) if self.history_ is not None else 0
+                board.final({"accuracy/cross_validation": report.cv_score}, {"linear_head": head.coef}, step)
+        finally:
+            if board is not None:
+                board.close()
         return self
+
+    def _tensorboard(self):
+        if not self.tensorboard_dir:
+            return None
+        from .diagnostics.tensorboard import TensorBoardLog
+
+        return TensorBoardLog(self.tensorboard_dir)
 
     def _uses_advisor(self) -> bool:
         # Concatenated backbones can only feed a linear head: nothing for the advisor to choose.
@@ -312,7 +332,7 @@ class TransferClassifier(ClassifierMixin, BaseEstimator):
             defaults["time_limit"] = max(0.0, self.time_budget - spent)
         return FineTuneConfig(**{**defaults, **options, "strategy": strategy})
 
-    def _fine_tune(self, images: list, y_index: np.ndarray, config) -> None:
+    def _fine_tune(self, images: list, y_index: np.ndarray, config, board=None) -> None:
         from sklearn.model_selection import train_test_split
 
         from .strategies.finetune import finetune
@@ -336,6 +356,7 @@ class TransferClassifier(ClassifierMixin, BaseEstimator):
             checkpoint_dir=Path(self.checkpoint_dir) if self.checkpoint_dir else None,
             resume=self.resume,
             preprocessing=self.preprocessing_,
+            on_epoch_end=board,
         )
         self.net_ = result.net
         self.history_ = result.history
@@ -388,11 +409,12 @@ class TransferClassifier(ClassifierMixin, BaseEstimator):
         return network_scores(self.net_, X, self.preprocessing_, batch_size=self.batch_size)
 
     # ------------------------------------------------------------ persistence
-    def save(self, directory: str | os.PathLike, *, metrics: dict | None = None) -> Path:
-        """Write the fitted model to ``directory`` atomically (JSON + safetensors)."""
+    def save(self, directory: str | os.PathLike, *, metrics: dict | None = None, report: str | None = None) -> Path:
+        """Write the fitted model to ``directory`` atomically (JSON + safetensors), with the run's
+        ``metrics`` and ``report`` (HTML) when given."""
         from .persistence import save_model
 
-        return save_model(self, Path(directory), metrics=metrics)
+        return save_model(self, Path(directory), metrics=metrics, report_html=report)
 
     @classmethod
     def load(cls, directory: str | os.PathLike) -> "TransferClassifier":

@@ -28,12 +28,14 @@ FORMAT_VERSION = 1
 WEIGHTS_FILE = "model.safetensors"
 META_FILE = "model.json"
 METRICS_FILE = "metrics.json"
+REPORT_FILE = "report.html"
 
 # Constructor parameters that describe the model rather than the machine it was trained on.
 _SAVED_PARAMS = ("backbone", "tap", "classifier", "strategy", "finetune", "time_budget", "Cs", "class_weight", "input_size", "random_state")
 HISTORY_FILE = "history.json"
 PLAN_FILE = "plan.json"  # the advisor's measurements, alternatives and explanation (strategy="auto")
 CHECKPOINTS = "checkpoints"  # fine-tuning checkpoints, kept when the run directory is rewritten
+TENSORBOARD = "tensorboard"  # TensorBoard logs (--tensorboard), kept the same way
 NET_PREFIX = "net."  # fine-tuned network tensors, beside the linear head's in one safetensors file
 
 
@@ -47,12 +49,17 @@ def library_versions() -> dict[str, str]:
     return versions
 
 
+def as_json(data: dict) -> dict:
+    """``data`` as it reads back from JSON (numpy scalars and arrays become plain values)."""
+    return json.loads(json.dumps(data, default=_jsonable))
+
+
 def to_json_label(label):
     """numpy scalars become plain ints/floats/strings so labels survive JSON unchanged."""
     return label.item() if isinstance(label, np.generic) else label
 
 
-def save_model(model, directory: Path, *, metrics: dict | None = None) -> Path:
+def save_model(model, directory: Path, *, metrics: dict | None = None, report_html: str | None = None) -> Path:
     from sklearn.utils.validation import check_is_fitted
 
     check_is_fitted(model, "head_")
@@ -86,13 +93,16 @@ def save_model(model, directory: Path, *, metrics: dict | None = None) -> Path:
     if model.net_ is not None:
         tensors |= {NET_PREFIX + k: v.detach().cpu().contiguous().numpy() for k, v in model.net_.state_dict().items()}
     with atomic_directory(directory) as staging:
-        if (directory / CHECKPOINTS).is_dir():  # copied, not moved: a failed save must not lose them
-            shutil.copytree(directory / CHECKPOINTS, staging / CHECKPOINTS)
+        for kept in (CHECKPOINTS, TENSORBOARD):  # copied, not moved: a failed save must not lose them
+            if (directory / kept).is_dir():
+                shutil.copytree(directory / kept, staging / kept)
         save_file(tensors, str(staging / WEIGHTS_FILE))
         meta["weights_sha256"] = _sha256(staging / WEIGHTS_FILE)
         (staging / META_FILE).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
         if metrics is not None:
             (staging / METRICS_FILE).write_text(json.dumps(metrics, indent=2, default=_jsonable) + "\n", encoding="utf-8")
+        if report_html is not None:
+            (staging / REPORT_FILE).write_text(report_html, encoding="utf-8")
         if model._uses_advisor() and getattr(model, "plan_", None) is not None:
             (staging / PLAN_FILE).write_text(json.dumps(model.plan_.to_dict(), indent=2, default=_jsonable) + "\n", encoding="utf-8")
         if model.history_ is not None:

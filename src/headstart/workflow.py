@@ -16,10 +16,13 @@ import numpy as np
 from sklearn.metrics import balanced_accuracy_score, recall_score
 
 from .data import Dataset, find_duplicates, load_dataset
+from .diagnostics import diagnose, wilson_interval
+from .diagnostics.tensorboard import TensorBoardLog
 from .errors import DataError
 from .estimator import TransferClassifier
 from .features import Codes
-from .persistence import CHECKPOINTS, to_json_label
+from .persistence import CHECKPOINTS, TENSORBOARD, as_json, to_json_label
+from .report import render_report
 from .strategies.linear import softmax
 
 log = logging.getLogger(__name__)
@@ -55,6 +58,8 @@ class FitSummary:
     engine: str = ""
     finetune: dict | None = None  # strategy, epochs, best epoch, time per epoch (fine-tuning only)
     plan: dict | None = None  # strategy="auto": what the advisor chose and why (all of it in plan.json)
+    verdict: str | None = None  # the diagnostics' one-line verdict
+    diagnostics: dict | None = None  # everything report.html shows (headstart.diagnostics.diagnose)
     computed_codes: int = 0
     seconds_features: float = 0.0  # reading, decoding and the backbone (or the cache)
     seconds: float = 0.0
@@ -70,12 +75,16 @@ def fit_folder(
     strict: bool = False,
     test_size: float = 0.2,
     allow_outside: bool = False,
+    diagnostics: bool = True,
+    tensorboard: bool = False,
     **params,
 ) -> tuple[TransferClassifier, FitSummary]:
     """Fit a :class:`TransferClassifier` on a dataset folder or CSV and optionally save the run.
 
     ``params`` go to :class:`TransferClassifier`. The held-out split (test, else val, else a
-    stratified 20% of the pool) is evaluated and never used for fitting.
+    stratified 20% of the pool) is evaluated and never used for fitting. With ``diagnostics``
+    the summary carries the verdict and everything the report shows; with ``output``, the run
+    directory gets ``report.html`` too, and with ``tensorboard``, TensorBoard logs.
     """
     start = time.perf_counter()
     dataset = load_dataset(data, test_size=test_size, random_state=params.get("random_state") or 0, allow_outside=allow_outside)
@@ -83,6 +92,10 @@ def fit_folder(
         _raise_unreadable(dataset.unreadable())
     if output is not None and params.get("strategy", "auto") != "linear":
         params.setdefault("checkpoint_dir", str(Path(output) / CHECKPOINTS))
+    if tensorboard:
+        if output is None:
+            raise DataError("tensorboard logs go into the run directory; give one (-o RUN).")
+        params.setdefault("tensorboard_dir", str(Path(output) / TENSORBOARD))
     model = TransferClassifier(strict=strict, **params)
     records = dataset.records
     train = np.array([r.split == "train" for r in records])
@@ -98,14 +111,33 @@ def fit_folder(
     model.fit_codes(_subset(codes, train), labels[train], images=[r.path for r, t in zip(records, train) if t], started=start)
 
     eval_split = dataset.eval_split
-    evaluation = None
+    evaluation = scores = held_out = None
     if eval_split:
         held_out = np.flatnonzero(np.array([r.split == eval_split for r in records]) & codes.ok)
         if model.net_ is None:  # the codes are already there: no need to read the images again
             scores = model.head_.decision_function(codes.codes[held_out])
         else:
             scores, _ = model.scores_and_failures([records[i].path for i in held_out])
+        finite = np.isfinite(scores).all(axis=1)
+        scores, held_out = scores[finite], held_out[finite]
         evaluation = evaluate_scores(model, scores, labels[held_out], eval_split)
+    report = None
+    if diagnostics:
+        fitted = np.flatnonzero(train & codes.ok)
+        report = diagnose(
+            model,
+            codes.codes[fitted],
+            labels[fitted],
+            eval_scores=scores,
+            eval_labels=labels[held_out] if held_out is not None else None,
+            eval_split=eval_split or "test",
+            eval_ci95=evaluation.accuracy_ci95 if evaluation else None,
+            train_images=[records[i].path for i in fitted],
+        )
+    if tensorboard and evaluation is not None:
+        board = TensorBoardLog(Path(output) / TENSORBOARD)
+        board.final({f"accuracy/{eval_split}": evaluation.accuracy, f"balanced_accuracy/{eval_split}": evaluation.balanced_accuracy}, {}, 0)
+        board.close()
     summary = FitSummary(
         data=str(data),
         layout=dataset.layout,
@@ -118,6 +150,8 @@ def fit_folder(
         classifier=asdict(model.fit_report_) | {"kind": model.classifier},
         finetune=_finetune_summary(model),
         plan=_plan_summary(model),
+        verdict=report["verdict"]["headline"] if report else None,
+        diagnostics=report,
         backbone=model.backbone,
         engine=codes.engine,
         computed_codes=codes.computed,
@@ -125,7 +159,8 @@ def fit_folder(
         seconds=round(time.perf_counter() - start, 2),
     )
     if output is not None:
-        model.save(output, metrics=summary.to_dict())
+        metrics = as_json(summary.to_dict())
+        model.save(output, metrics=metrics, report=render_report(metrics))
     return model, summary
 
 
@@ -219,16 +254,6 @@ def _plan_summary(model: TransferClassifier) -> dict | None:
     if plan is None:
         return None
     return {"strategy": plan.strategy, "tap": plan.tap, "case": plan.case, "explanation": plan.explanation, "seconds": round(plan.seconds, 1)}
-
-
-def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
-    """95% confidence interval of a proportion; sound even at 0% or 100% on small samples."""
-    if n == 0:
-        return (0.0, 1.0)
-    p = successes / n
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return (round(float(centre - half), 4), round(float(centre + half), 4))
 
 
 def duplicate_report(dataset: Dataset, codes: Codes) -> dict:

@@ -23,6 +23,7 @@ import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -35,7 +36,7 @@ from ..data.decode import UnreadableImage, array_to_image, decode_image, to_rgb
 from ..data.sampling import ClassBalancedSampler, ImbalancePlan, inverse_frequency_weights, plan_imbalance
 from ..errors import HeadstartError
 from ..features.engine import resolve_device
-from ..training import EarlyStopping, History, RangeTest, lr_range_test, param_groups, train, warmup_cosine
+from ..training import EarlyStopping, EpochRecord, History, RangeTest, lr_range_test, param_groups, train, warmup_cosine
 from ..training.checkpoint import CHECKPOINT_FILE, restore_checkpoint, run_identity, save_checkpoint
 from ..training.params import backbone_blocks, block_index
 from .layers import DropConnectLinear, StochasticPool
@@ -253,6 +254,7 @@ def finetune(
     checkpoint_dir: Path | None = None,
     resume: bool = False,
     preprocessing: Preprocessing | None = None,
+    on_epoch_end: Callable[[EpochRecord, nn.Module], None] | None = None,
 ) -> FineTuneResult:
     """Fine-tune ``spec``'s network on images with integer labels 0..k-1; validate on the val split.
 
@@ -260,7 +262,8 @@ def finetune(
     says so); early stopping on validation loss restores the best epoch's weights. With
     ``checkpoint_dir``, the whole state is saved after every epoch, and ``resume=True`` continues
     from it: an interrupted run resumed ends with the weights an uninterrupted one would have.
-    ``preprocessing`` overrides the backbone's own (another input size, say).
+    ``preprocessing`` overrides the backbone's own (another input size, say); ``on_epoch_end(record,
+    net)`` runs after every epoch (TensorBoard logging).
     """
     config = config or FineTuneConfig()
     # torchvision's random transforms draw from torch's global generator, so seeding must touch it;
@@ -269,11 +272,11 @@ def finetune(
         torch.manual_seed(config.seed)
         return _finetune(
             spec, train_images, train_labels, val_images, val_labels, config, n_classes, head_init, checkpoint_dir, resume,
-            preprocessing or spec.preprocessing,
+            preprocessing or spec.preprocessing, on_epoch_end,
         )
 
 
-def _finetune(spec, train_images, train_labels, val_images, val_labels, config, n_classes, head_init, checkpoint_dir, resume, preprocessing) -> FineTuneResult:
+def _finetune(spec, train_images, train_labels, val_images, val_labels, config, n_classes, head_init, checkpoint_dir, resume, preprocessing, on_epoch_end) -> FineTuneResult:
     train_labels = np.asarray(train_labels, dtype=np.int64)
     n_classes = n_classes or int(max(train_labels.max(), np.max(val_labels)) + 1)
     device = resolve_device(config.device)
@@ -320,9 +323,11 @@ def _finetune(spec, train_images, train_labels, val_images, val_labels, config, 
         start_epoch, history = restore_checkpoint(checkpoint, net=net, optimizer=optimizer, early_stopping=stopper, generator=generator, identity=identity)
         log.info("resuming after epoch %d of %d", start_epoch, config.epochs)
 
-    def save(_record) -> None:
+    def save(record) -> None:
         if checkpoint is not None:
             save_checkpoint(checkpoint, net=net, optimizer=optimizer, early_stopping=stopper, history=history, generator=generator, identity=identity)
+        if on_epoch_end is not None:
+            on_epoch_end(record, net)
 
     deadline = time.perf_counter() + config.time_limit if config.time_limit is not None else None
     history = train(

@@ -1,0 +1,151 @@
+"""Linear-probe refits on training codes: the learning curve and out-of-fold label suspects.
+
+Both refit the linear head at the C the fit chose, many times, on parts of the training codes.
+The codes are standardised and projected onto their row space once (the same exact change of
+basis the fit uses, see :func:`~headstart.strategies.linear.row_space_basis`), so each refit
+costs little even with wide codes.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+import numpy as np
+from scipy.optimize import curve_fit
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import StratifiedKFold
+from sklearn.preprocessing import StandardScaler
+from threadpoolctl import threadpool_limits
+
+from ..strategies.linear import row_space_basis
+
+FRACTIONS = (0.1, 0.2, 0.35, 0.5, 0.75, 1.0)
+CURVE_FOLDS = 3
+SUSPECT_FOLDS = 5
+NEXT_POINTS = 0.02  # the learning curve is asked how many images would gain this much
+
+
+def _reduced(codes: np.ndarray) -> np.ndarray:
+    standardised = StandardScaler().fit_transform(codes)
+    basis = row_space_basis(standardised)
+    return standardised @ basis if basis is not None else standardised
+
+
+def _fit_score(X, y, X_held, y_held, C, class_weight, random_state) -> tuple[float, np.ndarray]:
+    model = LogisticRegression(C=C, max_iter=300, class_weight=class_weight, random_state=random_state)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        model.fit(X, y)
+    probabilities = np.zeros((len(X_held), int(max(y.max(), y_held.max())) + 1))
+    probabilities[:, model.classes_] = model.predict_proba(X_held)
+    return float(np.mean(probabilities.argmax(1) == y_held)), probabilities
+
+
+def learning_curve(codes: np.ndarray, y: np.ndarray, *, C: float, class_weight: str | None = None, random_state: int = 0) -> dict | None:
+    """Cross-validated accuracy of the linear probe against training images per class, and what
+    a power law fitted to it says about more data. None when a class has under 3 images."""
+    counts = np.bincount(y)
+    if counts[counts > 0].min() < 3:
+        return None
+    reduced = _reduced(codes)
+    rng = np.random.default_rng(random_state)
+    folds = StratifiedKFold(CURVE_FOLDS, shuffle=True, random_state=random_state)
+    scores: dict[float, list[float]] = {f: [] for f in FRACTIONS}
+    with threadpool_limits(limits=1, user_api="blas"):
+        for train, held in folds.split(reduced, y):
+            for fraction in FRACTIONS:
+                chosen = _per_class_subset(train, y, fraction, rng)
+                if len(np.unique(y[chosen])) < 2:
+                    continue
+                accuracy, _ = _fit_score(reduced[chosen], y[chosen], reduced[held], y[held], C, class_weight, random_state)
+                scores[fraction].append(accuracy)
+    median = float(np.median(counts[counts > 0]))
+    share = (CURVE_FOLDS - 1) / CURVE_FOLDS  # a fold trains on this share of the images
+    points = [
+        {"per_class": round(max(1.0, fraction * share * median), 1), "accuracy": float(np.mean(s)), "std": float(np.std(s))}
+        for fraction, s in scores.items()
+        if s
+    ]
+    return {"points": points, "images_per_class": median, **extrapolate(points, median)}
+
+
+def _per_class_subset(rows: np.ndarray, y: np.ndarray, fraction: float, rng) -> np.ndarray:
+    chosen = []
+    for label in np.unique(y[rows]):
+        members = rows[y[rows] == label]
+        take = max(1, int(round(fraction * len(members))))
+        chosen.append(rng.choice(members, take, replace=False))
+    return np.concatenate(chosen)
+
+
+def _power_law(m, a, b, c):
+    return a * np.power(m, -b) + c
+
+
+def extrapolate(points: list[dict], now: float) -> dict:
+    """Fit error = a * m^-b + c (m images per class; c the error more data cannot remove) and
+    read off the accuracy at 2x and 4x the images, and the images needed for 2 more points."""
+    m = np.array([p["per_class"] for p in points], dtype=float)
+    error = 1.0 - np.array([p["accuracy"] for p in points], dtype=float)
+    if len(points) < 3 or np.ptp(m) == 0:
+        return {"fit": None, "words": None}
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            (a, b, c), _ = curve_fit(_power_law, m, error, p0=(max(error[0], 1e-3), 0.5, 0.0), bounds=([0, 0.05, 0], [10, 2, max(error.min(), 1e-6)]), maxfev=5000)
+    except (RuntimeError, ValueError):
+        return {"fit": None, "words": None}
+    predict = lambda size: float(1.0 - _power_law(size, a, b, c))  # noqa: E731
+    current = predict(now)
+    target_error = 1.0 - current - NEXT_POINTS
+    needed = (a / (target_error - c)) ** (1 / b) if target_error > c and a > 0 else math.inf
+    doubled, quadrupled = predict(2 * now), predict(4 * now)
+    if doubled - current < 0.005:
+        words = f"the learning curve is flat at {now:g} images per class: doubling them would gain under half a point."
+    elif math.isfinite(needed) and needed <= 100 * now:
+        words = (
+            f"about {needed:,.0f} images per class (now {now:g}) for {NEXT_POINTS * 100:.0f} more points, by the learning curve; "
+            f"doubling them: ~{doubled:.1%}."
+        )
+    else:
+        words = f"doubling the images per class (now {now:g}) would give ~{doubled:.1%}, by the learning curve."
+    return {
+        "fit": {"a": float(a), "b": float(b), "c": float(c)},
+        "accuracy_now": current,
+        "accuracy_doubled": doubled,
+        "accuracy_quadrupled": quadrupled,
+        "per_class_for_next_points": float(needed) if math.isfinite(needed) else None,
+        "words": words,
+    }
+
+
+def out_of_fold_probabilities(codes: np.ndarray, y: np.ndarray, *, C: float, class_weight: str | None = None, random_state: int = 0) -> np.ndarray | None:
+    """Each training image's class probabilities from a probe that never saw it. None when a
+    class has a single image."""
+    counts = np.bincount(y)
+    folds = min(SUSPECT_FOLDS, int(counts[counts > 0].min()))
+    if folds < 2:
+        return None
+    reduced = _reduced(codes)
+    probabilities = np.zeros((len(y), len(counts)))
+    with threadpool_limits(limits=1, user_api="blas"):
+        for train, held in StratifiedKFold(folds, shuffle=True, random_state=random_state).split(reduced, y):
+            _, held_probabilities = _fit_score(reduced[train], y[train], reduced[held], y[held], C, class_weight, random_state)
+            probabilities[held, : held_probabilities.shape[1]] = held_probabilities
+    return probabilities
+
+
+def label_suspects(probabilities: np.ndarray, y: np.ndarray) -> list[dict]:
+    """Training images ranked by the out-of-fold probability of their given label, lowest first:
+    the likeliest label errors (Northcutt et al.'s self-confidence ranking). Only images the probe
+    assigns to another class are listed."""
+    given = probabilities[np.arange(len(y)), y]
+    predicted = probabilities.argmax(1)
+    order = np.argsort(given, kind="stable")
+    return [
+        {"index": int(i), "given": int(y[i]), "predicted": int(predicted[i]), "p_given": float(given[i]), "p_predicted": float(probabilities[i, predicted[i]])}
+        for i in order
+        if predicted[i] != y[i]
+    ]

@@ -1,0 +1,150 @@
+"""Everything the report shows about one fitted model, as one JSON-ready dict (metrics.json's
+``diagnostics``): the verdict, accuracies, training history, learning curve, errors, label
+suspects and weights."""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import asdict
+
+import numpy as np
+
+from ..backbones import get_backbone
+from .errors import error_analysis
+from .probe import label_suspects, learning_curve, out_of_fold_probabilities
+from .verdict import Evidence, judge, wilson_interval
+from .weights import weight_report
+
+SUSPECTS_SHOWN = 30
+
+
+def diagnose(
+    model,
+    train_codes: np.ndarray,
+    y_train,
+    *,
+    eval_scores: np.ndarray | None = None,
+    eval_labels=None,
+    eval_split: str = "test",
+    eval_ci95: tuple[float, float] | None = None,
+    train_images: list | None = None,
+    weights: bool = True,
+) -> dict:
+    """Diagnose a fitted :class:`~headstart.TransferClassifier`.
+
+    ``train_codes`` are the codes the head was fitted on (one row per training image, labels
+    ``y_train`` as given); ``eval_scores`` are the model's logits on a held-out split with its
+    labels. Without a held-out split the verdict rests on cross-validation.
+    """
+    classes = list(model.classes_)
+    names = [str(c) for c in classes]
+    y = np.searchsorted(model.classes_, np.asarray(y_train))
+    report = model.fit_report_
+    train_accuracy = _train_accuracy(model, train_codes, y)
+    validation = _validation_accuracy(model)
+    errors = None
+    if eval_scores is not None and len(eval_scores):
+        y_eval = np.searchsorted(model.classes_, np.asarray(eval_labels))
+        errors = error_analysis(y_eval, eval_scores, names)
+        correct = int(round(errors["accuracy"] * len(y_eval)))
+        held_split, held_accuracy = eval_split, errors["accuracy"]
+        ci = tuple(eval_ci95) if eval_ci95 is not None else wilson_interval(correct, len(y_eval))
+        majority = float(np.bincount(y_eval, minlength=len(classes)).max() / len(y_eval))
+    else:
+        held_split, held_accuracy = "cross-validation", validation if validation is not None else float("nan")
+        n = len(y)
+        ci = wilson_interval(int(round(held_accuracy * n)), n) if validation is not None else (0.0, 1.0)
+        majority = float(np.bincount(y).max() / len(y))
+
+    curve = learning_curve(train_codes, y, C=report.C, class_weight=report.class_weight)
+    probabilities = out_of_fold_probabilities(train_codes, y, C=report.C, class_weight=report.class_weight)
+    suspects = label_suspects(probabilities, y) if probabilities is not None else []
+    counts = np.bincount(y)
+    evidence = Evidence(
+        n_classes=len(classes),
+        chance_uniform=1.0 / len(classes),
+        chance_majority=majority,
+        heldout_split=held_split,
+        heldout_accuracy=float(held_accuracy),
+        heldout_ci95=ci,
+        train_accuracy=train_accuracy,
+        validation_accuracy=validation,
+        strategy=model.strategy_,
+        best_epoch=model.history_.best_epoch if model.history_ is not None else None,
+        epochs_run=len(model.history_.records) if model.history_ is not None else None,
+        images_per_class=float(np.median(counts[counts > 0])),
+        better_tap=_better_tap(model),
+        more_data=curve["words"] if curve else None,
+        suspects=len(suspects),
+        confused_pair=_dominant_pair(errors),
+    )
+    verdict = judge(evidence)
+    return {
+        "verdict": asdict(verdict),
+        "evidence": asdict(evidence),
+        "history": model.history_.to_dict() if model.history_ is not None else None,
+        "learning_curve": curve,
+        "errors": errors,
+        "suspects": {
+            "count": len(suspects),
+            "n_train": int(len(y)),
+            "top": [_describe_suspect(s, names, train_images) for s in suspects[:SUSPECTS_SHOWN]],
+        },
+        "weights": model_weight_report(model) if weights else None,
+    }
+
+
+def model_weight_report(model) -> dict:
+    """Weight statistics of the model's backbone (pretrained, random, fine-tuned) and its head."""
+    spec = get_backbone(model.backbone.split("+")[0])
+    pretrained = spec.build()
+    net = getattr(model, "net_", None)
+    if net is not None:
+        return weight_report(pretrained, net.backbone.model, net.head.weight.detach().float().cpu().numpy())
+    return weight_report(pretrained, None, model.head_.coef)
+
+
+def _train_accuracy(model, train_codes: np.ndarray, y: np.ndarray) -> float:
+    if model.history_ is not None and model.history_.records:
+        best = model.history_.best_epoch or len(model.history_.records)
+        return float(model.history_.records[best - 1].train_accuracy)
+    ok = np.isfinite(train_codes).all(axis=1)
+    return float(np.mean(model.head_.decision_function(train_codes[ok]).argmax(1) == y[ok]))
+
+
+def _validation_accuracy(model) -> float | None:
+    if model.history_ is not None and model.history_.records:
+        best = model.history_.best_epoch or len(model.history_.records)
+        return model.history_.records[best - 1].val_accuracy
+    score = model.fit_report_.cv_score
+    return None if score is None or (isinstance(score, float) and math.isnan(score)) else float(score)
+
+
+def _better_tap(model) -> str | None:
+    plan = getattr(model, "plan_", None)
+    if plan is None or model.strategy_ != "linear":
+        return None
+    sweep = {s.tap: s.cv_accuracy for s in plan.measurements.sweep}
+    best = max(sweep, key=sweep.get)
+    used = sweep.get(model.tap_)
+    return best if used is not None and best != model.tap_ and sweep[best] - used > 0.01 else None
+
+
+def _dominant_pair(errors: dict | None) -> str | None:
+    if not errors or not errors["merge_suggestion"]:
+        return None
+    pair = errors["confused_pairs"][0]
+    return f"{pair['a']} / {pair['b']}"
+
+
+def _describe_suspect(suspect: dict, names: list[str], images) -> dict:
+    image = images[suspect["index"]] if images is not None else None
+    return {
+        "path": os.fspath(image) if isinstance(image, (str, os.PathLike)) else None,
+        "index": suspect["index"],
+        "given": names[suspect["given"]],
+        "predicted": names[suspect["predicted"]],
+        "p_given": round(suspect["p_given"], 4),
+        "p_predicted": round(suspect["p_predicted"], 4),
+    }

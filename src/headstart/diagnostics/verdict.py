@@ -1,0 +1,175 @@
+"""The verdict: is the model learning beyond chance, is it overfitting or underfitting, or healthy?
+
+Held-out accuracy (test, else validation) is compared with chance through its 95% Wilson interval,
+so a small test set cannot pass noise off as learning; train against held-out accuracy says whether
+the model memorises. Each verdict comes with the next steps that fit the evidence of this run.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+# Train minus held-out accuracy above which the model is memorising rather than generalising. A
+# linear head on CNN codes typically fits its training images perfectly and loses 2 to 12 points on
+# held-out ones (hymenoptera 4.6, flowers 5.9, digits-15 11.5: docs/benchmarks.md); 15 is past that.
+OVERFIT_GAP = 0.15
+# Training accuracy below which the model cannot even fit the images it learns from.
+UNDERFIT_TRAIN = 0.80
+
+VERDICTS = ("not learning", "overfitting", "underfitting", "healthy")
+
+
+@dataclass
+class Evidence:
+    """The figures a verdict rests on (accuracies as fractions)."""
+
+    n_classes: int
+    chance_uniform: float  # 1 / number of classes
+    chance_majority: float  # share of the largest class in the held-out split
+    heldout_split: str  # "test", "val" or "cross-validation"
+    heldout_accuracy: float
+    heldout_ci95: tuple[float, float]
+    train_accuracy: float | None = None
+    validation_accuracy: float | None = None  # cross-validation or the early-stopping split
+    strategy: str = "linear"  # "linear", a fine-tuning strategy, or "scratch"
+    best_epoch: int | None = None  # fine-tuning: the epoch whose weights were kept
+    epochs_run: int | None = None
+    images_per_class: float | None = None  # median, training split
+    better_tap: str | None = None  # a tap the advisor's sweep scored higher than the one used
+    more_data: str | None = None  # the learning curve's estimate, in words
+    suspects: int = 0  # training images whose label looks wrong
+    confused_pair: str | None = None  # "a / b" when one pair dominates the errors
+
+
+@dataclass
+class Verdict:
+    label: str  # one of VERDICTS
+    headline: str  # one line, with the numbers
+    evidence: list[str] = field(default_factory=list)
+    next_steps: list[str] = field(default_factory=list)
+
+
+def judge(e: Evidence) -> Verdict:
+    """The verdict for one run, its evidence in words, and two or three next steps."""
+    chance = max(e.chance_uniform, e.chance_majority)
+    low, high = e.heldout_ci95
+    held = f"{e.heldout_split} {e.heldout_accuracy:.1%} (95% CI {low:.1%} to {high:.1%})"
+    chance_words = f"chance {chance:.1%}" + (" (the largest class)" if e.chance_majority > e.chance_uniform else f" (1 of {e.n_classes})")
+    train = f"train {e.train_accuracy:.1%}" if e.train_accuracy is not None else None
+    gap = e.train_accuracy - e.heldout_accuracy if e.train_accuracy is not None else None
+    evidence = [f"{held}; {chance_words}."]
+    if train:
+        evidence.append(f"{train.capitalize()}, {gap * 100:+.1f} points above held-out." if gap is not None else train)
+    if e.validation_accuracy is not None:
+        evidence.append(f"Validation ({'cross-validation' if e.strategy == 'linear' else 'early-stopping split'}): {e.validation_accuracy:.1%}.")
+
+    if low <= chance:
+        memorised = f"; it memorised the training set ({train})" if gap is not None and gap > OVERFIT_GAP else ""
+        return Verdict(
+            "not learning",
+            f"Not learning: {e.heldout_split} accuracy {e.heldout_accuracy:.1%} is within chance ({chance:.1%}){memorised}.",
+            evidence,
+            _not_learning_steps(e),
+        )
+    if gap is not None and gap > OVERFIT_GAP:
+        return Verdict(
+            "overfitting",
+            f"Overfitting: {train}, {e.heldout_split} {e.heldout_accuracy:.1%}: it fits the training images far better than new ones.",
+            evidence,
+            _overfitting_steps(e),
+        )
+    if e.train_accuracy is not None and e.train_accuracy < UNDERFIT_TRAIN:
+        return Verdict(
+            "underfitting",
+            f"Underfitting: {train}, {e.heldout_split} {e.heldout_accuracy:.1%}: the model cannot separate even its training images.",
+            evidence,
+            _underfitting_steps(e),
+        )
+    return Verdict(
+        "healthy",
+        f"Healthy: {e.heldout_split} {e.heldout_accuracy:.1%}, well above {chance_words}" + (f", {train}." if train else "."),
+        evidence,
+        _healthy_steps(e),
+    )
+
+
+def _not_learning_steps(e: Evidence) -> list[str]:
+    steps = []
+    if e.suspects:
+        steps.append(f"Check the labels: {e.suspects} training images get a low probability for their own label (see 'Likely label errors').")
+    else:
+        steps.append("Check that each folder's images really belong to its class, and that train and test come from the same source.")
+    if e.strategy != "linear":
+        steps.append("Use a linear head on a pretrained backbone's codes (--strategy linear): training a network needs far more images per class.")
+    steps.append(_more_data(e, "More images per class"))
+    return steps[:3]
+
+
+def _overfitting_steps(e: Evidence) -> list[str]:
+    steps = []
+    if e.strategy == "scratch":
+        steps.append("Start from pretrained weights: a linear head on CNN codes (--strategy linear) needs no training of the network.")
+    elif e.strategy != "linear":
+        if e.best_epoch is not None and e.epochs_run and e.best_epoch < e.epochs_run:
+            steps.append(f"Stop at epoch {e.best_epoch} (early stopping kept it: validation loss was lowest there), or lower the learning rate.")
+        steps.append("Augment (--augmentation objects, or text_signs where mirroring changes the meaning) and regularise more (--set dropout=0.6).")
+        steps.append("Or train less of the network: --strategy linear keeps the pretrained weights fixed.")
+    else:
+        # The head's C is already the cross-validated best: regularising it harder costs accuracy.
+        # What helps a linear head on fixed codes is more (or more varied) data, or better codes.
+        steps.append(_more_data(e, "More data"))
+        if e.better_tap:
+            steps.append(f"Try the codes of {e.better_tap} (--tap {e.better_tap}): the layer sweep scored them higher.")
+        steps.append("Fine-tune with augmentation (--strategy finetune_top): it trains on varied copies of each image; `headstart advise` measures whether it pays.")
+        return steps[:3]
+    steps.append(_more_data(e, "More data"))
+    return steps[:3]
+
+
+def _underfitting_steps(e: Evidence) -> list[str]:
+    steps = []
+    if e.strategy == "linear":
+        if e.better_tap:
+            steps.append(f"Try the codes of {e.better_tap} (--tap {e.better_tap}): the layer sweep scored them higher.")
+        steps.append("Fine-tune the network (--strategy finetune_top, or finetune_all for data unlike ImageNet).")
+        steps.append("Regularise the head less (larger C values).")
+    else:
+        steps.append("Train longer or with a higher learning rate (--epochs 24, --set head_lr=0.003).")
+        steps.append("Fine-tune more of the network (--strategy finetune_all) and regularise less (--set dropout=0.2).")
+    if e.confused_pair:
+        steps.append(f"Or merge classes that cannot be told apart: {e.confused_pair} dominate the errors.")
+    return steps[:3]
+
+
+def _healthy_steps(e: Evidence) -> list[str]:
+    steps = [_more_data(e, "To gain more")]
+    if e.confused_pair:
+        steps.append(f"Look at the most confused pair, {e.confused_pair}: merge them if no one could tell them apart either.")
+    if e.suspects:
+        steps.append(f"Review the {e.suspects} likely label errors: fixing them lifts the ceiling.")
+    if len(steps) < 2:
+        steps.append(
+            "Fine-tuning may add a point or two: `headstart advise DATA` measures whether it pays."
+            if e.strategy == "linear"
+            else "Nothing urgent: the per-class recall in report.html shows where the remaining errors are."
+        )
+    return steps[:3]
+
+
+def _more_data(e: Evidence, lead: str) -> str:
+    if e.more_data:
+        return f"{lead}: {e.more_data}"
+    have = f" (now {e.images_per_class:g} per class)" if e.images_per_class else ""
+    return f"{lead}: collect more images per class{have}."
+
+
+def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """95% confidence interval of a proportion; sound even at 0% or 100% on small samples."""
+    if n == 0:
+        return (0.0, 1.0)
+    p = successes / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return (round(float(centre - half), 4), round(float(centre + half), 4))

@@ -1,0 +1,76 @@
+"""The run report: one self-contained HTML page (figures and thumbnails embedded, no network),
+verdict first, built from ``metrics.json`` alone so ``headstart report RUN`` can rebuild it."""
+
+from __future__ import annotations
+
+import json
+from importlib import resources
+from pathlib import Path
+
+import jinja2
+
+from .._atomic import write_text
+from ..errors import ModelFileError
+from ..persistence import METRICS_FILE, REPORT_FILE
+from . import plots
+
+
+
+def render_report(metrics: dict) -> str:
+    """The report's HTML for a run's metrics (``FitSummary.to_dict()`` with diagnostics)."""
+    diagnostics = metrics.get("diagnostics") or {}
+    errors = diagnostics.get("errors")
+    weights = diagnostics.get("weights")
+    suspects = diagnostics.get("suspects") or {"count": 0, "top": []}
+    figures = {
+        "history": plots.history_plot(diagnostics.get("history")),
+        "learning_curve": plots.learning_curve_plot(diagnostics.get("learning_curve")),
+        "confusion": plots.confusion_plot(errors),
+        "reliability": plots.reliability_plot(errors["calibration"]) if errors else None,
+        "weights": plots.weight_histograms_plot(weights["histograms"]) if weights else None,
+        "filters": plots.filters_plot(weights.get("first_conv")) if weights else None,
+    }
+    shown_suspects = [{**s, "thumbnail": plots.thumbnail(s.get("path"))} for s in suspects["top"]]
+    per_class = errors["per_class"] if errors else []
+    if len(per_class) > 50:  # thousands of classes: the weakest 50 say what matters
+        per_class = sorted(per_class, key=lambda row: row["recall"])[:50]
+    leakage = (metrics.get("duplicates") or {}).get("leakage", [])
+    template = _environment().get_template("report.html.j2")
+    return template.render(
+        m=metrics,
+        d=diagnostics,
+        verdict=diagnostics.get("verdict"),
+        figures=figures,
+        errors=errors,
+        per_class=per_class,
+        per_class_total=len(errors["per_class"]) if errors else 0,
+        suspects=suspects,
+        shown_suspects=shown_suspects,
+        weights=weights,
+        leakage=[{**pair, "thumbnails": [plots.thumbnail(p) for p in pair["paths"]]} for pair in leakage[:20]],
+        leakage_total=len(leakage),
+    )
+
+
+def write_report(run_dir: str | Path) -> Path:
+    """Rebuild ``RUN/report.html`` from ``RUN/metrics.json`` (atomically)."""
+    run_dir = Path(run_dir)
+    path = run_dir / METRICS_FILE
+    if not path.is_file():
+        raise ModelFileError(f"{run_dir} has no {METRICS_FILE}; give a run directory written by `headstart fit -o RUN`.")
+    try:
+        metrics = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise ModelFileError(f"{path} is not valid JSON ({exc}); refit with `headstart fit DATA -o {run_dir}`.") from None
+    target = run_dir / REPORT_FILE
+    write_text(target, render_report(metrics))
+    return target
+
+
+def _environment() -> jinja2.Environment:
+    loader = jinja2.FunctionLoader(lambda name: resources.files(__package__).joinpath("templates", name).read_text(encoding="utf-8"))
+    env = jinja2.Environment(loader=loader, autoescape=True, undefined=jinja2.ChainableUndefined, trim_blocks=True, lstrip_blocks=True)
+    env.filters["pct"] = lambda v, digits=1: "n/a" if v is None else f"{v * 100:.{digits}f}%"
+    env.filters["basename"] = lambda path: str(path).replace("\\", "/").rsplit("/", 1)[-1]
+    env.filters["num"] = lambda v, digits=3: "n/a" if v is None else f"{v:.{digits}f}"
+    return env

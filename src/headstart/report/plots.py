@@ -1,0 +1,175 @@
+"""The report's figures, drawn with matplotlib from metrics.json's numbers and embedded as PNG
+data URIs (the page must work offline, as one file)."""
+
+from __future__ import annotations
+
+import base64
+import io
+import os
+from pathlib import Path
+
+import numpy as np
+
+DPI = 80
+THUMBNAIL = 96  # pixels, longer side
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")  # no display; set before pyplot is imported anywhere
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _data_uri(fig) -> str:
+    plt = _pyplot()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=DPI, bbox_inches="tight")
+    plt.close(fig)
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def history_plot(history: dict) -> str | None:
+    records = history.get("records") if history else None
+    if not records:
+        return None
+    plt = _pyplot()
+    epochs = [r["epoch"] for r in records]
+    fig, (loss_ax, acc_ax) = plt.subplots(1, 2, figsize=(9, 3.2))
+    for ax, key, title in ((loss_ax, "loss", "loss"), (acc_ax, "accuracy", "accuracy")):
+        ax.plot(epochs, [r[f"train_{key}"] for r in records], "o-", label="train")
+        val = [r[f"val_{key}"] for r in records]
+        if any(v is not None for v in val):
+            ax.plot(epochs, [np.nan if v is None else v for v in val], "s-", label="validation")
+        if history.get("best_epoch"):
+            ax.axvline(history["best_epoch"], color="grey", linestyle="--", label=f"kept: epoch {history['best_epoch']}")
+        ax.set_xlabel("epoch")
+        ax.set_title(title)
+        ax.grid(alpha=0.3)
+    acc_ax.legend(loc="lower right", fontsize=8)
+    return _data_uri(fig)
+
+
+def learning_curve_plot(curve: dict) -> str | None:
+    if not curve or not curve.get("points"):
+        return None
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(5, 3.2))
+    m = np.array([p["per_class"] for p in curve["points"]])
+    ax.errorbar(m, [p["accuracy"] for p in curve["points"]], yerr=[p["std"] for p in curve["points"]], fmt="o", capsize=3, label="linear probe (CV)")
+    fit = curve.get("fit")
+    if fit:
+        grid = np.geomspace(m.min(), 4 * curve["images_per_class"], 60)
+        ax.plot(grid, 1 - (fit["a"] * grid ** -fit["b"] + fit["c"]), "-", color="C1", label="power-law fit")
+        ax.axvline(curve["images_per_class"], color="grey", linestyle="--", label="images per class now")
+    ax.set_xscale("log")
+    ax.set_xlabel("training images per class")
+    ax.set_ylabel("accuracy")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=8, loc="lower right")
+    return _data_uri(fig)
+
+
+def confusion_plot(errors: dict) -> str | None:
+    if not errors:
+        return None
+    plt = _pyplot()
+    matrix = np.array(errors["confusion"], dtype=float)
+    rows = matrix.sum(1, keepdims=True)
+    share = np.divide(matrix, rows, out=np.zeros_like(matrix), where=rows > 0)
+    k = len(matrix)
+    size = min(9, 2.5 + 0.35 * k)
+    fig, ax = plt.subplots(figsize=(size, size * 0.85))
+    image = ax.imshow(share, cmap="Blues", vmin=0, vmax=1)
+    fig.colorbar(image, ax=ax, fraction=0.046, label="share of the true class")
+    if k <= 30:
+        names = [n[:14] for n in errors["classes"]]
+        ax.set_xticks(range(k), names, rotation=90, fontsize=7)
+        ax.set_yticks(range(k), names, fontsize=7)
+        if k <= 12:
+            for i in range(k):
+                for j in range(k):
+                    if matrix[i, j]:
+                        ax.text(j, i, int(matrix[i, j]), ha="center", va="center", fontsize=7, color="white" if share[i, j] > 0.5 else "black")
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    return _data_uri(fig)
+
+
+def reliability_plot(calibration: dict) -> str | None:
+    if not calibration or not calibration["bins"]:
+        return None
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(3.6, 3.4))
+    bins = calibration["bins"]
+    ax.plot([0, 1], [0, 1], "--", color="grey", label="perfectly calibrated")
+    ax.plot([b["confidence"] for b in bins], [b["accuracy"] for b in bins], "o-", label="model")
+    ax.set_xlabel("confidence (top-class probability)")
+    ax.set_ylabel("accuracy")
+    ax.set_title(f"ECE {calibration['ece']:.3f}")
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    return _data_uri(fig)
+
+
+def weight_histograms_plot(histograms: list[dict]) -> str | None:
+    if not histograms:
+        return None
+    plt = _pyplot()
+    columns = 3
+    rows = -(-len(histograms) // columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(10, 2.6 * rows), squeeze=False)
+    for ax, h in zip(axes.flat, histograms):
+        edges = np.array(h["edges"])
+        centres = (edges[1:] + edges[:-1]) / 2
+        for key, colour in (("random", "C7"), ("pretrained", "C0"), ("trained", "C3")):
+            if h.get(key) is not None:
+                counts = np.array(h[key], dtype=float)
+                ax.step(centres, counts / max(counts.sum(), 1), where="mid", color=colour, label=key)
+        ax.set_title(h["layer"], fontsize=9)
+        ax.tick_params(labelsize=7)
+    for ax in list(axes.flat)[len(histograms):]:
+        ax.axis("off")
+    axes.flat[0].legend(fontsize=7)
+    fig.tight_layout()
+    return _data_uri(fig)
+
+
+def filters_plot(first_conv: dict | None) -> str | None:
+    """The first convolution's filters as small RGB images, each scaled to its own range."""
+    if not first_conv:
+        return None
+    weights = np.array(first_conv["filters"], dtype=float)  # (out, in, kh, kw)
+    if weights.ndim != 4 or weights.shape[1] not in (1, 3):
+        return None
+    plt = _pyplot()
+    n = min(len(weights), 64)
+    columns = min(16, n)
+    rows = -(-n // columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(columns * 0.55, rows * 0.55), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, w in zip(axes.flat, weights[:n]):
+        w = w.transpose(1, 2, 0)
+        span = w.max() - w.min()
+        ax.imshow(((w - w.min()) / span if span > 0 else np.zeros_like(w)).squeeze(), cmap="gray" if w.shape[2] == 1 else None, interpolation="nearest")
+    fig.suptitle(f"{first_conv['layer']}: {len(weights)} filters of {weights.shape[2]}x{weights.shape[3]}", fontsize=9)
+    return _data_uri(fig)
+
+
+def thumbnail(path: str | os.PathLike | None) -> str | None:
+    """A small JPEG of an image file as a data URI; None when the file is gone or unreadable."""
+    if path is None or not Path(path).is_file():
+        return None
+    from ..data.decode import UnreadableImage, decode_image
+
+    try:
+        image = decode_image(Path(path).read_bytes(), draft_size=THUMBNAIL)
+    except (UnreadableImage, OSError):
+        return None
+    image.thumbnail((THUMBNAIL, THUMBNAIL))
+    buffer = io.BytesIO()
+    image.save(buffer, format="JPEG", quality=80)
+    return "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")

@@ -1,0 +1,185 @@
+"""Diagnostics: verdicts against chance, errors, label suspects, learning curve, weights, TensorBoard."""
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from headstart import TransferClassifier, fit_folder
+from headstart.backbones import get_backbone
+from headstart.diagnostics import (
+    Evidence,
+    diagnose,
+    error_analysis,
+    judge,
+    label_suspects,
+    learning_curve,
+    out_of_fold_probabilities,
+    weight_report,
+)
+from tests.conftest import write_class_folders
+from tests.test_estimator import colour_data
+
+
+def evidence(train, held, n=150, k=15, **kwargs) -> Evidence:
+    from headstart.diagnostics import wilson_interval
+
+    return Evidence(k, 1 / k, 1 / k, "test", held, wilson_interval(round(held * n), n), train_accuracy=train, **kwargs)
+
+
+@pytest.mark.parametrize(
+    "train, held, label",
+    [
+        (1.00, 0.05, "not learning"),  # the real case: 100% train, 5% test, chance 6.7%
+        (1.00, 0.31, "overfitting"),
+        (0.55, 0.50, "underfitting"),
+        (1.00, 0.93, "healthy"),
+    ],
+)
+def test_verdicts_from_the_numbers(train, held, label):
+    verdict = judge(evidence(train, held))
+    assert verdict.label == label
+    assert 2 <= len(verdict.next_steps) <= 3 and verdict.evidence
+    if label == "not learning":
+        assert "within chance (6.7%)" in verdict.headline and "memorised the training set" in verdict.headline
+
+
+def test_a_small_test_set_cannot_pass_noise_off_as_learning():
+    # 4 of 10 right with 3 classes is above chance, but its confidence interval reaches it
+    assert judge(evidence(1.0, 0.4, n=10, k=3)).label == "not learning"
+    assert judge(evidence(1.0, 0.97, n=300, k=3)).label == "healthy"
+
+
+def test_next_steps_follow_the_evidence():
+    tuned = judge(evidence(1.0, 0.4, strategy="finetune_all", best_epoch=3, epochs_run=8, more_data="about 90 images per class."))
+    assert any("Stop at epoch 3" in step for step in tuned.next_steps)
+    linear = judge(evidence(0.6, 0.55, strategy="linear", better_tap="features.13"))
+    assert any("--tap features.13" in step for step in linear.next_steps)
+
+
+def test_error_analysis_confusion_pairs_and_calibration():
+    names = ["cat", "dog", "fox"]
+    y = np.array([0] * 10 + [1] * 10 + [2] * 10)
+    predicted = y.copy()
+    predicted[[0, 1, 2, 10, 11]] = [1, 1, 1, 0, 0]  # cats and dogs swap; foxes are fine
+    scores = np.eye(3)[predicted] * 4.0
+    errors = error_analysis(y, scores, names)
+    assert errors["errors"] == 5 and errors["confusion"][0][1] == 3
+    assert errors["confused_pairs"][0] == {"a": "cat", "b": "dog", "count": 5, "a_as_b": 3, "b_as_a": 2}
+    assert "cat and dog" in errors["merge_suggestion"]
+    assert errors["per_class"][2] == {"class": "fox", "precision": 1.0, "recall": 1.0, "f1": 1.0, "support": 10}
+    # every prediction has the same confidence, and 25 of 30 are right
+    confidence = np.exp(4) / (np.exp(4) + 2)
+    assert errors["calibration"]["ece"] == pytest.approx(abs(confidence - 25 / 30), abs=1e-9)
+
+
+def clustered_codes(per_class=40, k=4, dim=32, seed=0, spread=3.0):
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(0, spread, (k, dim))
+    y = np.repeat(np.arange(k), per_class)
+    return centres[y] + rng.normal(0, 1, (len(y), dim)), y
+
+
+def test_flipped_labels_top_the_suspect_list():
+    codes, y = clustered_codes()
+    rng = np.random.default_rng(1)
+    flipped = rng.choice(len(y), 8, replace=False)  # 5% of 160
+    noisy = y.copy()
+    noisy[flipped] = (y[flipped] + 1) % 4
+    probabilities = out_of_fold_probabilities(codes, noisy, C=1.0)
+    suspects = label_suspects(probabilities, noisy)
+    top = {s["index"] for s in suspects[: 2 * len(flipped)]}
+    assert len(top & set(flipped)) >= len(flipped) // 2
+    assert all(s["predicted"] != s["given"] for s in suspects)
+
+
+def test_learning_curve_rises_and_extrapolates():
+    codes, y = clustered_codes(per_class=60, dim=64, seed=3, spread=0.3)  # close classes: more data helps
+    curve = learning_curve(codes, y, C=1.0)
+    accuracies = [p["accuracy"] for p in curve["points"]]
+    assert accuracies[-1] > accuracies[0] and curve["images_per_class"] == 60
+    assert curve["fit"] is not None and curve["accuracy_doubled"] >= curve["accuracy_now"] and curve["words"]
+    assert learning_curve(codes[:8], np.array([0, 0, 1, 1, 2, 2, 3, 3]), C=1.0) is None  # under 3 per class
+
+
+def test_weight_report_compares_pretrained_random_and_trained():
+    spec = get_backbone("tiny")  # tiny's weights are PyTorch's random initialisation: it looks untrained
+    report = weight_report(spec.build())
+    first = report["layers"][0]
+    assert first["layer"] == "features.0.0.weight" and first["pretrained"]["excess_kurtosis"] == pytest.approx(-1.2, abs=0.4)
+    assert "looks untrained" in report["notes"][0]
+    assert report["first_conv"]["layer"] == first["layer"] and np.array(report["first_conv"]["filters"]).shape == (8, 3, 3, 3)
+    X, y = colour_data(per_class=8)
+    model = TransferClassifier("tiny", engine="torch", strategy="finetune_top", finetune={"epochs": 2, "batch_size": 4, "top_blocks": 1, "precision": "fp32"}).fit(X, y)
+    from headstart.diagnostics import model_weight_report
+
+    tuned = model_weight_report(model)
+    drift = {row["layer"]: row["drift"] for row in tuned["layers"] if "drift" in row}
+    assert drift["features.0.0.weight"] == 0.0 and drift["features.2.0.weight"] > 0  # frozen / trained
+    assert any(note.startswith("Fine-tuning moved") for note in tuned["notes"])
+
+
+def random_label_folders(root, seed=0):
+    """Colour classes written to disk, then every file moved to a random class folder."""
+    write_class_folders(root / "train", per_class=12, seed=1)
+    write_class_folders(root / "test", per_class=12, seed=2)
+    rng = np.random.default_rng(seed)
+    for split in ("train", "test"):
+        files = sorted((root / split).glob("*/*.png"))
+        for i, path in enumerate(files):
+            target = root / split / ["red", "green", "blue"][rng.integers(3)] / f"r{i:03d}.png"
+            path.rename(target)
+    return root
+
+
+def test_random_labels_are_not_learning(tmp_path):
+    _, summary = fit_folder(random_label_folders(tmp_path / "random"), backbone="tiny", engine="torch", strategy="linear")
+    assert summary.diagnostics["verdict"]["label"] == "not learning", summary.verdict
+
+
+def test_a_from_scratch_network_that_memorises_is_overfitting():
+    # tiny's weights are random, so finetune_all trains a CNN from scratch; the classes differ by a
+    # faint colour shift under heavy noise, which a network can memorise but barely generalise.
+    def noisy(per_class, seed):
+        rng = np.random.default_rng(seed)
+        images, labels = [], []
+        for c in range(2):
+            for _ in range(per_class):
+                pixels = rng.normal(128, 60, (36, 36, 3))
+                pixels[..., c] += 4
+                images.append(Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8)))
+                labels.append("ab"[c])
+        return images, np.array(labels)
+
+    X, y = noisy(24, 0)
+    X_test, y_test = noisy(60, 1)
+    settings = dict(epochs=30, head_lr=0.01, lr_mult=1, dropout=0, augmentation="none", patience=100, weight_decay=0,
+                    label_smoothing=0, batch_size=8, precision="fp32", batchnorm="batch")  # fmt: skip
+    model = TransferClassifier("tiny", engine="torch", strategy="finetune_all", finetune=settings).fit(X, y)
+    report = diagnose(model, model.transform(X), y, eval_scores=model.decision_function(X_test), eval_labels=y_test, weights=False)
+    assert report["verdict"]["label"] == "overfitting", report["verdict"]["headline"]
+    assert report["evidence"]["train_accuracy"] == 1.0 and report["history"]["records"]
+
+
+def test_an_easy_fit_is_healthy_and_its_run_has_the_report(colour_splits, tmp_path):
+    _, summary = fit_folder(colour_splits, tmp_path / "run", backbone="tiny", engine="torch", strategy="linear")
+    assert summary.diagnostics["verdict"]["label"] == "healthy" and summary.verdict.startswith("Healthy")
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["diagnostics"]["verdict"] == summary.diagnostics["verdict"]
+    html = (tmp_path / "run" / "report.html").read_text()
+    assert summary.verdict.split(":")[0] in html and "data:image/png;base64," in html
+    assert "http://" not in html and "https://" not in html  # self-contained: nothing to fetch
+
+
+def test_tensorboard_logs_scalars_every_epoch_and_weight_histograms(colour_splits, tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    settings = {"epochs": 2, "batch_size": 4, "precision": "fp32", "patience": 10}
+    fit_folder(colour_splits, tmp_path / "run", backbone="tiny", engine="torch", strategy="finetune_all", finetune=settings, tensorboard=True)
+    events = EventAccumulator(str(tmp_path / "run" / "tensorboard"), size_guidance={"histograms": 0, "scalars": 0})
+    events.Reload()
+    scalars = events.Tags()["scalars"]
+    assert {"loss/train", "loss/validation", "accuracy/train", "accuracy/validation"} <= set(scalars)
+    assert [e.step for e in events.Scalars("loss/train")] == [1, 2]
+    assert "weights/backbone.model.features.0.0.weight" in events.Tags()["histograms"]
