@@ -96,6 +96,23 @@ def test_a_trial_decides_when_the_rule_is_in_doubt(monkeypatch):
     assert budgeted.strategy == "linear" and any("budget" in line for line in budgeted.explanation)
 
 
+def test_the_trial_trains_at_the_input_size_it_scores_at(monkeypatch):
+    from headstart.strategies import finetune as finetuning
+
+    monkeypatch.setattr(planning, "SMALL_PER_CLASS", 4)
+    sizes = []
+    real = finetuning.finetune
+
+    def recording(*args, **kwargs):
+        sizes.append(kwargs["preprocessing"].crop)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(finetuning, "finetune", recording)
+    X, y = colour_data(per_class=10)
+    advise(TINY, X, y, input_size=24, finetune={"batch_size": 8, "precision": "fp32", "epochs": 1})
+    assert sizes == [24]
+
+
 def test_auto_estimator_fits_the_plan_saves_it_and_reloads(tmp_path):
     X, y = colour_data()
     model = TransferClassifier("tiny", engine="torch").fit(X, y)  # strategy="auto" is the default

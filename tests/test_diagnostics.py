@@ -62,16 +62,21 @@ def test_error_analysis_confusion_pairs_and_calibration():
     names = ["cat", "dog", "fox"]
     y = np.array([0] * 10 + [1] * 10 + [2] * 10)
     predicted = y.copy()
-    predicted[[0, 1, 2, 10, 11]] = [1, 1, 1, 0, 0]  # cats and dogs swap; foxes are fine
+    predicted[[0, 1, 2, 10, 11, 20]] = [1, 1, 1, 0, 0, 1]  # cats and dogs swap; one fox looks like a dog
     scores = np.eye(3)[predicted] * 4.0
     errors = error_analysis(y, scores, names)
-    assert errors["errors"] == 5 and errors["confusion"][0][1] == 3
-    assert errors["confused_pairs"][0] == {"a": "cat", "b": "dog", "count": 5, "a_as_b": 3, "b_as_a": 2}
+    assert errors["errors"] == 6 and errors["confusion"][0][1] == 3 and errors["confusion"][2][1] == 1
+    assert errors["confused_pairs"] == [
+        {"a": "cat", "b": "dog", "count": 5, "a_as_b": 3, "b_as_a": 2},
+        {"a": "dog", "b": "fox", "count": 1, "a_as_b": 0, "b_as_a": 1},
+    ]
     assert "cat and dog" in errors["merge_suggestion"]
-    assert errors["per_class"][2] == {"class": "fox", "precision": 1.0, "recall": 1.0, "f1": 1.0, "support": 10}
-    # every prediction has the same confidence, and 25 of 30 are right
+    assert errors["per_class"][2] == {"class": "fox", "precision": 1.0, "recall": 0.9, "f1": pytest.approx(2 * 0.9 / 1.9), "support": 10}
+    # every prediction has the same confidence, and 24 of 30 are right
     confidence = np.exp(4) / (np.exp(4) + 2)
-    assert errors["calibration"]["ece"] == pytest.approx(abs(confidence - 25 / 30), abs=1e-9)
+    assert errors["calibration"]["ece"] == pytest.approx(abs(confidence - 24 / 30), abs=1e-9)
+    many = error_analysis(np.arange(300) % 150, np.eye(150)[np.arange(300) % 150], [str(i) for i in range(150)])
+    assert many["confusion"] is None and many["accuracy"] == 1.0  # no 150 x 150 matrix in metrics.json
 
 
 def clustered_codes(per_class=40, k=4, dim=32, seed=0, spread=3.0):
@@ -183,3 +188,16 @@ def test_tensorboard_logs_scalars_every_epoch_and_weight_histograms(colour_split
     assert {"loss/train", "loss/validation", "accuracy/train", "accuracy/validation"} <= set(scalars)
     assert [e.step for e in events.Scalars("loss/train")] == [1, 2]
     assert "weights/backbone.model.features.0.0.weight" in events.Tags()["histograms"]
+    html = (tmp_path / "run" / "report.html").read_text()
+    assert 'alt="training history"' in html and "<th>drift</th>" in html  # a fine-tuned run's report
+
+
+def test_report_of_thousands_of_classes_has_no_matrix_but_renders():
+    from headstart.report import render_report
+
+    k = 150
+    errors = error_analysis(np.arange(2 * k) % k, np.eye(k)[(np.arange(2 * k) + 1) % k], [f"class {i}" for i in range(k)])
+    metrics = {"data": "big/", "backbone": "tiny", "classes": list(range(k)), "n_train": 3000, "seconds": 1.0, "seconds_features": 0.5,
+               "diagnostics": {"errors": errors, "verdict": {"label": "not learning", "headline": "Not learning: test 0.0%.", "evidence": [], "next_steps": []}}}  # fmt: skip
+    html = render_report(metrics)
+    assert "Not learning: test 0.0%." in html and "too many for a confusion matrix" in html and "class 149" in html

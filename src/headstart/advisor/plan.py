@@ -257,6 +257,7 @@ def _trial(spec, candidate, linear_tap, sample, images, overrides, random_state,
         config,
         n_classes=int(labels.max()) + 1,
         head_init=warm,
+        preprocessing=preprocessing,  # train at the size the held-out images are scored at
     )
     scores, _ = network_scores(result.net, [images[index[r]] for r in held_rows], preprocessing)
     ft_correct = np.nan_to_num(scores, nan=-np.inf).argmax(1) == labels[held_rows]

@@ -11,24 +11,26 @@ from ..strategies.linear import softmax
 # A pair "dominates" the errors, and merging it is worth suggesting, when it holds this share of them.
 DOMINANT_PAIR_SHARE = 0.3
 CALIBRATION_BINS = 15
+# Past this many classes the full confusion matrix is neither readable nor small (5,000 classes:
+# 25 million cells); the confused pairs and per-class figures still describe the errors.
+MAX_CONFUSION_CLASSES = 100
 
 
 def error_analysis(y_true: np.ndarray, scores: np.ndarray, class_names: list[str], *, top_pairs: int = 10) -> dict:
     """Errors of ``scores`` (n, k logits) against integer labels ``y_true`` in 0..k-1."""
     k = len(class_names)
     predicted = scores.argmax(1)
-    matrix = confusion_matrix(y_true, predicted, labels=np.arange(k))
     precision, recall, f1, support = precision_recall_fscore_support(y_true, predicted, labels=np.arange(k), zero_division=0)
     probabilities = softmax(scores)
-    pairs = confused_pairs(matrix, class_names, top_pairs)
-    errors = int(len(y_true) - np.trace(matrix))
+    pairs = confused_pairs(y_true, predicted, class_names, top_pairs)
+    errors = int(np.sum(predicted != y_true))
     # With two classes every error is between "the" pair: merging is only a question from three on.
     dominant = pairs[0] if k > 2 and pairs and errors >= 5 and pairs[0]["count"] >= DOMINANT_PAIR_SHARE * errors else None
     return {
         "n_images": int(len(y_true)),
         "accuracy": float(np.mean(predicted == y_true)),
         "balanced_accuracy": float(balanced_accuracy_score(y_true, predicted)),
-        "confusion": matrix.tolist(),
+        "confusion": confusion_matrix(y_true, predicted, labels=np.arange(k)).tolist() if k <= MAX_CONFUSION_CLASSES else None,
         "classes": list(class_names),
         "per_class": [
             {"class": name, "precision": float(p), "recall": float(r), "f1": float(f), "support": int(s)}
@@ -45,16 +47,23 @@ def error_analysis(y_true: np.ndarray, scores: np.ndarray, class_names: list[str
     }
 
 
-def confused_pairs(matrix: np.ndarray, class_names: list[str], top: int) -> list[dict]:
-    """Unordered class pairs by how often either is mistaken for the other."""
-    both = matrix + matrix.T
-    rows, cols = np.triu_indices(len(class_names), k=1)
-    counts = both[rows, cols]
-    order = np.argsort(-counts, kind="stable")
+def confused_pairs(y_true: np.ndarray, predicted: np.ndarray, class_names: list[str], top: int) -> list[dict]:
+    """Unordered class pairs by how often either is mistaken for the other (counted from the
+    errors themselves, so thousands of classes cost no dense matrix)."""
+    wrong = predicted != y_true
+    a, b = y_true[wrong], predicted[wrong]
+    directed: dict[tuple[int, int], int] = {}
+    if wrong.any():
+        pairs, counts = np.unique(np.stack([a, b]), axis=1, return_counts=True)  # pairs: (2, m) columns
+        directed = {(int(i), int(j)): int(count) for (i, j), count in zip(pairs.T, counts)}
+    totals: dict[tuple[int, int], int] = {}
+    for (i, j), count in directed.items():
+        pair = (min(i, j), max(i, j))
+        totals[pair] = totals.get(pair, 0) + count
+    ranked = sorted(totals.items(), key=lambda item: (-item[1], item[0]))[:top]
     return [
-        {"a": class_names[rows[i]], "b": class_names[cols[i]], "count": int(counts[i]), "a_as_b": int(matrix[rows[i], cols[i]]), "b_as_a": int(matrix[cols[i], rows[i]])}
-        for i in order[:top]
-        if counts[i] > 0
+        {"a": class_names[i], "b": class_names[j], "count": count, "a_as_b": directed.get((i, j), 0), "b_as_a": directed.get((j, i), 0)}
+        for (i, j), count in ranked
     ]
 
 

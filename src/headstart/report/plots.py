@@ -73,7 +73,7 @@ def learning_curve_plot(curve: dict) -> str | None:
 
 
 def confusion_plot(errors: dict) -> str | None:
-    if not errors:
+    if not errors or errors.get("confusion") is None:  # too many classes to draw
         return None
     plt = _pyplot()
     matrix = np.array(errors["confusion"], dtype=float)
