@@ -158,3 +158,11 @@ def test_report_and_inspect_fail_in_one_line(tmp_path, capsys):
     assert code == 2 and "has no metrics.json" in err and len(err.strip().splitlines()) == 1
     code, _, err = run(capsys, "inspect", "weights", "no_such_backbone")
     assert code == 2 and len(err.strip().splitlines()) == 1
+
+
+def test_compare_scratch_adds_the_from_scratch_reference(colour_splits, tmp_path, capsys):
+    code, out, _ = run(capsys, "fit", colour_splits, "-o", tmp_path / "run", "--backbone", "tiny", "--engine", "torch", "--strategy", "linear", "--compare-scratch")
+    assert code == 0 and "compare     from scratch: scratch_cnn@he_normal, 64 px" in out
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert [row["model"].split(":")[0] for row in metrics["comparison"]] == ["this run", "from scratch"]
+    assert "Against training from scratch" in (tmp_path / "run" / "report.html").read_text()

@@ -50,6 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument("--test-size", type=float, default=0.2, help="held-out share when no split is given (default 0.2)")
     fit.add_argument("--tensorboard", action="store_true", help="write TensorBoard logs to RUN/tensorboard (tensorboard --logdir RUN)")
     fit.add_argument("--no-diagnostics", action="store_true", help="skip the verdict, learning curve, label suspects and weight statistics")
+    fit.add_argument("--compare-scratch", action="store_true", help="also train the small CNN from scratch and show it in the report as a reference row")
     fit.set_defaults(handler=cmd_fit)
 
     predict = commands.add_parser("predict", help="classify images with a saved run")
@@ -102,6 +103,13 @@ def build_parser() -> argparse.ArgumentParser:
     inspect_weights.add_argument("target", help="a run directory, or a backbone name (see 'headstart backbones')")
     inspect_weights.add_argument("--format", choices=("table", "json"), default="table")
     inspect_weights.set_defaults(handler=cmd_inspect_weights)
+    inspect_init = inspect_what.add_parser("init", help="how each initialisation scheme draws a backbone's weights, against its formula")
+    inspect_init.add_argument("--backbone", default="mobilenet_v2")
+    inspect_init.add_argument("--schemes", nargs="+", default=None, metavar="SCHEME", help="default: all (see headstart.init.SCHEMES)")
+    inspect_init.add_argument("--layers", type=int, default=6, help="layers shown per scheme, evenly spaced from the first to the last (default 6; 0: all)")
+    inspect_init.add_argument("-o", "--output", default=None, metavar="PNG", help="also draw the first-layer filters of every scheme, pretrained included, to this PNG")
+    inspect_init.add_argument("--format", choices=("table", "json"), default="table")
+    inspect_init.set_defaults(handler=cmd_inspect_init)
     return parser
 
 
@@ -111,9 +119,10 @@ def _model_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--classifier", choices=("logistic", "svm"), default="logistic")
     parser.add_argument(
         "--strategy",
-        choices=("auto", "linear", "finetune_top", "finetune_all", "gradual"),
+        choices=("auto", "linear", "finetune_top", "finetune_all", "gradual", "scratch"),
         default="auto",
-        help="auto (default): measure the data and choose (see 'headstart advise'); linear: fixed backbone + linear classifier; the others fine-tune",
+        help="auto (default): measure the data and choose (see 'headstart advise'); linear: fixed backbone + linear classifier; "
+        "finetune_*/gradual fine-tune; scratch: a small CNN trained from random weights (the baseline)",
     )
     parser.add_argument("--time-budget", type=float, default=None, metavar="S", help="seconds the fit may take; auto skips fine-tuning that would not fit")
     parser.add_argument("--epochs", type=int, default=None, help="fine-tuning: most epochs (early stopping may end sooner)")
@@ -189,7 +198,8 @@ def cmd_fit(args) -> int:
     try:
         _, summary = fit_folder(
             args.data, args.output, strict=args.strict, test_size=args.test_size, allow_outside=args.allow_outside,
-            resume=args.resume, diagnostics=not args.no_diagnostics, tensorboard=args.tensorboard, **params,
+            resume=args.resume, diagnostics=not args.no_diagnostics, tensorboard=args.tensorboard, compare_scratch=args.compare_scratch,
+            **params,
         )
     except KeyboardInterrupt:
         if args.strategy != "linear":
@@ -303,6 +313,31 @@ def cmd_inspect_weights(args) -> int:
     return 0
 
 
+def cmd_inspect_init(args) -> int:
+    from .backbones import get_backbone
+    from .init import SCHEMES, check_scheme, first_filters, init_table
+
+    schemes = tuple(args.schemes or SCHEMES)
+    for scheme in schemes:
+        check_scheme(scheme)
+    network = get_backbone(args.backbone).build()
+    tables = {scheme: init_table(network, scheme) for scheme in schemes}
+    if args.output:
+        from .report.plots import filters_by_scheme_plot, save_data_uri
+
+        uri = filters_by_scheme_plot(first_filters(network, ("pretrained", *[s for s in schemes if s != "pretrained"])))
+        if uri is None:
+            raise HeadstartError(f"{args.backbone} has no 2-D convolution to draw.")
+        save_data_uri(uri, args.output)
+    if args.format == "json":
+        print(json.dumps(tables, indent=2))
+    else:
+        print(format_init_tables(tables, args.layers))
+        if args.output:
+            print(f"first-layer filters: {args.output}")
+    return 0
+
+
 def cmd_backbones(args) -> int:
     from .backbones import get_backbone, list_backbones
 
@@ -356,9 +391,27 @@ def format_summary(summary, output) -> str:
     for pair in summary.duplicates.get("leakage", [])[:5]:
         lines.append(f"              {pair['kind']}: {pair['paths'][0]}  <->  {pair['paths'][1]}")
     lines.append(f"  saved to    {output}" + (f" (open {Path(output) / 'report.html'})" if summary.diagnostics else ""))
+    for row in summary.comparison:
+        lines.append(f"  compare     {row['model']}: {row['accuracy']:.1%}")
     if summary.verdict:
         lines.append(f"  verdict     {summary.verdict}")
         lines.extend(f"              - {step}" for step in summary.diagnostics["verdict"]["next_steps"])
+    return "\n".join(lines)
+
+
+def format_init_tables(tables: dict[str, list[dict]], layers: int) -> str:
+    """Per scheme: the theoretical bound and std next to the observed min, max and std."""
+    lines = []
+    for scheme, rows in tables.items():
+        if layers and len(rows) > layers:
+            rows = [rows[round(i * (len(rows) - 1) / (layers - 1))] for i in range(layers)] if layers > 1 else rows[:1]
+        lines.append(f"{scheme}")
+        lines.append(f"  {'layer':<28} {'shape':>14} {'fan_in':>6} {'bound':>8} {'min':>8} {'max':>8} {'std':>8} {'expected':>8}")
+        for r in rows:
+            bound = f"{r['bound']:8.4f}" if r["bound"] is not None else f"{'-':>8}"
+            want = f"{r['expected_std']:8.4f}" if r["expected_std"] is not None else f"{'-':>8}"
+            shape = "x".join(map(str, r["shape"]))
+            lines.append(f"  {r['layer'][:28]:<28} {shape:>14} {r['fan_in']:>6} {bound} {r['min']:8.4f} {r['max']:8.4f} {r['std']:8.4f} {want}")
     return "\n".join(lines)
 
 

@@ -30,6 +30,9 @@ log = logging.getLogger(__name__)
 
 # Training images (a seeded sample) on which a mirroring augmentation policy is checked.
 MIRROR_CHECK_IMAGES = 100
+# strategy="scratch": a randomly initialised network needs every layer learning at the full rate,
+# BatchNorm statistics of its own, and more epochs than fine-tuning (finetune={...} overrides these).
+SCRATCH_DEFAULTS = {"lr_mult": 1.0, "batchnorm": "batch", "epochs": 30, "patience": 8}
 
 
 class TransferClassifier(ClassifierMixin, BaseEstimator):
@@ -46,13 +49,16 @@ class TransferClassifier(ClassifierMixin, BaseEstimator):
         ImageNet classifier.
     classifier : {"logistic", "svm"}, default="logistic"
         Multinomial logistic regression, or a linear SVM (one-vs-rest).
-    strategy : {"auto", "linear", "finetune_top", "finetune_all", "gradual"}, default="auto"
+    strategy : {"auto", "linear", "finetune_top", "finetune_all", "gradual", "scratch"}, default="auto"
         "auto" measures the data first (size, similarity to ImageNet, a layer sweep, and a short
         fine-tuning trial when the rule of thumb is in doubt) and follows the resulting
         :class:`~headstart.advisor.Plan` (``plan_``). "linear" keeps the backbone fixed and fits the
         linear classifier on its codes. The others fine-tune the network (see
         :mod:`headstart.strategies.finetune`), holding out a stratified 15% of the training images
-        for early stopping; the new head starts from the linear classifier's solution.
+        for early stopping; the new head starts from the linear classifier's solution. "scratch"
+        trains a small CNN (``scratch_cnn``: three conv blocks, 64 px) from random weights instead
+        (``finetune={"init": "he_normal"}`` or another :mod:`headstart.init` scheme): the baseline
+        transfer must beat.
     time_budget : float, optional
         Seconds the whole fit may take; ``strategy="auto"`` skips fine-tuning (or its trial) that
         would not fit in it.
@@ -167,12 +173,21 @@ class TransferClassifier(ClassifierMixin, BaseEstimator):
         plan = getattr(self, "plan_", None)
         return plan.tap if plan is not None else getattr(self, "tap_", None)
 
+    def resolved_backbone(self) -> str:
+        """The backbone the model runs: ``backbone``, except for ``strategy="scratch"``, which
+        trains the small CNN ``scratch_cnn`` from its ``init`` scheme (finetune={"init": ...})."""
+        if self.strategy == "scratch":
+            from .backbones.scratch import DEFAULT_INIT
+
+            return f"scratch_cnn@{(self.finetune or {}).get('init', DEFAULT_INIT)}"
+        return self.backbone
+
     def _extractor(self) -> CodeExtractor | ConcatExtractor:
         # Built lazily and dropped from pickles: it holds a network or an ONNX Runtime session.
         tap = self._codes_tap()
-        key = (self.backbone, tap, self.input_size, self.engine, self.device, self.batch_size, self.cache, self.cache_dir)
+        key = (self.resolved_backbone(), tap, self.input_size, self.engine, self.device, self.batch_size, self.cache, self.cache_dir)
         if getattr(self, "_extractor_key", None) != key:
-            names = self.backbone.split("+")
+            names = self.resolved_backbone().split("+")
             if len(names) > 1 and tap:
                 raise DataError(f"tap={tap!r} is ambiguous for the concatenated backbone {self.backbone!r}; leave tap unset.")
             # Taps joined by "+" (the advisor's "features.13+pre_logits") read one backbone at
@@ -314,8 +329,8 @@ class TransferClassifier(ClassifierMixin, BaseEstimator):
         """The fine-tuning settings, validated; None for the linear strategy."""
         from .strategies.finetune import STRATEGIES, FineTuneConfig
 
-        if self.strategy not in ("auto", "linear", *STRATEGIES):
-            raise DataError(f"unknown strategy {self.strategy!r}; use 'auto', 'linear' or one of {', '.join(STRATEGIES)}.")
+        if self.strategy not in ("auto", "linear", "scratch", *STRATEGIES):
+            raise DataError(f"unknown strategy {self.strategy!r}; use 'auto', 'linear', 'scratch' or one of {', '.join(STRATEGIES)}.")
         strategy = self._resolved_strategy()
         if strategy == "linear":
             return None
@@ -327,10 +342,12 @@ class TransferClassifier(ClassifierMixin, BaseEstimator):
                 hint = f"; did you mean {close[0]!r}?" if close else f"; known settings: {', '.join(sorted(known))}."
                 raise DataError(f"unknown fine-tuning setting {key!r}{hint}")
         defaults = {"seed": self.random_state or 0, "device": self.device, "progress": self.progress}
+        if strategy == "scratch":  # every layer learns, at one rate, with BatchNorm statistics of its own
+            defaults |= SCRATCH_DEFAULTS
         if self.time_budget is not None:  # what the budget leaves after measuring and the linear head
             spent = time.perf_counter() - started if started is not None else 0.0
             defaults["time_limit"] = max(0.0, self.time_budget - spent)
-        return FineTuneConfig(**{**defaults, **options, "strategy": strategy})
+        return FineTuneConfig(**{**defaults, **options, "strategy": "finetune_all" if strategy == "scratch" else strategy})
 
     def _fine_tune(self, images: list, y_index: np.ndarray, config, board=None) -> None:
         from sklearn.model_selection import train_test_split
@@ -344,15 +361,16 @@ class TransferClassifier(ClassifierMixin, BaseEstimator):
             )
         indices = np.arange(len(images))
         fit_index, stop_index = train_test_split(indices, test_size=0.15, stratify=y_index, random_state=self.random_state)
+        scratch = self.strategy_ == "scratch"
         result = finetune(
-            get_backbone(self.backbone),
+            get_backbone(self.resolved_backbone()),
             [images[i] for i in fit_index],
             y_index[fit_index],
             [images[i] for i in stop_index],
             y_index[stop_index],
             config,
             n_classes=len(self.classes_),
-            head_init=self.head_,
+            head_init=None if scratch else self.head_,  # from scratch means from scratch: no warm start
             checkpoint_dir=Path(self.checkpoint_dir) if self.checkpoint_dir else None,
             resume=self.resume,
             preprocessing=self.preprocessing_,

@@ -54,14 +54,14 @@ class _LinearProbe(nn.Module):
 def probability_module(model) -> nn.Module:
     """The fitted model as one eval-mode module from a preprocessed image batch to probabilities."""
     check_is_fitted(model, "head_")
-    if "+" in model.backbone:
+    if "+" in model.resolved_backbone():
         raise HeadstartError(
-            f"cannot export {model.backbone!r} as one graph: its backbones expect differently prepared inputs; export one backbone's model."
+            f"cannot export {model.resolved_backbone()!r} as one graph: its backbones expect differently prepared inputs; export one backbone's model."
         )
     if model.net_ is not None:
         logits = model.net_
     else:
-        logits = _LinearProbe(build_tap_model(get_backbone(model.backbone), model.tap_), model.head_)
+        logits = _LinearProbe(build_tap_model(get_backbone(model.resolved_backbone()), model.tap_), model.head_)
     return _Probabilities(logits).eval()
 
 
@@ -76,7 +76,7 @@ def export_onnx(model, path: str | os.PathLike) -> Path:
         | {"steps": "decode to RGB; resize shorter side to `resize`; centre-crop `crop`; scale to [0, 1] (times value_scale); subtract mean, divide by std"},
         "output": {"name": "probabilities", "shape": ["batch", len(model.classes_)]},
         "labels": [to_json_label(c) for c in model.classes_],
-        "backbone": model.backbone,
+        "backbone": model.resolved_backbone(),
         "strategy": model.strategy_,
     }
     write_text(path.with_name(path.name + ".json"), json.dumps(description, indent=2) + "\n")

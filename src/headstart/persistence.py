@@ -71,7 +71,7 @@ def save_model(model, directory: Path, *, metrics: dict | None = None, report_ht
         "strategy": model.strategy_,  # as resolved: "auto" never reaches a saved model
         "finetune": getattr(model, "finetune_settings_", None) if model.net_ is not None else None,
         "classes": [to_json_label(c) for c in model.classes_],
-        "backbone": model.backbone,
+        "backbone": model.resolved_backbone(),
         "tap": model.tap_,
         "preprocessing": model.preprocessing_.to_dict(),
         "fingerprint": model.fingerprint_,
@@ -153,11 +153,11 @@ def _load_network(model, meta: dict, tensors: dict[str, np.ndarray]):
     if not state:
         raise ModelFileError(f"the model is marked {meta['strategy']!r} but holds no network weights; re-run fit.")
     pooling = (meta.get("finetune") or {}).get("pooling", "avg")
-    net = FineTuneNet(get_backbone(model.backbone), len(model.classes_), pooling=pooling)
+    net = FineTuneNet(get_backbone(model.resolved_backbone()), len(model.classes_), pooling=pooling)
     try:
         net.load_state_dict(state, strict=True)
     except RuntimeError as exc:
-        raise ModelFileError(f"the saved network does not fit {model.backbone} ({str(exc).splitlines()[0]}); re-run fit.") from None
+        raise ModelFileError(f"the saved network does not fit {model.resolved_backbone()} ({str(exc).splitlines()[0]}); re-run fit.") from None
     model.finetune_settings_ = meta.get("finetune")
     return net.eval()
 
@@ -185,7 +185,7 @@ def _check_backbone(model) -> None:
         return  # reported when codes are first needed, with the install hint
     if expected != model.fingerprint_:
         raise ModelFileError(
-            f"this model was trained on other {model.backbone} weights or preprocessing than the installed ones; "
+            f"this model was trained on other {model.resolved_backbone()} weights or preprocessing than the installed ones; "
             "re-train it with this installation."
         )
 

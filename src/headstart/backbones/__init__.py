@@ -1,6 +1,6 @@
 """Pretrained networks as data: registry, preprocessing, taps and embedded offline weights."""
 
-from . import embedded  # noqa: F401  (registers the offline backbones)
+from . import embedded, scratch  # noqa: F401  (register the offline backbones)
 from .registry import get_backbone, list_backbones, register_backbone
 from .spec import PRE_LOGITS, BackboneSpec, Preprocessing
 from .taps import build_feature_map_model, build_tap_model

@@ -4,6 +4,7 @@ suspects and weights."""
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 from dataclasses import asdict
@@ -11,10 +12,13 @@ from dataclasses import asdict
 import numpy as np
 
 from ..backbones import get_backbone
+from ..errors import BackboneError
 from .errors import error_analysis
 from .probe import label_suspects, learning_curve, out_of_fold_probabilities
 from .verdict import Evidence, judge, wilson_interval
 from .weights import weight_report
+
+log = logging.getLogger(__name__)
 
 SUSPECTS_SHOWN = 30
 
@@ -91,13 +95,23 @@ def diagnose(
             "n_train": int(len(y)),
             "top": [_describe_suspect(s, names, train_images) for s in suspects[:SUSPECTS_SHOWN]],
         },
-        "weights": model_weight_report(model) if weights else None,
+        "weights": _weights_or_none(model) if weights else None,
     }
+
+
+def _weights_or_none(model) -> dict | None:
+    # A fit whose codes all came from the cache never loaded the weights; if they cannot be loaded
+    # now (a hub model offline), the report goes without its weights section rather than failing.
+    try:
+        return model_weight_report(model)
+    except BackboneError as exc:
+        log.warning("no weight statistics: %s", exc)
+        return None
 
 
 def model_weight_report(model) -> dict:
     """Weight statistics of the model's backbone (pretrained, random, fine-tuned) and its head."""
-    spec = get_backbone(model.backbone.split("+")[0])
+    spec = get_backbone(model.resolved_backbone().split("+")[0])
     pretrained = spec.build()
     net = getattr(model, "net_", None)
     if net is not None:

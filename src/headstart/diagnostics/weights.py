@@ -11,10 +11,13 @@ import torch
 from scipy import stats
 from torch import nn
 
+from ..init import first_filters
+
 NORMAL_P = 0.01  # a layer whose normality test gives p >= this is "close to normal"
 NORMALITY_SAMPLE = 2000  # values per layer the test sees (with millions, any deviation is "significant")
 HISTOGRAM_BINS = 40
 UNIFORM_KURTOSIS = -1.2  # excess kurtosis of a uniform distribution: PyTorch's default initialisation
+INIT_SCHEMES_SHOWN = ("pretrained", "uniform_fan_in", "glorot_uniform", "he_normal", "orthogonal")  # first-layer filters in the report
 
 
 def weight_tensors(module: nn.Module) -> dict[str, np.ndarray]:
@@ -76,6 +79,7 @@ def weight_report(pretrained: nn.Module, trained: nn.Module | None = None, head:
         "layers": layers,
         "histograms": histograms,
         "first_conv": {"layer": first, "filters": np.round(after.get(first, before[first]), 5).tolist()} if before[first].ndim == 4 else None,
+        "init_filters": first_filters(pretrained, INIT_SCHEMES_SHOWN),
         "notes": interpret(layers),
     }
 

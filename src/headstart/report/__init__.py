@@ -29,6 +29,7 @@ def render_report(metrics: dict) -> str:
         "reliability": plots.reliability_plot(errors["calibration"]) if errors else None,
         "weights": plots.weight_histograms_plot(weights["histograms"]) if weights else None,
         "filters": plots.filters_plot(weights.get("first_conv")) if weights else None,
+        "init_filters": plots.filters_by_scheme_plot(weights.get("init_filters") or {}) if weights else None,
     }
     shown_suspects = [{**s, "thumbnail": plots.thumbnail(s.get("path"))} for s in suspects["top"]]
     per_class = errors["per_class"] if errors else []

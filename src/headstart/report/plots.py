@@ -173,3 +173,30 @@ def thumbnail(path: str | os.PathLike | None) -> str | None:
     buffer = io.BytesIO()
     image.save(buffer, format="JPEG", quality=80)
     return "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def filters_by_scheme_plot(filters: dict[str, list], *, columns: int = 16) -> str | None:
+    """One row of first-layer filters per initialisation scheme (and the pretrained ones), each
+    filter scaled to its own range, so the schemes' structure (or lack of it) can be compared."""
+    if not filters:
+        return None
+    plt = _pyplot()
+    fig, axes = plt.subplots(len(filters), columns, figsize=(columns * 0.5, len(filters) * 0.62), squeeze=False)
+    for row, (scheme, weights) in zip(axes, filters.items()):
+        weights = np.array(weights, dtype=float)
+        for ax in row:
+            ax.axis("off")
+        for ax, w in zip(row, weights[:columns]):
+            w = w.transpose(1, 2, 0)
+            span = w.max() - w.min()
+            ax.imshow(((w - w.min()) / span if span > 0 else np.zeros_like(w)).squeeze(), cmap="gray" if w.shape[2] == 1 else None, interpolation="nearest")
+        row[0].text(-0.6, 0.5, scheme, transform=row[0].transAxes, ha="right", va="center", fontsize=8)
+    return _data_uri(fig)
+
+
+def save_data_uri(uri: str, path) -> None:
+    """Write a PNG data URI (as the plots return them) to a file."""
+    from .._atomic import atomic_path
+
+    with atomic_path(Path(path)) as tmp:
+        tmp.write_bytes(base64.b64decode(uri.split(",", 1)[1]))

@@ -36,6 +36,7 @@ from ..data.decode import UnreadableImage, array_to_image, decode_image, to_rgb
 from ..data.sampling import ClassBalancedSampler, ImbalancePlan, inverse_frequency_weights, plan_imbalance
 from ..errors import HeadstartError
 from ..features.engine import resolve_device
+from ..init import initialize
 from ..training import EarlyStopping, EpochRecord, History, RangeTest, lr_range_test, param_groups, train, warmup_cosine
 from ..training.checkpoint import CHECKPOINT_FILE, restore_checkpoint, run_identity, save_checkpoint
 from ..training.params import backbone_blocks, block_index
@@ -82,6 +83,7 @@ class FineTuneConfig:
     num_workers: int = 0
     progress: bool = False
     time_limit: float | None = None  # seconds of training; stops after the last epoch that fits
+    init: str = "he_normal"  # the new head's initialisation when not warm-started (headstart.init)
 
     def __post_init__(self):
         if self.strategy not in STRATEGIES:
@@ -284,6 +286,8 @@ def _finetune(spec, train_images, train_labels, val_images, val_labels, config, 
     net = FineTuneNet(spec, n_classes, config.dropout, config.drop_connect, config.pooling)
     if head_init is not None:
         net.warm_start(head_init)
+    else:
+        initialize(net.head, config.init, seed=config.seed)
     net.to(device)
 
     plan = plan_imbalance(train_labels, config.imbalance)
