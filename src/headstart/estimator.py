@@ -50,7 +50,7 @@ class TransferClassifier(ClassifierMixin, BaseEstimator):
     classifier : {"logistic", "svm"}, default="logistic"
         Multinomial logistic regression, or a linear SVM (one-vs-rest).
     strategy : {"auto", "linear", "finetune_top", "finetune_all", "gradual", "scratch"}, default="auto"
-        "auto" measures the data first (size, similarity to ImageNet, a layer sweep, and a short
+        "auto" measures the data first (size, similarity to ImageNet, a layer sweep, and a
         fine-tuning trial when the rule of thumb is in doubt) and follows the resulting
         :class:`~headstart.advisor.Plan` (``plan_``). "linear" keeps the backbone fixed and fits the
         linear classifier on its codes. The others fine-tune the network (see

@@ -2,8 +2,8 @@
 
 The rule of thumb (cs231n's four cases) gives a first answer from size and similarity; cheap
 measurements then confirm or overturn it: the layer sweep picks the tap for a linear head, and a
-short fine-tuning trial (when the time budget allows) decides between the linear head and
-fine-tuning on held-out images. A difference within the noise goes to the cheaper strategy.
+fine-tuning trial (when the time budget allows; trained as the real run would be) decides between
+the linear head and fine-tuning on held-out images. A difference within the noise goes to the cheaper strategy.
 The thresholds are calibrated on the datasets listed in docs/advisor.md.
 """
 
