@@ -96,6 +96,24 @@ def test_a_trial_decides_when_the_rule_is_in_doubt(monkeypatch):
     assert budgeted.strategy == "linear" and any("budget" in line for line in budgeted.explanation)
 
 
+@pytest.mark.parametrize(
+    "median, fine_tuned, chosen",
+    [
+        (20, 0.86, "linear"),  # small: the rule says linear; +1 point within 2 points of noise keeps it
+        (20, 0.90, "finetune_all"),  # small: +5 points beyond the noise overturns the rule
+        (500, 0.84, "finetune_all"),  # large: the rule says fine-tune; -1 point within the noise keeps it
+        (500, 0.80, "linear"),  # large: -5 points beyond the noise overturns the rule
+    ],
+)
+def test_the_trial_overturns_the_rule_only_beyond_the_noise(monkeypatch, median, fine_tuned, chosen):
+    monkeypatch.setattr(planning, "_trial", lambda *args: (fine_tuned, 0.85, 0.02, 400))
+    labels = np.repeat(np.arange(3), 10)
+    sample = {"labels": labels, "index": np.arange(30), "codes": {}}
+    plan = planning.decide(TINY, measurements(median, 0.1, 1.0), sample, [None] * 30, finetune_overrides={"augmentation": "none"})
+    assert plan.case.endswith("different") and plan.strategy == chosen
+    assert any(line.startswith("Trial on 400 held-out images") for line in plan.explanation)
+
+
 def test_the_trial_trains_at_the_input_size_it_scores_at(monkeypatch):
     from headstart.strategies import finetune as finetuning
 

@@ -42,7 +42,7 @@ def test_verdicts_from_the_numbers(train, held, label):
     assert verdict.label == label
     assert 2 <= len(verdict.next_steps) <= 3 and verdict.evidence
     if label == "not learning":
-        assert "within chance (6.7%)" in verdict.headline and "memorised the training set" in verdict.headline
+        assert "not above chance (6.7%)" in verdict.headline and "memorised the training set" in verdict.headline
 
 
 def test_a_small_test_set_cannot_pass_noise_off_as_learning():

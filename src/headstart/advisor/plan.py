@@ -169,15 +169,27 @@ def decide(
         alternatives.append(Alternative(candidate, PRE_LOGITS, ft, noise, f"trial: {epochs} epochs, scored on {held} held-out images"))
         alternatives.append(Alternative("linear", linear.tap, lin, noise, f"trial: same split, scored on {held} held-out images"))
         gain = ft - lin
-        wins = gain > max(MIN_GAIN, noise)
-        if wins:
-            verdict = f"fine-tuning wins by {gain * 100:.1f} points (noise {noise * 100:.1f})."
+        margin = max(MIN_GAIN, noise)
+        if rule_strategy == "linear":  # fine-tuning must beat the rule's linear head beyond the noise
+            choose_finetune = gain > margin
+        else:
+            # The rule says fine-tune (large data): only a clear loss overturns it. The trial trains
+            # on 68% of the images and the real run on 85%, and fine-tuning gains more from the
+            # extra images than a linear head does, so a tie in the trial is not a tie in the run
+            # (Fashion-MNIST-200: trial -0.5 points, full run +2.1; docs/advisor.md).
+            choose_finetune = gain >= -margin
+        if choose_finetune:
+            verdict = f"fine-tuning wins by {gain * 100:.1f} points (noise {noise * 100:.1f})." if gain > margin else (
+                f"{gain * 100:+.1f} points, within the noise ({noise * 100:.1f}): the rule's {candidate} stands."
+            )
+        elif rule_strategy != "linear":
+            verdict = f"fine-tuning loses by {-gain * 100:.1f} points, beyond the noise ({noise * 100:.1f}): the linear head."
         elif gain > 0:
             verdict = f"+{gain * 100:.1f} points, within the noise ({noise * 100:.1f}): the cheaper linear head."
         else:
             verdict = f"fine-tuning does no better ({gain * 100:+.1f} points): the linear head."
         trial_line = f"Trial on {held} held-out images: {candidate} {ft:.1%} vs linear ({linear.tap}) {lin:.1%}: {verdict}"
-        strategy = candidate if wins else "linear"
+        strategy = candidate if choose_finetune else "linear"
     elif rule_strategy != "linear" and within(final_cost):
         trial_line = f"No time for a trial within the {time_budget:.0f} s budget; following the rule unconfirmed."
         strategy = rule_strategy

@@ -61,15 +61,15 @@ def judge(e: Evidence) -> Verdict:
     gap = e.train_accuracy - e.heldout_accuracy if e.train_accuracy is not None else None
     evidence = [f"{held}; {chance_words}."]
     if train:
-        evidence.append(f"{train.capitalize()}, {gap * 100:+.1f} points above held-out." if gap is not None else train)
+        evidence.append(f"{train.capitalize()}, {abs(gap) * 100:.1f} points {'above' if gap >= 0 else 'below'} held-out.")
     if e.validation_accuracy is not None:
         evidence.append(f"Validation ({'cross-validation' if e.strategy == 'linear' else 'early-stopping split'}): {e.validation_accuracy:.1%}.")
 
-    if low <= chance:
+    if low <= chance:  # the 95% interval reaches chance (or the accuracy is below it)
         memorised = f"; it memorised the training set ({train})" if gap is not None and gap > OVERFIT_GAP else ""
         return Verdict(
             "not learning",
-            f"Not learning: {e.heldout_split} accuracy {e.heldout_accuracy:.1%} is within chance ({chance:.1%}){memorised}.",
+            f"Not learning: {e.heldout_split} accuracy {e.heldout_accuracy:.1%} is not above chance ({chance:.1%}){memorised}.",
             evidence,
             _not_learning_steps(e),
         )
