@@ -180,6 +180,6 @@ def test_plan_lines_cover_size_similarity_sweep_and_decision():
     text = "\n".join(plan.explanation)
     assert plan.case == "small, similar" and plan.strategy == "linear" and plan.tap == PRE_LOGITS
     assert "3 classes, 20 images per class" in text and "head confidence 0.60" in text and "top tap 90.0%" in text
-    assert "overfit at this size" in text
+    assert "not tried at this size" in text
     large = planning.decide(TINY, replace(measurements(500)), {"labels": np.repeat([0, 1, 2], 500)}, [], time_budget=0)
     assert large.strategy == "linear" and "budget" in large.explanation[-1]

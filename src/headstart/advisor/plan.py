@@ -207,7 +207,8 @@ def decide(
     top = next(s for s in sweep if s.tap == PRE_LOGITS)
     lines.append(_plan_line(strategy, linear, top, rule_strategy, small, similar, budget_bound))
     if strategy == "linear" and small and similar:
-        lines.append(f"Fine-tuning would likely overfit at this size; try it once you have ~{SMALL_PER_CLASS} images per class.")
+        # On flowers (20 per class) finetune_top beat this head by 1.6 points; on hymenoptera it tied.
+        lines.append("Fine-tuning is not tried at this size (too few images to score it fairly); it may add a point or two: --strategy finetune_top.")
     settings = {"epochs": epochs, "head_lr": DEFAULT_CONFIG.head_lr, "lr_mult": DEFAULT_CONFIG.lr_mult, **overrides} if strategy != "linear" else {}
     return Plan(
         strategy=strategy,

@@ -122,7 +122,7 @@ def _overfitting_steps(e: Evidence) -> list[str]:
         steps.append(_more_data(e, "More data"))
         if e.better_tap:
             steps.append(f"Try the codes of {e.better_tap} (--tap {e.better_tap}): the layer sweep scored them higher.")
-        steps.append("Fine-tune with augmentation (--strategy finetune_top): it trains on varied copies of each image; `headstart advise` measures whether it pays.")
+        steps.append("Fine-tune with augmentation (--strategy finetune_top): it trains on varied copies of each image.")
         return steps[:3]
     steps.append(_more_data(e, "More data"))
     return steps[:3]
@@ -151,7 +151,7 @@ def _healthy_steps(e: Evidence) -> list[str]:
         steps.append(f"Review the {e.suspects} likely label errors: fixing them lifts the ceiling.")
     if len(steps) < 2:
         steps.append(
-            "Fine-tuning may add a point or two: `headstart advise DATA` measures whether it pays."
+            "Fine-tuning may add a point or two: fit again with --strategy finetune_top and compare on the same split."
             if e.strategy == "linear"
             else "Nothing urgent: the per-class recall in report.html shows where the remaining errors are."
         )
