@@ -129,6 +129,6 @@ def interpret(layers: list[dict]) -> list[str]:
         most = max(drifted, key=lambda row: row["drift"])
         notes.append(
             f"Fine-tuning moved {len(moved)} of {len(drifted)} layers; most: {most['layer']} ({most['drift']:.1%} relative change)"
-            + (f"; {drifted[0]['layer']} onwards up to {moved[0]['layer']} stayed frozen." if moved and moved[0] is not drifted[0] else ".")
+            + (f"; the layers before {moved[0]['layer']} stayed as pretrained (frozen)." if moved and moved[0] is not drifted[0] else ".")
         )
     return notes
