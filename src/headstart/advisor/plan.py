@@ -3,7 +3,8 @@
 The rule of thumb (cs231n's four cases) gives a first answer from size and similarity; cheap
 measurements then confirm or overturn it: the layer sweep picks the tap for a linear head, and a
 fine-tuning trial (when the time budget allows; trained as the real run would be) decides between
-the linear head and fine-tuning on held-out images. A difference within the noise goes to the cheaper strategy.
+the linear head and fine-tuning on held-out images. A difference within the noise keeps the rule's
+answer: the cheaper linear head for small data, fine-tuning for large data (see decide()).
 The thresholds are calibrated on the datasets listed in docs/advisor.md.
 """
 
