@@ -107,10 +107,10 @@ def extrapolate(points: list[dict], now: float) -> dict:
     elif math.isfinite(needed) and needed <= 100 * now:
         words = (
             f"about {needed:,.0f} images per class (now {now:g}) for {NEXT_POINTS * 100:.0f} more points, by the learning curve; "
-            f"doubling them: ~{doubled:.1%}."
+            f"doubling them ({2 * now:g}): ~{doubled:.1%}."
         )
     else:
-        words = f"doubling the images per class (now {now:g}) would give ~{doubled:.1%}, by the learning curve."
+        words = f"doubling the images per class (now {now:g}) would give ~{doubled:.1%} (now ~{current:.1%}), by the learning curve."
     return {
         "fit": {"a": float(a), "b": float(b), "c": float(c)},
         "accuracy_now": current,

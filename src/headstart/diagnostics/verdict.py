@@ -148,7 +148,7 @@ def _healthy_steps(e: Evidence) -> list[str]:
     if e.confused_pair:
         steps.append(f"Look at the most confused pair, {e.confused_pair}: merge them if no one could tell them apart either.")
     if e.suspects:
-        steps.append(f"Review the {e.suspects} likely label errors: fixing them lifts the ceiling.")
+        steps.append(f"Review the {e.suspects} training images a held-out probe puts in another class (report.html, 'Likely label errors'): fixing mislabelled ones lifts the ceiling.")
     if len(steps) < 2:
         steps.append(
             "Fine-tuning may add a point or two: fit again with --strategy finetune_top and compare on the same split."
