@@ -114,6 +114,7 @@ def test_weight_report_compares_pretrained_random_and_trained():
     first = report["layers"][0]
     assert first["layer"] == "features.0.0.weight" and first["pretrained"]["excess_kurtosis"] == pytest.approx(-1.2, abs=0.4)
     assert "looks untrained" in report["notes"][0]
+    assert not any(note.startswith("Most heavy-tailed") for note in report["notes"])  # uniform weights have light tails
     assert report["first_conv"]["layer"] == first["layer"] and np.array(report["first_conv"]["filters"]).shape == (8, 3, 3, 3)
     X, y = colour_data(per_class=8)
     model = TransferClassifier("tiny", engine="torch", strategy="finetune_top", finetune={"epochs": 2, "batch_size": 4, "top_blocks": 1, "precision": "fp32"}).fit(X, y)

@@ -17,6 +17,7 @@ NORMAL_P = 0.01  # a layer whose normality test gives p >= this is "close to nor
 NORMALITY_SAMPLE = 2000  # values per layer the test sees (with millions, any deviation is "significant")
 HISTOGRAM_BINS = 40
 UNIFORM_KURTOSIS = -1.2  # excess kurtosis of a uniform distribution: PyTorch's default initialisation
+HEAVY_TAILED = 3.0  # excess kurtosis past which a layer is called heavy-tailed (a Laplace distribution has 3)
 INIT_SCHEMES_SHOWN = ("pretrained", "uniform_fan_in", "glorot_uniform", "he_normal", "orthogonal")  # first-layer filters in the report
 
 
@@ -116,9 +117,10 @@ def interpret(layers: list[dict]) -> list[str]:
         + (f", {late} of them in the second half of the network: many small, similar weights." if normal else ": learned weights are rarely Gaussian.")
     )
     heavy = max(backbone, key=lambda row: row["pretrained"]["excess_kurtosis"])
-    notes.append(
-        f"Most heavy-tailed: {heavy['layer']} (excess kurtosis {heavy['pretrained']['excess_kurtosis']:.1f}): a few strong connections carry most of its signal."
-    )
+    if heavy["pretrained"]["excess_kurtosis"] > HEAVY_TAILED:
+        notes.append(
+            f"Most heavy-tailed: {heavy['layer']} (excess kurtosis {heavy['pretrained']['excess_kurtosis']:.1f}): a few strong connections carry most of its signal."
+        )
     notes.append(
         f"Random initialisation (PyTorch's default, uniform within +-1/sqrt(fan-in)): excess kurtosis {UNIFORM_KURTOSIS} in every layer, "
         f"std from {min(row['random']['std'] for row in backbone):.3f} to {max(row['random']['std'] for row in backbone):.3f}."
