@@ -50,6 +50,10 @@ benchmarks: install
 	$(BIN)/python benchmarks/bench_advisor.py
 	$(BIN)/python benchmarks/bench_imbalance.py ../shared/datasets/oxford17flowers --finetune
 	$(BIN)/python benchmarks/bench_finetune.py ../shared/datasets/hymenoptera
+	$(BIN)/python benchmarks/bench_verdicts.py
+	$(BIN)/python benchmarks/bench_report.py
+	$(BIN)/python benchmarks/bench_label_noise.py ../shared/datasets/oxford17flowers
+	$(BIN)/python benchmarks/bench_scratch.py ../shared/datasets/oxford17flowers ../shared/datasets/hymenoptera
 
 clean:
 	rm -rf $(VENV) runs
