@@ -6,7 +6,10 @@ import platform
 import resource
 import sys
 
+import numpy as np
 import torch
+
+from headstart.data import load_dataset
 
 
 def peak_rss_mb(children: bool = False) -> float:
@@ -17,3 +20,17 @@ def peak_rss_mb(children: bool = False) -> float:
 
 def machine() -> str:
     return f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads, Python {sys.version.split()[0]}, torch {torch.__version__}"
+
+
+def train_and_held_out(data):
+    """A dataset's training paths and labels, and those of its held-out split (test, else val):
+    (dataset, X, y, X_test, y_test)."""
+    dataset = load_dataset(data)
+    train, held_out = dataset.split("train"), dataset.split(dataset.eval_split)
+    return (
+        dataset,
+        [r.path for r in train],
+        np.array([r.label for r in train]),
+        [r.path for r in held_out],
+        np.array([r.label for r in held_out]),
+    )

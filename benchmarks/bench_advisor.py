@@ -17,15 +17,12 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
-
 sys.path.insert(0, str(Path(__file__).parent))
 import _datasets  # noqa: E402
-from _common import machine  # noqa: E402
+from _common import machine, train_and_held_out  # noqa: E402
 
 from headstart import TransferClassifier  # noqa: E402
 from headstart.backbones import PRE_LOGITS  # noqa: E402
-from headstart.data import load_dataset  # noqa: E402
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "datasets"
 ROWS = {
@@ -47,10 +44,7 @@ def main() -> None:
     table = []
     for name in args.only:
         locate, input_size = ROWS[name]
-        dataset = load_dataset(locate())
-        train, test = dataset.split("train"), dataset.split(dataset.eval_split)
-        X, y = [r.path for r in train], np.array([r.label for r in train])
-        X_test, y_test = [r.path for r in test], np.array([r.label for r in test])
+        dataset, X, y, X_test, y_test = train_and_held_out(locate())
         print(f"\n{name}: train {len(X)}, {dataset.eval_split} {len(X_test)}, input {input_size or 224} px", flush=True)
 
         start = time.perf_counter()

@@ -20,10 +20,9 @@ import numpy as np
 from sklearn.metrics import balanced_accuracy_score
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import machine  # noqa: E402
+from _common import machine, train_and_held_out  # noqa: E402
 
 from headstart import TransferClassifier  # noqa: E402
-from headstart.data import load_dataset  # noqa: E402
 
 SETTINGS = {
     "defaults": {},
@@ -45,10 +44,7 @@ def main() -> None:
     args = parser.parse_args()
     print(machine(), flush=True)
     for root in args.data:
-        dataset = load_dataset(root)
-        train, held_out = dataset.split("train"), dataset.split(dataset.eval_split)
-        X, y = [r.path for r in train], np.array([r.label for r in train])
-        X_test, y_test = [r.path for r in held_out], np.array([r.label for r in held_out])
+        dataset, X, y, X_test, y_test = train_and_held_out(root)
         print(f"\n{Path(root).name}: train {len(X)}, {dataset.eval_split} {len(X_test)}", flush=True)
         probe = TransferClassifier(args.backbone).fit(X, y)
         print(f"  {'linear probe':20s} {probe.score(X_test, y_test):7.2%}", flush=True)

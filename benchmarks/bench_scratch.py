@@ -21,10 +21,9 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import machine  # noqa: E402
+from _common import machine, train_and_held_out  # noqa: E402
 
 from headstart import TransferClassifier  # noqa: E402
-from headstart.data import load_dataset  # noqa: E402
 
 RANDOM_SCHEMES = ("uniform_fan_in", "he_normal")
 
@@ -45,10 +44,7 @@ def main() -> None:
     args = parser.parse_args()
     print(machine(), flush=True)
     for data in args.data:
-        dataset = load_dataset(data)
-        train, test = dataset.split("train"), dataset.split(dataset.eval_split)
-        X, y = [r.path for r in train], np.array([r.label for r in train])
-        X_test, y_test = [r.path for r in test], np.array([r.label for r in test])
+        dataset, X, y, X_test, y_test = train_and_held_out(data)
         chance = max(1 / len(dataset.classes), np.unique(y_test, return_counts=True)[1].max() / len(y_test))
         print(f"\n{data}: train {len(X)}, {dataset.eval_split} {len(X_test)}, chance {chance:.1%}", flush=True)
         for name, params in rows(args.finetune):

@@ -19,10 +19,9 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import machine  # noqa: E402
+from _common import machine, train_and_held_out  # noqa: E402
 
 from headstart import TransferClassifier, fit_folder  # noqa: E402
-from headstart.data import load_dataset  # noqa: E402
 from headstart.diagnostics import diagnose  # noqa: E402
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "datasets"
@@ -37,12 +36,6 @@ def show(name: str, report: dict, seconds: float) -> None:
         print(f"  | {line}")
 
 
-def split(data: Path):
-    dataset = load_dataset(data)
-    train, test = dataset.split("train"), dataset.split(dataset.eval_split)
-    return [r.path for r in train], np.array([r.label for r in train]), [r.path for r in test], np.array([r.label for r in test])
-
-
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--hymenoptera", type=Path, default=SHARED / "hymenoptera")
@@ -50,14 +43,14 @@ def main() -> None:
     args = parser.parse_args()
     print(machine(), flush=True)
 
-    X, y, X_test, y_test = split(args.hymenoptera)
+    _, X, y, X_test, y_test = train_and_held_out(args.hymenoptera)
     start = time.perf_counter()
     shuffled = np.random.default_rng(0).permutation(y)
     model = TransferClassifier(strategy="linear").fit(X, shuffled)
     report = diagnose(model, model.transform(X), shuffled, eval_scores=model.decision_function(X_test), eval_labels=y_test, eval_split="val", weights=False)
     show("random labels, hymenoptera", report, time.perf_counter() - start)
 
-    X, y, X_test, y_test = split(args.flowers)
+    _, X, y, X_test, y_test = train_and_held_out(args.flowers)
     start = time.perf_counter()
     model = TransferClassifier(strategy="scratch", finetune=SCRATCH).fit(X, y)
     report = diagnose(model, model.transform(X), y, eval_scores=model.decision_function(X_test), eval_labels=y_test, weights=False)

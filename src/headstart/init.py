@@ -20,6 +20,7 @@ they are: build the module from pretrained weights to use it.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import math
 
@@ -130,8 +131,6 @@ def init_table(module: nn.Module, scheme: str, *, seed: int = 0) -> list[dict]:
     """Per layer of ``module`` re-initialised with ``scheme``: fans, the theoretical bound and
     standard deviation, and the observed min, max and standard deviation. ``module`` is copied,
     never changed; with ``"pretrained"`` the table describes it as it is."""
-    import copy
-
     model = initialize(copy.deepcopy(module), scheme, seed=seed)
     rows = []
     for name, layer in model.named_modules():
@@ -157,8 +156,6 @@ def init_table(module: nn.Module, scheme: str, *, seed: int = 0) -> list[dict]:
 
 def first_filters(module: nn.Module, schemes: tuple[str, ...] = SCHEMES, *, seed: int = 0) -> dict[str, list]:
     """The first convolution's filters under each scheme ("pretrained": as ``module`` holds them)."""
-    import copy
-
     first = next((layer for layer in module.modules() if isinstance(layer, nn.Conv2d)), None)
     if first is None:
         return {}

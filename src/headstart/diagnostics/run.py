@@ -119,18 +119,23 @@ def model_weight_report(model) -> dict:
     return weight_report(pretrained, None, model.head_.coef)
 
 
+def _kept_epoch(model):
+    """The fine-tuning epoch whose weights the model holds; None for a linear head."""
+    if model.history_ is None or not model.history_.records:
+        return None
+    return model.history_.records[(model.history_.best_epoch or len(model.history_.records)) - 1]
+
+
 def _train_accuracy(model, train_codes: np.ndarray, y: np.ndarray) -> float:
-    if model.history_ is not None and model.history_.records:
-        best = model.history_.best_epoch or len(model.history_.records)
-        return float(model.history_.records[best - 1].train_accuracy)
+    if (kept := _kept_epoch(model)) is not None:
+        return float(kept.train_accuracy)
     ok = np.isfinite(train_codes).all(axis=1)
     return float(np.mean(model.head_.decision_function(train_codes[ok]).argmax(1) == y[ok]))
 
 
 def _validation_accuracy(model) -> float | None:
-    if model.history_ is not None and model.history_.records:
-        best = model.history_.best_epoch or len(model.history_.records)
-        return model.history_.records[best - 1].val_accuracy
+    if (kept := _kept_epoch(model)) is not None:
+        return kept.val_accuracy
     score = model.fit_report_.cv_score
     return None if score is None or (isinstance(score, float) and math.isnan(score)) else float(score)
 

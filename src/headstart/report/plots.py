@@ -152,9 +152,7 @@ def filters_plot(first_conv: dict | None) -> str | None:
     for ax in axes.flat:
         ax.axis("off")
     for ax, w in zip(axes.flat, weights[:n]):
-        w = w.transpose(1, 2, 0)
-        span = w.max() - w.min()
-        ax.imshow(((w - w.min()) / span if span > 0 else np.zeros_like(w)).squeeze(), cmap="gray" if w.shape[2] == 1 else None, interpolation="nearest")
+        _show_filter(ax, w)
     fig.suptitle(f"{first_conv['layer']}: {len(weights)} filters of {weights.shape[2]}x{weights.shape[3]}", fontsize=9)
     return _data_uri(fig)
 
@@ -187,11 +185,16 @@ def filters_by_scheme_plot(filters: dict[str, list], *, columns: int = 16) -> st
         for ax in row:
             ax.axis("off")
         for ax, w in zip(row, weights[:columns]):
-            w = w.transpose(1, 2, 0)
-            span = w.max() - w.min()
-            ax.imshow(((w - w.min()) / span if span > 0 else np.zeros_like(w)).squeeze(), cmap="gray" if w.shape[2] == 1 else None, interpolation="nearest")
+            _show_filter(ax, w)
         row[0].text(-0.6, 0.5, scheme, transform=row[0].transAxes, ha="right", va="center", fontsize=8)
     return _data_uri(fig)
+
+
+def _show_filter(ax, weights: np.ndarray) -> None:
+    """One (channels, h, w) filter as an image, scaled to its own range."""
+    w = weights.transpose(1, 2, 0)
+    span = w.max() - w.min()
+    ax.imshow(((w - w.min()) / span if span > 0 else np.zeros_like(w)).squeeze(), cmap="gray" if w.shape[2] == 1 else None, interpolation="nearest")
 
 
 def save_data_uri(uri: str, path) -> None:
