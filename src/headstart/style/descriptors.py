@@ -1,0 +1,274 @@
+"""Gram-matrix style descriptors (Gatys et al.): which layers, how to compute, how to compare.
+
+A layer's activations F (C channels x P positions) become G = F F^T / (C P): channel-by-channel
+correlations, with every trace of where things are thrown away. Two images' style distance is
+sum_l w_l ||G_l(a) - G_l(b)||_F^2, the style loss of Gatys et al. (their 1/(4 N^2 M^2) is this
+normalisation, up to the constant 1/4).
+
+A symmetric G is stored as its upper triangle with the off-diagonal entries scaled by sqrt(2)
+(a "Gram vector"): the squared Euclidean distance between two Gram vectors is exactly the squared
+Frobenius distance between the matrices, at half the memory, and every fast vector tool applies.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from ..backbones import BackboneSpec, get_backbone
+from ..backbones.taps import run_capturing
+from ..errors import BackboneError, HeadstartError
+from ..features.extract import ImageInput, read_content
+from ..data.decode import UnreadableImage
+
+# Default style layers: the first post-ReLU activation at each resolution.
+# VGG19: relu1_1 ... relu5_1, Gatys et al.'s choice.
+# MobileNetV2 and EfficientNet-Lite0: the ReLU6 expansion outputs that Keras users reach for
+# (block_1/3/6/13_expand_relu and out_relu); a block's own output is a linear bottleneck, not a
+# ReLU'd activation, so it is not what a Gram matrix of "activations" means.
+STYLE_LAYERS: dict[str, tuple[str, ...]] = {
+    "vgg19": ("features.1", "features.6", "features.11", "features.20", "features.29"),
+    "mobilenet_v2": ("features.2.conv.0", "features.4.conv.0", "features.7.conv.0", "features.14.conv.0", "features.18"),
+    "efficientnet_lite0": ("bn1", "blocks.1.0.bn1", "blocks.2.0.bn1", "blocks.4.0.bn1", "bn2"),
+}
+# The names people know VGG19's layers by.
+LAYER_ALIASES: dict[str, dict[str, str]] = {
+    "vgg19": {"relu1_1": "features.1", "relu2_1": "features.6", "relu3_1": "features.11", "relu4_1": "features.20", "relu5_1": "features.29"},
+}
+DEFAULT_STYLE_BACKBONE = "vgg19"
+DEFAULT_STYLE_SIZE = 224
+
+
+def base_name(backbone: str) -> str:
+    """``vgg19@he_normal`` has vgg19's layers."""
+    return backbone.split("@", 1)[0]
+
+
+def default_layers(spec: BackboneSpec) -> tuple[str, ...]:
+    """The spec's style layers: the table above, else five taps spread from input to output."""
+    if base_name(spec.name) in STYLE_LAYERS:
+        return STYLE_LAYERS[base_name(spec.name)]
+    taps = [tap for tap in spec.taps if tap != "pre_logits"]
+    if not taps:
+        raise BackboneError(f"backbone {spec.name} has no spatial taps to take style from; name layers with --layers.")
+    picks = np.unique(np.linspace(0, len(taps) - 1, num=min(5, len(taps))).round().astype(int))
+    return tuple(taps[i] for i in picks)
+
+
+def resolve_layers(spec: BackboneSpec, layers: Sequence[str] | None) -> tuple[str, ...]:
+    """Module names for ``layers`` (aliases such as relu3_1 allowed), checked against the network."""
+    if not layers:
+        return default_layers(spec)
+    aliases = LAYER_ALIASES.get(base_name(spec.name), {})
+    return tuple(aliases.get(layer, layer) for layer in layers)
+
+
+def display_name(backbone: str, layer: str) -> str:
+    """relu3_1 rather than features.11, where the layer has a well-known name."""
+    inverse = {module: alias for alias, module in LAYER_ALIASES.get(base_name(backbone), {}).items()}
+    return inverse.get(layer, layer)
+
+
+def smooth(fmap: torch.Tensor, temperature: float) -> torch.Tensor:
+    """Softmax over each position's channels (Wang et al., CVPR 2021), on (N, C, H, W) activations.
+
+    The temperature is in units of the layer's root-mean-square activation in that image, so one
+    value means the same on VGG's 0-255 scale and on a ReLU6 network's 0-6: temperature 1 divides
+    the activations by their RMS before the softmax; a large temperature flattens towards uniform.
+    """
+    rms = fmap.pow(2).mean(dim=(1, 2, 3), keepdim=True).sqrt().clamp_min(1e-12)
+    return torch.softmax(fmap / (temperature * rms), dim=1)
+
+
+def gram(fmap: torch.Tensor) -> torch.Tensor:
+    """(N, C, H, W) -> (N, C, C): F F^T / (C * positions)."""
+    n, c, h, w = fmap.shape
+    flat = fmap.reshape(n, c, h * w).double()
+    return (flat @ flat.transpose(1, 2) / (c * h * w)).float()
+
+
+def triu_weights(channels: int) -> tuple[np.ndarray, np.ndarray]:
+    """Row/column indices of the upper triangle and the factor (1 on the diagonal, sqrt 2 off it)
+    that make a Gram vector's Euclidean norm equal the matrix's Frobenius norm."""
+    rows, cols = np.triu_indices(channels)
+    return np.stack([rows, cols]), np.where(rows == cols, 1.0, math.sqrt(2.0)).astype(np.float32)
+
+
+def gram_vector(grams: torch.Tensor) -> np.ndarray:
+    """(N, C, C) symmetric -> (N, C (C + 1) / 2) Gram vectors."""
+    index, factor = triu_weights(grams.shape[-1])
+    return grams[:, index[0], index[1]].cpu().numpy().astype(np.float32) * factor
+
+
+def unpack_gram_vector(vector: np.ndarray) -> np.ndarray:
+    """A Gram vector back to its symmetric C x C matrix."""
+    channels = int((math.isqrt(8 * vector.shape[-1] + 1) - 1) // 2)
+    index, factor = triu_weights(channels)
+    matrix = np.zeros((channels, channels), dtype=np.float32)
+    matrix[index[0], index[1]] = vector / factor
+    matrix[index[1], index[0]] = vector / factor
+    return matrix
+
+
+def activation_entropy(fmap: torch.Tensor) -> np.ndarray:
+    """Per image, the mean over positions of the entropy of the activations across channels, read
+    as a distribution (non-negative part, normalised to sum 1), divided by log C: 1 is perfectly
+    flat, 0 is one channel carrying everything ("peaky")."""
+    n, c = fmap.shape[:2]
+    mass = fmap.clamp_min(0).reshape(n, c, -1).double()
+    total = mass.sum(dim=1, keepdim=True)
+    p = mass / total.clamp_min(1e-30)
+    entropy = -(p * torch.log(p.clamp_min(1e-30))).sum(dim=1) / math.log(c)  # (n, positions)
+    alive = (total.squeeze(1) > 0).double()
+    return ((entropy * alive).sum(dim=1) / alive.sum(dim=1).clamp_min(1)).float().numpy()
+
+
+def channel_correlation(fmap: torch.Tensor) -> np.ndarray:
+    """Per image, the mean absolute Pearson correlation between distinct channels across positions
+    (channels that never vary are left out)."""
+    n, c = fmap.shape[:2]
+    flat = fmap.reshape(n, c, -1).double()
+    centred = flat - flat.mean(dim=2, keepdim=True)
+    norm = centred.norm(dim=2)
+    out = np.zeros(n, dtype=np.float32)
+    for i in range(n):
+        live = norm[i] > 1e-12
+        k = int(live.sum())
+        if k < 2:
+            continue
+        unit = centred[i][live] / norm[i][live][:, None]
+        corr = (unit @ unit.T).abs()
+        out[i] = float((corr.sum() - corr.diagonal().sum()) / (k * (k - 1)))
+    return out
+
+
+@dataclass
+class StyleDescriptors:
+    """Gram vectors of n images: one (n, C_l (C_l + 1) / 2) array per layer."""
+
+    backbone: str
+    layers: tuple[str, ...]
+    temperature: float | None
+    vectors: list[np.ndarray]
+    content_hashes: list[str | None] = field(default_factory=list)
+    failures: dict[int, str] = field(default_factory=dict)  # index -> why the image was skipped
+
+    def __len__(self) -> int:
+        return self.vectors[0].shape[0] if self.vectors else 0
+
+
+def layer_weights(layers: Sequence[str], weights: Sequence[float] | None) -> np.ndarray:
+    """Equal weights summing to 1 (Gatys et al.'s w_l = 1/5 for five layers), unless given."""
+    if weights is None:
+        return np.full(len(layers), 1.0 / len(layers))
+    if len(weights) != len(layers) or any(w < 0 for w in weights):
+        raise HeadstartError(f"give one non-negative weight per style layer ({len(layers)}), got {list(weights)}.")
+    return np.asarray(weights, dtype=np.float64)
+
+
+def style_distance(a: list[np.ndarray], b: list[np.ndarray], weights: np.ndarray) -> tuple[float, list[float]]:
+    """Weighted sum over layers of squared Frobenius differences between two images' Grams, and
+    each layer's unweighted term. ``a`` and ``b``: one Gram vector per layer."""
+    per_layer = [float(np.sum((np.asarray(x, dtype=np.float64) - np.asarray(y, dtype=np.float64)) ** 2)) for x, y in zip(a, b)]
+    return float(np.dot(weights, per_layer)), per_layer
+
+
+class StyleNetwork:
+    """A backbone that hands back the activations of named layers (unpooled) for an image batch."""
+
+    def __init__(self, backbone: str | BackboneSpec = DEFAULT_STYLE_BACKBONE, layers: Sequence[str] | None = None,
+                 *, input_size: int = DEFAULT_STYLE_SIZE, device: str = "auto"):
+        self.spec = get_backbone(backbone) if isinstance(backbone, str) else backbone
+        self.layers = resolve_layers(self.spec, layers)
+        self.preprocessing = self.spec.preprocessing.with_size(input_size)
+        self.transform = self.preprocessing.transform()
+        self.device = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else ("cpu" if device == "auto" else device))
+        self._model: nn.Module | None = None
+
+    @property
+    def model(self) -> nn.Module:
+        if self._model is None:
+            model = self.spec.build().to(self.device).eval()
+            for layer in self.layers:
+                try:
+                    model.get_submodule(layer)
+                except AttributeError:
+                    raise BackboneError(
+                        f"backbone {self.spec.name} has no layer {layer!r}; list them with: headstart inspect weights {self.spec.name}"
+                    ) from None
+            self._model = model
+        return self._model
+
+    def tensor(self, image: ImageInput) -> tuple[str, torch.Tensor]:
+        """Content hash and network input of one image (path, PIL image or array)."""
+        content_hash, load = read_content(image, self.preprocessing.resize)
+        return content_hash, self.transform(load())
+
+    @torch.no_grad()
+    def activations(self, batch: torch.Tensor) -> list[torch.Tensor]:
+        """The style layers' outputs for a (N, 3, H, W) batch, in ``self.layers`` order, on the CPU."""
+        _, captured = run_capturing(self.model, self.layers, batch.to(self.device))
+        return [captured[layer].float().cpu() for layer in self.layers]
+
+
+class StyleExtractor:
+    """Images in, style descriptors (Gram vectors per layer) out, in batches."""
+
+    def __init__(self, backbone: str | BackboneSpec = DEFAULT_STYLE_BACKBONE, layers: Sequence[str] | None = None,
+                 *, input_size: int = DEFAULT_STYLE_SIZE, temperature: float | None = None, batch_size: int = 16,
+                 device: str = "auto"):
+        if temperature is not None and temperature <= 0:
+            raise HeadstartError(f"the smoothing temperature must be positive, got {temperature}.")
+        self.network = StyleNetwork(backbone, layers, input_size=input_size, device=device)
+        self.temperature = temperature
+        self.batch_size = batch_size
+
+    @property
+    def layers(self) -> tuple[str, ...]:
+        return self.network.layers
+
+    def describe(self, activations: list[torch.Tensor]) -> list[np.ndarray]:
+        """Gram vectors of one batch's activations, smoothed first when a temperature is set."""
+        if self.temperature is not None:
+            activations = [smooth(a, self.temperature) for a in activations]
+        return [gram_vector(gram(a)) for a in activations]
+
+    def __call__(self, images: Sequence[ImageInput], *, progress: bool = False) -> StyleDescriptors:
+        per_batch: list[list[np.ndarray]] = []
+        hashes: list[str | None] = [None] * len(images)
+        failures: dict[int, str] = {}
+        batch, kept = [], []
+
+        def flush():
+            if batch:
+                per_batch.append(self.describe(self.network.activations(torch.stack(batch))))
+                batch.clear()
+
+        for index, image in enumerate(tqdm(images, disable=not progress, unit="img", desc="style", leave=False)):
+            try:
+                hashes[index], tensor = self.network.tensor(image)
+            except (OSError, UnreadableImage, TypeError, ValueError) as exc:
+                failures[index] = f"unreadable ({exc})"
+                continue
+            batch.append(tensor)
+            kept.append(index)
+            if len(batch) == self.batch_size:
+                flush()
+        flush()
+        vectors = [np.concatenate([b[layer] for b in per_batch]) if per_batch else np.zeros((0, 0), np.float32)
+                   for layer in range(len(self.layers))]
+        if failures:  # keep rows aligned with ``images``: failed images get NaN rows
+            vectors = [_scatter(v, kept, len(images)) for v in vectors]
+        return StyleDescriptors(self.network.spec.name, self.layers, self.temperature, vectors, hashes, failures)
+
+
+def _scatter(rows: np.ndarray, kept: list[int], n: int) -> np.ndarray:
+    out = np.full((n, rows.shape[1]), np.nan, dtype=np.float32)
+    out[kept] = rows
+    return out
