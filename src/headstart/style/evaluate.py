@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from ..data.decode import UnreadableImage
 from ..errors import DataError
 from ..features.extract import ImageInput
 from .descriptors import (
@@ -33,6 +34,9 @@ from .descriptors import (
 )
 
 ALL_LAYERS = "all"
+# The same sum with each layer's distances divided by their mean over the set: a control that
+# tells "this layer set separates styles" apart from "one layer's large Grams drown the others".
+BALANCED_LAYERS = "all, balanced"
 DEFAULT_EVALUATE_BACKBONES = ("vgg19", "mobilenet_v2", "efficientnet_lite0", "vgg19@he_normal")
 DEFAULT_TEMPERATURES = (None, 1.0)
 
@@ -62,11 +66,14 @@ def pairwise_sq_distances(vectors: np.ndarray) -> np.ndarray:
     return np.maximum(d, 0.0)
 
 
+def off_diagonal(n: int) -> np.ndarray:
+    return ~np.eye(n, dtype=bool)
+
+
 def separation(distances: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
     """Between/within mean-distance ratio and leave-one-out 1-NN accuracy."""
     same = labels[:, None] == labels[None, :]
-    off_diagonal = ~np.eye(len(labels), dtype=bool)
-    within = distances[same & off_diagonal].mean()
+    within = distances[same & off_diagonal(len(labels))].mean()
     between = distances[~same].mean()
     ratio = float(between / within) if within > 0 else float("inf")
     masked = distances + np.diag(np.full(len(labels), np.inf))
@@ -105,9 +112,15 @@ def evaluate_style(
             for layer, d, ent, cor in zip(network.layers, distances, entropy, correlation):
                 ratio, retrieval = separation(d, labels)
                 rows.append(StyleRow(network.spec.name, temperature, display_name(backbone, layer), ratio, retrieval, float(ent.mean()), float(cor.mean())))
-            ratio, retrieval = separation(sum(w * d for w, d in zip(weights, distances)), labels)
-            rows.append(StyleRow(network.spec.name, temperature, ALL_LAYERS, ratio, retrieval,
-                                 float(np.mean([e.mean() for e in entropy])), float(np.mean([c.mean() for c in correlation]))))
+            mean_entropy = float(np.mean([e.mean() for e in entropy]))
+            mean_correlation = float(np.mean([c.mean() for c in correlation]))
+            combined = {
+                ALL_LAYERS: sum(w * d for w, d in zip(weights, distances)),
+                BALANCED_LAYERS: sum(d / max(d[off_diagonal(len(d))].mean(), 1e-300) for d in distances),
+            }
+            for name, d in combined.items():
+                ratio, retrieval = separation(d, labels)
+                rows.append(StyleRow(network.spec.name, temperature, name, ratio, retrieval, mean_entropy, mean_correlation))
     return rows
 
 
@@ -116,7 +129,7 @@ def _describe_all(network: StyleNetwork, images, temperatures, batch_size, progr
     acc = [([[] for _ in network.layers], [[] for _ in network.layers], [[] for _ in network.layers]) for _ in temperatures]
     desc = f"style {network.spec.name}"
     for start in tqdm(range(0, len(images), batch_size), disable=not progress, desc=desc, leave=False):
-        batch = torch.stack([network.tensor(image)[1] for image in images[start : start + batch_size]])
+        batch = torch.stack([_input(network, image) for image in images[start : start + batch_size]])
         for layer, fmap in enumerate(network.activations(batch)):
             for (vectors, entropy, correlation), temperature in zip(acc, temperatures):
                 seen = smooth(fmap, temperature) if temperature is not None else fmap
@@ -124,6 +137,13 @@ def _describe_all(network: StyleNetwork, images, temperatures, batch_size, progr
                 entropy[layer].append(activation_entropy(seen))
                 correlation[layer].append(channel_correlation(seen))
     return [tuple([np.concatenate(parts) for parts in stat] for stat in setting) for setting in acc]
+
+
+def _input(network: StyleNetwork, image: ImageInput) -> torch.Tensor:
+    try:
+        return network.tensor(image)[1]
+    except (OSError, UnreadableImage) as exc:
+        raise DataError(f"cannot read {image} ({exc}); remove or replace it and run again.") from None
 
 
 def format_table(rows: list[StyleRow]) -> str:
