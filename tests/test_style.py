@@ -173,6 +173,26 @@ def test_index_saves_loads_and_updates_only_what_changed(style_folder, tmp_path)
         assert np.allclose(by_path[entry.path], sketch, atol=1e-5), entry.path
 
 
+def test_interrupted_indexing_resumes_from_its_last_checkpoint(style_folder, tmp_path, monkeypatch):
+    import headstart.style.index as index_module
+
+    monkeypatch.setattr(index_module, "UPDATE_CHUNK", 4)
+    saves = []
+
+    def checkpoint(partial):
+        partial.save(tmp_path / "index")
+        saves.append(len(partial))
+        if len(saves) == 2:
+            raise KeyboardInterrupt  # the user pressed Ctrl-C after 8 of 12 images
+
+    with pytest.raises(KeyboardInterrupt):
+        StyleIndex.build(style_folder, TINY, checkpoint=checkpoint, checkpoint_every=0)
+    resumed = StyleIndex.load(tmp_path / "index")
+    assert saves == [4, 8] and len(resumed) == 8
+    report = resumed.update()
+    assert (report.added, report.unchanged, len(resumed)) == (4, 8, 12)
+
+
 def test_index_load_refuses_missing_and_damaged_files(style_folder, tmp_path):
     with pytest.raises(ModelFileError, match="is not a style index"):
         StyleIndex.load(tmp_path / "nothing")

@@ -419,10 +419,11 @@ def cmd_style_index(args) -> int:
             raise HeadstartError(f"{output} was indexed with other {', '.join(changed)}; add --rebuild to start afresh, or write to another -o.")
         if index.root != Path(args.folder).resolve():
             raise HeadstartError(f"{output} indexes {index.root}, not {args.folder}; add --rebuild to start afresh, or write to another -o.")
-        report = index.update(progress=not args.quiet)
+        report = index.update(progress=not args.quiet, checkpoint=lambda partial: partial.save(output))
     else:
         settings, _ = _style_settings(args)
-        index, report = StyleIndex.build(args.folder, settings, progress=not args.quiet)
+        # Saved as it goes: an interrupted first indexing resumes from the last checkpoint.
+        index, report = StyleIndex.build(args.folder, settings, progress=not args.quiet, checkpoint=lambda partial: partial.save(output))
     index.save(output)
     print(f"{output}: {len(index)} images ({report.summary()})")
     for path, why in report.skipped[:10]:
@@ -462,13 +463,14 @@ def cmd_style_compare(args) -> int:
 def cmd_style_evaluate(args) -> int:
     from .data import load_dataset
     from .style import evaluate_style
+    from .style.descriptors import DEFAULT_STYLE_SIZE
     from .style.evaluate import DEFAULT_EVALUATE_BACKBONES, format_table
 
     dataset = load_dataset(args.data)
     images, labels = [r.path for r in dataset.records], [r.label for r in dataset.records]
     rows = evaluate_style(
         images, labels, backbones=args.backbones or DEFAULT_EVALUATE_BACKBONES, temperatures=(None, *args.smooth),
-        input_size=args.size or 224, device=args.device, progress=not args.quiet,
+        input_size=args.size or DEFAULT_STYLE_SIZE, device=args.device, progress=not args.quiet,
     )
     if args.format == "json":
         print(json.dumps([r.to_dict() for r in rows], indent=2))

@@ -145,7 +145,7 @@ def vgg19() -> BackboneSpec:
         return model.eval()
 
     # Every ReLU's output, by torchvision's index: relu1_1 is features.1, relu5_1 features.29.
-    relus = [(i, c) for i, c in zip((1, 3, 6, 8, 11, 13, 15, 17, 20, 22, 24, 26, 29, 31, 33, 35), [64] * 2 + [128] * 2 + [256] * 4 + [512] * 8)]
+    relus = zip((1, 3, 6, 8, 11, 13, 15, 17, 20, 22, 24, 26, 29, 31, 33, 35), [64] * 2 + [128] * 2 + [256] * 4 + [512] * 8)
     return BackboneSpec(
         name="vgg19",
         build=build,

@@ -13,7 +13,7 @@ def _global_pool(out: torch.Tensor) -> torch.Tensor:
     return out.mean(dim=(2, 3)) if out.ndim == 4 else out
 
 
-def run_capturing(model: nn.Module, names, x: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+def _run_capturing(model: nn.Module, names, x: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Run ``model`` on ``x``; return its output and the outputs of the named submodules, captured
     with forward hooks (which work for any architecture, where FX tracing does not)."""
     captured: dict[str, torch.Tensor] = {}
@@ -52,7 +52,7 @@ class ModuleTap(nn.Module):
         self.tap = tap
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        _, captured = run_capturing(self.model, [self.tap], x)
+        _, captured = _run_capturing(self.model, [self.tap], x)
         return _global_pool(captured[self.tap])
 
 
@@ -65,7 +65,7 @@ class MultiTap(nn.Module):
         self.taps = taps
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        codes, captured = run_capturing(self.model, [tap for tap in self.taps if tap != PRE_LOGITS], x)
+        codes, captured = _run_capturing(self.model, [tap for tap in self.taps if tap != PRE_LOGITS], x)
         captured[PRE_LOGITS] = codes
         return torch.cat([_global_pool(captured[tap]) for tap in self.taps], dim=1)
 
@@ -82,7 +82,7 @@ class FeatureMapTap(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.feature_map == FORWARD_FEATURES:
             return self.model.forward_features(x)
-        _, captured = run_capturing(self.model, [self.feature_map], x)
+        _, captured = _run_capturing(self.model, [self.feature_map], x)
         return captured[self.feature_map]
 
 

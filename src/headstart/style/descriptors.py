@@ -23,6 +23,7 @@ from tqdm import tqdm
 
 from ..backbones import BackboneSpec, get_backbone
 from ..errors import BackboneError, HeadstartError
+from ..features.engine import resolve_device
 from ..features.extract import ImageInput, read_content
 from ..data.decode import UnreadableImage
 
@@ -187,7 +188,7 @@ class StyleNetwork:
         self.layers = resolve_layers(self.spec, layers)
         self.preprocessing = self.spec.preprocessing.with_size(input_size)
         self.transform = self.preprocessing.transform()
-        self.device = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else ("cpu" if device == "auto" else device))
+        self.device = resolve_device(device)
         self._model: nn.Module | None = None
 
     @property
@@ -198,8 +199,9 @@ class StyleNetwork:
                 try:
                     model.get_submodule(layer)
                 except AttributeError:
+                    examples = ", ".join(default_layers(self.spec)[:3])
                     raise BackboneError(
-                        f"backbone {self.spec.name} has no layer {layer!r}; list them with: headstart inspect weights {self.spec.name}"
+                        f"backbone {self.spec.name} has no layer {layer!r}; name modules as model.named_modules() does, e.g. {examples}."
                     ) from None
             self._model = model
         return self._model

@@ -21,7 +21,7 @@ import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 from safetensors import SafetensorError
@@ -166,8 +166,9 @@ class StyleIndex:
     # -- building ------------------------------------------------------------------------------
 
     @classmethod
-    def build(cls, folder: str | os.PathLike, settings: StyleSettings | None = None, *, progress: bool = False) -> tuple["StyleIndex", UpdateReport]:
-        """Index every image under ``folder``."""
+    def build(cls, folder: str | os.PathLike, settings: StyleSettings | None = None, *, progress: bool = False,
+              checkpoint: Callable[["StyleIndex"], None] | None = None, checkpoint_every: float = 60.0) -> tuple["StyleIndex", UpdateReport]:
+        """Index every image under ``folder`` (``checkpoint`` as in :meth:`update`)."""
         root = Path(folder).resolve()
         if not root.is_dir():
             raise DataError(f"{folder} is not a folder; give the folder of images to index.")
@@ -176,10 +177,15 @@ class StyleIndex:
         sizes = tuple(c * (c + 1) // 2 for c in _layer_channels(extractor))
         index = cls(root, settings, [], np.zeros((0, settings.sketch_dim), np.float32), extractor.layers, sizes)
         index._extractor = extractor
-        return index, index.update(progress=progress)
+        return index, index.update(progress=progress, checkpoint=checkpoint, checkpoint_every=checkpoint_every)
 
-    def update(self, *, progress: bool = False) -> UpdateReport:
-        """Bring the index up to date with its folder: describe new and changed files, drop removed ones."""
+    def update(self, *, progress: bool = False, checkpoint: Callable[["StyleIndex"], None] | None = None,
+               checkpoint_every: float = 60.0) -> UpdateReport:
+        """Bring the index up to date with its folder: describe new and changed files, drop removed ones.
+
+        ``checkpoint(self)`` is called every ``checkpoint_every`` seconds with the index as far as it
+        has got (files not reached yet are simply absent), so an interrupted run resumes where the
+        last checkpoint left off: those files are new to the next update."""
         start = time.perf_counter()
         report = UpdateReport()
         files, report.skipped = scan_folder(self.root)
@@ -203,11 +209,13 @@ class StyleIndex:
             todo.append((path, Entry(rel, stat.st_size, stat.st_mtime_ns, digest), old is not None))
         report.removed = len(known)
 
+        kept_sketches = self.sketches[keep_rows]
         new_entries, new_sketches = [], []
+        last_checkpoint = time.perf_counter()
         with tqdm(total=len(todo), disable=not progress or not todo, unit="img", desc="style index", leave=False) as bar:
             # In chunks: one image's Gram vectors take 1.2 MB (VGG19), its sketch 4 kB.
-            for start in range(0, len(todo), UPDATE_CHUNK):
-                chunk = todo[start : start + UPDATE_CHUNK]
+            for first in range(0, len(todo), UPDATE_CHUNK):
+                chunk = todo[first : first + UPDATE_CHUNK]
                 described = self.extractor([str(p) for p, _, _ in chunk])
                 ok = [i for i in range(len(chunk)) if i not in described.failures]
                 report.skipped += [(chunk[i][1].path, why) for i, why in described.failures.items()]
@@ -216,12 +224,19 @@ class StyleIndex:
                     new_entries += [chunk[i][1] for i in ok]
                     report.changed += sum(chunk[i][2] for i in ok)
                 bar.update(len(chunk))
+                if checkpoint and time.perf_counter() - last_checkpoint > checkpoint_every and first + UPDATE_CHUNK < len(todo):
+                    self._set(keep_entries + new_entries, [kept_sketches, *new_sketches])
+                    checkpoint(self)
+                    last_checkpoint = time.perf_counter()
         report.added = len(new_entries) - report.changed
-        self.entries = keep_entries + new_entries
-        self._norms = None
-        self.sketches = np.concatenate([self.sketches[keep_rows], *new_sketches]).astype(np.float32) if new_sketches else self.sketches[keep_rows]
+        self._set(keep_entries + new_entries, [kept_sketches, *new_sketches])
         report.seconds = time.perf_counter() - start
         return report
+
+    def _set(self, entries: list[Entry], sketch_blocks: list[np.ndarray]) -> None:
+        self.entries = entries
+        self.sketches = np.concatenate(sketch_blocks).astype(np.float32)
+        self._norms = None
 
     # -- querying ------------------------------------------------------------------------------
 
