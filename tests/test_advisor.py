@@ -46,6 +46,12 @@ def test_the_four_cases_and_their_rule_of_thumb(median, confidence, bn, case, ru
     assert planning.rule_of_thumb(*case)[0] == rule
 
 
+def test_without_any_similarity_signal_the_plan_says_it_assumed_photos():
+    blind = replace(measurements(), similarity=Similarity(None, None, None, 0))  # e.g. vgg19: no head, no BatchNorm
+    assert planning.classify(blind) == (True, True)
+    assert "not measurable with this backbone" in planning._similarity_line(blind, True)
+
+
 def test_a_tap_within_the_noise_of_the_top_one_loses_to_it():
     close = [TapScore(PRE_LOGITS, 1.0, 32, 0.900, 0.02), TapScore("features.1", 0.5, 16, 0.905, 0.02)]
     assert planning.best_linear(close, prefer_earlier=False).tap == PRE_LOGITS

@@ -300,7 +300,9 @@ def _similarity_line(m: Measurements, similar: bool) -> str:
         parts.append(f"ImageNet head confidence {s.head_confidence:.2f} (similar >= {SIMILAR_CONFIDENCE})")
     if s.bn_distance is not None:
         parts.append(f"BN-statistics distance {s.bn_distance:.2f} (similar <= {SIMILAR_BN_DISTANCE})")
-    return f"Similarity to ImageNet: {'high' if similar else 'low'} ({'; '.join(parts) or 'no signal available'})."
+    if not parts:
+        return "Similarity to ImageNet: not measurable with this backbone (no ImageNet head, no BatchNorm statistics); assumed high, as for photos."
+    return f"Similarity to ImageNet: {'high' if similar else 'low'} ({'; '.join(parts)})."
 
 
 def _sweep_line(sweep: list[TapScore]) -> str:
