@@ -198,6 +198,11 @@ def test_index_load_refuses_missing_and_damaged_files(style_folder, tmp_path):
         StyleIndex.load(tmp_path / "nothing")
     index, _ = StyleIndex.build(style_folder, TINY)
     index.save(tmp_path / "index")
+    meta = (tmp_path / "index" / "index.json").read_text()
+    (tmp_path / "index" / "index.json").write_text(meta.replace('"entries"', '"entrees"'))
+    with pytest.raises(ModelFileError, match="damaged style index"):
+        StyleIndex.load(tmp_path / "index")
+    (tmp_path / "index" / "index.json").write_text(meta)
     (tmp_path / "index" / "sketches.safetensors").write_bytes(b"garbage")
     with pytest.raises(ModelFileError, match="damaged style index"):
         StyleIndex.load(tmp_path / "index")

@@ -315,14 +315,19 @@ class StyleIndex:
             raise ModelFileError(f"{directory} is not a style index; make one with: headstart style index DIR -o {directory}") from None
         except (ValueError, KeyError, OSError, SafetensorError) as exc:
             raise ModelFileError(f"{directory} holds a damaged style index ({exc}); rebuild it with: headstart style index DIR -o {directory}") from None
-        if meta.get("format") != INDEX_FORMAT:
-            raise ModelFileError(f"{directory} was written by an incompatible headstart ({meta.get('headstart')}); rebuild it with headstart style index.")
-        raw = meta["settings"]
-        settings = StyleSettings(**{**raw, "layers": tuple(raw["layers"]), "weights": tuple(raw["weights"]) if raw["weights"] else None})
-        entries = [Entry(**e) for e in meta["entries"]]
+        if not isinstance(meta, dict) or meta.get("format") != INDEX_FORMAT:
+            version = meta.get("headstart") if isinstance(meta, dict) else None
+            raise ModelFileError(f"{directory} was written by an incompatible headstart ({version}); rebuild it with headstart style index.")
+        try:
+            raw = meta["settings"]
+            settings = StyleSettings(**{**raw, "layers": tuple(raw["layers"]), "weights": tuple(raw["weights"]) if raw["weights"] else None})
+            entries = [Entry(**e) for e in meta["entries"]]
+            layers, sizes = tuple(meta["layers"]), tuple(int(n) for n in meta["sizes"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ModelFileError(f"{directory} holds a damaged style index ({exc!r}); rebuild it with: headstart style index DIR -o {directory}") from None
         if sketches.shape != (len(entries), settings.sketch_dim):
             raise ModelFileError(f"{directory}: {sketches.shape[0]} sketches for {len(entries)} files; rebuild it with headstart style index.")
-        return cls(Path(meta["root"]), settings, entries, sketches, tuple(meta["layers"]), tuple(meta["sizes"]))
+        return cls(Path(meta["root"]), settings, entries, sketches, layers, sizes)
 
 
 def _smallest(values: np.ndarray, count: int) -> np.ndarray:
