@@ -255,6 +255,11 @@ def test_style_cli(style_folder, tmp_path, capsys):
     assert "style distance" in capsys.readouterr().out
     assert main(["-q", "style", "evaluate", str(style_folder), "--backbones", "tiny", "--size", "32"]) == 0
     assert "12 images in 3 styles" in capsys.readouterr().out
+    from headstart.style.index import writing_lock
+
+    with writing_lock(out):  # another run is writing the same index
+        assert main(["-q", "style", "index", str(style_folder), "-o", str(out)]) == 2
+    assert "another headstart is writing" in capsys.readouterr().err
     keep = tmp_path / "not-an-index"
     keep.mkdir()
     (keep / "precious.txt").write_text("mine")

@@ -404,6 +404,13 @@ def _style_settings(args, base=None):
 
 
 def cmd_style_index(args) -> int:
+    from .style.index import writing_lock
+
+    with writing_lock(args.output):
+        return _style_index(args)
+
+
+def _style_index(args) -> int:
     from .style import StyleIndex
     from .style.index import INDEX_JSON
 

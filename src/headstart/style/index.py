@@ -15,13 +15,15 @@ describes files that are new or whose content changed.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
 import time
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Iterator, Sequence
 
 import numpy as np
 from safetensors import SafetensorError
@@ -328,6 +330,24 @@ class StyleIndex:
         if sketches.shape != (len(entries), settings.sketch_dim):
             raise ModelFileError(f"{directory}: {sketches.shape[0]} sketches for {len(entries)} files; rebuild it with headstart style index.")
         return cls(Path(meta["root"]), settings, entries, sketches, layers, sizes)
+
+
+@contextmanager
+def writing_lock(directory: str | os.PathLike) -> Iterator[None]:
+    """Hold an exclusive lock for writing the index at ``directory``: a second ``style index`` on the
+    same INDEX fails at once instead of silently throwing the first one's work away. The lock file
+    sits beside the folder, which saving replaces as a whole."""
+    directory = Path(directory)
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    with open(directory.parent / f".{directory.name}.lock", "a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise DataError(f"another headstart is writing {directory}; wait for it to finish, then run again.") from None
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def _smallest(values: np.ndarray, count: int) -> np.ndarray:
