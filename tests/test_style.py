@@ -220,7 +220,7 @@ def test_separation_figures():
     assert ratio == pytest.approx(np.mean([100, 121, 81, 100]) / 1.0)
 
 
-def test_evaluate_style_scores_every_layer_and_the_combinations(style_folder):
+def test_evaluate_style_scores_every_layer_and_the_combinations(style_folder, monkeypatch):
     images = sorted(style_folder.rglob("*.png"))
     labels = [p.parent.name for p in images]
     rows = evaluate_style([str(p) for p in images], labels, backbones=("tiny",), temperatures=(None, 1.0), input_size=32)
@@ -231,6 +231,12 @@ def test_evaluate_style_scores_every_layer_and_the_combinations(style_folder):
     assert raw_all.ratio > 1.5 and raw_all.retrieval >= 0.75  # three very different textures
     with pytest.raises(DataError, match="at least 2 styles"):
         evaluate_style([str(p) for p in images[:3]], ["a"] * 3, backbones=("tiny",), input_size=32)
+    import headstart.style.evaluate as evaluate_module
+
+    with monkeypatch.context() as patch:
+        patch.setattr(evaluate_module, "physical_memory", lambda: 10_000)  # bytes: a machine far too small
+        with pytest.raises(DataError, match="needs ~0.0 GB for its Gram matrices, over half of this machine's 0.0 GB"):
+            evaluate_style([str(p) for p in images], labels, backbones=("tiny",), input_size=32)
     truncated = style_folder / "noise" / "0.png"
     truncated.write_bytes(truncated.read_bytes()[:60])
     with pytest.raises(DataError, match="cannot read .*0.png .*remove or replace it"):

@@ -11,6 +11,7 @@ The last two test the two explanations for why modern networks' Grams separate s
 
 from __future__ import annotations
 
+import os
 from dataclasses import asdict, dataclass
 from typing import Sequence
 
@@ -105,6 +106,7 @@ def evaluate_style(
     rows: list[StyleRow] = []
     for backbone in backbones:
         network = StyleNetwork(backbone, (layers or {}).get(backbone), input_size=input_size, device=device)
+        _check_memory(network, len(images), len(temperatures))
         per_setting = _describe_all(network, images, temperatures, batch_size, progress)
         weights = layer_weights(network.layers, None)
         for temperature, (vectors, entropy, correlation) in zip(temperatures, per_setting):
@@ -122,6 +124,24 @@ def evaluate_style(
                 ratio, retrieval = separation(d, labels)
                 rows.append(StyleRow(network.spec.name, temperature, name, ratio, retrieval, mean_entropy, mean_correlation))
     return rows
+
+
+def physical_memory() -> int:
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
+def _check_memory(network: StyleNetwork, n: int, settings: int) -> None:
+    """Refuse, before any work, a set whose Gram vectors would not fit in half the machine's memory
+    (evaluation keeps them all: exact pairwise distances need them)."""
+    size = network.preprocessing.crop
+    channels = [a.shape[1] for a in network.activations(torch.zeros(1, 3, size, size))]
+    needed = n * settings * sum(c * (c + 1) // 2 for c in channels) * 4
+    available = physical_memory()
+    if needed > available / 2:
+        raise DataError(
+            f"evaluating {n} images on {network.spec.name} needs ~{needed / 1e9:.1f} GB for its Gram matrices, over half of "
+            f"this machine's {available / 1e9:.1f} GB; evaluate a sample of each style (a few hundred images are plenty)."
+        )
 
 
 def _describe_all(network: StyleNetwork, images, temperatures, batch_size, progress):
