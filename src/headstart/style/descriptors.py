@@ -12,6 +12,7 @@ Frobenius distance between the matrices, at half the memory, and every fast vect
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass, field
 from typing import Sequence
@@ -22,10 +23,10 @@ from torch import nn
 from tqdm import tqdm
 
 from ..backbones import BackboneSpec, get_backbone
+from ..data.decode import UnreadableImage
 from ..errors import BackboneError, HeadstartError
 from ..features.engine import resolve_device
 from ..features.extract import ImageInput, read_content
-from ..data.decode import UnreadableImage
 
 # Default style layers: the first post-ReLU activation at each resolution.
 # VGG19: relu1_1 ... relu5_1, Gatys et al.'s choice.
@@ -93,11 +94,14 @@ def gram(fmap: torch.Tensor) -> torch.Tensor:
     return flat @ flat.transpose(1, 2) / (c * h * w)
 
 
+@functools.lru_cache(maxsize=32)
 def triu_weights(channels: int) -> tuple[np.ndarray, np.ndarray]:
     """Row/column indices of the upper triangle and the factor (1 on the diagonal, sqrt 2 off it)
     that make a Gram vector's Euclidean norm equal the matrix's Frobenius norm."""
     rows, cols = np.triu_indices(channels)
-    return np.stack([rows, cols]), np.where(rows == cols, 1.0, math.sqrt(2.0)).astype(np.float32)
+    index, factor = np.stack([rows, cols]), np.where(rows == cols, 1.0, math.sqrt(2.0)).astype(np.float32)
+    factor.flags.writeable = False  # cached and shared by every caller (torch warns on a read-only index)
+    return index, factor
 
 
 def gram_vector(grams: torch.Tensor) -> np.ndarray:
