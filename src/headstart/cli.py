@@ -499,6 +499,8 @@ def cmd_backbones(args) -> int:
 
 # ---------------------------------------------------------------------- output
 def format_summary(summary, output) -> str:
+    from .persistence import REPORT_FILE
+
     ev = summary.evaluation
     counts = ", ".join(f"{k} {v}" for k, v in _split_counts(summary).items())
     not_images = sum(1 for s in summary.skipped if s["reason"] == "not an image")
@@ -539,7 +541,7 @@ def format_summary(summary, output) -> str:
     lines.append("  " + _duplicates_line(summary.duplicates))
     for pair in summary.duplicates.get("leakage", [])[:5]:
         lines.append(f"              {pair['kind']}: {pair['paths'][0]}  <->  {pair['paths'][1]}")
-    lines.append(f"  saved to    {output}" + (f" (open {Path(output) / 'report.html'})" if summary.diagnostics else ""))
+    lines.append(f"  saved to    {output}" + (f" (open {Path(output) / REPORT_FILE})" if summary.diagnostics else ""))
     for row in summary.comparison:
         lines.append(f"  compare     {row['model']}: {row['accuracy']:.1%}")
     if summary.verdict:

@@ -255,7 +255,7 @@ def _scratch_comparison(model, evaluation, records, fitted, labels, held_out, pa
             "model": f"from scratch: {scratch.resolved_backbone()}, {scratch.preprocessing_.crop} px, {len(history.records)} epochs (kept {history.best_epoch})",
             "accuracy": reference.accuracy,
             "ci95": list(reference.accuracy_ci95),
-            "train_accuracy": history.records[(history.best_epoch or len(history.records)) - 1].train_accuracy,
+            "train_accuracy": history.kept().train_accuracy,
             "seconds": round(seconds, 1),
         },
     ]

@@ -43,13 +43,25 @@ def _fit_score(X, y, X_held, y_held, C, class_weight, random_state) -> tuple[flo
     return float(np.mean(probabilities.argmax(1) == y_held)), probabilities
 
 
+def probe_refits(codes: np.ndarray, y: np.ndarray, *, C: float, class_weight: str | None = None, random_state: int = 0) -> tuple[dict | None, np.ndarray | None]:
+    """:func:`learning_curve` and :func:`out_of_fold_probabilities` from one change of basis."""
+    reduced = _reduced(codes)
+    return (
+        _learning_curve(reduced, y, C, class_weight, random_state),
+        _out_of_fold_probabilities(reduced, y, C, class_weight, random_state),
+    )
+
+
 def learning_curve(codes: np.ndarray, y: np.ndarray, *, C: float, class_weight: str | None = None, random_state: int = 0) -> dict | None:
     """Cross-validated accuracy of the linear probe against training images per class, and what
     a power law fitted to it says about more data. None when a class has under 3 images."""
+    return _learning_curve(_reduced(codes), y, C, class_weight, random_state)
+
+
+def _learning_curve(reduced, y, C, class_weight, random_state) -> dict | None:
     counts = np.bincount(y)
     if counts[counts > 0].min() < 3:
         return None
-    reduced = _reduced(codes)
     rng = np.random.default_rng(random_state)
     folds = StratifiedKFold(CURVE_FOLDS, shuffle=True, random_state=random_state)
     scores: dict[float, list[float]] = {f: [] for f in FRACTIONS}
@@ -124,11 +136,14 @@ def extrapolate(points: list[dict], now: float) -> dict:
 def out_of_fold_probabilities(codes: np.ndarray, y: np.ndarray, *, C: float, class_weight: str | None = None, random_state: int = 0) -> np.ndarray | None:
     """Each training image's class probabilities from a probe that never saw it. None when a
     class has a single image."""
+    return _out_of_fold_probabilities(_reduced(codes), y, C, class_weight, random_state)
+
+
+def _out_of_fold_probabilities(reduced, y, C, class_weight, random_state) -> np.ndarray | None:
     counts = np.bincount(y)
     folds = min(SUSPECT_FOLDS, int(counts[counts > 0].min()))
     if folds < 2:
         return None
-    reduced = _reduced(codes)
     probabilities = np.zeros((len(y), len(counts)))
     with threadpool_limits(limits=1, user_api="blas"):
         for train, held in StratifiedKFold(folds, shuffle=True, random_state=random_state).split(reduced, y):

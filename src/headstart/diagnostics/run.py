@@ -14,7 +14,7 @@ import numpy as np
 from ..backbones import get_backbone
 from ..errors import BackboneError
 from .errors import error_analysis
-from .probe import label_suspects, learning_curve, out_of_fold_probabilities
+from .probe import label_suspects, probe_refits
 from .verdict import Evidence, judge, wilson_interval
 from .weights import weight_report
 
@@ -61,8 +61,7 @@ def diagnose(
         ci = wilson_interval(int(round(held_accuracy * n)), n) if validation is not None else (0.0, 1.0)
         majority = float(np.bincount(y).max() / len(y))
 
-    curve = learning_curve(train_codes, y, C=report.C, class_weight=report.class_weight)
-    probabilities = out_of_fold_probabilities(train_codes, y, C=report.C, class_weight=report.class_weight)
+    curve, probabilities = probe_refits(train_codes, y, C=report.C, class_weight=report.class_weight)
     suspects = label_suspects(probabilities, y) if probabilities is not None else []
     counts = np.bincount(y)
     evidence = Evidence(
@@ -121,9 +120,7 @@ def model_weight_report(model) -> dict:
 
 def _kept_epoch(model):
     """The fine-tuning epoch whose weights the model holds; None for a linear head."""
-    if model.history_ is None or not model.history_.records:
-        return None
-    return model.history_.records[(model.history_.best_epoch or len(model.history_.records)) - 1]
+    return model.history_.kept() if model.history_ is not None else None
 
 
 def _train_accuracy(model, train_codes: np.ndarray, y: np.ndarray) -> float:

@@ -211,6 +211,12 @@ class StyleNetwork:
             self._model = model
         return self._model
 
+    @functools.cached_property
+    def channels(self) -> tuple[int, ...]:
+        """Channel count of each style layer, from one forward pass of a blank image."""
+        size = self.preprocessing.crop
+        return tuple(a.shape[1] for a in self.activations(torch.zeros(1, 3, size, size)))
+
     def tensor(self, image: ImageInput) -> tuple[str, torch.Tensor]:
         """Content hash and network input of one image (path, PIL image or array)."""
         content_hash, load = read_content(image, self.preprocessing.resize)

@@ -133,9 +133,7 @@ def physical_memory() -> int:
 def _check_memory(network: StyleNetwork, n: int, settings: int) -> None:
     """Refuse, before any work, a set whose Gram vectors would not fit in half the machine's memory
     (evaluation keeps them all: exact pairwise distances need them)."""
-    size = network.preprocessing.crop
-    channels = [a.shape[1] for a in network.activations(torch.zeros(1, 3, size, size))]
-    needed = n * settings * sum(c * (c + 1) // 2 for c in channels) * 4
+    needed = n * settings * sum(c * (c + 1) // 2 for c in network.channels) * 4
     available = physical_memory()
     if needed > available / 2:
         raise DataError(

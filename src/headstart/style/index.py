@@ -21,7 +21,7 @@ import json
 import os
 import time
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
 
@@ -37,7 +37,15 @@ from .._atomic import atomic_directory
 from ..data.dataset import classify_file
 from ..errors import DataError, ModelFileError
 from ..features.extract import ImageInput
-from .descriptors import DEFAULT_STYLE_BACKBONE, DEFAULT_STYLE_SIZE, StyleDescriptors, StyleExtractor, layer_weights
+from .descriptors import (
+    DEFAULT_STYLE_BACKBONE,
+    DEFAULT_STYLE_SIZE,
+    StyleDescriptors,
+    StyleExtractor,
+    display_name,
+    layer_weights,
+    style_distance,
+)
 
 INDEX_JSON = "index.json"
 SKETCH_FILE = "sketches.safetensors"
@@ -176,7 +184,7 @@ class StyleIndex:
             raise DataError(f"{folder} is not a folder; give the folder of images to index.")
         settings = settings or StyleSettings()
         extractor = settings.extractor()
-        sizes = tuple(c * (c + 1) // 2 for c in _layer_channels(extractor))
+        sizes = tuple(c * (c + 1) // 2 for c in extractor.network.channels)
         index = cls(root, settings, [], np.zeros((0, settings.sketch_dim), np.float32), extractor.layers, sizes)
         index._extractor = extractor
         return index, index.update(progress=progress, checkpoint=checkpoint, checkpoint_every=checkpoint_every)
@@ -202,7 +210,9 @@ class StyleIndex:
                 keep_rows.append(old[1])
                 report.unchanged += 1
                 continue
-            digest = _file_hash(path)
+            # A known file with a new size or mtime is hashed first: if only touched, it is not
+            # described again. A new file's hash comes from describing it (one read, not two).
+            digest = _file_hash(path) if old else ""
             if old and old[0].sha256 == digest:  # touched, not changed
                 keep_entries.append(Entry(rel, stat.st_size, stat.st_mtime_ns, digest))
                 keep_rows.append(old[1])
@@ -223,7 +233,7 @@ class StyleIndex:
                 report.skipped += [(chunk[i][1].path, why) for i, why in described.failures.items()]
                 if ok:
                     new_sketches.append(self.sketch([v[ok] for v in described.vectors]))
-                    new_entries += [chunk[i][1] for i in ok]
+                    new_entries += [replace(chunk[i][1], sha256=described.content_hashes[i]) for i in ok]
                     report.changed += sum(chunk[i][2] for i in ok)
                 bar.update(len(chunk))
                 if checkpoint and time.perf_counter() - last_checkpoint > checkpoint_every and first + UPDATE_CHUNK < len(todo):
@@ -284,9 +294,9 @@ class StyleIndex:
             if j in described.failures:
                 matches.append(Match(path, float(estimates[row]), exact=False, note="could not be re-read; sketch estimate"))
                 continue
-            per_layer = [float(np.sum((q[0].astype(np.float64) - v[j]) ** 2)) for q, v in zip(query.vectors, described.vectors)]
+            distance, _ = style_distance([q[0] for q in query.vectors], [v[j] for v in described.vectors], weights)
             stale = described.content_hashes[j] != self.entries[row].sha256
-            matches.append(Match(path, float(np.dot(weights, per_layer)), exact=True, note="changed since indexed" if stale else ""))
+            matches.append(Match(path, distance, exact=True, note="changed since indexed" if stale else ""))
         return matches
 
     # -- persistence ---------------------------------------------------------------------------
@@ -357,18 +367,8 @@ def _smallest(values: np.ndarray, count: int) -> np.ndarray:
     return part[np.argsort(values[part], kind="stable")]
 
 
-def _layer_channels(extractor: StyleExtractor) -> list[int]:
-    """Channel count of each style layer, from one tiny forward pass."""
-    import torch
-
-    size = extractor.network.preprocessing.crop
-    return [a.shape[1] for a in extractor.network.activations(torch.zeros(1, 3, size, size))]
-
-
 def style_compare(a: ImageInput, b: ImageInput, settings: StyleSettings | None = None) -> tuple[float, list[tuple[str, float]]]:
     """Style distance between two images, and each layer's (unweighted) term."""
-    from .descriptors import display_name, style_distance
-
     settings = settings or StyleSettings()
     extractor = settings.extractor()
     described = extractor([a, b])

@@ -40,6 +40,12 @@ class History:
     def to_dict(self) -> dict:
         return asdict(self)
 
+    def kept(self) -> EpochRecord | None:
+        """The record of the epoch whose weights the model holds (the last one without early stopping)."""
+        if not self.records:
+            return None
+        return self.records[(self.best_epoch or len(self.records)) - 1]
+
 
 class EarlyStopping:
     """Remember the weights of the lowest validation loss; say stop after ``patience`` worse epochs."""
