@@ -1,7 +1,7 @@
 """Does VGG19 separate styles better than MobileNetV2 and EfficientNet-Lite0, why, and does
 activation smoothing close the gap? On three style sets made offline (benchmarks/_style_sets.py).
 
-    python benchmarks/bench_style.py [--size 128] [--smooth 1.0] [--sets textures renderings photo_patches]
+    python benchmarks/bench_style.py [--size 128] [--smooth 1.0] [--sets textures renderings photo_patches] [--precision fp32]
 
 Prints, per set, every backbone x smoothing x layer (between/within distance ratio, leave-one-out
 1-NN style retrieval, activation entropy, inter-channel |correlation|), then the verdict on the
@@ -41,13 +41,14 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=128, help="network input side (default 128)")
     parser.add_argument("--smooth", type=float, default=1.0, help="smoothing temperature (default 1)")
     parser.add_argument("--sets", nargs="+", default=list(SETS), choices=list(SETS))
+    parser.add_argument("--precision", default="fp32", choices=("auto", "bf16", "fp32"), help="network arithmetic (default fp32, as style evaluate)")
     args = parser.parse_args()
     print(f"machine  {machine()}")
     for name in args.sets:
         dataset = load_dataset(SETS[name]())
         images, labels = [str(r.path) for r in dataset.records], [r.label for r in dataset.records]
         start = time.perf_counter()
-        rows = evaluate_style(images, labels, backbones=DEFAULT_EVALUATE_BACKBONES, temperatures=(None, args.smooth), input_size=args.size)
+        rows = evaluate_style(images, labels, backbones=DEFAULT_EVALUATE_BACKBONES, temperatures=(None, args.smooth), input_size=args.size, precision=args.precision)
         print(f"\n== {name}: {len(images)} images, {len(set(labels))} styles, {args.size} px ({time.perf_counter() - start:.0f} s)")
         print(format_table(rows))
         for modern in MODERN:
@@ -56,7 +57,7 @@ def main() -> None:
                 ahead = "VGG19 ahead" if vgg > raw else "VGG19 NOT ahead"
                 share = f"smoothing closes {closed:.0%} of the gap" if closed is not None else "no gap to close"
                 print(f"  {metric:<9} vgg19 {vgg:7.3f} | {modern} {raw:7.3f} -> T={args.smooth:g} {smoothed:7.3f}   {ahead}; {share}")
-        fixed = evaluate_style(images, labels, backbones=MODERN, temperatures=(None,), input_size=args.size, layers=WITHOUT_LAST)
+        fixed = evaluate_style(images, labels, backbones=MODERN, temperatures=(None,), input_size=args.size, layers=WITHOUT_LAST, precision=args.precision)
         for row in (r for r in fixed if r.layer == ALL_LAYERS):
             print(f"  without the last layer, no smoothing: {row.backbone} ratio {row.ratio:.3f}, retrieval {row.retrieval:.3f}")
     print(f"\npeak memory {peak_rss_mb():.0f} MB")

@@ -1,11 +1,12 @@
 """Style index at scale: build a 10,000-image index, then time queries and measure its size.
 
-    python benchmarks/bench_style_index.py [--images 10000] [--size 64] [--backbone vgg19]
+    python benchmarks/bench_style_index.py [--images 10000] [--size 128] [--backbone vgg19] [--precision auto]
 
 The images are Fashion-MNIST's (apt install dataset-fashion-mnist), 10,000 real 28 px photos of
-clothes, fed to the network at --size pixels so that describing them all fits a CPU benchmark.
+clothes, fed to the network at --size pixels (default: the style default, 128 px).
 The index's size and its scan time do not depend on the input size (every image is a fixed
-1,024-number sketch); describing the query and re-ranking do, so they are also timed at 224 px.
+1,024-number sketch); describing the query and re-ranking do, so they are also timed at 224 px,
+and in fp32 beside the default precision.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import statistics
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -25,7 +27,7 @@ from _common import machine, peak_rss_mb  # noqa: E402
 from _datasets import fashion  # noqa: E402
 
 from headstart.style import StyleIndex, StyleSettings  # noqa: E402
-from headstart.style.descriptors import layer_weights  # noqa: E402
+from headstart.style.descriptors import DEFAULT_STYLE_SIZE, layer_weights  # noqa: E402
 from headstart.style.evaluate import pairwise_sq_distances  # noqa: E402
 
 
@@ -47,8 +49,9 @@ def timed(fn, repeats: int) -> tuple[float, object]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--images", type=int, default=10_000)
-    parser.add_argument("--size", type=int, default=64)
+    parser.add_argument("--size", type=int, default=DEFAULT_STYLE_SIZE)
     parser.add_argument("--backbone", default="vgg19")
+    parser.add_argument("--precision", default="auto", choices=("auto", "bf16", "fp32"))
     parser.add_argument("--queries", type=int, default=20)
     args = parser.parse_args()
     print(f"machine  {machine()}")
@@ -57,12 +60,13 @@ def main() -> None:
     queries = sorted((fashion(args.images // 10) / "test").rglob("*.png"))[:: 50][: args.queries]
     work = Path(tempfile.mkdtemp(prefix="headstart-style-bench-"))
     try:
-        settings = StyleSettings(backbone=args.backbone, input_size=args.size)
+        settings = StyleSettings(backbone=args.backbone, input_size=args.size, precision=args.precision)
         start = time.perf_counter()
         index, report = StyleIndex.build(root, settings, progress=True)
         build_s = time.perf_counter() - start
         index.save(work / "index")
-        print(f"index    {len(index)} images, {args.backbone} at {args.size} px, {index.settings.sketch_dim} numbers each; built in {build_s:.0f} s ({len(index) / build_s:.0f} img/s)")
+        arithmetic = "bf16" if index.extractor.network.bf16 else "fp32"
+        print(f"index    {len(index)} images, {args.backbone} at {args.size} px in {arithmetic}, {index.settings.sketch_dim} numbers each; built in {build_s:.0f} s ({len(index) / build_s:.0f} img/s)")
         print(f"disk     {folder_mb(work / 'index'):.1f} MB  (target < 500 MB)")
         exact_mb = sum(index.sizes) * 4 * len(index) / 1e6
         print(f"         the exact Gram vectors would take {exact_mb:,.0f} MB in float32")
@@ -106,12 +110,15 @@ def main() -> None:
         big = big.sketches
         print(f"100k     scan of {len(big):,} sketches {big_ms:.0f} ms, {big.nbytes / 1e6:.0f} MB in memory")
 
-        if args.size != 224:
-            # The same index answering queries described at 224 px (the distances are meaningless, the work is real).
-            at224 = StyleIndex(index.root, StyleSettings(backbone=args.backbone, input_size=224), index.entries, index.sketches, index.layers, index.sizes)
-            sketch224 = [timed(lambda q=q: at224.search(str(q), k, rerank=0), 1)[0] for q in queries[:5]]
-            full224 = [timed(lambda q=q: at224.search(str(q), k), 1)[0] for q in queries[:3]]
-            print(f"at 224px search k={k}: {statistics.median(sketch224):.0f} ms sketch only, {statistics.median(full224):.0f} ms with exact re-ranking of 10")
+        # The same index answering queries described otherwise (distances meaningless, the work real).
+        others = [("at 224 px", replace(settings, input_size=224))]
+        if index.extractor.network.bf16:
+            others += [("in fp32", replace(settings, precision="fp32")), ("at 224 px in fp32", replace(settings, input_size=224, precision="fp32"))]
+        for what, other in others:
+            variant = StyleIndex(index.root, other, index.entries, index.sketches, index.layers, index.sizes)
+            sketch = [timed(lambda q=q: variant.search(str(q), k, rerank=0), 1)[0] for q in queries[:5]]
+            full = [timed(lambda q=q: variant.search(str(q), k), 1)[0] for q in queries[:3]]
+            print(f"{what}: search k={k}: {statistics.median(sketch):.0f} ms sketch only, {statistics.median(full):.0f} ms with exact re-ranking of 10")
         print(f"memory   peak {peak_rss_mb():.0f} MB")
     finally:
         shutil.rmtree(work, ignore_errors=True)

@@ -23,7 +23,7 @@ from headstart.style.descriptors import (
     resolve_layers,
     unpack_gram_vector,
 )
-from headstart.style.evaluate import ALL_LAYERS, BALANCED_LAYERS, separation
+from headstart.style.evaluate import ALL_LAYERS, BALANCED_LAYERS, pairwise_sq_distances, separation
 from headstart.style.index import CountSketch
 
 TINY = StyleSettings(backbone="tiny", input_size=32, sketch_dim=256)
@@ -134,6 +134,30 @@ def test_extractor_describes_images_and_marks_unreadable_ones(tmp_path):
     total, per_layer = style_compare(_styled("stripes", 1), _styled("stripes", 1), TINY)
     assert total == 0.0 and per_layer == [(layer, 0.0) for layer in ("features.0", "features.1", "features.2")]
     assert style_compare(_styled("stripes", 1), _styled("noise", 2), TINY)[0] > 0
+
+
+def test_bf16_descriptors_track_fp32_ones_and_keep_the_neighbours(style_folder):
+    images = sorted(str(f) for f in style_folder.rglob("*.png"))
+    described = {p: StyleExtractor("tiny", input_size=32, precision=p)(images) for p in ("fp32", "bf16")}
+    weights = layer_weights(described["fp32"].layers, None)
+    distances = {p: sum(w * pairwise_sq_distances(v) for w, v in zip(weights, d.vectors)) for p, d in described.items()}
+    off = ~np.eye(len(images), dtype=bool)
+    assert not np.array_equal(distances["bf16"], distances["fp32"])  # the arithmetic really changed
+    assert np.abs(distances["bf16"][off] / distances["fp32"][off] - 1).max() < 0.05
+    np.fill_diagonal(distances["fp32"], np.inf), np.fill_diagonal(distances["bf16"], np.inf)
+    assert np.array_equal(distances["bf16"].argmin(1), distances["fp32"].argmin(1))
+    with pytest.raises(HeadstartError, match="precision must be"):
+        StyleSettings(precision="half")
+
+
+def test_precision_choices_agree_between_cli_and_library():
+    from headstart.cli import PRECISION_CHOICES
+    from headstart.features.engine import PRECISIONS, resolve_bf16
+
+    assert PRECISION_CHOICES == PRECISIONS
+    cpu = torch.device("cpu")
+    assert resolve_bf16("bf16", cpu) and not resolve_bf16("fp32", cpu)
+    assert isinstance(resolve_bf16("auto", cpu), bool)
 
 
 # -- the index ----------------------------------------------------------------------------------

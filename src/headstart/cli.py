@@ -16,6 +16,9 @@ log = logging.getLogger("headstart")
 
 EXIT_ERROR = 2  # bad input or a failed run
 EXIT_PARTIAL = 1  # finished, but some images could not be read
+# headstart.features.engine.PRECISIONS, spelled out here so that parsing arguments imports no torch.
+PRECISION_CHOICES = ("auto", "bf16", "fp32")
+PRECISION_HELP = "arithmetic of the network (default auto: bf16 where the hardware has it natively, ~4x faster on such CPUs)"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -146,8 +149,9 @@ def _style_commands(commands) -> None:
     evaluate.add_argument("data", help="folder with one subfolder per style (or a CSV of path,style)")
     evaluate.add_argument("--backbones", nargs="+", default=None, metavar="B", help="default: vgg19 mobilenet_v2 efficientnet_lite0 vgg19@he_normal")
     evaluate.add_argument("--smooth", nargs="+", type=float, default=[1.0], metavar="T", help="smoothing temperatures scored beside raw activations (default 1)")
-    evaluate.add_argument("--size", type=int, default=None, help="network input side in pixels (default 224)")
+    evaluate.add_argument("--size", type=int, default=None, help="network input side in pixels (default 128)")
     evaluate.add_argument("--device", default="auto")
+    evaluate.add_argument("--precision", choices=PRECISION_CHOICES, default="fp32", help="arithmetic of the networks (default fp32, so that figures reproduce anywhere; auto: bf16 where native, faster)")
     evaluate.add_argument("--format", choices=("table", "json"), default="table")
     evaluate.set_defaults(handler=cmd_style_evaluate)
 
@@ -155,8 +159,9 @@ def _style_commands(commands) -> None:
 def _style_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--backbone", default=None, help="default vgg19 (the original weights); any registered backbone")
     parser.add_argument("--layers", nargs="+", default=None, metavar="LAYER", help="module names (relu1_1 ... for vgg19); default: the backbone's style layers")
-    parser.add_argument("--size", type=int, default=None, help="network input side in pixels (default 224)")
+    parser.add_argument("--size", type=int, default=None, help="network input side in pixels (default 128)")
     parser.add_argument("--smooth", type=float, default=None, metavar="T", help="softmax-smooth activations over channels at temperature T first")
+    parser.add_argument("--precision", choices=PRECISION_CHOICES, default=None, help=PRECISION_HELP)
 
 
 def _model_options(parser: argparse.ArgumentParser) -> None:
@@ -396,6 +401,7 @@ def _style_settings(args, base=None):
         "input_size": args.size,
         "temperature": args.smooth,
         "sketch_dim": getattr(args, "sketch_dim", None),
+        "precision": args.precision,
     }
     given = {k: v for k, v in given.items() if v is not None}
     base = base or StyleSettings()
@@ -477,7 +483,7 @@ def cmd_style_evaluate(args) -> int:
     images, labels = [r.path for r in dataset.records], [r.label for r in dataset.records]
     rows = evaluate_style(
         images, labels, backbones=args.backbones or DEFAULT_EVALUATE_BACKBONES, temperatures=(None, *args.smooth),
-        input_size=args.size or DEFAULT_STYLE_SIZE, device=args.device, progress=not args.quiet,
+        input_size=args.size or DEFAULT_STYLE_SIZE, device=args.device, precision=args.precision, progress=not args.quiet,
     )
     if args.format == "json":
         print(json.dumps([r.to_dict() for r in rows], indent=2))

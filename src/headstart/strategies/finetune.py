@@ -35,7 +35,7 @@ from ..data.augment import augmentation_transform
 from ..data.decode import UnreadableImage, array_to_image, decode_image, to_rgb
 from ..data.sampling import ClassBalancedSampler, ImbalancePlan, inverse_frequency_weights, plan_imbalance
 from ..errors import HeadstartError
-from ..features.engine import resolve_device
+from ..features.engine import check_precision, resolve_bf16, resolve_device
 from ..init import initialize
 from ..training import EarlyStopping, EpochRecord, History, RangeTest, lr_range_test, param_groups, train, warmup_cosine
 from ..training.checkpoint import CHECKPOINT_FILE, restore_checkpoint, run_identity, save_checkpoint
@@ -88,8 +88,7 @@ class FineTuneConfig:
     def __post_init__(self):
         if self.strategy not in STRATEGIES:
             raise HeadstartError(f"unknown strategy {self.strategy!r}; use one of {', '.join(STRATEGIES)} (or 'linear').")
-        if self.precision not in ("auto", "bf16", "fp32"):
-            raise HeadstartError(f"precision must be 'auto', 'bf16' or 'fp32', got {self.precision!r}.")
+        check_precision(self.precision)
         if not 0.0 <= self.drop_connect < 1.0 or not 0.0 <= self.dropout < 1.0:
             raise HeadstartError("dropout and drop_connect are shares of units or weights dropped: use values in [0, 1).")
         if self.batchnorm not in ("frozen", "batch"):
@@ -224,14 +223,6 @@ def set_train_mode(net: FineTuneNet, spec: BackboneSpec, config: FineTuneConfig,
             parameter.requires_grad_(learns)
         if isinstance(module, _NORMS) and not (learns and config.batchnorm == "batch"):
             module.eval()
-
-
-def resolve_bf16(precision: str, device: torch.device) -> bool:
-    if precision != "auto":
-        return precision == "bf16"
-    if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
-    return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
 
 
 @dataclass

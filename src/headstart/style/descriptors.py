@@ -25,7 +25,7 @@ from tqdm import tqdm
 from ..backbones import BackboneSpec, get_backbone
 from ..data.decode import UnreadableImage
 from ..errors import BackboneError, HeadstartError
-from ..features.engine import resolve_device
+from ..features.engine import autocast, resolve_bf16, resolve_device
 from ..features.extract import ImageInput, read_content
 
 # Default style layers: the first post-ReLU activation at each resolution.
@@ -43,7 +43,9 @@ LAYER_ALIASES: dict[str, dict[str, str]] = {
     "vgg19": {"relu1_1": "features.1", "relu2_1": "features.6", "relu3_1": "features.11", "relu4_1": "features.20", "relu5_1": "features.29"},
 }
 DEFAULT_STYLE_BACKBONE = "vgg19"
-DEFAULT_STYLE_SIZE = 224
+# 128 px: the size docs/style.md's findings were measured at, and small enough that a query with
+# exact re-ranking (11 images through VGG19) answers in ~0.15 s on a 2-core CPU with bf16.
+DEFAULT_STYLE_SIZE = 128
 
 
 def base_name(backbone: str) -> str:
@@ -90,33 +92,37 @@ def smooth(fmap: torch.Tensor, temperature: float) -> torch.Tensor:
 def gram(fmap: torch.Tensor) -> torch.Tensor:
     """(N, C, H, W) -> (N, C, C): F F^T / (C * positions)."""
     n, c, h, w = fmap.shape
-    flat = fmap.reshape(n, c, h * w).float()  # float32 sums of ~50,000 products keep ~6 digits: plenty here
+    # float32 sums of ~50,000 products keep ~6 digits: plenty here.
+    if fmap.is_contiguous(memory_format=torch.channels_last):
+        # What StyleNetwork hands back: positions x channels is a view, so nothing is copied.
+        flat = fmap.permute(0, 2, 3, 1).reshape(n, h * w, c).float()
+        return flat.transpose(1, 2) @ flat / (c * h * w)
+    flat = fmap.reshape(n, c, h * w).float()
     return flat @ flat.transpose(1, 2) / (c * h * w)
 
 
 @functools.lru_cache(maxsize=32)
-def triu_weights(channels: int) -> tuple[np.ndarray, np.ndarray]:
-    """Row/column indices of the upper triangle and the factor (1 on the diagonal, sqrt 2 off it)
-    that make a Gram vector's Euclidean norm equal the matrix's Frobenius norm."""
-    rows, cols = np.triu_indices(channels)
-    index, factor = np.stack([rows, cols]), np.where(rows == cols, 1.0, math.sqrt(2.0)).astype(np.float32)
-    factor.flags.writeable = False  # cached and shared by every caller (torch warns on a read-only index)
-    return index, factor
+def triu_weights(channels: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Flat (row * C + column) indices of the upper triangle and the factor (1 on the diagonal,
+    sqrt 2 off it) that make a Gram vector's Euclidean norm equal the matrix's Frobenius norm."""
+    rows, cols = torch.triu_indices(channels, channels)
+    return rows * channels + cols, torch.where(rows == cols, 1.0, math.sqrt(2.0))
 
 
 def gram_vector(grams: torch.Tensor) -> np.ndarray:
     """(N, C, C) symmetric -> (N, C (C + 1) / 2) Gram vectors."""
-    index, factor = triu_weights(grams.shape[-1])
-    return grams[:, index[0], index[1]].cpu().numpy().astype(np.float32) * factor
+    n, channels = grams.shape[0], grams.shape[-1]
+    flat, factor = triu_weights(channels)
+    return (grams.float().cpu().reshape(n, channels * channels).index_select(1, flat) * factor).numpy()
 
 
 def unpack_gram_vector(vector: np.ndarray) -> np.ndarray:
     """A Gram vector back to its symmetric C x C matrix."""
     channels = int((math.isqrt(8 * vector.shape[-1] + 1) - 1) // 2)
-    index, factor = triu_weights(channels)
+    flat, factor = (t.numpy() for t in triu_weights(channels))
+    rows, cols = np.divmod(flat, channels)
     matrix = np.zeros((channels, channels), dtype=np.float32)
-    matrix[index[0], index[1]] = vector / factor
-    matrix[index[1], index[0]] = vector / factor
+    matrix[rows, cols] = matrix[cols, rows] = vector / factor
     return matrix
 
 
@@ -184,15 +190,22 @@ def style_distance(a: list[np.ndarray], b: list[np.ndarray], weights: np.ndarray
 
 
 class StyleNetwork:
-    """A backbone that hands back the activations of named layers (unpooled) for an image batch."""
+    """A backbone that hands back the activations of named layers (unpooled) for an image batch.
+
+    ``precision="auto"`` runs the convolutions in bfloat16 where the hardware has native bf16
+    (AMX / AVX512-BF16 CPUs, recent GPUs): ~4x faster for VGG19 on such a CPU, at a cost measured on
+    the three style sets of docs/style.md: distances 0.9% lower on average (std 0.3%, worst 1.7%),
+    with the same nearest neighbours and the same top 5 for every image. Grams are summed in fp32.
+    """
 
     def __init__(self, backbone: str | BackboneSpec = DEFAULT_STYLE_BACKBONE, layers: Sequence[str] | None = None,
-                 *, input_size: int = DEFAULT_STYLE_SIZE, device: str = "auto"):
+                 *, input_size: int = DEFAULT_STYLE_SIZE, device: str = "auto", precision: str = "auto"):
         self.spec = get_backbone(backbone) if isinstance(backbone, str) else backbone
         self.layers = resolve_layers(self.spec, layers)
         self.preprocessing = self.spec.preprocessing.with_size(input_size)
         self.transform = self.preprocessing.transform()
         self.device = resolve_device(device)
+        self.bf16 = resolve_bf16(precision, self.device)
         self._model: nn.Module | None = None
 
     @property
@@ -238,7 +251,8 @@ class StyleNetwork:
 
         handles = [self.model.get_submodule(layer).register_forward_hook(keep(layer)) for layer in self.layers]
         try:
-            self.model(batch.to(self.device).contiguous(memory_format=torch.channels_last))
+            with autocast(self.device, self.bf16):
+                self.model(batch.to(self.device).contiguous(memory_format=torch.channels_last))
         except _AllCaptured:
             pass
         finally:
@@ -256,10 +270,10 @@ class StyleExtractor:
 
     def __init__(self, backbone: str | BackboneSpec = DEFAULT_STYLE_BACKBONE, layers: Sequence[str] | None = None,
                  *, input_size: int = DEFAULT_STYLE_SIZE, temperature: float | None = None, batch_size: int = 16,
-                 device: str = "auto"):
+                 device: str = "auto", precision: str = "auto"):
         if temperature is not None and temperature <= 0:
             raise HeadstartError(f"the smoothing temperature must be positive, got {temperature}.")
-        self.network = StyleNetwork(backbone, layers, input_size=input_size, device=device)
+        self.network = StyleNetwork(backbone, layers, input_size=input_size, device=device, precision=precision)
         self.temperature = temperature
         self.batch_size = batch_size
 

@@ -36,6 +36,7 @@ from .. import __version__
 from .._atomic import atomic_directory
 from ..data.dataset import classify_file
 from ..errors import DataError, ModelFileError
+from ..features.engine import check_precision
 from ..features.extract import ImageInput
 from .descriptors import (
     DEFAULT_STYLE_BACKBONE,
@@ -65,9 +66,14 @@ class StyleSettings:
     weights: tuple[float, ...] | None = None
     sketch_dim: int = DEFAULT_SKETCH_DIM
     seed: int = 0
+    precision: str = "auto"  # "auto": bf16 where the hardware has it natively (see StyleNetwork)
+
+    def __post_init__(self):
+        check_precision(self.precision)
 
     def extractor(self, **kwargs) -> StyleExtractor:
-        return StyleExtractor(self.backbone, self.layers or None, input_size=self.input_size, temperature=self.temperature, **kwargs)
+        return StyleExtractor(self.backbone, self.layers or None, input_size=self.input_size, temperature=self.temperature,
+                              precision=self.precision, **kwargs)
 
 
 class CountSketch:

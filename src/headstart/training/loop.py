@@ -18,6 +18,8 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from ..features.engine import autocast
+
 
 @dataclass
 class EpochRecord:
@@ -79,10 +81,6 @@ def _mixup_pairs(n: int, alpha: float, device: torch.device) -> tuple[float, tor
         return 1.0, None
     share = float(torch.distributions.Beta(alpha, alpha).sample())
     return share, torch.randperm(n, device=device)
-
-
-def autocast(device: torch.device, bf16: bool):
-    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=bf16)
 
 
 @torch.no_grad()
