@@ -12,6 +12,7 @@ from headstart.backbones import PRE_LOGITS, get_backbone
 from headstart.cli import main
 from headstart.errors import BackboneError, DataError
 from headstart.features import CodeExtractor
+from headstart.strategies.linear import fit_linear_head
 from tests.test_estimator import colour_data
 
 TINY = get_backbone("tiny")
@@ -147,6 +148,65 @@ def test_auto_estimator_fits_the_plan_saves_it_and_reloads(tmp_path):
     assert plan["strategy"] == model.strategy_ and plan["explanation"] == model.plan_.explanation
     loaded = TransferClassifier.load(tmp_path / "run")
     np.testing.assert_allclose(loaded.predict_proba(X), model.predict_proba(X), atol=1e-6)
+
+
+@pytest.mark.parametrize("partner_informative, chosen", [(True, "tiny+partner"), (False, "tiny")])
+def test_the_partner_backbone_joins_only_beyond_the_noise(partner_informative, chosen):
+    rng = np.random.default_rng(0)
+    labels = np.repeat(np.arange(3), 20)
+    weak = np.abs(rng.normal(size=(60, 32)))
+    weak[:, :3] += 0.7 * np.eye(3)[labels]  # codes that tell the classes apart, badly
+    partner = np.abs(rng.normal(size=(60, 16)))
+    if partner_informative:
+        partner[:, :3] += 3.0 * np.eye(3)[labels]
+    _, alone = fit_linear_head(weak, labels)
+    sweep = [TapScore(PRE_LOGITS, 1.0, 32, alone.cv_score, alone.cv_score_std), TapScore("features.1", 0.5, 16, 0.3, 0.05)]
+    sample = {"labels": labels, "index": np.arange(60), "codes": {PRE_LOGITS: weak, "features.1": weak[:, :16]}, "partner": ("partner", partner)}
+    plan = planning.decide(TINY, measurements(20, sweep=sweep), sample, [None] * 60)
+    assert plan.case == "small, similar" and plan.strategy == "linear" and plan.backbone == chosen
+    line = next(line for line in plan.explanation if line.startswith("Second embedded backbone"))
+    assert ("the head reads both" in line) == partner_informative
+    assert any(a.tap == f"tiny+partner {PRE_LOGITS}" for a in plan.alternatives)
+    assert ("top-layer codes of tiny and partner" in plan.describe()) == partner_informative
+
+
+def test_a_plan_that_joins_two_backbones_fits_saves_and_reloads(monkeypatch, tmp_path):
+    import headstart.advisor as advisor
+
+    real = advisor.advise
+    monkeypatch.setattr(advisor, "advise", lambda *a, **k: replace(real(*a, **k), backbone="tiny+tiny@he_normal", tap=PRE_LOGITS))
+    X, y = colour_data()
+    model = TransferClassifier("tiny", engine="torch").fit(X, y)
+    assert model.resolved_backbone() == model.backbone_ == "tiny+tiny@he_normal"
+    assert model.head_.coef.shape == (3, 64) and model.tap_ == PRE_LOGITS
+    codes = model.transform(X)
+    np.testing.assert_allclose(np.linalg.norm(codes[:, :32], axis=1), 1.0, rtol=1e-5)  # each backbone's part has unit rows
+    model.save(tmp_path / "run")
+    loaded = TransferClassifier.load(tmp_path / "run")
+    assert loaded.resolved_backbone() == "tiny+tiny@he_normal"
+    np.testing.assert_allclose(loaded.predict_proba(X), model.predict_proba(X), atol=1e-6)
+
+
+def test_a_plan_is_reused_for_the_same_images_labels_and_settings_only(private_cache, monkeypatch):
+    import headstart.advisor as advisor
+
+    X, y = colour_data()
+    first = advise(TINY, X, y)
+    passes = []
+    real = advisor.measure
+    monkeypatch.setattr(advisor, "measure", lambda *a, **k: passes.append(1) or real(*a, **k))
+    again = advise(TINY, X, y)
+    assert again.from_cache and not first.from_cache and passes == []
+    assert (again.strategy, again.tap, again.backbone, again.explanation) == (first.strategy, first.tap, first.backbone, first.explanation)
+    assert again.measurements == first.measurements and again.alternatives == first.alternatives
+    assert not advise(TINY, X, y[::-1]).from_cache  # other labels
+    assert not advise(TINY, X, y, time_budget=1e6).from_cache  # another setting
+    assert not advise(TINY, X, y, cache=False).from_cache
+    assert len(passes) == 3
+    for stored in (private_cache / "plans").glob("*.json"):
+        stored.write_text("{ damaged")
+    assert not advise(TINY, X, y).from_cache  # a damaged entry is measured afresh...
+    assert advise(TINY, X, y).from_cache  # ...and replaced
 
 
 def test_a_given_tap_is_kept_and_a_wrong_one_fails_before_any_work():

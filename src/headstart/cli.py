@@ -302,7 +302,8 @@ def cmd_advise(args) -> int:
         print(json.dumps(plan.to_dict(), indent=2))
         return 0
     m = plan.measurements
-    print(f"headstart advise: {args.data}, backbone {args.backbone}, {m.n_measured} images measured in {plan.seconds:.1f} s")
+    how = "plan reused from the cache (same images, labels and settings; --no-cache measures again)" if plan.from_cache else f"{m.n_measured} images measured in {plan.seconds:.1f} s"
+    print(f"headstart advise: {args.data}, backbone {args.backbone}, {how}")
     print(f"  case        {plan.case}")
     print(f"  plan        {plan.describe()}" + (f"; imbalance: {plan.imbalance}" if m.size.imbalance_ratio > 1.5 else ""))
     for line in plan.explanation:

@@ -19,7 +19,8 @@ import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.utils.validation import check_is_fitted
 
-from .backbones import Preprocessing, get_backbone
+from ._memory import release_freed_memory
+from .backbones import PRE_LOGITS, Preprocessing, get_backbone
 from .errors import DataError
 from .features import CodeExtractor, Codes, ConcatExtractor, ImageInput
 from .strategies import LinearFitReport, LinearHead, fit_linear_head
@@ -174,12 +175,19 @@ class TransferClassifier(ClassifierMixin, BaseEstimator):
         return plan.tap if plan is not None else getattr(self, "tap_", None)
 
     def resolved_backbone(self) -> str:
-        """The backbone the model runs: ``backbone``, except for ``strategy="scratch"``, which
-        trains the small CNN ``scratch_cnn`` from its ``init`` scheme (finetune={"init": ...})."""
+        """The backbone the model runs: ``backbone``, except that with strategy="auto" the plan may
+        join a second embedded backbone's codes ("mobilenet_v2+efficientnet_lite0"), and that
+        ``strategy="scratch"`` trains the small CNN ``scratch_cnn`` from its ``init`` scheme
+        (finetune={"init": ...})."""
         if self.strategy == "scratch":
             from .backbones.scratch import DEFAULT_INIT
 
             return f"scratch_cnn@{(self.finetune or {}).get('init', DEFAULT_INIT)}"
+        if self._uses_advisor():
+            plan = getattr(self, "plan_", None)
+            chosen = plan.backbone if plan is not None else getattr(self, "backbone_", None)  # backbone_: a loaded model
+            if chosen:
+                return chosen
         return self.backbone
 
     def _extractor(self) -> CodeExtractor | ConcatExtractor:
@@ -188,7 +196,7 @@ class TransferClassifier(ClassifierMixin, BaseEstimator):
         key = (self.resolved_backbone(), tap, self.input_size, self.engine, self.device, self.batch_size, self.cache, self.cache_dir)
         if getattr(self, "_extractor_key", None) != key:
             names = self.resolved_backbone().split("+")
-            if len(names) > 1 and tap:
+            if len(names) > 1 and tap not in (None, PRE_LOGITS):
                 raise DataError(f"tap={tap!r} is ambiguous for the concatenated backbone {self.backbone!r}; leave tap unset.")
             # Taps joined by "+" (the advisor's "features.13+pre_logits") read one backbone at
             # several depths; each part keeps its own cache entries.
@@ -206,7 +214,7 @@ class TransferClassifier(ClassifierMixin, BaseEstimator):
                 )
                 for name, part in pairs
             ]
-            self._code_extractor = parts[0] if len(parts) == 1 else ConcatExtractor(parts)
+            self._code_extractor = parts[0] if len(parts) == 1 else ConcatExtractor(parts, across_backbones=len(names) > 1)
             self._extractor_key = key
         return self._code_extractor
 
@@ -256,6 +264,7 @@ class TransferClassifier(ClassifierMixin, BaseEstimator):
             cache_dir=self.cache_dir,
             random_state=self.random_state or 0,
         )
+        release_freed_memory()  # the measuring pass's activations: the fit's peak must not stack on them
         return self.plan_
 
     def fit_codes(self, codes: Codes, y, *, images: Sequence | None = None, started: float | None = None) -> "TransferClassifier":
@@ -288,6 +297,7 @@ class TransferClassifier(ClassifierMixin, BaseEstimator):
         self.fit_report_: LinearFitReport = report
         self.skipped_ = dict(codes.failures)
         self.tap_ = extractor.tap
+        self.backbone_ = self.resolved_backbone()
         self.preprocessing_: Preprocessing = extractor.preprocessing
         self.fingerprint_ = extractor.fingerprint
         self.n_train_ = int(ok.sum())

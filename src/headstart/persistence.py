@@ -132,6 +132,7 @@ def load_model(directory: Path):
     )
     model.classes_ = np.asarray(meta["classes"])
     model.tap_ = meta["tap"]
+    model.backbone_ = meta["backbone"]
     model.strategy_ = meta.get("strategy", "linear")
     model.preprocessing_ = Preprocessing.from_dict(meta["preprocessing"])
     model.fingerprint_ = meta["fingerprint"]

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 from sklearn.metrics import balanced_accuracy_score, recall_score
 
+from ._memory import release_freed_memory
 from .data import Dataset, find_duplicates, load_dataset
 from .diagnostics import diagnose, wilson_interval
 from .diagnostics.tensorboard import TensorBoardLog
@@ -112,6 +113,7 @@ def fit_folder(
     if strict and failures:
         _raise_unreadable(failures)
     model.fit_codes(_subset(codes, train), labels[train], images=[r.path for r, t in zip(records, train) if t], started=start)
+    release_freed_memory()  # what fitting freed; evaluation and diagnostics come next
 
     eval_split = dataset.eval_split
     evaluation = scores = held_out = None
@@ -283,7 +285,7 @@ def _plan_summary(model: TransferClassifier) -> dict | None:
     plan = getattr(model, "plan_", None)
     if plan is None:
         return None
-    return {"strategy": plan.strategy, "tap": plan.tap, "case": plan.case, "explanation": plan.explanation, "seconds": round(plan.seconds, 1)}
+    return {"strategy": plan.strategy, "tap": plan.tap, "backbone": plan.backbone, "case": plan.case, "explanation": plan.explanation, "seconds": round(plan.seconds, 1)}
 
 
 def duplicate_report(dataset: Dataset, codes: Codes) -> dict:
