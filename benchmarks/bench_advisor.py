@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -48,9 +49,11 @@ def main() -> None:
         print(f"\n{name}: train {len(X)}, {dataset.eval_split} {len(X_test)}, input {input_size or 224} px", flush=True)
 
         start = time.perf_counter()
-        auto = TransferClassifier(strategy="auto", input_size=input_size, time_budget=args.time_budget).fit(X, y)
-        auto_seconds = time.perf_counter() - start
-        auto_accuracy = auto.score(X_test, y_test)
+        # A fresh cache: the advisor measures (a plan cached by an earlier run would be reused).
+        with tempfile.TemporaryDirectory(prefix="headstart-advisor-bench-") as cache:
+            auto = TransferClassifier(strategy="auto", input_size=input_size, time_budget=args.time_budget, cache_dir=cache).fit(X, y)
+            auto_seconds = time.perf_counter() - start
+            auto_accuracy = auto.score(X_test, y_test)
         plan = auto.plan_
         for line in plan.explanation:
             print(f"  | {line}", flush=True)

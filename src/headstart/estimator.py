@@ -44,7 +44,9 @@ class TransferClassifier(ClassifierMixin, BaseEstimator):
     backbone : str, default="mobilenet_v2"
         A registered backbone (``mobilenet_v2``, ``efficientnet_lite0`` work offline), or any
         torchvision / timm model name, e.g. ``"torchvision/resnet50"``. Names joined by ``+``
-        concatenate the backbones' codes (a cheap ensemble).
+        join the backbones' codes, each signed-square-rooted and scaled to unit rows (a cheap
+        ensemble). With ``strategy="auto"`` the advisor may join the other embedded backbone
+        itself (``resolved_backbone()`` says which ran).
     tap : str, optional
         Where to read the codes; default ``"pre_logits"``, the pooled activations feeding the
         ImageNet classifier.
@@ -112,6 +114,9 @@ class TransferClassifier(ClassifierMixin, BaseEstimator):
         With ``strategy="auto"``: the advisor's measurements, alternatives and explanation.
     strategy_ : str
         The strategy actually used ("auto" resolved).
+    backbone_ : str
+        The backbone(s) the codes came from, e.g. "mobilenet_v2+efficientnet_lite0" when the
+        advisor joined the second embedded backbone.
     net_ : FineTuneNet or None
         The fine-tuned network (None for the linear strategy); predictions then come from it.
     history_ : History or None

@@ -52,8 +52,8 @@ def load_plan(root: Path, key: str) -> Plan | None:
         return plan_from_dict(json.loads(path.read_text(encoding="utf-8")))
     except FileNotFoundError:
         return None
-    except (ValueError, KeyError, TypeError) as exc:
-        log.warning("ignoring a damaged cached plan %s (%s)", path, exc)
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        log.warning("ignoring an unreadable cached plan %s (%s)", path, exc)
         return None
 
 
