@@ -52,7 +52,7 @@ def main() -> None:
     print(f"train {len(train)} images; {len(small)} classes cut to {args.keep}: {', '.join(small)}; ratio {max(counts.values())}:{min(counts.values())}")
 
     for name, weight in (("linear, imbalance auto", "auto"), ("linear, imbalance off ", None)):
-        model = TransferClassifier(class_weight=weight).fit(X, y)
+        model = TransferClassifier(strategy="linear", class_weight=weight).fit(X, y)
         predicted = model.predict(X_test)
         minority = np.isin(y_test, small)
         print(

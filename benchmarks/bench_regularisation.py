@@ -46,7 +46,7 @@ def main() -> None:
     for root in args.data:
         dataset, X, y, X_test, y_test = train_and_held_out(root)
         print(f"\n{Path(root).name}: train {len(X)}, {dataset.eval_split} {len(X_test)}", flush=True)
-        probe = TransferClassifier(args.backbone).fit(X, y)
+        probe = TransferClassifier(args.backbone, strategy="linear").fit(X, y)
         print(f"  {'linear probe':20s} {probe.score(X_test, y_test):7.2%}", flush=True)
         for name in args.settings:
             start = time.perf_counter()
