@@ -13,6 +13,18 @@ CLASS_COLOURS = {"red": (200, 40, 40), "green": (40, 180, 60), "blue": (40, 60, 
 
 
 @pytest.fixture(autouse=True)
+def restore_logging():
+    """The command line configures the "headstart" logger (its own handler, no propagation); undo
+    that after each test, so that caplog sees the library's warnings whatever ran before."""
+    import logging
+
+    logger = logging.getLogger("headstart")
+    saved = (logger.handlers[:], logger.level, logger.propagate)
+    yield
+    logger.handlers[:], logger.level, logger.propagate = saved[0], saved[1], saved[2]
+
+
+@pytest.fixture(autouse=True)
 def private_cache(tmp_path, monkeypatch):
     """Every test gets an empty feature cache of its own."""
     cache = tmp_path / "headstart-cache"

@@ -177,13 +177,13 @@ def test_a_plan_that_joins_two_backbones_fits_saves_and_reloads(monkeypatch, tmp
     monkeypatch.setattr(advisor, "advise", lambda *a, **k: replace(real(*a, **k), backbone="tiny+tiny@he_normal", tap=PRE_LOGITS))
     X, y = colour_data()
     model = TransferClassifier("tiny", engine="torch").fit(X, y)
-    assert model.resolved_backbone() == model.backbone_ == "tiny+tiny@he_normal"
+    assert model.backbone_ == model.fitted_.backbone == "tiny+tiny@he_normal"
     assert model.head_.coef.shape == (3, 64) and model.tap_ == PRE_LOGITS
     codes = model.transform(X)
     np.testing.assert_allclose(np.linalg.norm(codes[:, :32], axis=1), 1.0, rtol=1e-5)  # each backbone's part has unit rows
     model.save(tmp_path / "run")
     loaded = TransferClassifier.load(tmp_path / "run")
-    assert loaded.resolved_backbone() == "tiny+tiny@he_normal"
+    assert loaded.backbone_ == "tiny+tiny@he_normal"
     np.testing.assert_allclose(loaded.predict_proba(X), model.predict_proba(X), atol=1e-6)
 
 

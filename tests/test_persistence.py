@@ -3,8 +3,9 @@ import json
 import numpy as np
 import pytest
 
-from headstart import ModelFileError, TransferClassifier
-from headstart import persistence
+from headstart import ModelFileError, TransferClassifier, persistence
+from headstart._json import as_json
+from headstart.fitted import MODEL_PARAMS
 from tests.test_estimator import colour_data, tiny
 
 
@@ -112,3 +113,48 @@ def test_saved_files_get_the_usual_permissions(fitted, tmp_path):
     os.umask(mask)
     assert stat.S_IMODE((tmp_path / "run").stat().st_mode) == 0o777 & ~mask
     assert stat.S_IMODE((tmp_path / "run" / "model.json").stat().st_mode) == 0o666 & ~mask
+
+
+FAST = {"epochs": 2, "batch_size": 8, "precision": "fp32", "augmentation": "none"}
+
+
+def records_equal(a, b) -> bool:
+    """Two FittedModels hold the same: the same JSON, arrays, plan and history."""
+    if a.to_json() != b.to_json():
+        return False
+    ta, tb = a.to_tensors(), b.to_tensors()
+    same_arrays = ta.keys() == tb.keys() and all(np.array_equal(ta[k], tb[k]) for k in ta)
+    as_dict = lambda part: part.to_dict() if part is not None else None  # noqa: E731
+    return same_arrays and json.dumps(as_dict(a.plan)) == json.dumps(as_dict(b.plan)) and as_dict(a.history) == as_dict(b.history)
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"strategy": "linear"},
+        {"strategy": "auto", "time_budget": 0},
+        {"strategy": "finetune_top", "finetune": FAST},
+        {"strategy": "finetune_all", "finetune": FAST | {"pooling": "stochastic"}},
+        {"strategy": "gradual", "finetune": FAST | {"freeze_epochs": 1}},
+        {"strategy": "scratch", "finetune": FAST},
+        {"backbone": "tiny+tiny@he_normal", "strategy": "linear"},
+        {"strategy": "linear", "tap": "features.1+pre_logits"},
+    ],
+    ids=["linear", "auto", "finetune_top", "finetune_all", "gradual", "scratch", "joined-backbones", "joined-taps"],
+)
+def test_every_strategy_round_trips_to_equal_predictions_and_an_equal_record(params, tmp_path):
+    X, y = colour_data(per_class=8)
+    model = TransferClassifier(**{"backbone": "tiny", "engine": "torch", **params}).fit(X, y)
+    model.save(tmp_path / "run")
+    loaded = TransferClassifier.load(tmp_path / "run")
+    np.testing.assert_allclose(loaded.predict_proba(X), model.predict_proba(X), atol=1e-6)
+    assert records_equal(loaded.fitted_, model.fitted_)
+    assert (loaded.plan_ is None) == (params["strategy"] != "auto") and (loaded.history_ is None) == (loaded.net_ is None)
+    for name in MODEL_PARAMS:  # the parameters that describe the model come back with it
+        assert as_json(loaded.get_params()[name]) == as_json(model.get_params()[name])
+
+
+def test_the_record_comparison_sees_a_difference(fitted):
+    model, X = fitted
+    other = tiny(Cs=(0.5,)).fit(X, model.classes_[np.repeat([0, 1, 2], 6)])
+    assert records_equal(model.fitted_, model.fitted_) and not records_equal(model.fitted_, other.fitted_)

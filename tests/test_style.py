@@ -152,7 +152,7 @@ def test_bf16_descriptors_track_fp32_ones_and_keep_the_neighbours(style_folder):
 
 def test_precision_choices_agree_between_cli_and_library():
     from headstart.cli import PRECISION_CHOICES
-    from headstart.features.engine import PRECISIONS, resolve_bf16
+    from headstart.hardware import PRECISIONS, resolve_bf16
 
     assert PRECISION_CHOICES == PRECISIONS
     cpu = torch.device("cpu")

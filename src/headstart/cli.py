@@ -16,7 +16,7 @@ log = logging.getLogger("headstart")
 
 EXIT_ERROR = 2  # bad input or a failed run
 EXIT_PARTIAL = 1  # finished, but some images could not be read
-# headstart.features.engine.PRECISIONS, spelled out here so that parsing arguments imports no torch.
+# headstart.hardware.PRECISIONS, spelled out here so that parsing arguments imports no torch.
 PRECISION_CHOICES = ("auto", "bf16", "fp32")
 PRECISION_HELP = "arithmetic of the network (default auto: bf16 where the hardware has it natively, ~4x faster on such CPUs)"
 
@@ -42,7 +42,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars or warnings")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _fit_command(commands)
+    _model_commands(commands)
+    _advise_command(commands)
+    _inspect_commands(commands)
+    _style_commands(commands)
+    return parser
 
+
+def _fit_command(commands) -> None:
     fit = commands.add_parser("fit", help="train a classifier on a labelled image folder or CSV")
     fit.add_argument("data", help="root/CLASS/img, root/SPLIT/CLASS/img, or a CSV/TSV of path,label")
     fit.add_argument("-o", "--output", required=True, help="run directory to write")
@@ -56,6 +64,9 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument("--compare-scratch", action="store_true", help="also train the small CNN from scratch and show it in the report as a reference row")
     fit.set_defaults(handler=cmd_fit)
 
+
+def _model_commands(commands) -> None:
+    """What to do with a saved run, and the offline demo."""
     predict = commands.add_parser("predict", help="classify images with a saved run")
     predict.add_argument("run", help="run directory written by fit")
     predict.add_argument("images", nargs="+", help="image files or folders")
@@ -70,6 +81,23 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--allow-outside", action="store_true")
     evaluate.set_defaults(handler=cmd_evaluate)
 
+    export = commands.add_parser("export", help="write a saved run as one ONNX graph (probabilities out)")
+    export.add_argument("run")
+    export.add_argument("--format", choices=("onnx",), default="onnx")
+    export.add_argument("-o", "--output", default=None, help="graph file (default RUN/model.onnx)")
+    export.set_defaults(handler=cmd_export)
+
+    report = commands.add_parser("report", help="rebuild RUN/report.html from RUN/metrics.json")
+    report.add_argument("run", help="run directory written by fit")
+    report.set_defaults(handler=cmd_report)
+
+    demo = commands.add_parser("demo", help="offline demo on scikit-learn's handwritten digits")
+    demo.add_argument("-o", "--output", default="runs/demo", help="run directory (default runs/demo)")
+    demo.add_argument("--backbone", default="mobilenet_v2")
+    demo.set_defaults(handler=cmd_demo)
+
+
+def _advise_command(commands) -> None:
     advise = commands.add_parser("advise", help="measure a dataset and say how to transfer (what fit --strategy auto does)")
     advise.add_argument("data", help="root/CLASS/img, root/SPLIT/CLASS/img, or a CSV/TSV of path,label (its train split is measured)")
     advise.add_argument("--backbone", default="mobilenet_v2")
@@ -82,23 +110,10 @@ def build_parser() -> argparse.ArgumentParser:
     advise.add_argument("--json", action="store_true", help="print the whole plan as JSON")
     advise.set_defaults(handler=cmd_advise)
 
-    demo = commands.add_parser("demo", help="offline demo on scikit-learn's handwritten digits")
-    demo.add_argument("-o", "--output", default="runs/demo", help="run directory (default runs/demo)")
-    demo.add_argument("--backbone", default="mobilenet_v2")
-    demo.set_defaults(handler=cmd_demo)
 
-    export = commands.add_parser("export", help="write a saved run as one ONNX graph (probabilities out)")
-    export.add_argument("run")
-    export.add_argument("--format", choices=("onnx",), default="onnx")
-    export.add_argument("-o", "--output", default=None, help="graph file (default RUN/model.onnx)")
-    export.set_defaults(handler=cmd_export)
-
+def _inspect_commands(commands) -> None:
     backbones = commands.add_parser("backbones", help="list the backbones that work offline")
     backbones.set_defaults(handler=cmd_backbones)
-
-    report = commands.add_parser("report", help="rebuild RUN/report.html from RUN/metrics.json")
-    report.add_argument("run", help="run directory written by fit")
-    report.set_defaults(handler=cmd_report)
 
     inspect = commands.add_parser("inspect", help="look inside a run or a backbone")
     inspect_what = inspect.add_subparsers(dest="what", required=True, metavar="WHAT")
@@ -108,14 +123,11 @@ def build_parser() -> argparse.ArgumentParser:
     inspect_weights.set_defaults(handler=cmd_inspect_weights)
     inspect_init = inspect_what.add_parser("init", help="how each initialisation scheme draws a backbone's weights, against its formula")
     inspect_init.add_argument("--backbone", default="mobilenet_v2")
-    inspect_init.add_argument("--schemes", nargs="+", default=None, metavar="SCHEME", help="default: all (see headstart.init.SCHEMES)")
+    inspect_init.add_argument("--schemes", nargs="+", default=None, metavar="SCHEME", help="default: all (see headstart.weight_init.SCHEMES)")
     inspect_init.add_argument("--layers", type=int, default=6, help="layers shown per scheme, evenly spaced from the first to the last (default 6; 0: all)")
     inspect_init.add_argument("-o", "--output", default=None, metavar="PNG", help="also draw the first-layer filters of every scheme, pretrained included, to this PNG")
     inspect_init.add_argument("--format", choices=("table", "json"), default="table")
     inspect_init.set_defaults(handler=cmd_inspect_init)
-
-    _style_commands(commands)
-    return parser
 
 
 def _style_commands(commands) -> None:
@@ -367,7 +379,7 @@ def cmd_inspect_weights(args) -> int:
 
 def cmd_inspect_init(args) -> int:
     from .backbones import get_backbone
-    from .init import SCHEMES, check_scheme, first_filters, init_table
+    from .weight_init import SCHEMES, check_scheme, first_filters, init_table
 
     schemes = tuple(args.schemes or SCHEMES)
     for scheme in schemes:

@@ -19,3 +19,14 @@ class BackboneError(HeadstartError, LookupError):
 
 class ModelFileError(HeadstartError, OSError):
     """A saved model directory is missing, incomplete or from an incompatible version."""
+
+
+def check_choice(name: str, value, allowed) -> None:
+    """Raise a DataError naming ``value``, the allowed values and the nearest one, unless allowed."""
+    if value in allowed:
+        return
+    import difflib  # here, not at the top: the command line imports this module before anything else
+
+    close = difflib.get_close_matches(str(value), [str(a) for a in allowed if a is not None], n=1)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    raise DataError(f"unknown {name} {value!r}{hint}; use one of {', '.join(map(repr, allowed))}.")

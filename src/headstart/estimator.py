@@ -3,15 +3,15 @@
 It follows scikit-learn's contract: ``__init__`` only stores its arguments, all work happens in
 ``fit``, fitted state ends in ``_``. It can be cloned, pickled, grid-searched and cross-validated;
 ``save``/``load`` write and read a directory of JSON and safetensors (no pickle, no code).
+
+A thin adapter: fitting is :func:`headstart.pipeline.fit_model`, the outcome one
+:class:`~headstart.fitted.FittedModel` (``fitted_``), of which the fitted attributes are views.
 """
 
 from __future__ import annotations
 
-import difflib
-import logging
 import os
-import time
-from dataclasses import asdict
+from dataclasses import replace
 from pathlib import Path
 from typing import Sequence
 
@@ -19,21 +19,24 @@ import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.utils.validation import check_is_fitted
 
-from ._memory import release_freed_memory
-from .backbones import PRE_LOGITS, Preprocessing, get_backbone
-from .errors import DataError
-from .features import CodeExtractor, Codes, ConcatExtractor, ImageInput
-from .strategies import LinearFitReport, LinearHead, fit_linear_head
+from .features import Codes, ImageInput
+from .fitted import FittedModel
+from .persistence import load_model, save_model
+from .pipeline import as_image_list as _as_list
+from .pipeline import fit_model, make_plan, predict_scores, unreadable_error
+from .recipe import Runtime, check_params, resolve
 from .strategies.linear import softmax
 
-log = logging.getLogger(__name__)
 
+def _view(field: str) -> property:
+    """A fitted attribute: a field of the record (AttributeError before fit, as scikit-learn expects)."""
 
-# Training images (a seeded sample) on which a mirroring augmentation policy is checked.
-MIRROR_CHECK_IMAGES = 100
-# strategy="scratch": a randomly initialised network needs every layer learning at the full rate,
-# BatchNorm statistics of its own, and more epochs than fine-tuning (finetune={...} overrides these).
-SCRATCH_DEFAULTS = {"lr_mult": 1.0, "batchnorm": "batch", "epochs": 30, "patience": 8}
+    def get(self):
+        if "fitted_" not in self.__dict__:
+            raise AttributeError(f"this TransferClassifier has no {field} yet; call fit first")
+        return getattr(self.fitted_, field)
+
+    return property(get)
 
 
 class TransferClassifier(ClassifierMixin, BaseEstimator):
@@ -46,7 +49,7 @@ class TransferClassifier(ClassifierMixin, BaseEstimator):
         torchvision / timm model name, e.g. ``"torchvision/resnet50"``. Names joined by ``+``
         join the backbones' codes, each signed-square-rooted and scaled to unit rows (a cheap
         ensemble). With ``strategy="auto"`` the advisor may join the other embedded backbone
-        itself (``resolved_backbone()`` says which ran).
+        itself (``backbone_`` says which ran).
     tap : str, optional
         Where to read the codes; default ``"pre_logits"``, the pooled activations feeding the
         ImageNet classifier.
@@ -60,7 +63,7 @@ class TransferClassifier(ClassifierMixin, BaseEstimator):
         :mod:`headstart.strategies.finetune`), holding out a stratified 15% of the training images
         for early stopping; the new head starts from the linear classifier's solution. "scratch"
         trains a small CNN (``scratch_cnn``: three conv blocks, 64 px) from random weights instead
-        (``finetune={"init": "he_normal"}`` or another :mod:`headstart.init` scheme): the baseline
+        (``finetune={"init": "he_normal"}`` or another :mod:`headstart.weight_init` scheme): the baseline
         transfer must beat.
     time_budget : float, optional
         Seconds the whole fit may take; ``strategy="auto"`` skips fine-tuning (or its trial) that
@@ -102,6 +105,9 @@ class TransferClassifier(ClassifierMixin, BaseEstimator):
 
     Attributes
     ----------
+    fitted_ : FittedModel
+        Everything the fit produced, as one record (what ``save`` writes); the attributes below are
+        views of it.
     classes_ : ndarray
         Labels, exactly as given in ``y`` (integer labels stay integers).
     head_ : LinearHead
@@ -110,6 +116,8 @@ class TransferClassifier(ClassifierMixin, BaseEstimator):
         Regularisation chosen, cross-validated score, class weighting.
     skipped_ : dict
         Index -> reason for training images that could not be read.
+    n_train_ : int
+        Training images the model was fitted on.
     plan_ : Plan
         With ``strategy="auto"``: the advisor's measurements, alternatives and explanation.
     strategy_ : str
@@ -117,10 +125,14 @@ class TransferClassifier(ClassifierMixin, BaseEstimator):
     backbone_ : str
         The backbone(s) the codes came from, e.g. "mobilenet_v2+efficientnet_lite0" when the
         advisor joined the second embedded backbone.
+    tap_, preprocessing_, fingerprint_
+        Where the codes are read, how images are prepared, and what the codes mean.
     net_ : FineTuneNet or None
         The fine-tuned network (None for the linear strategy); predictions then come from it.
     history_ : History or None
         Per-epoch record of the fine-tuning run.
+    finetune_settings_ : dict or None
+        The fine-tuning settings as run, the imbalance handling, bf16, and any mirroring warning.
     """
 
     def __init__(
@@ -170,252 +182,80 @@ class TransferClassifier(ClassifierMixin, BaseEstimator):
         self.random_state = random_state
         self.progress = progress
 
+    classes_ = _view("classes")
+    head_ = _view("head")
+    fit_report_ = _view("head_report")
+    skipped_ = _view("skipped")
+    n_train_ = _view("n_train")
+    plan_ = _view("plan")
+    strategy_ = _view("strategy")
+    backbone_ = _view("backbone")
+    tap_ = _view("tap")
+    preprocessing_ = _view("preprocessing")
+    fingerprint_ = _view("fingerprint")
+    net_ = _view("network")
+    history_ = _view("history")
+    finetune_settings_ = _view("finetune")
+
+    @classmethod
+    def from_fitted(cls, fitted: FittedModel, **params) -> "TransferClassifier":
+        """An estimator holding ``fitted``, with its model parameters and any machine ``params``."""
+        model = cls(**{**fitted.params, **params})
+        model.fitted_ = fitted
+        return model
+
+    # ------------------------------------------------------------------- fit
+    def fit(self, X: Sequence[ImageInput], y) -> "TransferClassifier":
+        """Fit on images ``X`` (paths, PIL images or arrays): the linear head on their codes, then,
+        for a fine-tuning ``strategy``, the network itself."""
+        fit = fit_model(self.get_params(), _as_list(X), y)
+        self.fitted_ = fit.record
+        self._extractor_cache = (self._extractor_key(), fit.extractor)  # its engine may be loaded: keep it
+        return self
+
+    def advise(self, X: Sequence[ImageInput], y):
+        """Measure the images against the backbone and return the :class:`~headstart.advisor.Plan`
+        that ``fit`` with ``strategy="auto"`` would follow (nothing is fitted)."""
+        return make_plan(check_params(self.get_params()), _as_list(X), np.asarray(y))
+
     # ----------------------------------------------------------------- codes
-    def _codes_tap(self) -> str | None:
-        """The tap the head reads: the parameter, or with strategy="auto" the plan's (or, for a
-        loaded model, the saved one)."""
-        if not self._uses_advisor():
-            return self.tap
-        plan = getattr(self, "plan_", None)
-        return plan.tap if plan is not None else getattr(self, "tap_", None)
-
-    def resolved_backbone(self) -> str:
-        """The backbone the model runs: ``backbone``, except that with strategy="auto" the plan may
-        join a second embedded backbone's codes ("mobilenet_v2+efficientnet_lite0"), and that
-        ``strategy="scratch"`` trains the small CNN ``scratch_cnn`` from its ``init`` scheme
-        (finetune={"init": ...})."""
-        if self.strategy == "scratch":
-            from .backbones.scratch import DEFAULT_INIT
-
-            return f"scratch_cnn@{(self.finetune or {}).get('init', DEFAULT_INIT)}"
-        if self._uses_advisor():
-            plan = getattr(self, "plan_", None)
-            chosen = plan.backbone if plan is not None else getattr(self, "backbone_", None)  # backbone_: a loaded model
-            if chosen:
-                return chosen
-        return self.backbone
-
-    def _extractor(self) -> CodeExtractor | ConcatExtractor:
-        # Built lazily and dropped from pickles: it holds a network or an ONNX Runtime session.
-        tap = self._codes_tap()
-        key = (self.resolved_backbone(), tap, self.input_size, self.engine, self.device, self.batch_size, self.cache, self.cache_dir)
-        if getattr(self, "_extractor_key", None) != key:
-            names = self.resolved_backbone().split("+")
-            if len(names) > 1 and tap not in (None, PRE_LOGITS):
-                raise DataError(f"tap={tap!r} is ambiguous for the concatenated backbone {self.backbone!r}; leave tap unset.")
-            # Taps joined by "+" (the advisor's "features.13+pre_logits") read one backbone at
-            # several depths; each part keeps its own cache entries.
-            pairs = [(name, part) for name in names for part in (tap.split("+") if tap else [None])]
-            parts = [
-                CodeExtractor(
-                    get_backbone(name),
-                    part,
-                    input_size=self.input_size,
-                    engine=self.engine,
-                    device=self.device,
-                    batch_size=self.batch_size,
-                    cache=self.cache,
-                    cache_dir=self.cache_dir,
-                )
-                for name, part in pairs
-            ]
-            self._code_extractor = parts[0] if len(parts) == 1 else ConcatExtractor(parts, across_backbones=len(names) > 1)
-            self._extractor_key = key
-        return self._code_extractor
-
     def extract(self, X: Sequence[ImageInput], *, desc: str = "features") -> Codes:
         """CNN codes for ``X`` with content hashes and the images that could not be read."""
         return self._extractor()(_as_list(X), progress=self.progress, desc=desc)
 
     def transform(self, X: Sequence[ImageInput]) -> np.ndarray:
         """The CNN codes of ``X`` (n_images, n_codes); raises if an image cannot be read."""
+        X = _as_list(X)
         codes = self.extract(X)
-        _raise_on_failures(codes.failures, X)
+        if codes.failures:
+            raise unreadable_error(codes.failures, X)
         return codes.codes
 
-    # ------------------------------------------------------------------- fit
-    def fit(self, X: Sequence[ImageInput], y) -> "TransferClassifier":
-        """Fit on images ``X`` (paths, PIL images or arrays): the linear head on their codes, then,
-        for a fine-tuning ``strategy``, the network itself."""
-        X = _as_list(X)
-        y = _as_labels(y)
-        if len(X) != len(y):
-            raise DataError(f"got {len(X)} images but {len(y)} labels; give one label per image.")
-        if len(X) == 0:
-            raise DataError("no images given; fit needs at least two labelled images per class.")
-        started = time.perf_counter()
-        if self._uses_advisor():
-            self.advise(X, y)
-        return self.fit_codes(self.extract(X, desc="features (train)"), y, images=X, started=started)
+    def _extractor_key(self) -> tuple:
+        source = self.__dict__.get("fitted_") or resolve(self.get_params())  # unfitted: the parameters' backbone and tap
+        return (source.backbone, source.tap, self.input_size, replace(Runtime.from_params(self.get_params()), progress=False))
 
-    def advise(self, X: Sequence[ImageInput], y):
-        """Measure the images against the backbone and choose the strategy (``plan_``); ``fit``
-        with ``strategy="auto"`` calls this first. Returns the :class:`~headstart.advisor.Plan`."""
-        from .advisor import advise
-
-        if "+" in self.backbone:
-            raise DataError(f"the advisor measures one backbone; give one, not {self.backbone!r}.")
-        self.plan_ = advise(
-            get_backbone(self.backbone),
-            _as_list(X),
-            _as_labels(y),
-            time_budget=self.time_budget,
-            tap=self.tap,
-            finetune=self.finetune,
-            input_size=self.input_size,
-            device=self.device,
-            batch_size=self.batch_size,
-            cache=self.cache,
-            cache_dir=self.cache_dir,
-            random_state=self.random_state or 0,
-        )
-        release_freed_memory()  # the measuring pass's activations: the fit's peak must not stack on them
-        return self.plan_
-
-    def fit_codes(self, codes: Codes, y, *, images: Sequence | None = None, started: float | None = None) -> "TransferClassifier":
-        """Fit the head on precomputed :class:`Codes` (from :meth:`extract`) for labels ``y``;
-        ``started`` (a ``time.perf_counter()`` value) is when the fit began, for ``time_budget``."""
-        y = _as_labels(y)
-        if self._uses_advisor() and getattr(self, "plan_", None) is None:
-            raise DataError("strategy='auto' needs a plan: call fit(X, y), or advise(X, y) before fit_codes.")
-        finetune_config = self._finetune_config(started)  # bad settings fail before any work is done
-        if codes.failures:
-            if self.strict:
-                _raise_on_failures(codes.failures, images)
-            log.warning("skipping %d unreadable training image(s)", len(codes.failures))
-        ok = codes.ok
-        classes, y_index = np.unique(y[ok], return_inverse=True)
-        if len(classes) < 2:
-            raise DataError(f"need images of at least 2 classes, but the data contain only {list(classes)}.")
-        head, report = fit_linear_head(
-            codes.codes[ok],
-            y_index,
-            kind=self.classifier,
-            Cs=self.Cs,
-            class_weight=self.class_weight,
-            random_state=self.random_state,
-            n_jobs=self.n_jobs,
-        )
-        extractor = self._extractor()
-        self.classes_ = classes
-        self.head_: LinearHead = head
-        self.fit_report_: LinearFitReport = report
-        self.skipped_ = dict(codes.failures)
-        self.tap_ = extractor.tap
-        self.backbone_ = self.resolved_backbone()
-        self.preprocessing_: Preprocessing = extractor.preprocessing
-        self.fingerprint_ = extractor.fingerprint
-        self.n_train_ = int(ok.sum())
-        self.strategy_ = self._resolved_strategy()
-        self.net_ = None
-        self.history_ = None
-        board = self._tensorboard()
-        try:
-            if self.strategy_ != "linear":
-                if images is None:
-                    raise DataError(f"strategy {self.strategy_!r} trains on the images themselves; pass images= to fit_codes, or call fit.")
-                kept = [image for image, good in zip(images, ok) if good]
-                self._fine_tune(kept, y_index, finetune_config, board)
-            if board is not None:
-                step = len(self.history_.records) if self.history_ is not None else 0
-                board.final({"accuracy/cross_validation": report.cv_score}, {"linear_head": head.coef}, step)
-        finally:
-            if board is not None:
-                board.close()
-        return self
-
-    def _tensorboard(self):
-        if not self.tensorboard_dir:
-            return None
-        from .diagnostics.tensorboard import TensorBoardLog
-
-        return TensorBoardLog(self.tensorboard_dir)
-
-    def _uses_advisor(self) -> bool:
-        # Concatenated backbones can only feed a linear head: nothing for the advisor to choose.
-        return self.strategy == "auto" and "+" not in self.backbone
-
-    def _resolved_strategy(self) -> str:
-        if self.strategy != "auto":
-            return self.strategy
-        return self.plan_.strategy if self._uses_advisor() else "linear"
-
-    def _finetune_config(self, started: float | None = None):
-        """The fine-tuning settings, validated; None for the linear strategy."""
-        from .strategies.finetune import STRATEGIES, FineTuneConfig
-
-        if self.strategy not in ("auto", "linear", "scratch", *STRATEGIES):
-            raise DataError(f"unknown strategy {self.strategy!r}; use 'auto', 'linear', 'scratch' or one of {', '.join(STRATEGIES)}.")
-        strategy = self._resolved_strategy()
-        if strategy == "linear":
-            return None
-        options = {**(self.plan_.settings if self._uses_advisor() else {}), **(self.finetune or {})}
-        known = set(FineTuneConfig.__dataclass_fields__)
-        for key in options:
-            if key not in known:
-                close = difflib.get_close_matches(key, sorted(known), n=1)
-                hint = f"; did you mean {close[0]!r}?" if close else f"; known settings: {', '.join(sorted(known))}."
-                raise DataError(f"unknown fine-tuning setting {key!r}{hint}")
-        defaults = {"seed": self.random_state or 0, "device": self.device, "progress": self.progress}
-        if strategy == "scratch":  # every layer learns, at one rate, with BatchNorm statistics of its own
-            defaults |= SCRATCH_DEFAULTS
-        if self.time_budget is not None:  # what the budget leaves after measuring and the linear head
-            spent = time.perf_counter() - started if started is not None else 0.0
-            defaults["time_limit"] = max(0.0, self.time_budget - spent)
-        return FineTuneConfig(**{**defaults, **options, "strategy": "finetune_all" if strategy == "scratch" else strategy})
-
-    def _fine_tune(self, images: list, y_index: np.ndarray, config, board=None) -> None:
-        from sklearn.model_selection import train_test_split
-
-        from .strategies.finetune import finetune
-
-        if np.bincount(y_index).min() < 2:
-            raise DataError(
-                f"strategy {config.strategy!r} needs at least 2 training images per class (some are held out for early stopping); "
-                "add images or use strategy='linear'."
-            )
-        indices = np.arange(len(images))
-        fit_index, stop_index = train_test_split(indices, test_size=0.15, stratify=y_index, random_state=self.random_state)
-        scratch = self.strategy_ == "scratch"
-        result = finetune(
-            get_backbone(self.resolved_backbone()),
-            [images[i] for i in fit_index],
-            y_index[fit_index],
-            [images[i] for i in stop_index],
-            y_index[stop_index],
-            config,
-            n_classes=len(self.classes_),
-            head_init=None if scratch else self.head_,  # from scratch means from scratch: no warm start
-            checkpoint_dir=Path(self.checkpoint_dir) if self.checkpoint_dir else None,
-            resume=self.resume,
-            preprocessing=self.preprocessing_,
-            on_epoch_end=board,
-        )
-        self.net_ = result.net
-        self.history_ = result.history
-        self.finetune_settings_ = {
-            **asdict(config),
-            "imbalance_plan": result.imbalance.reason,
-            "bf16": result.bf16,
-            "mirror_warning": self._mirror_warning(images, config),
-        }
-
-    def _mirror_warning(self, images: list, config) -> str | None:
-        """Warn when the augmentation mirrors images that a probe can tell from their mirrors."""
-        from .data.augment import MIRRORING_STEPS, check_mirroring, policy_steps
-        from .strategies.finetune import load_rgb
-
-        if not MIRRORING_STEPS & set(policy_steps(config.augmentation)) or len(images) < 10:
-            return None
-        rng = np.random.default_rng(self.random_state)
-        sample = rng.choice(len(images), min(MIRROR_CHECK_IMAGES, len(images)), replace=False)
-        return check_mirroring(config.augmentation, self._extractor(), [load_rgb(images[i], self.preprocessing_.resize) for i in sample])
+    def _extractor(self):
+        # Built lazily and dropped from pickles: it holds a network or an ONNX Runtime session.
+        key = self._extractor_key()
+        cached_key, extractor = getattr(self, "_extractor_cache", (None, None))
+        if cached_key != key:
+            extractor = key[3].extractor(*key[:3])
+            self._extractor_cache = (key, extractor)
+        return extractor
 
     # --------------------------------------------------------------- predict
+    def scores_and_failures(self, X: Sequence[ImageInput]) -> tuple[np.ndarray, dict[int, str]]:
+        """Logits for every image that can be read (NaN rows for the others) and why the others could not."""
+        check_is_fitted(self)
+        return predict_scores(self.fitted_, _as_list(X), Runtime.from_params(self.get_params()), self._extractor)
+
     def decision_function(self, X: Sequence[ImageInput]) -> np.ndarray:
         """Logits, columns in the order of ``classes_``."""
+        X = _as_list(X)
         scores, failures = self.scores_and_failures(X)
-        _raise_on_failures(failures, X)
+        if failures:
+            raise unreadable_error(failures, X)
         return scores
 
     def predict_proba(self, X: Sequence[ImageInput]) -> np.ndarray:
@@ -426,71 +266,24 @@ class TransferClassifier(ClassifierMixin, BaseEstimator):
         scores = self.decision_function(X)
         return self.classes_[np.argmax(scores, axis=1)]
 
-    def scores_and_failures(self, X: Sequence[ImageInput]) -> tuple[np.ndarray, dict[int, str]]:
-        """Logits for every image that can be read (NaN rows for the others) and why the others
-        could not: the one prediction path of both strategies, which never stops at a bad file."""
-        check_is_fitted(self, "head_")
-        X = _as_list(X)
-        if getattr(self, "net_", None) is None:
-            codes = self.extract(X)
-            scores = np.full((len(X), len(self.classes_)), np.nan)
-            if codes.ok.any():
-                scores[codes.ok] = self.head_.decision_function(codes.codes[codes.ok])
-            return scores, dict(codes.failures)
-        from .strategies.finetune import network_scores
-
-        return network_scores(self.net_, X, self.preprocessing_, batch_size=self.batch_size)
-
     # ------------------------------------------------------------ persistence
     def save(self, directory: str | os.PathLike, *, metrics: dict | None = None, report: str | None = None) -> Path:
         """Write the fitted model to ``directory`` atomically (JSON + safetensors), with the run's
         ``metrics`` and ``report`` (HTML) when given."""
-        from .persistence import save_model
-
-        return save_model(self, Path(directory), metrics=metrics, report_html=report)
+        check_is_fitted(self)
+        return save_model(self.fitted_, Path(directory), metrics=metrics, report_html=report)
 
     @classmethod
     def load(cls, directory: str | os.PathLike) -> "TransferClassifier":
         """Read a model written by :meth:`save`; reads only JSON and safetensors, runs no code."""
-        from .persistence import load_model
-
-        return load_model(Path(directory))
+        return cls.from_fitted(load_model(Path(directory)))
 
     def __getstate__(self):
         state = self.__dict__.copy()
-        state.pop("_code_extractor", None)
-        state.pop("_extractor_key", None)
+        state.pop("_extractor_cache", None)
         return state
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
         tags.input_tags.two_d_array = False  # inputs are images (paths, PIL images, arrays)
         return tags
-
-
-def _as_list(X) -> list:
-    if isinstance(X, (str, os.PathLike)):
-        raise DataError(f"expected a list of images, got the single path {X!s}; wrap it in a list.")
-    return list(X)  # a list of paths/images, or a stacked (N, H, W[, C]) array split into images
-
-
-def _as_labels(y) -> np.ndarray:
-    labels = np.asarray(list(y) if not isinstance(y, np.ndarray) else y)
-    if labels.ndim != 1:
-        raise DataError(f"expected one label per image (a 1-D sequence), got shape {labels.shape}.")
-    return labels
-
-
-def _raise_on_failures(failures: dict[int, str], images) -> None:
-    if not failures:
-        return
-    items = list(failures.items())[:3]
-    described = "; ".join(f"{_describe(images, i)}: {why}" for i, why in items)
-    more = f" and {len(failures) - 3} more" if len(failures) > 3 else ""
-    raise DataError(f"cannot read {len(failures)} image(s) ({described}{more}); remove or replace them.")
-
-
-
-def _describe(images, index: int) -> str:
-    item = list(images)[index] if images is not None else None
-    return str(item) if isinstance(item, (str, os.PathLike)) else f"image #{index}"

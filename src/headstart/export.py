@@ -13,14 +13,14 @@ import os
 from pathlib import Path
 
 import torch
-from sklearn.utils.validation import check_is_fitted
 from torch import nn
 
 from ._atomic import write_text
+from ._json import to_json_label
 from .backbones import build_tap_model, get_backbone
 from .errors import HeadstartError
 from .features.engine import export_verified
-from .persistence import to_json_label
+from .fitted import as_record
 
 
 class _Probabilities(nn.Module):
@@ -52,32 +52,34 @@ class _LinearProbe(nn.Module):
 
 
 def probability_module(model) -> nn.Module:
-    """The fitted model as one eval-mode module from a preprocessed image batch to probabilities."""
-    check_is_fitted(model, "head_")
-    if "+" in model.resolved_backbone():
+    """The fitted model (a TransferClassifier or its FittedModel) as one eval-mode module from a
+    preprocessed image batch to probabilities."""
+    record = as_record(model)
+    if "+" in record.backbone:
         raise HeadstartError(
-            f"cannot export {model.resolved_backbone()!r} as one graph: its backbones expect differently prepared inputs; export one backbone's model."
+            f"cannot export {record.backbone!r} as one graph: its backbones expect differently prepared inputs; export one backbone's model."
         )
-    if model.net_ is not None:
-        logits = model.net_
+    if record.network is not None:
+        logits = record.network
     else:
-        logits = _LinearProbe(build_tap_model(get_backbone(model.resolved_backbone()), model.tap_), model.head_)
+        logits = _LinearProbe(build_tap_model(get_backbone(record.backbone), record.tap), record.head)
     return _Probabilities(logits).eval()
 
 
 def export_onnx(model, path: str | os.PathLike) -> Path:
     """Write ``path`` (the graph) and ``path`` + ``.json`` (input preparation, labels)."""
     path = Path(path)
-    preprocessing = model.preprocessing_
-    export_verified(probability_module(model), path, preprocessing.crop)
+    record = as_record(model)
+    preprocessing = record.preprocessing
+    export_verified(probability_module(record), path, preprocessing.crop)
     description = {
         "input": {"name": "x", "shape": ["batch", 3, preprocessing.crop, preprocessing.crop], "dtype": "float32"},
         "preprocessing": preprocessing.to_dict()
         | {"steps": "decode to RGB; resize shorter side to `resize`; centre-crop `crop`; scale to [0, 1] (times value_scale); subtract mean, divide by std"},
-        "output": {"name": "probabilities", "shape": ["batch", len(model.classes_)]},
-        "labels": [to_json_label(c) for c in model.classes_],
-        "backbone": model.resolved_backbone(),
-        "strategy": model.strategy_,
+        "output": {"name": "probabilities", "shape": ["batch", len(record.classes)]},
+        "labels": [to_json_label(c) for c in record.classes],
+        "backbone": record.backbone,
+        "strategy": record.strategy,
     }
     write_text(path.with_name(path.name + ".json"), json.dumps(description, indent=2) + "\n")
     return path

@@ -15,16 +15,19 @@ from pathlib import Path
 import numpy as np
 from sklearn.metrics import balanced_accuracy_score, recall_score
 
+from ._json import as_json, to_json_label
 from ._memory import release_freed_memory
 from .data import Dataset, find_duplicates, load_dataset
 from .diagnostics import diagnose, wilson_interval
-from .diagnostics.tensorboard import TensorBoardLog
 from .errors import DataError
 from .estimator import TransferClassifier
 from .features import Codes
-from .persistence import CHECKPOINTS, TENSORBOARD, as_json, to_json_label
+from .fitted import FittedModel
+from .persistence import CHECKPOINTS, TENSORBOARD
+from .pipeline import Fit, fit_model, head_scores
 from .report import render_report
 from .strategies.linear import softmax
+from .training.tensorboard import TensorBoardLog
 
 log = logging.getLogger(__name__)
 
@@ -94,83 +97,97 @@ def fit_folder(
     dataset = load_dataset(data, test_size=test_size, random_state=params.get("random_state") or 0, allow_outside=allow_outside)
     if strict and dataset.unreadable():
         _raise_unreadable(dataset.unreadable())
+    model = TransferClassifier(strict=strict, **_run_directories(output, tensorboard, params))
+    fit, codes = _fit_split(model.get_params(), dataset, start)
+    record = fit.record
+    model = TransferClassifier.from_fitted(record, **model.get_params())
+    release_freed_memory()  # what fitting freed; evaluation and diagnostics come next
+
+    records, labels = dataset.records, _labels(dataset.records)
+    train = np.array([r.split == "train" for r in records])
+    evaluation, scores, held_out = _evaluate_held_out(model, dataset, codes, labels)
+    report = None
+    if diagnostics:
+        fitted = np.flatnonzero(train & codes.ok)
+        report = diagnose(
+            record, codes.codes[fitted], labels[fitted], eval_scores=scores, eval_labels=labels[held_out] if held_out is not None else None,
+            eval_split=dataset.eval_split or "test", eval_ci95=evaluation.accuracy_ci95 if evaluation else None, train_images=[records[i].path for i in fitted],
+        )
+    comparison = []
+    if compare_scratch and evaluation is not None:
+        comparison = _scratch_comparison(record, evaluation, records, train & codes.ok, labels, held_out, params)
+    if tensorboard and evaluation is not None:
+        board = TensorBoardLog(Path(output) / TENSORBOARD)
+        board.final({f"accuracy/{evaluation.split}": evaluation.accuracy, f"balanced_accuracy/{evaluation.split}": evaluation.balanced_accuracy}, {}, 0)
+        board.close()
+    summary = _summary(data, dataset, record, fit, codes, evaluation, report, comparison, model.classifier, start)
+    if output is not None:
+        metrics = as_json(summary.to_dict())
+        model.save(output, metrics=metrics, report=render_report(metrics))
+    return model, summary
+
+
+def _run_directories(output, tensorboard: bool, params: dict) -> dict:
+    """``params`` with the run directory's checkpoint and TensorBoard folders filled in."""
+    params = dict(params)
     if output is not None and params.get("strategy", "auto") != "linear":
         params.setdefault("checkpoint_dir", str(Path(output) / CHECKPOINTS))
     if tensorboard:
         if output is None:
             raise DataError("tensorboard logs go into the run directory; give one (-o RUN).")
         params.setdefault("tensorboard_dir", str(Path(output) / TENSORBOARD))
-    model = TransferClassifier(strict=strict, **params)
-    records = dataset.records
-    train = np.array([r.split == "train" for r in records])
-    labels = _labels(records)
-    if model._uses_advisor():  # before extraction: the plan names the tap, and caches its codes
-        model.advise([r.path for r in records if r.split == "train"], labels[train])
-    extraction_start = time.perf_counter()
-    codes = model.extract([r.path for r in records])
-    extraction_seconds = time.perf_counter() - extraction_start
-    failures = [records[i].path for i in codes.failures]
-    if strict and failures:
-        _raise_unreadable(failures)
-    model.fit_codes(_subset(codes, train), labels[train], images=[r.path for r, t in zip(records, train) if t], started=start)
-    release_freed_memory()  # what fitting freed; evaluation and diagnostics come next
+    return params
 
-    eval_split = dataset.eval_split
-    evaluation = scores = held_out = None
-    if eval_split:
-        held_out = np.flatnonzero(np.array([r.split == eval_split for r in records]) & codes.ok)
-        if model.net_ is None:  # the codes are already there: no need to read the images again
-            scores = model.head_.decision_function(codes.codes[held_out])
-        else:
-            scores, _ = model.scores_and_failures([records[i].path for i in held_out])
-        finite = np.isfinite(scores).all(axis=1)
-        scores, held_out = scores[finite], held_out[finite]
-        evaluation = evaluate_scores(model, scores, labels[held_out], eval_split)
-    report = None
-    if diagnostics:
-        fitted = np.flatnonzero(train & codes.ok)
-        report = diagnose(
-            model,
-            codes.codes[fitted],
-            labels[fitted],
-            eval_scores=scores,
-            eval_labels=labels[held_out] if held_out is not None else None,
-            eval_split=eval_split or "test",
-            eval_ci95=evaluation.accuracy_ci95 if evaluation else None,
-            train_images=[records[i].path for i in fitted],
-        )
-    comparison = []
-    if compare_scratch and evaluation is not None:
-        comparison = _scratch_comparison(model, evaluation, records, train & codes.ok, labels, held_out, params)
-    if tensorboard and evaluation is not None:
-        board = TensorBoardLog(Path(output) / TENSORBOARD)
-        board.final({f"accuracy/{eval_split}": evaluation.accuracy, f"balanced_accuracy/{eval_split}": evaluation.balanced_accuracy}, {}, 0)
-        board.close()
-    summary = FitSummary(
+
+def _fit_split(params: dict, dataset: Dataset, start: float) -> tuple[Fit, Codes]:
+    """Fit on the training split; every other image gets its codes in the same pass. Returns the
+    fit and the codes in the dataset's order."""
+    records = dataset.records
+    train = [i for i, r in enumerate(records) if r.split == "train"]
+    others = [i for i, r in enumerate(records) if r.split != "train"]
+    labels = _labels(records)
+    fit = fit_model(params, [records[i].path for i in train], labels[train], others=[records[i].path for i in others], started=start)
+    return fit, fit.codes.subset(np.argsort(np.array(train + others, dtype=int)))
+
+
+def _evaluate_held_out(model: TransferClassifier, dataset: Dataset, codes: Codes, labels: np.ndarray):
+    """(evaluation, logits, indices) on the held-out split; (None, None, None) without one."""
+    if not dataset.eval_split:
+        return None, None, None
+    records = dataset.records
+    held_out = np.flatnonzero(np.array([r.split == dataset.eval_split for r in records]) & codes.ok)
+    if model.fitted_.network is None:  # the codes are already there: no need to read the images again
+        scores = head_scores(model.fitted_.head, codes.subset(held_out))
+    else:
+        scores, _ = model.scores_and_failures([records[i].path for i in held_out])
+    finite = np.isfinite(scores).all(axis=1)
+    scores, held_out = scores[finite], held_out[finite]
+    return evaluate_scores(model.classes_, scores, labels[held_out], dataset.eval_split), scores, held_out
+
+
+def _summary(data, dataset: Dataset, record: FittedModel, fit: Fit, codes: Codes, evaluation, report, comparison, classifier, start) -> FitSummary:
+    records = dataset.records
+    return FitSummary(
         data=str(data),
         layout=dataset.layout,
-        classes=[to_json_label(c) for c in model.classes_],
-        n_train=model.n_train_,
+        classes=[to_json_label(c) for c in record.classes],
+        n_train=record.n_train,
         evaluation=evaluation,
         skipped=[{"path": str(s.path), "reason": s.reason} for s in dataset.skipped]
         + [{"path": str(records[i].path), "reason": why} for i, why in codes.failures.items()],
         duplicates=duplicate_report(dataset, codes),
-        classifier=asdict(model.fit_report_) | {"kind": model.classifier},
-        finetune=_finetune_summary(model),
-        plan=_plan_summary(model),
+        classifier=asdict(record.head_report) | {"kind": classifier},
+        finetune=_finetune_summary(record),
+        plan=_plan_summary(record),
         verdict=report["verdict"]["headline"] if report else None,
         diagnostics=report,
         comparison=comparison,
-        backbone=model.resolved_backbone(),
+        backbone=record.backbone,
         engine=codes.engine,
         computed_codes=codes.computed,
-        seconds_features=round(extraction_seconds, 2),
+        seconds_features=round(fit.seconds_codes, 2),
         seconds=round(time.perf_counter() - start, 2),
     )
-    if output is not None:
-        metrics = as_json(summary.to_dict())
-        model.save(output, metrics=metrics, report=render_report(metrics))
-    return model, summary
 
 
 def evaluate_folder(model: TransferClassifier, data: str | os.PathLike, *, allow_outside: bool = False) -> Evaluation:
@@ -192,7 +209,7 @@ def evaluate_folder(model: TransferClassifier, data: str | os.PathLike, *, allow
         log.warning("skipping %d unreadable image(s)", len(failures))
     ok = np.isfinite(scores).all(axis=1)
     labels = _match_label_types(_labels(records), model.classes_)
-    return evaluate_scores(model, scores[ok], labels[ok], split)
+    return evaluate_scores(model.classes_, scores[ok], labels[ok], split)
 
 
 def predict_images(model: TransferClassifier, images, *, top_k: int = 1) -> list[dict]:
@@ -220,12 +237,12 @@ def predict_images(model: TransferClassifier, images, *, top_k: int = 1) -> list
     return rows
 
 
-def evaluate_scores(model: TransferClassifier, scores: np.ndarray, labels: np.ndarray, split: str) -> Evaluation:
-    """Accuracy figures from the model's scores (one row per image) against the true labels."""
-    predicted = model.classes_[np.argmax(scores, axis=1)]
+def evaluate_scores(classes: np.ndarray, scores: np.ndarray, labels: np.ndarray, split: str) -> Evaluation:
+    """Accuracy figures from a model's scores (one row per image, columns ``classes``) against the true labels."""
+    predicted = classes[np.argmax(scores, axis=1)]
     n = len(labels)
     correct = int((predicted == labels).sum())
-    present = [c for c in model.classes_ if np.any(labels == c)]
+    present = [c for c in classes if np.any(labels == c)]
     recalls = recall_score(labels, predicted, labels=present, average=None, zero_division=0)
     _, counts = np.unique(labels, return_counts=True)
     return Evaluation(
@@ -233,14 +250,14 @@ def evaluate_scores(model: TransferClassifier, scores: np.ndarray, labels: np.nd
         n_images=n,
         accuracy=correct / n,
         balanced_accuracy=float(balanced_accuracy_score(labels, predicted)),
-        chance_uniform=1.0 / len(model.classes_),
+        chance_uniform=1.0 / len(classes),
         chance_majority=float(counts.max() / n),
         per_class_recall={str(to_json_label(c)): float(r) for c, r in zip(present, recalls)},
         accuracy_ci95=wilson_interval(correct, n),
     )
 
 
-def _scratch_comparison(model, evaluation, records, fitted, labels, held_out, params) -> list[dict]:
+def _scratch_comparison(record: FittedModel, evaluation, records, fitted, labels, held_out, params) -> list[dict]:
     """The fitted model and a small CNN trained from scratch on the same images, scored on the
     same held-out split: the gap transfer makes on the user's own data."""
     keep = ("random_state", "device", "batch_size", "progress")
@@ -249,12 +266,12 @@ def _scratch_comparison(model, evaluation, records, fitted, labels, held_out, pa
     scratch.fit([r.path for r, f in zip(records, fitted) if f], labels[fitted])
     seconds = time.perf_counter() - start
     scores, _ = scratch.scores_and_failures([records[i].path for i in held_out])
-    reference = evaluate_scores(scratch, scores, labels[held_out], evaluation.split)
+    reference = evaluate_scores(scratch.classes_, scores, labels[held_out], evaluation.split)
     history = scratch.history_
     return [
-        {"model": f"this run: {model.strategy_} on {model.resolved_backbone()}", "accuracy": evaluation.accuracy, "ci95": list(evaluation.accuracy_ci95)},
+        {"model": f"this run: {record.strategy} on {record.backbone}", "accuracy": evaluation.accuracy, "ci95": list(evaluation.accuracy_ci95)},
         {
-            "model": f"from scratch: {scratch.resolved_backbone()}, {scratch.preprocessing_.crop} px, {len(history.records)} epochs (kept {history.best_epoch})",
+            "model": f"from scratch: {scratch.backbone_}, {scratch.preprocessing_.crop} px, {len(history.records)} epochs (kept {history.best_epoch})",
             "accuracy": reference.accuracy,
             "ci95": list(reference.accuracy_ci95),
             "train_accuracy": history.kept().train_accuracy,
@@ -263,16 +280,16 @@ def _scratch_comparison(model, evaluation, records, fitted, labels, held_out, pa
     ]
 
 
-def _finetune_summary(model: TransferClassifier) -> dict | None:
-    if model.history_ is None:
+def _finetune_summary(record: FittedModel) -> dict | None:
+    if record.history is None:
         return None
-    records = model.history_.records
-    settings = model.finetune_settings_
+    records = record.history.records
+    settings = record.finetune
     return {
-        "strategy": model.strategy_,
+        "strategy": record.strategy,
         "epochs_run": len(records),
-        "best_epoch": model.history_.best_epoch,
-        "stopped_early": model.history_.stopped_early,
+        "best_epoch": record.history.best_epoch,
+        "stopped_early": record.history.stopped_early,
         "seconds_per_epoch": round(float(np.mean([r.seconds for r in records])), 2),
         "bf16": settings["bf16"],
         "augmentation": settings["augmentation"],
@@ -281,8 +298,8 @@ def _finetune_summary(model: TransferClassifier) -> dict | None:
     }
 
 
-def _plan_summary(model: TransferClassifier) -> dict | None:
-    plan = getattr(model, "plan_", None)
+def _plan_summary(record: FittedModel) -> dict | None:
+    plan = record.plan
     if plan is None:
         return None
     return {"strategy": plan.strategy, "tap": plan.tap, "backbone": plan.backbone, "case": plan.case, "explanation": plan.explanation, "seconds": round(plan.seconds, 1)}
@@ -302,19 +319,6 @@ def duplicate_report(dataset: Dataset, codes: Codes) -> dict:
         else:
             leakage.append({"kind": pair.kind, "distance": pair.distance, "paths": [str(a.path), str(b.path)], "splits": [a.split, b.split]})
     return {"within_split": within, "cross_split": len(leakage), "leakage": leakage}
-
-
-def _subset(codes: Codes, mask: np.ndarray) -> Codes:
-    index = np.flatnonzero(mask)
-    position = {old: new for new, old in enumerate(index)}
-    return Codes(
-        codes=codes.codes[index],
-        content_hashes=[codes.content_hashes[i] for i in index],
-        phashes=codes.phashes[index],
-        failures={position[i]: why for i, why in codes.failures.items() if i in position},
-        computed=codes.computed,
-        engine=codes.engine,
-    )
 
 
 def _labels(records) -> np.ndarray:

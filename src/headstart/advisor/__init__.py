@@ -11,10 +11,11 @@ import time
 import numpy as np
 
 from ..backbones import PRE_LOGITS, BackboneSpec, get_backbone
+from ..data.images import as_sources, hash_memo
 from ..errors import DataError, HeadstartError
 from ..features.cache import default_cache_dir
 from .cache import load_plan, plan_key, store_plan
-from .measure import MAX_IMAGES, Measurements, Similarity, SizeStats, TapScore, measure, sweep_taps
+from .measure import MAX_IMAGES, Measurements, Similarity, SizeStats, TapScore, measure, mirror_probe, sample_index, sweep_taps
 from .plan import PARTNERS, Alternative, Plan, best_linear, classify, decide
 
 
@@ -40,7 +41,8 @@ def advise(
     follows; without one, the trial runs whenever the rule of thumb is in doubt. ``finetune`` holds
     fine-tuning settings to keep (as in ``TransferClassifier(finetune=...)``); ``tap`` fixes the
     linear head's tap instead of taking the sweep's best. With ``cache``, a plan made before from the
-    same images, labels and settings is reused (``plan.from_cache``) instead of measuring again.
+    same images, labels and settings is reused (``plan.from_cache``) instead of measuring again;
+    where the images' hashes are not known yet, the measuring pass (one read per image) gives them.
     """
     start = time.perf_counter()
     for part in (tap or "").split("+"):
@@ -51,35 +53,56 @@ def advise(
         raise DataError(f"need images of at least 2 classes to advise, got {list(classes)}.")
     if np.bincount(y).min() < 2:
         raise DataError("every class needs at least 2 images for the advisor's cross-validation; add images.")
+    images = as_sources(images)
     preprocessing = spec.preprocessing.with_size(input_size) if input_size else spec.preprocessing
     settings = {"time_budget": time_budget, "tap": tap, "finetune": finetune, "device": device, "max_images": max_images, "random_state": random_state}
-    key = plan_key(spec, list(images), y, preprocessing, settings) if cache else None
-    cached = load_plan(cache_dir or default_cache_dir(), key) if key else None
-    if cached is not None:
-        cached.from_cache, cached.seconds = True, time.perf_counter() - start
+    root = cache_dir or default_cache_dir()
+    key_of = lambda hashes: plan_key(spec, hashes, y, preprocessing, settings) if cache and None not in hashes else None  # noqa: E731
+    memo = hash_memo(root) if cache else None
+    key = key_of([images[i].known_hash(memo) for i in sample_index(y, max_images, random_state)])
+    if (cached := _cached(root, key, start)) is not None:
         return cached
     measurements, sample = measure(
-        spec, list(images), y, preprocessing=preprocessing, device=device, batch_size=batch_size,
+        spec, images, y, preprocessing=preprocessing, device=device, batch_size=batch_size,
         cache=cache, cache_dir=cache_dir, max_images=max_images, random_state=random_state,
     )
-    small, similar = classify(measurements)
-    partner = PARTNERS.get(spec.name)
-    # The partner's codes cost about one more pass over the sample (and are cached for the fit).
-    affordable = time_budget is None or measurements.seconds + 2 * measurements.n_measured * measurements.seconds_per_image <= time_budget
-    # Only a head on the top codes is offered the partner's (see decide()); ask before paying for them.
-    top_chosen = best_linear(measurements.sweep, prefer_earlier=small and not similar).tap == PRE_LOGITS
-    if small and similar and tap is None and top_chosen and partner and affordable:
-        codes = _partner_codes(partner, [images[i] for i in sample["index"]], input_size, device, batch_size, cache, cache_dir)
-        if codes is not None:
-            sample["partner"] = (partner, codes)
+    key = key or key_of(sample["hashes"])
+    if (cached := _cached(root, key, start)) is not None:  # the same content, seen under other names or dates
+        return cached
+    if _partner_worth_reading(spec, measurements, tap, time_budget):
+        _add_partner(sample, PARTNERS[spec.name], images, input_size, device, batch_size, cache, cache_dir)
     plan = decide(
-        spec, measurements, sample, list(images), time_budget=time_budget, tap=tap, finetune_overrides=finetune,
+        spec, measurements, sample, images, time_budget=time_budget, tap=tap, finetune_overrides=finetune,
         random_state=random_state, preprocessing=preprocessing,
     )
     plan.seconds = time.perf_counter() - start
     if key:
-        store_plan(cache_dir or default_cache_dir(), key, plan)
+        store_plan(root, key, plan)
     return plan
+
+
+def _cached(root, key: str | None, start: float) -> Plan | None:
+    cached = load_plan(root, key) if key else None
+    if cached is not None:
+        cached.from_cache, cached.seconds = True, time.perf_counter() - start
+    return cached
+
+
+def _partner_worth_reading(spec: BackboneSpec, measurements: Measurements, tap: str | None, time_budget: float | None) -> bool:
+    """Whether decide() may offer the partner backbone's codes: small data like ImageNet's, the top
+    tap chosen (only a head on the top codes is offered them; ask before paying for them), and time
+    for them (about one more pass over the sample; they are cached for the fit)."""
+    small, similar = classify(measurements)
+    affordable = time_budget is None or measurements.seconds + 2 * measurements.n_measured * measurements.seconds_per_image <= time_budget
+    top_chosen = best_linear(measurements.sweep, prefer_earlier=False).tap == PRE_LOGITS
+    return small and similar and tap is None and spec.name in PARTNERS and affordable and top_chosen
+
+
+def _add_partner(sample: dict, name: str, images, input_size, device, batch_size, cache, cache_dir) -> None:
+    """The partner's top codes of the sample, as ``sample["partner"]``, when it can give them all."""
+    codes = _partner_codes(name, [images[i] for i in sample["index"]], input_size, device, batch_size, cache, cache_dir)
+    if codes is not None:
+        sample["partner"] = (name, codes)
 
 
 def _partner_codes(name, images, input_size, device, batch_size, cache, cache_dir) -> np.ndarray | None:
@@ -94,4 +117,4 @@ def _partner_codes(name, images, input_size, device, batch_size, cache, cache_di
     return None if codes.failures else codes.codes
 
 
-__all__ = ["Alternative", "Measurements", "Plan", "Similarity", "SizeStats", "TapScore", "advise", "sweep_taps"]
+__all__ = ["Alternative", "Measurements", "Plan", "Similarity", "SizeStats", "TapScore", "advise", "mirror_probe", "sweep_taps"]

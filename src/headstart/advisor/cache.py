@@ -4,9 +4,10 @@ The measuring pass (every image through the network for the similarity signals) 
 fine-tuning trial cost far more than the linear head they decide about; without this, a second
 ``fit`` with ``strategy="auto"`` would redo them while every code already sits in the feature cache.
 
-A plan is stored as JSON under ``<cache>/plans/<key>.json``, where the key hashes every image's
-content, the labels, the backbone's fingerprint and every setting the advisor reads (and the
-headstart version, whose rules may change). Changing any of them measures afresh. Loading reads
+A plan is stored as JSON under ``<cache>/plans/<key>.json``. The key hashes what the plan depends
+on: the content of every measured image (the whole training set, or the advisor's sample of a
+larger one), all the labels, the backbone's fingerprint, every setting the advisor reads, and the
+headstart version, whose rules may change. Changing any of them measures afresh. Loading reads
 JSON only; a damaged or foreign entry is ignored and overwritten.
 """
 
@@ -19,28 +20,22 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import __version__
 from .._atomic import write_text
+from .._version import __version__
 from ..backbones import PRE_LOGITS, BackboneSpec, Preprocessing
-from ..features.extract import read_content
-from .measure import Measurements, Similarity, SizeStats, TapScore
-from .plan import Alternative, Plan
+from .plan import Plan
 
 log = logging.getLogger(__name__)
 
-PLAN_FORMAT = 1
+PLAN_FORMAT = 2  # 2: keyed by the measured images' hashes only
 
 
-def plan_key(spec: BackboneSpec, images: list, labels: np.ndarray, preprocessing: Preprocessing, settings: dict) -> str | None:
-    """What the plan depends on, hashed; None when an image cannot be read (nothing is cached then)."""
+def plan_key(spec: BackboneSpec, content_hashes: list[str], labels: np.ndarray, preprocessing: Preprocessing, settings: dict) -> str:
+    """What the plan depends on, hashed: the measured images' content hashes, in order, and all labels."""
     digest = hashlib.sha256()
     header = {"format": PLAN_FORMAT, "headstart": __version__, "fingerprint": spec.fingerprint(PRE_LOGITS, preprocessing), **settings}
     digest.update(json.dumps(header, sort_keys=True, default=str).encode())
-    for image in images:
-        try:
-            content_hash, _ = read_content(image, preprocessing.resize)
-        except (OSError, TypeError, ValueError):
-            return None
+    for content_hash in content_hashes:
         digest.update(content_hash.encode())
     digest.update(np.asarray(labels, dtype=np.int64).tobytes())
     return digest.hexdigest()[:32]
@@ -49,7 +44,7 @@ def plan_key(spec: BackboneSpec, images: list, labels: np.ndarray, preprocessing
 def load_plan(root: Path, key: str) -> Plan | None:
     path = Path(root) / "plans" / f"{key}.json"
     try:
-        return plan_from_dict(json.loads(path.read_text(encoding="utf-8")))
+        return Plan.from_dict(json.loads(path.read_text(encoding="utf-8")))
     except FileNotFoundError:
         return None
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
@@ -62,23 +57,6 @@ def store_plan(root: Path, key: str, plan: Plan) -> None:
         write_text(Path(root) / "plans" / f"{key}.json", json.dumps(plan.to_dict(), default=_jsonable))
     except OSError as exc:  # a read-only cache costs a re-measurement next time, nothing else
         log.warning("could not cache the plan (%s)", exc)
-
-
-def plan_from_dict(d: dict) -> Plan:
-    m = d["measurements"]
-    measurements = Measurements(
-        size=SizeStats(**m["size"]),
-        similarity=Similarity(**m["similarity"]),
-        sweep=[TapScore(**s) for s in m["sweep"]],
-        n_measured=m["n_measured"],
-        seconds_per_image=m["seconds_per_image"],
-        seconds=m["seconds"],
-    )
-    # JSON has no tuples; fine-tuning settings such as augmentation=("flip", "crop") had them.
-    settings = {k: tuple(v) if isinstance(v, list) else v for k, v in d["settings"].items()}
-    return Plan(
-        **{**d, "measurements": measurements, "settings": settings, "alternatives": [Alternative(**a) for a in d["alternatives"]]}
-    )
 
 
 def _jsonable(value):

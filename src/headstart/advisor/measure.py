@@ -17,10 +17,8 @@ from __future__ import annotations
 
 import logging
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-import imagehash
 import numpy as np
 import torch
 from sklearn.model_selection import train_test_split
@@ -28,12 +26,14 @@ from torch import nn
 
 from ..backbones import PRE_LOGITS, BackboneSpec, Preprocessing
 from ..backbones.batchnorm import BatchNormMoments
-from ..data.decode import UnreadableImage
-from ..data.duplicates import phash_to_int
+from ..backbones.hooks import LayerCapture
+from ..data.augment import mirror_check_sample, mirror_sensitivity
+from ..data.batches import ImageBatches
+from ..data.images import as_source, as_sources, hash_memo
 from ..errors import DataError
 from ..features.cache import FeatureCache, default_cache_dir
-from ..features.engine import resolve_device
-from ..features.extract import read_content
+from ..features.extract import CodeExtractor
+from ..hardware import resolve_device
 from ..strategies.linear import fit_linear_head
 
 log = logging.getLogger(__name__)
@@ -105,32 +105,42 @@ def tap_depth(spec: BackboneSpec, tap: str) -> float:
     return 1.0 if tap == PRE_LOGITS else (named.index(tap)) / max(1, len(named) - 1)
 
 
-class _Probe:
-    """Hooks on one network: pooled tap outputs and BatchNorm input moments (the logits are its output)."""
+def sample_index(labels: np.ndarray, max_images: int = MAX_IMAGES, random_state: int = 0) -> np.ndarray:
+    """The images measured: all of them, or a stratified sample of ``max_images`` (in order)."""
+    index = np.arange(len(labels))
+    if len(labels) > max_images:
+        index, _ = train_test_split(index, train_size=max_images, stratify=labels, random_state=random_state)
+        index = np.sort(index)
+    return index
 
-    def __init__(self, spec: BackboneSpec, model: nn.Module, taps: list[str]):
-        self.outputs: dict[str, torch.Tensor] = {}
-        self.handles = []
-        for tap in taps:
-            if tap == PRE_LOGITS:  # what enters the ImageNet classifier
-                self._hook(model.get_submodule(spec.classifier), tap, pre=True)
-            else:
-                self._hook(model.get_submodule(tap), tap, pre=False)
+
+def _pooled(tensor: torch.Tensor) -> torch.Tensor:
+    return (tensor.mean(dim=(2, 3)) if tensor.ndim == 4 else tensor.flatten(1)).float()
+
+
+class _Pass:
+    """What one measuring pass accumulates: tap codes (also written to the feature cache), the
+    ImageNet head's confidence and entropy, and which images went through."""
+
+    def __init__(self, spec: BackboneSpec, model: nn.Module, taps: list[str], preprocessing: Preprocessing, cache: bool, cache_dir):
+        root = cache_dir or default_cache_dir()
         self.moments = BatchNormMoments(model)
+        self.caches = {tap: FeatureCache(spec.fingerprint(tap, preprocessing), spec.taps[tap], root) for tap in taps} if cache else {}
+        self.codes = {tap: [] for tap in taps}
+        self.kept, self.confidences, self.entropies = [], [], []
+        self.forward_seconds = 0.0
 
-    def _hook(self, module: nn.Module, tap: str, pre: bool) -> None:
-        def store(tensor: torch.Tensor) -> None:
-            self.outputs[tap] = (tensor.mean(dim=(2, 3)) if tensor.ndim == 4 else tensor.flatten(1)).float()
-
-        if pre:
-            self.handles.append(module.register_forward_pre_hook(lambda _m, inputs: store(inputs[0])))
-        else:
-            self.handles.append(module.register_forward_hook(lambda _m, _i, out: store(out)))
-
-    def close(self) -> None:
-        for handle in self.handles:
-            handle.remove()
-        self.moments.close()
+    def add(self, batch, batches, logits: torch.Tensor, seen: dict[str, torch.Tensor]) -> None:
+        probabilities = logits.softmax(dim=1)
+        self.confidences.append(probabilities.max(dim=1).values.cpu())
+        self.entropies.append((-(probabilities * probabilities.clamp_min(1e-12).log()).sum(dim=1) / np.log(logits.shape[1])).cpu())
+        for tap, rows in self.codes.items():
+            tap_rows = seen[tap].cpu().numpy()
+            rows.append(tap_rows)
+            if tap in self.caches:
+                for index, content_hash, row in zip(batch.indices, batch.content_hashes, tap_rows):
+                    self.caches[tap].put(content_hash, row, int(batches.phashes[index]))
+        self.kept += batch.indices
 
 
 def measure(
@@ -146,84 +156,77 @@ def measure(
     max_images: int = MAX_IMAGES,
     random_state: int = 0,
 ) -> tuple[Measurements, dict]:
-    """Measure ``images`` (with integer ``labels`` 0..k-1) against ``spec``.
+    """Measure ``images`` (with integer ``labels`` 0..k-1) against ``spec``, reading each measured
+    image once.
 
     Returns the measurements and, for reuse by a fine-tuning trial, the sample's codes per tap,
-    labels and image indices (``{"codes": {tap: array}, "labels": ..., "index": ...}``).
+    labels, image indices and content hashes
+    (``{"codes": {tap: array}, "labels": ..., "index": ..., "hashes": [...]}``).
     """
     start = time.perf_counter()
     labels = np.asarray(labels)
     preprocessing = preprocessing or spec.preprocessing
-    index = np.arange(len(images))
-    if len(images) > max_images:
-        index, _ = train_test_split(index, train_size=max_images, stratify=labels, random_state=random_state)
-        index = np.sort(index)
+    sources = as_sources(images)
+    index = sample_index(labels, max_images, random_state)
     taps = sweep_taps(spec)
-    model = spec.build()
-    probe = _Probe(spec, model, taps)
-    caches = {tap: FeatureCache(spec.fingerprint(tap, preprocessing), spec.taps[tap], cache_dir or default_cache_dir()) for tap in taps} if cache else {}
-    torch_device = resolve_device(device)
-    model.to(torch_device).eval()
-    transform = preprocessing.transform()
-    codes = {tap: [] for tap in taps}
-    kept, confidences, entropies = [], [], []
-    forward_seconds = 0.0
-
-    def prepare(i: int):
-        try:
-            content_hash, load = read_content(images[i], preprocessing.resize)
-            rgb = load()
-        except (OSError, UnreadableImage, TypeError, ValueError):
-            return i, None, None, 0
-        return i, transform(rgb), content_hash, phash_to_int(imagehash.phash(rgb).hash)
-
-    try:
-        with ThreadPoolExecutor(max_workers=3, thread_name_prefix="headstart-advise") as pool:
-            step = min(batch_size, MEASURE_BATCH)
-            for begin in range(0, len(index), step):
-                batch = [item for item in pool.map(prepare, index[begin : begin + step]) if item[1] is not None]
-                if not batch:
-                    continue
-                tick = time.perf_counter()
-                with torch.inference_mode():
-                    logits = model(torch.stack([item[1] for item in batch]).to(torch_device)).float()
-                forward_seconds += time.perf_counter() - tick
-                probabilities = logits.softmax(dim=1)
-                confidences.append(probabilities.max(dim=1).values.cpu())
-                entropies.append((-(probabilities * probabilities.clamp_min(1e-12).log()).sum(dim=1) / np.log(logits.shape[1])).cpu())
-                for tap in taps:
-                    rows = probe.outputs[tap].cpu().numpy()
-                    codes[tap].append(rows)
-                    if tap in caches:
-                        for (_, _, content_hash, phash), row in zip(batch, rows):
-                            caches[tap].put(content_hash, row, phash)
-                kept += [item[0] for item in batch]
-    finally:
-        probe.close()
-
-    kept = np.asarray(kept, dtype=int)
-    if len(kept) == 0:
+    model = spec.build().to(resolve_device(device)).eval()
+    results = _run_pass(spec, model, [sources[i] for i in index], taps, preprocessing, min(batch_size, MEASURE_BATCH), cache, cache_dir)
+    if not results.kept:
         raise DataError("none of the images could be read; check the paths and that they are images.")
-    codes = {tap: np.vstack(rows) for tap, rows in codes.items()}
-    # An ImageNet head: named categories, or (timm and hub models) a 1000-way classifier.
-    has_head = spec.categories is not None or getattr(model.get_submodule(spec.classifier), "out_features", 0) == 1000
-    similarity = Similarity(
-        head_confidence=float(torch.cat(confidences).mean()) if has_head else None,
-        head_entropy=float(torch.cat(entropies).mean()) if has_head else None,
-        bn_distance=probe.moments.distance(),
-        bn_layers=len(probe.moments.norms),
-    )
+    kept = index[np.asarray(results.kept, dtype=int)]
+    codes = {tap: np.vstack(rows) for tap, rows in results.codes.items()}
     sample_labels = labels[kept]
-    sweep = layer_sweep(spec, codes, sample_labels, random_state)
     measurements = Measurements(
         size=size_stats(labels),
-        similarity=similarity,
-        sweep=sweep,
+        similarity=_similarity(spec, model, results),
+        sweep=layer_sweep(spec, codes, sample_labels, random_state),
         n_measured=len(kept),
-        seconds_per_image=forward_seconds / len(kept),
+        seconds_per_image=results.forward_seconds / len(kept),
         seconds=time.perf_counter() - start,
     )
-    return measurements, {"codes": codes, "labels": sample_labels, "index": kept}
+    hashes = [sources[i].known_hash() for i in index]
+    return measurements, {"codes": codes, "labels": sample_labels, "index": kept, "hashes": hashes}
+
+
+def _run_pass(spec, model, sources, taps, preprocessing, batch_size, cache, cache_dir) -> _Pass:
+    """One eager forward pass over ``sources``: hooks read the taps (pooled) and the BatchNorm inputs."""
+    results = _Pass(spec, model, taps, preprocessing, cache, cache_dir)
+    device = next(model.parameters()).device
+    batches = ImageBatches(
+        sources, preprocessing.transform(), batch_size=batch_size, draft_size=preprocessing.resize, phash=True,
+        memo=hash_memo(cache_dir or default_cache_dir()) if cache else None, desc="measuring",
+    )
+    inputs = [spec.classifier] if PRE_LOGITS in taps else []  # what enters the ImageNet classifier is pre_logits
+    taps_out = [tap for tap in taps if tap != PRE_LOGITS]
+    with LayerCapture(model, taps_out, inputs, keep=_pooled) as seen, results.moments.capture():
+        for batch in batches:
+            tick = time.perf_counter()
+            with torch.inference_mode():
+                logits = model(batch.tensors.to(device)).float()
+            results.forward_seconds += time.perf_counter() - tick
+            results.add(batch, batches, logits, {**seen, PRE_LOGITS: seen.get(spec.classifier)})
+    return results
+
+
+def _similarity(spec: BackboneSpec, model: nn.Module, results: _Pass) -> Similarity:
+    # An ImageNet head: named categories, or (timm and hub models) a 1000-way classifier.
+    has_head = spec.categories is not None or getattr(model.get_submodule(spec.classifier), "out_features", 0) == 1000
+    return Similarity(
+        head_confidence=float(torch.cat(results.confidences).mean()) if has_head else None,
+        head_entropy=float(torch.cat(results.entropies).mean()) if has_head else None,
+        bn_distance=results.moments.distance(),
+        bn_layers=len(results.moments.norms),
+    )
+
+
+def mirror_probe(spec: BackboneSpec, images: list, preprocessing: Preprocessing, random_state: int = 0) -> tuple[float, int]:
+    """How well a linear probe tells the mirror-check sample of ``images`` from their mirror images
+    (cross-validated accuracy; chance 0.5), and the sample's size."""
+    chosen = mirror_check_sample(len(images), random_state)
+    # Decoded images, not files, go in: their cache keys would differ from the files', so skip the cache.
+    extractor = CodeExtractor(spec, PRE_LOGITS, input_size=preprocessing.crop, engine="torch", cache=False)
+    rgb = [as_source(images[i]).rgb(preprocessing.resize) for i in chosen]
+    return mirror_sensitivity(extractor, rgb, random_state=random_state), len(chosen)
 
 
 def layer_sweep(spec: BackboneSpec, codes: dict[str, np.ndarray], labels: np.ndarray, random_state: int = 0) -> list[TapScore]:
@@ -241,4 +244,4 @@ def layer_sweep(spec: BackboneSpec, codes: dict[str, np.ndarray], labels: np.nda
     return scores
 
 
-__all__ = ["Measurements", "Similarity", "SizeStats", "TapScore", "measure", "size_stats", "sweep_taps"]
+__all__ = ["Measurements", "Similarity", "SizeStats", "TapScore", "measure", "mirror_probe", "sample_index", "size_stats", "sweep_taps"]

@@ -18,10 +18,11 @@ import numpy as np
 from sklearn.model_selection import train_test_split
 
 from ..backbones import PRE_LOGITS, BackboneSpec
+from ..data.augment import is_mirror_sensitive
 from ..data.sampling import plan_imbalance
 from ..strategies.finetune import FineTuneConfig
 from ..strategies.linear import fit_linear_head
-from .measure import Measurements, TapScore
+from .measure import Measurements, Similarity, SizeStats, TapScore, mirror_probe
 
 # Median images per class below which a dataset is "small" (docs/advisor.md: on photos, fine-tuning
 # gained under a point over the linear head at 20 and at ~120 images per class).
@@ -42,7 +43,6 @@ MIN_GAIN = 0.01
 # Measured on hymenoptera (2-core CPU, bf16): an epoch of finetune_top took about one forward
 # pass's time per image, finetune_all about two.
 COST_FACTOR = {"finetune_top": 1.0, "finetune_all": 2.0}
-MIRROR_CHECK_IMAGES = 100
 # The other embedded ImageNet backbone (installed offline, always there), whose top codes a linear
 # head on small data similar to ImageNet may read beside the first's: on flowers-17 the two joined
 # scored 93.2% in cross-validation against 90.3% alone (docs/advisor.md).
@@ -75,6 +75,23 @@ class Plan:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Plan":
+        """The plan :meth:`to_dict` gave (as read back from JSON)."""
+        m = d["measurements"]
+        measurements = Measurements(
+            size=SizeStats(**m["size"]),
+            similarity=Similarity(**m["similarity"]),
+            sweep=[TapScore(**s) for s in m["sweep"]],
+            n_measured=m["n_measured"],
+            seconds_per_image=m["seconds_per_image"],
+            seconds=m["seconds"],
+        )
+        # JSON has no tuples; fine-tuning settings such as augmentation=("flip", "crop") had them.
+        settings = {k: tuple(v) if isinstance(v, list) else v for k, v in d["settings"].items()}
+        alternatives = [Alternative(**a) for a in d["alternatives"]]
+        return cls(**{**d, "measurements": measurements, "settings": settings, "alternatives": alternatives})
 
     def describe(self) -> str:
         if self.strategy != "linear":
@@ -130,6 +147,29 @@ def estimate_seconds(strategy: str, n_images: int, measurements: Measurements, e
     return epochs * n_images * measurements.seconds_per_image * COST_FACTOR[strategy]
 
 
+@dataclass
+class _Budget:
+    """What fine-tuning would cost here, against the time budget."""
+
+    candidate: str  # the fine-tuning strategy worth a trial
+    epochs: int
+    final: float  # seconds of the real run
+    trial: float  # seconds of the trial
+    spent: float
+    limit: float | None
+
+    def allows(self, seconds: float) -> bool:
+        return self.limit is None or self.spent + seconds <= self.limit
+
+
+@dataclass
+class _Choice:
+    strategy: str = "linear"
+    line: str | None = None  # what the trial (or its absence) says
+    budget_bound: bool = False
+    alternatives: list[Alternative] = field(default_factory=list)
+
+
 def decide(
     spec: BackboneSpec,
     measurements: Measurements,
@@ -144,100 +184,38 @@ def decide(
 ) -> Plan:
     """Choose the plan; runs the fine-tuning trial when the rule is in doubt and time allows."""
     start = time.perf_counter()
+    preprocessing = preprocessing or spec.preprocessing
     small, similar = classify(measurements)
-    case = f"{'small' if small else 'large'}, {'similar' if similar else 'different'}"
     rule_strategy, rule_words = rule_of_thumb(small, similar)
-    sweep = measurements.sweep
-    linear = best_linear(sweep, prefer_earlier=small and not similar)
-    if tap is not None:  # the user's tap; its CV score is the sweep's when the sweep tried it
-        linear = next((s for s in sweep if s.tap == tap), TapScore(tap, 0.0, 0, float("nan"), float("nan")))
-    imbalance = plan_imbalance(sample["labels"], "auto").reason
-    alternatives = [Alternative("linear", s.tap, s.cv_accuracy, s.cv_std / math.sqrt(5), "cross-validated on the sample") for s in sweep]
+    linear = _linear_choice(measurements.sweep, small and not similar, tap)
     overrides = dict(finetune_overrides or {})
-    epochs = int(overrides.get("epochs", FINETUNE_EPOCHS))
-    candidate = trial_candidate(similar)
-    n = measurements.size.n_images
-    spent = measurements.seconds
-    final_cost = estimate_seconds(candidate, n, measurements, epochs)
-    trial_cost = estimate_seconds(candidate, int(len(sample["labels"]) * (1 - TRIAL_HELD_OUT)), measurements, epochs)
-    lines = [_size_line(measurements, small), _similarity_line(measurements, similar), _sweep_line(sweep)]
-    within = lambda cost: time_budget is None or spent + cost <= time_budget  # noqa: E731
-    considers_finetune = not (small and similar) and within(final_cost)
+    budget = _budget(measurements, sample, similar, int(overrides.get("epochs", FINETUNE_EPOCHS)), time_budget)
     augmentation_line = None
-    if considers_finetune and "augmentation" not in overrides:
-        overrides["augmentation"], augmentation_line = choose_augmentation(spec, images, sample, preprocessing or spec.preprocessing, random_state)
-
-    strategy, tap, trial_line, budget_bound = "linear", linear.tap, None, False
-    if small and similar:
-        trial_line = None  # the rule and the sweep agree on the cheap answer; nothing to try
-    elif int(np.bincount(sample["labels"]).min()) < 5:
-        trial_line = "No fine-tuning trial: some class has fewer than 5 images to split."
-        strategy = rule_strategy if rule_strategy != "linear" and within(final_cost) else "linear"
-    elif within(trial_cost + final_cost):
-        ft, lin, noise, held = _trial(spec, candidate, linear.tap, sample, images, {**overrides, "epochs": epochs}, random_state, preprocessing or spec.preprocessing)
-        alternatives.append(Alternative(candidate, PRE_LOGITS, ft, noise, f"trial: {epochs} epochs, scored on {held} held-out images"))
-        alternatives.append(Alternative("linear", linear.tap, lin, noise, f"trial: same split, scored on {held} held-out images"))
-        gain = ft - lin
-        margin = max(MIN_GAIN, noise)
-        if rule_strategy == "linear":  # fine-tuning must beat the rule's linear head beyond the noise
-            choose_finetune = gain > margin
-        else:
-            # The rule says fine-tune (large data): only a clear loss overturns it. The trial trains
-            # on 68% of the images and the real run on 85%, and fine-tuning gains more from the
-            # extra images than a linear head does, so a tie in the trial is not a tie in the run
-            # (Fashion-MNIST-200: trial -0.5 points, full run +2.1; docs/advisor.md).
-            choose_finetune = gain >= -margin
-        if choose_finetune:
-            verdict = f"fine-tuning wins by {gain * 100:.1f} points (noise {noise * 100:.1f})." if gain > margin else (
-                f"{gain * 100:+.1f} points, within the noise ({noise * 100:.1f}): the rule's {candidate} stands."
-            )
-        elif rule_strategy != "linear":
-            verdict = f"fine-tuning loses by {-gain * 100:.1f} points, beyond the noise ({noise * 100:.1f}): the linear head."
-        elif gain > 0:
-            verdict = f"+{gain * 100:.1f} points, within the noise ({noise * 100:.1f}): the cheaper linear head."
-        else:
-            verdict = f"fine-tuning does no better ({gain * 100:+.1f} points): the linear head."
-        trial_line = f"Trial on {held} held-out images: {candidate} {ft:.1%} vs linear ({linear.tap}) {lin:.1%}: {verdict}"
-        strategy = candidate if choose_finetune else "linear"
-    elif rule_strategy != "linear" and within(final_cost):
-        trial_line = f"No time for a trial within the {time_budget:.0f} s budget; following the rule unconfirmed."
-        strategy = rule_strategy
-    else:
-        trial_line = f"Fine-tuning would take about {final_cost:.0f} s, past the {time_budget:.0f} s budget; staying linear."
-        budget_bound = True
-
-    if strategy != "linear":
-        tap = PRE_LOGITS
+    if not (small and similar) and budget.allows(budget.final) and "augmentation" not in overrides:
+        overrides["augmentation"], augmentation_line = choose_augmentation(spec, images, sample, preprocessing, random_state)
+    trial = lambda: _trial(spec, budget.candidate, linear.tap, sample, images, {**overrides, "epochs": budget.epochs}, random_state, preprocessing)  # noqa: E731
+    choice = _choose_strategy(small, similar, rule_strategy, linear, sample, budget, trial)
+    strategy = choice.strategy
+    alternatives = [Alternative("linear", s.tap, s.cv_accuracy, s.cv_std / math.sqrt(5), "cross-validated on the sample") for s in measurements.sweep]
+    alternatives += choice.alternatives
     backbone, partner_line = spec.name, None
-    if strategy == "linear" and tap == PRE_LOGITS and "partner" in sample:
+    if strategy == "linear" and linear.tap == PRE_LOGITS and "partner" in sample:
         joined, wins, partner_line = _partner_check(spec, linear, sample, random_state)
         alternatives.append(joined)
-        if wins:
-            backbone = f"{spec.name}+{sample['partner'][0]}"
-    lines.append(f"Rule of thumb ({case}): {rule_words}.")
-    if trial_line:
-        lines.append(trial_line)
-    if augmentation_line and strategy != "linear":
-        lines.append(augmentation_line)
-    if partner_line:
-        lines.append(partner_line)
-    top = next(s for s in sweep if s.tap == PRE_LOGITS)
-    if backbone == spec.name:
-        lines.append(_plan_line(strategy, linear, top, rule_strategy, small, similar, budget_bound))
-    else:
-        lines.append(f"Plan: linear classifier on the top-layer codes of {' and '.join(backbone.split('+'))}, joined.")
-    if strategy == "linear" and small and similar:
-        # On flowers (20 per class) finetune_top beat this head by 1.6 points; on hymenoptera it tied.
-        lines.append("Fine-tuning is not tried at this size (too few images to score it fairly); it may add a point or two: --strategy finetune_top.")
-    settings = {"epochs": epochs, "head_lr": DEFAULT_CONFIG.head_lr, "lr_mult": DEFAULT_CONFIG.lr_mult, **overrides} if strategy != "linear" else {}
+        backbone = f"{spec.name}+{sample['partner'][0]}" if wins else backbone
+    case = f"{'small' if small else 'large'}, {'similar' if similar else 'different'}"
+    lines = [_size_line(measurements, small), _similarity_line(measurements, similar), _sweep_line(measurements.sweep), f"Rule of thumb ({case}): {rule_words}."]
+    lines += [line for line in (choice.line, augmentation_line if strategy != "linear" else None, partner_line) if line]
+    lines += _closing_lines(spec, strategy, backbone, linear, measurements.sweep, rule_strategy, small, similar, choice.budget_bound)
+    settings = {"epochs": budget.epochs, "head_lr": DEFAULT_CONFIG.head_lr, "lr_mult": DEFAULT_CONFIG.lr_mult, **overrides} if strategy != "linear" else {}
     return Plan(
         strategy=strategy,
-        tap=tap,
+        tap=PRE_LOGITS if strategy != "linear" else linear.tap,
         backbone=backbone,
         case=case,
         rule="linear (earlier tap)" if small and not similar else rule_strategy,
         settings=settings,
-        imbalance=imbalance,
+        imbalance=plan_imbalance(sample["labels"], "auto").reason,
         measurements=measurements,
         alternatives=alternatives,
         explanation=lines,
@@ -245,22 +223,89 @@ def decide(
     )
 
 
+def _linear_choice(sweep: list[TapScore], prefer_earlier: bool, tap: str | None) -> TapScore:
+    """The sweep's best tap, or the user's (its CV score is the sweep's when the sweep tried it)."""
+    if tap is None:
+        return best_linear(sweep, prefer_earlier=prefer_earlier)
+    return next((s for s in sweep if s.tap == tap), TapScore(tap, 0.0, 0, float("nan"), float("nan")))
+
+
+def _budget(measurements: Measurements, sample: dict, similar: bool, epochs: int, time_budget: float | None) -> _Budget:
+    candidate = trial_candidate(similar)
+    trial_images = int(len(sample["labels"]) * (1 - TRIAL_HELD_OUT))
+    return _Budget(
+        candidate=candidate,
+        epochs=epochs,
+        final=estimate_seconds(candidate, measurements.size.n_images, measurements, epochs),
+        trial=estimate_seconds(candidate, trial_images, measurements, epochs),
+        spent=measurements.seconds,
+        limit=time_budget,
+    )
+
+
+def _choose_strategy(small, similar, rule_strategy, linear: TapScore, sample, budget: _Budget, trial) -> _Choice:
+    """Linear or fine-tuning: by the rule, by a trial (``trial()`` runs it), or by the budget."""
+    if small and similar:
+        return _Choice()  # the rule and the sweep agree on the cheap answer; nothing to try
+    if int(np.bincount(sample["labels"]).min()) < 5:
+        strategy = rule_strategy if rule_strategy != "linear" and budget.allows(budget.final) else "linear"
+        return _Choice(strategy, "No fine-tuning trial: some class has fewer than 5 images to split.")
+    if budget.allows(budget.trial + budget.final):
+        return _judge_trial(*trial(), budget, rule_strategy, linear)
+    if rule_strategy != "linear" and budget.allows(budget.final):
+        return _Choice(rule_strategy, f"No time for a trial within the {budget.limit:.0f} s budget; following the rule unconfirmed.")
+    return _Choice("linear", f"Fine-tuning would take about {budget.final:.0f} s, past the {budget.limit:.0f} s budget; staying linear.", budget_bound=True)
+
+
+def _judge_trial(ft: float, lin: float, noise: float, held: int, budget: _Budget, rule_strategy: str, linear: TapScore) -> _Choice:
+    candidate, gain, margin = budget.candidate, ft - lin, max(MIN_GAIN, noise)
+    if rule_strategy == "linear":  # fine-tuning must beat the rule's linear head beyond the noise
+        choose_finetune = gain > margin
+    else:
+        # The rule says fine-tune (large data): only a clear loss overturns it. The trial trains
+        # on 68% of the images and the real run on 85%, and fine-tuning gains more from the
+        # extra images than a linear head does, so a tie in the trial is not a tie in the run
+        # (Fashion-MNIST-200: trial -0.5 points, full run +2.1; docs/advisor.md).
+        choose_finetune = gain >= -margin
+    if choose_finetune:
+        verdict = f"fine-tuning wins by {gain * 100:.1f} points (noise {noise * 100:.1f})." if gain > margin else (
+            f"{gain * 100:+.1f} points, within the noise ({noise * 100:.1f}): the rule's {candidate} stands."
+        )
+    elif rule_strategy != "linear":
+        verdict = f"fine-tuning loses by {-gain * 100:.1f} points, beyond the noise ({noise * 100:.1f}): the linear head."
+    elif gain > 0:
+        verdict = f"+{gain * 100:.1f} points, within the noise ({noise * 100:.1f}): the cheaper linear head."
+    else:
+        verdict = f"fine-tuning does no better ({gain * 100:+.1f} points): the linear head."
+    alternatives = [
+        Alternative(candidate, PRE_LOGITS, ft, noise, f"trial: {budget.epochs} epochs, scored on {held} held-out images"),
+        Alternative("linear", linear.tap, lin, noise, f"trial: same split, scored on {held} held-out images"),
+    ]
+    line = f"Trial on {held} held-out images: {candidate} {ft:.1%} vs linear ({linear.tap}) {lin:.1%}: {verdict}"
+    return _Choice(candidate if choose_finetune else "linear", line, alternatives=alternatives)
+
+
+def _closing_lines(spec, strategy, backbone, linear, sweep, rule_strategy, small, similar, budget_bound) -> list[str]:
+    """The "Plan:" line, and for small similar data what fine-tuning might still add."""
+    top = next(s for s in sweep if s.tap == PRE_LOGITS)
+    if backbone == spec.name:
+        lines = [_plan_line(strategy, linear, top, rule_strategy, small, similar, budget_bound)]
+    else:
+        lines = [f"Plan: linear classifier on the top-layer codes of {' and '.join(backbone.split('+'))}, joined."]
+    if strategy == "linear" and small and similar:
+        # On flowers (20 per class) finetune_top beat this head by 1.6 points; on hymenoptera it tied.
+        lines.append("Fine-tuning is not tried at this size (too few images to score it fairly); it may add a point or two: --strategy finetune_top.")
+    return lines
+
+
 def choose_augmentation(spec, images, sample, preprocessing, random_state) -> tuple[str, str]:
     """``objects`` (which mirrors images), unless a probe tells up to 100 training images from their
     mirror images well above chance: then ``text_signs``, which never mirrors."""
-    from ..data.augment import is_mirror_sensitive, mirror_sensitivity
-    from ..features import CodeExtractor
-    from ..strategies.finetune import load_rgb
-
     index = sample["index"]
     if len(index) < 10:
         return "objects", "Augmentation: objects (too few images to check whether mirroring changes their meaning)."
-    rng = np.random.default_rng(random_state)
-    chosen = index[rng.choice(len(index), min(MIRROR_CHECK_IMAGES, len(index)), replace=False)]
-    # Decoded images, not files, go in: their cache keys would differ from the files', so skip the cache.
-    extractor = CodeExtractor(spec, PRE_LOGITS, input_size=preprocessing.crop, engine="torch", cache=False)
-    accuracy = mirror_sensitivity(extractor, [load_rgb(images[i], preprocessing.resize) for i in chosen], random_state=random_state)
-    if is_mirror_sensitive(accuracy, len(chosen)):
+    accuracy, n_checked = mirror_probe(spec, [images[i] for i in index], preprocessing, random_state)
+    if is_mirror_sensitive(accuracy, n_checked):
         return "text_signs", f"Augmentation: text_signs, no mirroring (a probe tells mirrored images from originals {accuracy:.0%} of the time)."
     return "objects", f"Augmentation: objects, with mirroring (mirrored images look like originals: probe {accuracy:.0%}, chance 50%)."
 

@@ -9,27 +9,35 @@ similarity signals.
 from __future__ import annotations
 
 import numpy as np
+import torch
 from torch import nn
+
+from .hooks import LayerCapture
+
 
 class BatchNormMoments:
     """Per-channel first and second moments of the inputs of every BatchNorm2d layer of ``model``,
-    accumulated over the forward passes made while the hooks are attached."""
+    accumulated over the forward passes made inside ``with moments.capture():``."""
 
     def __init__(self, model: nn.Module):
-        self.norms = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d) and m.running_mean is not None]
+        named = [(name, m) for name, m in model.named_modules() if isinstance(m, nn.BatchNorm2d) and m.running_mean is not None]
+        self.model = model
+        self.names = [name for name, _ in named]
+        self.norms = [m for _, m in named]
         self.sums = [0.0] * len(self.norms)
         self.squares = [0.0] * len(self.norms)
         self.counts = [0] * len(self.norms)
-        self.handles = [norm.register_forward_pre_hook(self._hook(i)) for i, norm in enumerate(self.norms)]
+        self._position = {name: i for i, name in enumerate(self.names)}
 
-    def _hook(self, i: int):
-        def accumulate(_module, inputs):
-            x = inputs[0].detach().float()
-            self.sums[i] = self.sums[i] + x.sum(dim=(0, 2, 3)).double()
-            self.squares[i] = self.squares[i] + (x * x).sum(dim=(0, 2, 3)).double()
-            self.counts[i] += x.numel() // x.shape[1]
+    def capture(self) -> LayerCapture:
+        return LayerCapture(self.model, inputs=self.names, on_value=self._accumulate)
 
-        return accumulate
+    def _accumulate(self, name: str, x: torch.Tensor) -> None:
+        i = self._position[name]
+        x = x.detach().float()
+        self.sums[i] = self.sums[i] + x.sum(dim=(0, 2, 3)).double()
+        self.squares[i] = self.squares[i] + (x * x).sum(dim=(0, 2, 3)).double()
+        self.counts[i] += x.numel() // x.shape[1]
 
     def distance(self) -> float | None:
         """Mean over layers of the mean over channels of |mu - mu_run| / sd_run + |log(sd / sd_run)|:
@@ -45,7 +53,3 @@ class BatchNormMoments:
             run_sd = (norm.running_var.detach().double().cpu() + norm.eps).sqrt()
             per_layer.append(float(((mean - run_mean).abs() / run_sd + (sd / run_sd).log().abs()).mean()))
         return float(np.mean(per_layer)) if per_layer else None
-
-    def close(self) -> None:
-        for handle in self.handles:
-            handle.remove()

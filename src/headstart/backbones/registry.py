@@ -36,10 +36,10 @@ def list_backbones() -> list[str]:
 def get_backbone(name: str) -> BackboneSpec:
     """Return the spec for ``name``: a registered backbone, ``torchvision/NAME``, ``timm/NAME``,
     or a bare torchvision or timm model name. ``NAME@SCHEME`` is that architecture re-initialised
-    with an initialisation scheme (``mobilenet_v2@he_normal``: random features; see headstart.init).
+    with an initialisation scheme (``mobilenet_v2@he_normal``: random features; see headstart.weight_init).
     """
     if "@" in name:
-        from ..init import with_init
+        from ..weight_init import with_init
 
         base, _, scheme = name.rpartition("@")
         return with_init(get_backbone(base), scheme)

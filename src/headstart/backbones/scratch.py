@@ -36,7 +36,7 @@ class SmallCNN(nn.Module):
 @register_backbone("scratch_cnn")
 def scratch_cnn() -> BackboneSpec:
     def build() -> nn.Module:
-        from ..init import initialize
+        from ..weight_init import initialize
 
         return initialize(SmallCNN(), DEFAULT_INIT, seed=0).eval()
 

@@ -6,26 +6,13 @@ import torch
 from torch import nn
 
 from ..errors import BackboneError
+from .hooks import LayerCapture
 from .spec import FORWARD_FEATURES, PRE_LOGITS, BackboneSpec
 
 
-def _global_pool(out: torch.Tensor) -> torch.Tensor:
+def global_pool(out: torch.Tensor) -> torch.Tensor:
+    """(N, C, H, W) maps averaged to (N, C) codes; codes pass unchanged."""
     return out.mean(dim=(2, 3)) if out.ndim == 4 else out
-
-
-def _run_capturing(model: nn.Module, names, x: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """Run ``model`` on ``x``; return its output and the outputs of the named submodules, captured
-    with forward hooks (which work for any architecture, where FX tracing does not)."""
-    captured: dict[str, torch.Tensor] = {}
-    handles = [
-        model.get_submodule(name).register_forward_hook(lambda _m, _i, out, name=name: captured.__setitem__(name, out)) for name in names
-    ]
-    try:
-        output = model(x)
-    finally:
-        for handle in handles:
-            handle.remove()
-    return output, captured
 
 
 class PreLogitsTap(nn.Module):
@@ -36,7 +23,7 @@ class PreLogitsTap(nn.Module):
         self.model = model
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return _global_pool(self.model(x))
+        return global_pool(self.model(x))
 
 
 class ModuleTap(nn.Module):
@@ -52,8 +39,9 @@ class ModuleTap(nn.Module):
         self.tap = tap
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        _, captured = _run_capturing(self.model, [self.tap], x)
-        return _global_pool(captured[self.tap])
+        with LayerCapture(self.model, [self.tap]) as seen:
+            self.model(x)
+        return global_pool(seen[self.tap])
 
 
 class MultiTap(nn.Module):
@@ -65,9 +53,9 @@ class MultiTap(nn.Module):
         self.taps = taps
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        codes, captured = _run_capturing(self.model, [tap for tap in self.taps if tap != PRE_LOGITS], x)
-        captured[PRE_LOGITS] = codes
-        return torch.cat([_global_pool(captured[tap]) for tap in self.taps], dim=1)
+        with LayerCapture(self.model, [tap for tap in self.taps if tap != PRE_LOGITS]) as seen:
+            seen[PRE_LOGITS] = self.model(x)
+        return torch.cat([global_pool(seen[tap]) for tap in self.taps], dim=1)
 
 
 class FeatureMapTap(nn.Module):
@@ -82,8 +70,9 @@ class FeatureMapTap(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.feature_map == FORWARD_FEATURES:
             return self.model.forward_features(x)
-        _, captured = _run_capturing(self.model, [self.feature_map], x)
-        return captured[self.feature_map]
+        with LayerCapture(self.model, [self.feature_map]) as seen:
+            self.model(x)
+        return seen[self.feature_map]
 
 
 def _without_classifier(spec: BackboneSpec, model: nn.Module) -> nn.Module:

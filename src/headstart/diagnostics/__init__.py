@@ -1,7 +1,7 @@
 """After a fit: is the model learning, overfitting or healthy; where it errs; which labels look
 wrong; what more data would give; what happened to the weights."""
 
-from .errors import error_analysis
+from .error_analysis import error_analysis
 from .probe import label_suspects, learning_curve, out_of_fold_probabilities
 from .run import diagnose, model_weight_report
 from .verdict import VERDICTS, Evidence, Verdict, judge, wilson_interval

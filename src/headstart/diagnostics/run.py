@@ -13,7 +13,8 @@ import numpy as np
 
 from ..backbones import get_backbone
 from ..errors import BackboneError
-from .errors import error_analysis
+from ..fitted import FittedModel, as_record
+from .error_analysis import error_analysis
 from .probe import label_suspects, probe_refits
 from .verdict import Evidence, judge, wilson_interval
 from .weights import weight_report
@@ -35,58 +36,25 @@ def diagnose(
     train_images: list | None = None,
     weights: bool = True,
 ) -> dict:
-    """Diagnose a fitted :class:`~headstart.TransferClassifier`.
+    """Diagnose a fitted model (a :class:`~headstart.TransferClassifier` or its ``FittedModel``).
 
     ``train_codes`` are the codes the head was fitted on (one row per training image, labels
     ``y_train`` as given); ``eval_scores`` are the model's logits on a held-out split with its
     labels. Without a held-out split the verdict rests on cross-validation.
     """
-    classes = list(model.classes_)
-    names = [str(c) for c in classes]
-    y = np.searchsorted(model.classes_, np.asarray(y_train))
-    report = model.fit_report_
-    train_accuracy = _train_accuracy(model, train_codes, y)
-    validation = _validation_accuracy(model)
+    record = as_record(model)
+    names = [str(c) for c in record.classes]
+    y = np.searchsorted(record.classes, np.asarray(y_train))
     errors = None
     if eval_scores is not None and len(eval_scores):
-        y_eval = np.searchsorted(model.classes_, np.asarray(eval_labels))
-        errors = error_analysis(y_eval, eval_scores, names)
-        correct = int(round(errors["accuracy"] * len(y_eval)))
-        held_split, held_accuracy = eval_split, errors["accuracy"]
-        ci = tuple(eval_ci95) if eval_ci95 is not None else wilson_interval(correct, len(y_eval))
-        majority = float(np.bincount(y_eval, minlength=len(classes)).max() / len(y_eval))
-    else:
-        held_split, held_accuracy = "cross-validation", validation if validation is not None else float("nan")
-        n = len(y)
-        ci = wilson_interval(int(round(held_accuracy * n)), n) if validation is not None else (0.0, 1.0)
-        majority = float(np.bincount(y).max() / len(y))
-
-    curve, probabilities = probe_refits(train_codes, y, C=report.C, class_weight=report.class_weight)
+        errors = error_analysis(np.searchsorted(record.classes, np.asarray(eval_labels)), eval_scores, names)
+    curve, probabilities = probe_refits(train_codes, y, C=record.head_report.C, class_weight=record.head_report.class_weight)
     suspects = label_suspects(probabilities, y) if probabilities is not None else []
-    counts = np.bincount(y)
-    evidence = Evidence(
-        n_classes=len(classes),
-        chance_uniform=1.0 / len(classes),
-        chance_majority=majority,
-        heldout_split=held_split,
-        heldout_accuracy=float(held_accuracy),
-        heldout_ci95=ci,
-        train_accuracy=train_accuracy,
-        validation_accuracy=validation,
-        strategy=model.strategy_,
-        best_epoch=model.history_.best_epoch if model.history_ is not None else None,
-        epochs_run=len(model.history_.records) if model.history_ is not None else None,
-        images_per_class=float(np.median(counts[counts > 0])),
-        better_tap=_better_tap(model),
-        more_data=curve["words"] if curve else None,
-        suspects=len(suspects),
-        confused_pair=_dominant_pair(errors),
-    )
-    verdict = judge(evidence)
+    evidence = _evidence(record, train_codes, y, errors, eval_labels, eval_split, eval_ci95, curve, len(suspects))
     return {
-        "verdict": asdict(verdict),
+        "verdict": asdict(judge(evidence)),
         "evidence": asdict(evidence),
-        "history": model.history_.to_dict() if model.history_ is not None else None,
+        "history": record.history.to_dict() if record.history is not None else None,
         "learning_curve": curve,
         "errors": errors,
         "suspects": {
@@ -94,15 +62,50 @@ def diagnose(
             "n_train": int(len(y)),
             "top": [_describe_suspect(s, names, train_images) for s in suspects[:SUSPECTS_SHOWN]],
         },
-        "weights": _weights_or_none(model) if weights else None,
+        "weights": _weights_or_none(record) if weights else None,
     }
 
 
-def _weights_or_none(model) -> dict | None:
+def _evidence(record: FittedModel, train_codes, y, errors, eval_labels, eval_split, eval_ci95, curve, n_suspects) -> Evidence:
+    """What the verdict weighs: held-out accuracy (else cross-validation) against chance and training."""
+    validation = _validation_accuracy(record)
+    if errors is not None:
+        y_eval = np.searchsorted(record.classes, np.asarray(eval_labels))
+        correct = int(round(errors["accuracy"] * len(y_eval)))
+        held_split, held_accuracy = eval_split, errors["accuracy"]
+        ci = tuple(eval_ci95) if eval_ci95 is not None else wilson_interval(correct, len(y_eval))
+        majority = float(np.bincount(y_eval, minlength=len(record.classes)).max() / len(y_eval))
+    else:
+        held_split, held_accuracy = "cross-validation", validation if validation is not None else float("nan")
+        ci = wilson_interval(int(round(held_accuracy * len(y))), len(y)) if validation is not None else (0.0, 1.0)
+        majority = float(np.bincount(y).max() / len(y))
+    counts = np.bincount(y)
+    history = record.history
+    return Evidence(
+        n_classes=len(record.classes),
+        chance_uniform=1.0 / len(record.classes),
+        chance_majority=majority,
+        heldout_split=held_split,
+        heldout_accuracy=float(held_accuracy),
+        heldout_ci95=ci,
+        train_accuracy=_train_accuracy(record, train_codes, y),
+        validation_accuracy=validation,
+        strategy=record.strategy,
+        best_epoch=history.best_epoch if history is not None else None,
+        epochs_run=len(history.records) if history is not None else None,
+        images_per_class=float(np.median(counts[counts > 0])),
+        better_tap=_better_tap(record),
+        more_data=curve["words"] if curve else None,
+        suspects=n_suspects,
+        confused_pair=_dominant_pair(errors),
+    )
+
+
+def _weights_or_none(record: FittedModel) -> dict | None:
     # A fit whose codes all came from the cache never loaded the weights; if they cannot be loaded
     # now (a hub model offline), the report goes without its weights section rather than failing.
     try:
-        return model_weight_report(model)
+        return model_weight_report(record)
     except BackboneError as exc:
         log.warning("no weight statistics: %s", exc)
         return None
@@ -110,41 +113,40 @@ def _weights_or_none(model) -> dict | None:
 
 def model_weight_report(model) -> dict:
     """Weight statistics of the model's backbone (pretrained, random, fine-tuned) and its head."""
-    spec = get_backbone(model.resolved_backbone().split("+")[0])
+    record = as_record(model)
+    spec = get_backbone(record.backbone.split("+")[0])
     pretrained = spec.build()
-    net = getattr(model, "net_", None)
-    if net is not None:
-        return weight_report(pretrained, net.backbone.model, net.head.weight.detach().float().cpu().numpy())
-    return weight_report(pretrained, None, model.head_.coef)
+    if record.network is not None:
+        return weight_report(pretrained, record.network.backbone.model, record.network.head.weight.detach().float().cpu().numpy())
+    return weight_report(pretrained, None, record.head.coef)
 
 
-def _kept_epoch(model):
+def _kept_epoch(record: FittedModel):
     """The fine-tuning epoch whose weights the model holds; None for a linear head."""
-    return model.history_.kept() if model.history_ is not None else None
+    return record.history.kept() if record.history is not None else None
 
 
-def _train_accuracy(model, train_codes: np.ndarray, y: np.ndarray) -> float:
-    if (kept := _kept_epoch(model)) is not None:
+def _train_accuracy(record: FittedModel, train_codes: np.ndarray, y: np.ndarray) -> float:
+    if (kept := _kept_epoch(record)) is not None:
         return float(kept.train_accuracy)
     ok = np.isfinite(train_codes).all(axis=1)
-    return float(np.mean(model.head_.decision_function(train_codes[ok]).argmax(1) == y[ok]))
+    return float(np.mean(record.head.decision_function(train_codes[ok]).argmax(1) == y[ok]))
 
 
-def _validation_accuracy(model) -> float | None:
-    if (kept := _kept_epoch(model)) is not None:
+def _validation_accuracy(record: FittedModel) -> float | None:
+    if (kept := _kept_epoch(record)) is not None:
         return kept.val_accuracy
-    score = model.fit_report_.cv_score
+    score = record.head_report.cv_score
     return None if score is None or (isinstance(score, float) and math.isnan(score)) else float(score)
 
 
-def _better_tap(model) -> str | None:
-    plan = getattr(model, "plan_", None)
-    if plan is None or model.strategy_ != "linear":
+def _better_tap(record: FittedModel) -> str | None:
+    if record.plan is None or record.strategy != "linear":
         return None
-    sweep = {s.tap: s.cv_accuracy for s in plan.measurements.sweep}
+    sweep = {s.tap: s.cv_accuracy for s in record.plan.measurements.sweep}
     best = max(sweep, key=sweep.get)
-    used = sweep.get(model.tap_)
-    return best if used is not None and best != model.tap_ and sweep[best] - used > 0.01 else None
+    used = sweep.get(record.tap)
+    return best if used is not None and best != record.tap and sweep[best] - used > 0.01 else None
 
 
 def _dominant_pair(errors: dict | None) -> str | None:

@@ -11,7 +11,7 @@ import torch
 from scipy import stats
 from torch import nn
 
-from ..init import first_filters
+from ..weight_init import first_filters
 
 NORMAL_P = 0.01  # a layer whose normality test gives p >= this is "close to normal"
 NORMALITY_SAMPLE = 2000  # values per layer the test sees (with millions, any deviation is "significant")

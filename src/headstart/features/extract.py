@@ -1,8 +1,8 @@
-"""CNN codes for a list of images: read, hash, decode, preprocess and run the backbone, streaming.
+"""CNN codes for a list of images: hash, look up, decode, preprocess and run the backbone, streaming.
 
-Images are read and decoded by a small thread pool (PIL releases the GIL while decoding) a bounded
-window ahead of the network, so memory stays flat however many images there are. Every image is
-read exactly once: its bytes give the cache key and, on a cache miss, the pixels.
+Images stream through :class:`~headstart.data.batches.ImageBatches`: each is read at most once (its
+bytes give the cache key and, on a cache miss, the pixels), and not at all when its content hash is
+remembered (:class:`~headstart.data.images.HashMemo`) and its codes are cached.
 """
 
 from __future__ import annotations
@@ -10,27 +10,21 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-from collections import deque
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence, Union
+from typing import Sequence
 
-import imagehash
 import numpy as np
-import torch
-from PIL import Image
-from tqdm.auto import tqdm
 
-from ..backbones import BackboneSpec, Preprocessing
-from ..data.decode import UnreadableImage, array_to_image, decode_image, to_rgb
-from ..data.duplicates import phash_to_int
+from ..backbones import BackboneSpec, Preprocessing, get_backbone
+from ..data.batches import ImageBatches
+from ..data.images import ImageInput, as_sources, hash_memo
 from .cache import FeatureCache, default_cache_dir
 from .engine import create_engine
 
 log = logging.getLogger(__name__)
 
-ImageInput = Union[str, os.PathLike, Image.Image, np.ndarray]
+__all__ = ["CodeExtractor", "Codes", "ConcatExtractor", "ImageInput", "code_extractor", "join_parts"]
 
 
 @dataclass
@@ -50,15 +44,17 @@ class Codes:
         mask[list(self.failures)] = False
         return mask
 
-
-@dataclass
-class _Prepared:
-    index: int
-    content_hash: str | None = None
-    cached: np.ndarray | None = None
-    tensor: torch.Tensor | None = None
-    phash: int = 0
-    error: str | None = None
+    def subset(self, index: np.ndarray) -> "Codes":
+        """The codes of the images at ``index`` (failures renumbered to match)."""
+        position = {int(old): new for new, old in enumerate(index)}
+        return Codes(
+            codes=self.codes[index],
+            content_hashes=[self.content_hashes[i] for i in index],
+            phashes=self.phashes[index],
+            failures={position[i]: why for i, why in self.failures.items() if i in position},
+            computed=self.computed,
+            engine=self.engine,
+        )
 
 
 class CodeExtractor:
@@ -91,7 +87,9 @@ class CodeExtractor:
         self.batch_size = batch_size
         self.cache_root = Path(cache_dir) if cache_dir else default_cache_dir()
         self.cache = FeatureCache(self.fingerprint, self.dim, self.cache_root) if cache else None
-        self.num_workers = num_workers or min(4, (os.cpu_count() or 2) + 1)
+        # Content hashes of files are remembered beside the codes, and only where codes are cached.
+        self.memo = hash_memo(self.cache_root) if cache else None
+        self.num_workers = num_workers
         self._transform = self.preprocessing.transform()
         self._engine = None
 
@@ -113,94 +111,35 @@ class CodeExtractor:
         return self._engine
 
     def __call__(self, images: Sequence[ImageInput], *, progress: bool = False, desc: str = "features") -> Codes:
-        n = len(images)
-        result = Codes(
-            codes=np.full((n, self.dim), np.nan, dtype=np.float32),
-            content_hashes=[None] * n,
-            phashes=np.zeros(n, dtype=np.uint64),
+        batches = ImageBatches(
+            images, self._transform, batch_size=self.batch_size, draft_size=self.preprocessing.resize, phash=True,
+            lookup=self.cache.get if self.cache is not None else None, memo=self.memo, workers=self.num_workers,
+            progress=progress, desc=desc,
         )
-        pending: list[_Prepared] = []
-        with tqdm(total=n, disable=not progress, unit="img", desc=desc, leave=False) as bar:
-            for prepared in self._prepared_stream(images):
-                result.content_hashes[prepared.index] = prepared.content_hash
-                result.phashes[prepared.index] = prepared.phash
-                if prepared.error is not None:
-                    result.failures[prepared.index] = prepared.error
-                    bar.update(1)
-                elif prepared.cached is not None:
-                    result.codes[prepared.index] = prepared.cached
-                    bar.update(1)
-                else:
-                    pending.append(prepared)
-                    if len(pending) == self.batch_size:
-                        self._run_batch(pending, result)
-                        bar.update(len(pending))
-                        pending = []
-            if pending:
-                self._run_batch(pending, result)
-                bar.update(len(pending))
-        if result.computed:
-            result.engine = self.engine().name
-        return result
-
-    def _run_batch(self, batch: list[_Prepared], result: Codes) -> None:
-        codes = self.engine()(torch.stack([p.tensor for p in batch]))
-        for prepared, row in zip(batch, codes):
-            result.codes[prepared.index] = row
-            if self.cache is not None and prepared.content_hash:
-                self.cache.put(prepared.content_hash, row, prepared.phash)
-        result.computed += len(batch)
-
-    def _prepared_stream(self, images: Sequence[ImageInput]):
-        """Yield :class:`_Prepared` items in order, with a bounded number decoding ahead."""
-        window = 2 * self.batch_size
-        with ThreadPoolExecutor(max_workers=self.num_workers, thread_name_prefix="headstart-decode") as pool:
-            in_flight: deque = deque()
-            for index, image in enumerate(images):
-                in_flight.append(pool.submit(self._prepare, index, image))
-                if len(in_flight) >= window:
-                    yield in_flight.popleft().result()
-            while in_flight:
-                yield in_flight.popleft().result()
-
-    def _prepare(self, index: int, image: ImageInput) -> _Prepared:
-        prepared = _Prepared(index)
-        try:
-            content_hash, load = read_content(image, self.preprocessing.resize)
-        except OSError as exc:
-            prepared.error = f"unreadable ({exc.strerror or exc})"
-            return prepared
-        except (TypeError, ValueError) as exc:
-            prepared.error = f"not an image ({exc})"
-            return prepared
-        prepared.content_hash = content_hash
-        cached = self.cache.get(content_hash) if self.cache is not None else None
-        if cached is not None:
-            prepared.cached, prepared.phash = cached.codes, cached.phash
-            return prepared
-        try:
-            rgb = load()
-        except UnreadableImage as exc:
-            prepared.error = f"unreadable ({exc})"
-            return prepared
-        prepared.phash = phash_to_int(imagehash.phash(rgb).hash)
-        prepared.tensor = self._transform(rgb)
-        return prepared
+        codes = np.full((len(batches), self.dim), np.nan, dtype=np.float32)
+        computed = 0
+        for batch in batches:
+            rows = self.engine()(batch.tensors)
+            codes[batch.indices] = rows
+            computed += len(batch.indices)
+            if self.cache is not None:
+                for index, content_hash, row in zip(batch.indices, batch.content_hashes, rows):
+                    self.cache.put(content_hash, row, int(batches.phashes[index]))
+        phashes = batches.phashes
+        for index, hit in batches.cached.items():
+            codes[index], phashes[index] = hit.codes, hit.phash
+        return Codes(codes, batches.content_hashes, phashes, dict(batches.failures), computed, self.engine().name if computed else "cache")
 
 
-def read_content(image: ImageInput, draft_size: int):
-    """Return the content hash of ``image`` and a function that decodes it to RGB."""
-    if isinstance(image, (str, os.PathLike)):
-        data = Path(image).read_bytes()
-        return hashlib.sha256(data).hexdigest(), lambda: decode_image(data, draft_size=draft_size)
-    if isinstance(image, Image.Image):
-        rgb = to_rgb(image.copy())
-    elif isinstance(image, np.ndarray):
-        rgb = array_to_image(image)
-    else:
-        raise TypeError(f"expected a file path, PIL image or array, got {type(image).__name__}")
-    digest = hashlib.sha256(f"{rgb.size}".encode() + rgb.tobytes()).hexdigest()
-    return digest, lambda: rgb
+def code_extractor(backbone: str, tap: str | None = None, *, input_size: int | None = None, **options) -> "CodeExtractor | ConcatExtractor":
+    """The extractor of ``backbone``'s codes at ``tap``: one network at one tap, or (names or taps
+    joined by "+") several side by side. ``options`` go to every :class:`CodeExtractor`."""
+    names = backbone.split("+")
+    taps = tap.split("+") if tap else [None]
+    # Taps joined by "+" (the advisor's "features.13+pre_logits") read one backbone at several
+    # depths; each part keeps its own cache entries.
+    parts = [CodeExtractor(get_backbone(name), part, input_size=input_size, **options) for name in names for part in taps]
+    return parts[0] if len(parts) == 1 else ConcatExtractor(parts, across_backbones=len(names) > 1)
 
 
 def normalise_part(codes: np.ndarray) -> np.ndarray:
@@ -243,7 +182,8 @@ class ConcatExtractor:
         return sum(p.dim for p in self.parts)
 
     def __call__(self, images: Sequence[ImageInput], *, progress: bool = False, desc: str = "features") -> Codes:
-        results = [part(images, progress=progress, desc=f"{desc} [{part.spec.name}]") for part in self.parts]
+        sources = as_sources(images)  # one hash per image, whichever part needs it first
+        results = [part(sources, progress=progress, desc=f"{desc} [{part.spec.name}]") for part in self.parts]
         first = results[0]
         failures: dict[int, str] = {}
         for result in results:

@@ -20,6 +20,7 @@ BatchNorm layers of frozen blocks.
 from __future__ import annotations
 
 import logging
+import numbers
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,19 +28,19 @@ from typing import Callable
 
 import numpy as np
 import torch
-from PIL import Image
 from torch import nn
 
 from ..backbones import PRE_LOGITS, BackboneSpec, Preprocessing, build_feature_map_model, build_tap_model
-from ..data.augment import augmentation_transform
-from ..data.decode import UnreadableImage, array_to_image, decode_image, to_rgb
-from ..data.sampling import ClassBalancedSampler, ImbalancePlan, inverse_frequency_weights, plan_imbalance
-from ..errors import HeadstartError
-from ..features.engine import check_precision, resolve_bf16, resolve_device
-from ..init import initialize
+from ..data.augment import augmentation_transform, policy_steps
+from ..data.batches import ImageBatches
+from ..data.images import as_sources
+from ..data.sampling import IMBALANCE_HANDLING, ClassBalancedSampler, ImbalancePlan, inverse_frequency_weights, plan_imbalance
+from ..errors import DataError, HeadstartError, check_choice
+from ..hardware import PRECISIONS, resolve_bf16, resolve_device
 from ..training import EarlyStopping, EpochRecord, History, RangeTest, lr_range_test, param_groups, train, warmup_cosine
 from ..training.checkpoint import CHECKPOINT_FILE, restore_checkpoint, run_identity, save_checkpoint
 from ..training.params import backbone_blocks, block_index
+from ..weight_init import SCHEMES, initialize
 from .layers import DropConnectLinear, StochasticPool
 from .linear import LinearHead
 
@@ -83,20 +84,24 @@ class FineTuneConfig:
     num_workers: int = 0
     progress: bool = False
     time_limit: float | None = None  # seconds of training; stops after the last epoch that fits
-    init: str = "he_normal"  # the new head's initialisation when not warm-started (headstart.init)
+    init: str = "he_normal"  # the new head's initialisation when not warm-started (headstart.weight_init)
 
     def __post_init__(self):
-        if self.strategy not in STRATEGIES:
-            raise HeadstartError(f"unknown strategy {self.strategy!r}; use one of {', '.join(STRATEGIES)} (or 'linear').")
-        check_precision(self.precision)
+        """Every setting is checked here, before any work: one DataError line naming the setting."""
+        choices = {"strategy": STRATEGIES, "precision": PRECISIONS, "batchnorm": ("frozen", "batch"), "pooling": POOLINGS, "imbalance": IMBALANCE_HANDLING, "init": SCHEMES}
+        for name, allowed in choices.items():
+            check_choice(name, getattr(self, name), allowed)
         if not 0.0 <= self.drop_connect < 1.0 or not 0.0 <= self.dropout < 1.0:
-            raise HeadstartError("dropout and drop_connect are shares of units or weights dropped: use values in [0, 1).")
-        if self.batchnorm not in ("frozen", "batch"):
-            raise HeadstartError(f"batchnorm must be 'frozen' or 'batch', got {self.batchnorm!r}.")
-        if self.pooling not in POOLINGS:
-            raise HeadstartError(f"unknown pooling {self.pooling!r}; use one of {', '.join(POOLINGS)}.")
+            raise DataError(f"dropout={self.dropout!r} and drop_connect={self.drop_connect!r} are shares of units or weights dropped: use values in [0, 1).")
         if self.mixup < 0:
-            raise HeadstartError(f"mixup is a Beta distribution's parameter: use 0 (off) or a positive value, got {self.mixup}.")
+            raise DataError(f"mixup is a Beta distribution's parameter: use 0 (off) or a positive value, got {self.mixup}.")
+        for name in ("epochs", "batch_size", "top_blocks", "patience"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+                raise DataError(f"fine-tuning setting {name} must be a whole number of at least 1, got {value!r}.")
+        if not self.head_lr > 0 or not self.lr_mult > 0:
+            raise DataError(f"head_lr={self.head_lr!r} and lr_mult={self.lr_mult!r} must be positive.")
+        policy_steps(self.augmentation)  # an unknown policy or step fails now, not at the first epoch
 
 
 class FineTuneNet(nn.Module):
@@ -173,10 +178,10 @@ def _drop_imagenet_dropout(model: nn.Module, spec: BackboneSpec) -> None:
 
 
 class ImageDataset(torch.utils.data.Dataset):
-    """Images (paths or PIL images) with integer labels, decoded and transformed on access."""
+    """Images (paths, PIL images or arrays) with integer labels, decoded and transformed on access."""
 
     def __init__(self, images, labels, transform, draft_size: int | None = None):
-        self.images = list(images)
+        self.images = as_sources(images)
         self.labels = np.asarray(labels, dtype=np.int64)
         self.transform = transform
         self.draft_size = draft_size
@@ -185,17 +190,7 @@ class ImageDataset(torch.utils.data.Dataset):
         return len(self.images)
 
     def __getitem__(self, index: int):
-        return self.transform(load_rgb(self.images[index], self.draft_size)), int(self.labels[index])
-
-
-def load_rgb(image, draft_size: int | None = None) -> Image.Image:
-    """An RGB PIL image from a path, a PIL image or an array (raises UnreadableImage/OSError)."""
-    if isinstance(image, Image.Image):
-        return to_rgb(image.copy())
-    if isinstance(image, np.ndarray):
-        return array_to_image(image)
-    with open(image, "rb") as f:
-        return decode_image(f.read(), draft_size=draft_size)
+        return self.transform(self.images[index].rgb(self.draft_size)), int(self.labels[index])
 
 
 def trainable_blocks(spec: BackboneSpec, config: FineTuneConfig, epoch: int) -> set[int]:
@@ -274,22 +269,9 @@ def _finetune(spec, train_images, train_labels, val_images, val_labels, config, 
     n_classes = n_classes or int(max(train_labels.max(), np.max(val_labels)) + 1)
     device = resolve_device(config.device)
     bf16 = resolve_bf16(config.precision, device)
-    net = FineTuneNet(spec, n_classes, config.dropout, config.drop_connect, config.pooling)
-    if head_init is not None:
-        net.warm_start(head_init)
-    else:
-        initialize(net.head, config.init, seed=config.seed)
-    net.to(device)
-
+    net = _new_network(spec, n_classes, config, head_init).to(device)
     plan = plan_imbalance(train_labels, config.imbalance)
-    train_set = ImageDataset(train_images, train_labels, augmentation_transform(config.augmentation, preprocessing), preprocessing.resize)
-    val_set = ImageDataset(val_images, val_labels, preprocessing.transform(), preprocessing.resize)
-    generator = torch.Generator().manual_seed(config.seed)
-    sampler = ClassBalancedSampler(train_labels, seed=config.seed) if plan.mode in ("sampler", "both") else None
-    train_loader = torch.utils.data.DataLoader(
-        train_set, batch_size=config.batch_size, shuffle=sampler is None, sampler=sampler, generator=generator, num_workers=config.num_workers
-    )
-    val_loader = torch.utils.data.DataLoader(val_set, batch_size=config.batch_size, num_workers=config.num_workers)
+    train_loader, val_loader, generator = _loaders(train_images, train_labels, val_images, val_labels, config, preprocessing, plan)
     weights = inverse_frequency_weights(train_labels, n_classes) if plan.mode in ("weights", "both") else None
     criterion = nn.CrossEntropyLoss(
         weight=torch.as_tensor(weights, dtype=torch.float32, device=device) if weights is not None else None,
@@ -298,18 +280,9 @@ def _finetune(spec, train_images, train_labels, val_images, val_labels, config, 
     optimizer = torch.optim.AdamW(
         param_groups(net, spec, head_lr=config.head_lr, lr_mult=config.lr_mult, layer_decay=config.layer_decay, weight_decay=config.weight_decay)
     )
-    steps_per_epoch = len(train_loader)
-    total = steps_per_epoch * config.epochs
-    warmup = int(round(config.warmup_epochs * steps_per_epoch))
-    lr_test = None
-    if config.find_lr and not resume:
-        lr_test = lr_range_test(net, optimizer, train_loader, criterion, device=device, bf16=bf16)
-        top = max(group["lr"] for group in optimizer.param_groups)
-        for group in optimizer.param_groups:
-            group["lr"] *= lr_test.suggestion / top
-        log.info("LR range test suggests a head learning rate of %.2g", lr_test.suggestion)
+    lr_test = _find_lr(net, optimizer, train_loader, criterion, device, bf16) if config.find_lr and not resume else None
     stopper = EarlyStopping(config.patience)
-    identity = run_identity(config, n_classes, len(train_set), spec.weights_id)
+    identity = run_identity(config, n_classes, len(train_labels), spec.weights_id)
     checkpoint = Path(checkpoint_dir) / CHECKPOINT_FILE if checkpoint_dir is not None else None
     start_epoch, history = 0, History()
     if resume:
@@ -318,55 +291,63 @@ def _finetune(spec, train_images, train_labels, val_images, val_labels, config, 
         start_epoch, history = restore_checkpoint(checkpoint, net=net, optimizer=optimizer, early_stopping=stopper, generator=generator, identity=identity)
         log.info("resuming after epoch %d of %d", start_epoch, config.epochs)
 
-    def save(record) -> None:
+    def end_of_epoch(record) -> None:
         if checkpoint is not None:
             save_checkpoint(checkpoint, net=net, optimizer=optimizer, early_stopping=stopper, history=history, generator=generator, identity=identity)
         if on_epoch_end is not None:
             on_epoch_end(record, net)
 
-    deadline = time.perf_counter() + config.time_limit if config.time_limit is not None else None
+    total, warmup = len(train_loader) * config.epochs, int(round(config.warmup_epochs * len(train_loader)))
     history = train(
-        net,
-        optimizer,
-        train_loader,
-        epochs=config.epochs,
-        criterion=criterion,
-        lr_factor=lambda step: warmup_cosine(step, total, warmup),
-        val_loader=val_loader,
-        set_train_mode=lambda n, epoch: set_train_mode(n, spec, config, epoch),
-        early_stopping=stopper,
-        device=device,
-        bf16=bf16,
-        progress=config.progress,
-        on_epoch_end=save,
-        mixup=config.mixup,
-        start_epoch=start_epoch,
-        history=history,
-        deadline=deadline,
+        net, optimizer, train_loader, epochs=config.epochs, criterion=criterion, lr_factor=lambda step: warmup_cosine(step, total, warmup),
+        val_loader=val_loader, set_train_mode=lambda n, epoch: set_train_mode(n, spec, config, epoch), early_stopping=stopper,
+        device=device, bf16=bf16, progress=config.progress, on_epoch_end=end_of_epoch, mixup=config.mixup, start_epoch=start_epoch,
+        history=history, deadline=time.perf_counter() + config.time_limit if config.time_limit is not None else None,
     )
     net.eval()
     return FineTuneResult(net, history, plan, bf16, lr_test)
 
 
+def _new_network(spec: BackboneSpec, n_classes: int, config: FineTuneConfig, head_init: LinearHead | None) -> FineTuneNet:
+    net = FineTuneNet(spec, n_classes, config.dropout, config.drop_connect, config.pooling)
+    if head_init is not None:
+        net.warm_start(head_init)
+    else:
+        initialize(net.head, config.init, seed=config.seed)
+    return net
+
+
+def _loaders(train_images, train_labels, val_images, val_labels, config: FineTuneConfig, preprocessing: Preprocessing, plan: ImbalancePlan):
+    """Training batches (augmented; reshuffled every epoch, or drawn class-balanced when the
+    imbalance plan says so), validation batches, and the generator that orders them."""
+    train_set = ImageDataset(train_images, train_labels, augmentation_transform(config.augmentation, preprocessing), preprocessing.resize)
+    val_set = ImageDataset(val_images, val_labels, preprocessing.transform(), preprocessing.resize)
+    generator = torch.Generator().manual_seed(config.seed)
+    sampler = ClassBalancedSampler(train_labels, seed=config.seed) if plan.mode in ("sampler", "both") else None
+    train_loader = torch.utils.data.DataLoader(
+        train_set, batch_size=config.batch_size, shuffle=sampler is None, sampler=sampler, generator=generator, num_workers=config.num_workers
+    )
+    val_loader = torch.utils.data.DataLoader(val_set, batch_size=config.batch_size, num_workers=config.num_workers)
+    return train_loader, val_loader, generator
+
+
+def _find_lr(net, optimizer, train_loader, criterion, device, bf16) -> RangeTest:
+    """The LR range test; every group's rate is scaled so that the head's is its suggestion."""
+    lr_test = lr_range_test(net, optimizer, train_loader, criterion, device=device, bf16=bf16)
+    top = max(group["lr"] for group in optimizer.param_groups)
+    for group in optimizer.param_groups:
+        group["lr"] *= lr_test.suggestion / top
+    log.info("LR range test suggests a head learning rate of %.2g", lr_test.suggestion)
+    return lr_test
+
 
 @torch.no_grad()
-def network_scores(net: FineTuneNet, images, preprocessing, *, batch_size: int = 32) -> tuple[np.ndarray, dict[int, str]]:
+def network_scores(net: FineTuneNet, images, preprocessing, *, batch_size: int = 32, progress: bool = False) -> tuple[np.ndarray, dict[int, str]]:
     """Logits of a fine-tuned network for paths, PIL images or arrays; unreadable images get NaN
     rows and a reason, so one bad file never stops the others."""
-    transform = preprocessing.transform()
     net.eval()
     scores = np.full((len(images), net.head.out_features), np.nan)
-    failures: dict[int, str] = {}
-    for start in range(0, len(images), batch_size):
-        tensors, rows = [], []
-        for index in range(start, min(start + batch_size, len(images))):
-            try:
-                rgb = load_rgb(images[index], preprocessing.resize)
-            except (UnreadableImage, OSError, ValueError) as exc:
-                failures[index] = f"unreadable ({exc})"
-                continue
-            tensors.append(transform(rgb))
-            rows.append(index)
-        if tensors:
-            scores[rows] = net(torch.stack(tensors)).float().numpy()
-    return scores, failures
+    batches = ImageBatches(images, preprocessing.transform(), batch_size=batch_size, draft_size=preprocessing.resize, hashes=False, progress=progress, desc="predicting")
+    for batch in batches:
+        scores[batch.indices] = net(batch.tensors).float().numpy()
+    return scores, dict(batches.failures)

@@ -20,13 +20,13 @@ from typing import Sequence
 import numpy as np
 import torch
 from torch import nn
-from tqdm import tqdm
 
 from ..backbones import BackboneSpec, get_backbone
-from ..data.decode import UnreadableImage
+from ..backbones.hooks import LayerCapture
+from ..data.batches import ImageBatches
+from ..data.images import ImageInput, ImageSource
 from ..errors import BackboneError, HeadstartError
-from ..features.engine import autocast, resolve_bf16, resolve_device
-from ..features.extract import ImageInput, read_content
+from ..hardware import autocast, resolve_bf16, resolve_device
 
 # Default style layers: the first post-ReLU activation at each resolution.
 # VGG19: relu1_1 ... relu5_1, Gatys et al.'s choice.
@@ -233,37 +233,20 @@ class StyleNetwork:
 
     def tensor(self, image: ImageInput) -> tuple[str, torch.Tensor]:
         """Content hash and network input of one image (path, PIL image or array)."""
-        content_hash, load = read_content(image, self.preprocessing.resize)
-        return content_hash, self.transform(load())
+        opened = ImageSource(image).open()
+        return opened.content_hash, self.transform(opened.rgb(self.preprocessing.resize))
+
+    def batches(self, images: Sequence[ImageInput], *, batch_size: int, progress: bool = False, desc: str = "style") -> ImageBatches:
+        """The images as this network's input batches (see :class:`~headstart.data.batches.ImageBatches`)."""
+        return ImageBatches(images, self.transform, batch_size=batch_size, draft_size=self.preprocessing.resize, progress=progress, desc=desc)
 
     @torch.no_grad()
     def activations(self, batch: torch.Tensor) -> list[torch.Tensor]:
         """The style layers' outputs for a (N, 3, H, W) batch, in ``self.layers`` order, on the CPU.
         The forward pass stops as soon as every style layer has run (VGG19 skips its last 3 convs)."""
-        captured: dict[str, torch.Tensor] = {}
-
-        def keep(name):
-            def hook(_module, _inputs, output):
-                captured[name] = output
-                if len(captured) == len(self.layers):
-                    raise _AllCaptured
-
-            return hook
-
-        handles = [self.model.get_submodule(layer).register_forward_hook(keep(layer)) for layer in self.layers]
-        try:
-            with autocast(self.device, self.bf16):
-                self.model(batch.to(self.device).contiguous(memory_format=torch.channels_last))
-        except _AllCaptured:
-            pass
-        finally:
-            for handle in handles:
-                handle.remove()
-        return [captured[layer].float().cpu() for layer in self.layers]
-
-
-class _AllCaptured(Exception):
-    """Raised from a forward hook to end a pass whose remaining layers nobody needs."""
+        with LayerCapture(self.model, self.layers, stop_when_complete=True) as seen, autocast(self.device, self.bf16):
+            self.model(batch.to(self.device).contiguous(memory_format=torch.channels_last))
+        return [seen[layer].float().cpu() for layer in self.layers]
 
 
 class StyleExtractor:
@@ -290,31 +273,16 @@ class StyleExtractor:
 
     def __call__(self, images: Sequence[ImageInput], *, progress: bool = False) -> StyleDescriptors:
         per_batch: list[list[np.ndarray]] = []
-        hashes: list[str | None] = [None] * len(images)
-        failures: dict[int, str] = {}
-        batch, kept = [], []
-
-        def flush():
-            if batch:
-                per_batch.append(self.describe(self.network.activations(torch.stack(batch))))
-                batch.clear()
-
-        for index, image in enumerate(tqdm(images, disable=not progress, unit="img", desc="style", leave=False)):
-            try:
-                hashes[index], tensor = self.network.tensor(image)
-            except (OSError, UnreadableImage, TypeError, ValueError) as exc:
-                failures[index] = f"unreadable ({exc})"
-                continue
-            batch.append(tensor)
-            kept.append(index)
-            if len(batch) == self.batch_size:
-                flush()
-        flush()
+        kept: list[int] = []
+        batches = self.network.batches(images, batch_size=self.batch_size, progress=progress)
+        for batch in batches:
+            per_batch.append(self.describe(self.network.activations(batch.tensors)))
+            kept += batch.indices
         vectors = [np.concatenate([b[layer] for b in per_batch]) if per_batch else np.zeros((0, 0), np.float32)
                    for layer in range(len(self.layers))]
-        if failures:  # keep rows aligned with ``images``: failed images get NaN rows
+        if batches.failures:  # keep rows aligned with ``images``: failed images get NaN rows
             vectors = [_scatter(v, kept, len(images)) for v in vectors]
-        return StyleDescriptors(self.network.spec.name, self.layers, self.temperature, vectors, hashes, failures)
+        return StyleDescriptors(self.network.spec.name, self.layers, self.temperature, vectors, batches.content_hashes, dict(batches.failures))
 
 
 def _scatter(rows: np.ndarray, kept: list[int], n: int) -> np.ndarray:

@@ -16,12 +16,9 @@ from dataclasses import asdict, dataclass
 from typing import Sequence
 
 import numpy as np
-import torch
-from tqdm import tqdm
 
-from ..data.decode import UnreadableImage
+from ..data.images import ImageInput
 from ..errors import DataError
-from ..features.extract import ImageInput
 from .descriptors import (
     DEFAULT_STYLE_SIZE,
     StyleNetwork,
@@ -149,23 +146,24 @@ def _check_memory(network: StyleNetwork, n: int, settings: int) -> None:
 def _describe_all(network: StyleNetwork, images, temperatures, batch_size, progress):
     """Per temperature: Gram vectors, entropies and correlations per layer, from one forward pass."""
     acc = [([[] for _ in network.layers], [[] for _ in network.layers], [[] for _ in network.layers]) for _ in temperatures]
-    desc = f"style {network.spec.name}"
-    for start in tqdm(range(0, len(images), batch_size), disable=not progress, desc=desc, leave=False):
-        batch = torch.stack([_input(network, image) for image in images[start : start + batch_size]])
-        for layer, fmap in enumerate(network.activations(batch)):
+    batches = network.batches(images, batch_size=batch_size, progress=progress, desc=f"style {network.spec.name}")
+    for batch in batches:
+        _refuse_failures(batches.failures, images)
+        for layer, fmap in enumerate(network.activations(batch.tensors)):
             for (vectors, entropy, correlation), temperature in zip(acc, temperatures):
                 seen = smooth(fmap, temperature) if temperature is not None else fmap
                 vectors[layer].append(gram_vector(gram(seen)))
                 entropy[layer].append(activation_entropy(seen))
                 correlation[layer].append(channel_correlation(seen))
+    _refuse_failures(batches.failures, images)
     return [tuple([np.concatenate(parts) for parts in stat] for stat in setting) for setting in acc]
 
 
-def _input(network: StyleNetwork, image: ImageInput) -> torch.Tensor:
-    try:
-        return network.tensor(image)[1]
-    except (OSError, UnreadableImage) as exc:
-        raise DataError(f"cannot read {image} ({exc}); remove or replace it and run again.") from None
+def _refuse_failures(failures: dict[int, str], images) -> None:
+    """Every image of a style set is compared with every other: one that cannot be read stops it."""
+    if failures:
+        index, why = next(iter(failures.items()))
+        raise DataError(f"cannot read {images[index]} ({why}); remove or replace it and run again.")
 
 
 def format_table(rows: list[StyleRow]) -> str:

@@ -16,7 +16,6 @@ describes files that are new or whose content changed.
 from __future__ import annotations
 
 import fcntl
-import hashlib
 import json
 import os
 import time
@@ -32,12 +31,12 @@ from scipy import sparse
 from threadpoolctl import threadpool_limits
 from tqdm import tqdm
 
-from .. import __version__
 from .._atomic import atomic_directory
+from .._version import __version__
 from ..data.dataset import classify_file
+from ..data.images import ImageInput, ImageSource
 from ..errors import DataError, ModelFileError
-from ..features.engine import check_precision
-from ..features.extract import ImageInput
+from ..hardware import check_precision
 from .descriptors import (
     DEFAULT_STYLE_BACKBONE,
     DEFAULT_STYLE_SIZE,
@@ -127,11 +126,7 @@ class UpdateReport:
 
 
 def _file_hash(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+    return ImageSource(path).open().content_hash
 
 
 def scan_folder(root: Path) -> tuple[list[Path], list[tuple[str, str]]]:

@@ -17,7 +17,7 @@ from safetensors.torch import save_file
 
 from .._atomic import atomic_path
 from ..errors import HeadstartError
-from .loop import EarlyStopping, EpochRecord, History
+from .loop import EarlyStopping, History
 
 CHECKPOINT_FILE = "last.safetensors"
 
@@ -93,7 +93,7 @@ def restore_checkpoint(
     torch.set_rng_state(tensors["rng.torch"])
     generator.set_state(tensors["rng.loader"])
     saved = meta["history"]
-    history = History([EpochRecord(**r) for r in saved["records"]], saved["best_epoch"], saved["stopped_early"])
+    history = History.from_dict(saved)
     return meta["epoch"], history
 
 

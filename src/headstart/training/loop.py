@@ -18,7 +18,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from ..features.engine import autocast
+from ..hardware import autocast
 
 
 @dataclass
@@ -41,6 +41,11 @@ class History:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "History":
+        """The history :meth:`to_dict` gave (as read back from JSON)."""
+        return cls([EpochRecord(**r) for r in d["records"]], d["best_epoch"], d["stopped_early"])
 
     def kept(self) -> EpochRecord | None:
         """The record of the epoch whose weights the model holds (the last one without early stopping)."""
@@ -81,6 +86,31 @@ def _mixup_pairs(n: int, alpha: float, device: torch.device) -> tuple[float, tor
         return 1.0, None
     share = float(torch.distributions.Beta(alpha, alpha).sample())
     return share, torch.randperm(n, device=device)
+
+
+def _train_epoch(net, optimizer, batches, criterion, lr_factor, step: int, device, bf16: bool, mixup: float) -> tuple[float, float]:
+    """One pass over the training batches, from global step ``step``: mean loss and accuracy."""
+    total_loss, correct, count = 0.0, 0, 0
+    for images, labels in batches:
+        for group in optimizer.param_groups:
+            group["lr"] = group["initial_lr"] * lr_factor(step)
+        images, labels = images.to(device), labels.to(device)
+        share, partner = _mixup_pairs(len(labels), mixup, device)
+        if partner is not None:
+            images = share * images + (1 - share) * images[partner]
+        with autocast(device, bf16):
+            logits = net(images)
+        loss = criterion(logits.float(), labels)
+        if partner is not None:
+            loss = share * loss + (1 - share) * criterion(logits.float(), labels[partner])
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        step += 1
+        total_loss += float(loss.detach()) * len(labels)
+        correct += int((logits.argmax(1) == labels).sum())
+        count += len(labels)
+    return total_loss / count, correct / count
 
 
 @torch.no_grad()
@@ -132,41 +162,18 @@ def train(
     for group in optimizer.param_groups:
         group.setdefault("initial_lr", group["lr"])  # restored with the optimizer's state on resume
     history = history if history is not None else History()
-    step = start_epoch * len(train_loader)
     for epoch in range(start_epoch, epochs):
         start = time.perf_counter()
         (set_train_mode or (lambda n, _e: n.train()))(net, epoch)
         if hasattr(train_loader.sampler, "set_epoch"):
             train_loader.sampler.set_epoch(epoch)
-        total_loss, correct, count = 0.0, 0, 0
-        for images, labels in tqdm(train_loader, disable=not progress, desc=f"epoch {epoch + 1}/{epochs}", leave=False, unit="batch"):
-            for group in optimizer.param_groups:
-                group["lr"] = group["initial_lr"] * lr_factor(step)
-            images, labels = images.to(device), labels.to(device)
-            share, partner = _mixup_pairs(len(labels), mixup, device)
-            if partner is not None:
-                images = share * images + (1 - share) * images[partner]
-            with autocast(device, bf16):
-                logits = net(images)
-            loss = criterion(logits.float(), labels)
-            if partner is not None:
-                loss = share * loss + (1 - share) * criterion(logits.float(), labels[partner])
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            step += 1
-            total_loss += float(loss.detach()) * len(labels)
-            correct += int((logits.argmax(1) == labels).sum())
-            count += len(labels)
+        bar = tqdm(train_loader, disable=not progress, desc=f"epoch {epoch + 1}/{epochs}", leave=False, unit="batch")
+        train_loss, train_accuracy = _train_epoch(net, optimizer, bar, criterion, lr_factor, epoch * len(train_loader), device, bf16, mixup)
         val_loss = val_accuracy = None
         if val_loader is not None:
             val_loss, val_accuracy = evaluate(net, val_loader, criterion, device, bf16=bf16)
         record = EpochRecord(
-            epoch=epoch + 1,
-            train_loss=total_loss / count,
-            train_accuracy=correct / count,
-            val_loss=val_loss,
-            val_accuracy=val_accuracy,
+            epoch + 1, train_loss, train_accuracy, val_loss, val_accuracy,
             learning_rates={group.get("name", str(i)): group["lr"] for i, group in enumerate(optimizer.param_groups)},
             trainable_parameters=sum(p.numel() for p in net.parameters() if p.requires_grad),
             seconds=time.perf_counter() - start,
@@ -179,6 +186,11 @@ def train(
         if stop or out_of_time:
             history.stopped_early = epoch + 1 < epochs
             break
+    return _keep_best(net, history, early_stopping)
+
+
+def _keep_best(net: nn.Module, history: History, early_stopping: EarlyStopping | None) -> History:
+    """End with the best validation epoch's weights (the last epoch's without early stopping)."""
     if early_stopping is not None and early_stopping.best_state is not None:
         early_stopping.restore(net)
         history.best_epoch = early_stopping.best_epoch

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from headstart.errors import HeadstartError
-from headstart.init import SCHEMES, expected, fans, initialize
+from headstart.weight_init import SCHEMES, expected, fans, initialize
 
 LAYERS = {
     "linear 512->256": lambda: nn.Linear(512, 256),
@@ -91,7 +91,7 @@ def test_scratch_strategy_trains_the_small_cnn_from_its_init_and_reloads(tmp_pat
     X, y = colour_data(per_class=8)
     model = TransferClassifier(strategy="scratch", engine="torch", finetune={"epochs": 3, "batch_size": 8, "precision": "fp32", "init": "glorot_uniform"})
     model.fit(X, y)
-    assert model.strategy_ == "scratch" and model.resolved_backbone() == "scratch_cnn@glorot_uniform"
+    assert model.strategy_ == "scratch" and model.backbone_ == "scratch_cnn@glorot_uniform"
     assert model.preprocessing_.crop == 64 and len(model.history_.records) == 3
     assert model.finetune_settings_["lr_mult"] == 1.0 and model.finetune_settings_["batchnorm"] == "batch"
     model.save(tmp_path / "run")

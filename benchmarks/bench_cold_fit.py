@@ -1,0 +1,72 @@
+"""A cold fit (empty cache, the defaults) with this checkout and with an earlier revision, in one run.
+
+    python benchmarks/bench_cold_fit.py ../shared/datasets/hymenoptera --baseline 584aa58 [--repeats 3]
+
+Each fit runs in a fresh process with a fresh cache (so the advisor measures, the ONNX graphs are
+exported and checked, every image is read), the two revisions alternating so that a slower
+moment of the machine hits both alike. Prints every run, then the median of each and their ratio.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+CHILD = """
+import json, sys, time
+start = time.perf_counter()
+from headstart import fit_folder
+_, summary = fit_folder(sys.argv[1], None, diagnostics=False)
+print(json.dumps({"seconds": time.perf_counter() - start, "accuracy": summary.evaluation.accuracy,
+                  "advisor": summary.plan["seconds"] if summary.plan else 0.0, "codes": summary.seconds_features,
+                  "plan": summary.plan["explanation"][-1] if summary.plan else None, "backbone": summary.backbone}))
+"""
+
+
+def export_revision(revision: str, into: Path) -> Path:
+    """The revision's src/ folder, written under ``into`` (no worktree, nothing left in the repo)."""
+    archive = subprocess.run(["git", "-C", str(REPO), "archive", revision, "src"], check=True, capture_output=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(into)], input=archive, check=True)
+    return into / "src"
+
+
+def cold_fit(src: Path, data: str) -> dict:
+    with tempfile.TemporaryDirectory(prefix="headstart-cold-") as cache:
+        env = {**os.environ, "PYTHONPATH": str(src), "HEADSTART_CACHE": cache}
+        done = subprocess.run([sys.executable, "-c", CHILD, data], env=env, capture_output=True, text=True, check=True)
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("data")
+    parser.add_argument("--baseline", required=True, help="git revision to compare with (e.g. the commit before a change)")
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+    runs: dict[str, list[dict]] = {args.baseline: [], "this checkout": []}
+    with tempfile.TemporaryDirectory(prefix="headstart-baseline-") as tmp:
+        sources = {args.baseline: export_revision(args.baseline, Path(tmp)), "this checkout": REPO / "src"}
+        for repeat in range(args.repeats):
+            for name, src in sources.items():
+                result = cold_fit(src, args.data)
+                runs[name].append(result)
+                print(
+                    f"run {repeat + 1}  {name:14s} {result['seconds']:7.1f} s (advisor {result['advisor']:5.1f} s, codes {result['codes']:5.1f} s)"
+                    f"   accuracy {result['accuracy']:.2%}   {result['backbone']}",
+                    flush=True,
+                )
+    medians = {name: statistics.median(r["seconds"] for r in results) for name, results in runs.items()}
+    for name, results in runs.items():
+        print(f"{name:14s} median {medians[name]:6.1f} s   accuracy {sorted({r['accuracy'] for r in results})}   plan: {results[0]['plan']}")
+    print(f"this checkout / {args.baseline}: {medians['this checkout'] / medians[args.baseline]:.2f}x the time")
+
+
+if __name__ == "__main__":
+    main()

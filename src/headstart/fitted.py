@@ -1,0 +1,126 @@
+"""FittedModel: everything one fit produced, as one typed record.
+
+The estimator holds one (``TransferClassifier.fitted_``, its fitted attributes are views of it);
+persistence, diagnostics, the report and export read it, and none of them reads the estimator. It
+converts to JSON and arrays and back, so a saved model is data: loading one runs no code.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from sklearn.exceptions import NotFittedError
+
+from ._json import as_json, to_json_label
+from .advisor import Plan
+from .backbones import Preprocessing, get_backbone
+from .errors import ModelFileError
+from .strategies import LinearFitReport, LinearHead
+from .strategies.finetune import FineTuneNet
+from .training import History
+
+NET_PREFIX = "net."  # fine-tuned network tensors, beside the linear head's
+# The estimator parameters that describe the model (the others describe the machine it ran on).
+MODEL_PARAMS = ("backbone", "tap", "classifier", "strategy", "finetune", "time_budget", "Cs", "class_weight", "input_size", "random_state")
+
+
+@dataclass(eq=False)
+class FittedModel:
+    """What a fit produced: the head (and network), where its codes come from, and how it was made."""
+
+    classes: np.ndarray  # labels exactly as given (integer labels stay integers)
+    head: LinearHead  # the linear classifier on the codes (the fine-tuned network's warm start)
+    head_report: LinearFitReport  # its regularisation, cross-validated score, class weighting
+    strategy: str  # as run: "linear", "finetune_top", "finetune_all", "gradual" or "scratch"
+    backbone: str  # whose codes: "mobilenet_v2", "mobilenet_v2+efficientnet_lite0" (joined), "scratch_cnn@he_normal"
+    tap: str  # where the head reads them: "pre_logits", "features.13+pre_logits", ...
+    preprocessing: Preprocessing
+    fingerprint: str  # what the codes mean (weights, tap, preprocessing, joining); checked on load
+    n_train: int  # training images used
+    skipped: dict[int, str] = field(default_factory=dict)  # training image index -> why it was not used
+    network: FineTuneNet | None = None  # the fine-tuned network; predictions come from it when present
+    history: History | None = None  # per-epoch record of fine-tuning
+    plan: Plan | None = None  # strategy="auto": what the advisor measured, chose and why
+    finetune: dict | None = None  # fine-tuning settings, imbalance handling, bf16, mirror warning
+    params: dict = field(default_factory=dict)  # the MODEL_PARAMS the estimator was given
+
+    @property
+    def input_size(self) -> int | None:
+        return self.params.get("input_size")
+
+    def to_json(self) -> dict:
+        """Everything but the arrays, the plan and the history (each saved beside it)."""
+        r = self.head_report
+        return as_json({
+            "strategy": self.strategy,
+            "finetune": self.finetune if self.network is not None else None,
+            "classes": [to_json_label(c) for c in self.classes],
+            "backbone": self.backbone,
+            "tap": self.tap,
+            "preprocessing": self.preprocessing.to_dict(),
+            "fingerprint": self.fingerprint,
+            "head": {
+                "kind": self.head.kind, "C": r.C, "class_weight": r.class_weight, "cv_folds": r.cv_folds, "cv_score": r.cv_score,
+                "cv_score_std": r.cv_score_std, "cv_scoring": r.scoring, "imbalance_ratio": r.imbalance_ratio,
+            },
+            "n_train": self.n_train,
+            "skipped": {str(index): why for index, why in self.skipped.items()},
+            "params": {name: self.params.get(name) for name in MODEL_PARAMS},
+        })
+
+    def to_tensors(self) -> dict[str, np.ndarray]:
+        tensors = {k: np.ascontiguousarray(v) for k, v in self.head.to_tensors().items()}
+        if self.network is not None:
+            tensors |= {NET_PREFIX + k: v.detach().cpu().contiguous().numpy() for k, v in self.network.state_dict().items()}
+        return tensors
+
+    @classmethod
+    def from_json(cls, meta: dict, tensors: dict[str, np.ndarray], *, plan: dict | None = None, history: dict | None = None) -> "FittedModel":
+        """The record :meth:`to_json` and :meth:`to_tensors` gave (with the plan's and history's dicts)."""
+        head = meta["head"]
+        record = cls(
+            classes=np.asarray(meta["classes"]),
+            head=LinearHead.from_tensors(head["kind"], tensors),
+            head_report=LinearFitReport(
+                head["C"], head["cv_folds"], head["cv_score"], head["cv_score_std"], head["cv_scoring"], head["class_weight"], head["imbalance_ratio"]
+            ),
+            strategy=meta.get("strategy", "linear"),
+            backbone=meta["backbone"],
+            tap=meta["tap"],
+            preprocessing=Preprocessing.from_dict(meta["preprocessing"]),
+            fingerprint=meta["fingerprint"],
+            n_train=meta["n_train"],
+            skipped={int(index): why for index, why in (meta.get("skipped") or {}).items()},
+            plan=Plan.from_dict(plan) if plan is not None else None,
+            history=History.from_dict(history) if history is not None else None,
+            finetune=meta.get("finetune"),
+            params=meta["params"],
+        )
+        if record.strategy != "linear":
+            record.network = _network(record, tensors)
+        return record
+
+
+def _network(record: FittedModel, tensors: dict[str, np.ndarray]) -> FineTuneNet:
+    state = {k.removeprefix(NET_PREFIX): torch.from_numpy(v.copy()) for k, v in tensors.items() if k.startswith(NET_PREFIX)}
+    if not state:
+        raise ModelFileError(f"the model is marked {record.strategy!r} but holds no network weights; re-run fit.")
+    pooling = (record.finetune or {}).get("pooling", "avg")
+    net = FineTuneNet(get_backbone(record.backbone), len(record.classes), pooling=pooling)
+    try:
+        net.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        raise ModelFileError(f"the saved network does not fit {record.backbone} ({str(exc).splitlines()[0]}); re-run fit.") from None
+    return net.eval()
+
+
+def as_record(model) -> FittedModel:
+    """The record of a fitted :class:`~headstart.TransferClassifier`, or ``model`` if it is one."""
+    if isinstance(model, FittedModel):
+        return model
+    record = getattr(model, "fitted_", None)
+    if not isinstance(record, FittedModel):
+        raise NotFittedError(f"expected a fitted TransferClassifier or a FittedModel, got {type(model).__name__}; call fit first.")
+    return record

@@ -1,0 +1,192 @@
+"""The one fitting pipeline: check, advise, codes, head, fine-tune, record.
+
+    check_params -> advisor.advise (strategy="auto") -> resolve -> codes -> linear head
+                 -> fine-tuning (when the recipe says so) -> FittedModel
+
+``TransferClassifier.fit`` and ``fit_folder`` both call :func:`fit_model`; prediction for either
+kind of model goes through :func:`predict_scores`.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import os
+import time
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+from sklearn.model_selection import train_test_split
+
+from . import advisor
+from ._memory import release_freed_memory
+from .backbones import get_backbone
+from .data.augment import MIRRORING_STEPS, mirror_warning, policy_steps
+from .data.images import ImageSource, as_sources
+from .errors import DataError
+from .features import Codes
+from .fitted import MODEL_PARAMS, FittedModel
+from .recipe import Recipe, Runtime, check_params, needs_plan, resolve
+from .strategies import LinearHead, fit_linear_head
+from .strategies.finetune import finetune, network_scores
+from .training.tensorboard import TensorBoardLog
+
+log = logging.getLogger(__name__)
+
+# Share of the training images held out for early stopping when fine-tuning.
+EARLY_STOPPING_SHARE = 0.15
+
+
+@dataclass
+class Fit:
+    record: FittedModel
+    codes: Codes  # of every image given: the training images, then the others
+    extractor: object  # what computed them (CodeExtractor or ConcatExtractor), for reuse
+    seconds_codes: float  # reading, decoding and the backbone (or the cache)
+
+
+def fit_model(params: dict, images: Sequence, labels, *, others: Sequence = (), started: float | None = None) -> Fit:
+    """Fit on ``images`` with ``labels`` as ``params`` (the estimator's) say. ``others`` (a held-out
+    split, say) get their codes in the same pass and are never fitted on; ``started`` (a
+    ``time.perf_counter()`` value) is when the work began, for ``time_budget``."""
+    started = time.perf_counter() if started is None else started
+    check_params(params)
+    sources, labels = _checked_input(images, labels)
+    plan = make_plan(params, sources, labels) if needs_plan(params) else None
+    recipe = resolve(params, plan)
+    extractor = Runtime.from_params(params).extractor(recipe.backbone, recipe.tap, params["input_size"])
+    tick = time.perf_counter()
+    everything = sources + as_sources(others)
+    codes = extractor(everything, progress=params["progress"])
+    seconds_codes = time.perf_counter() - tick
+    if codes.failures:
+        if params["strict"]:
+            raise unreadable_error(codes.failures, everything, "or fit without strict to skip them")
+        log.warning("skipping %d unreadable image(s)", len(codes.failures))
+    train = codes.subset(np.arange(len(sources)))
+    ok = train.ok
+    classes, y_index = np.unique(labels[ok], return_inverse=True)
+    if len(classes) < 2:
+        raise DataError(f"need images of at least 2 classes, but the data contain only {list(classes)}.")
+    head, report = fit_linear_head(
+        train.codes[ok], y_index, kind=params["classifier"], Cs=params["Cs"], class_weight=params["class_weight"],
+        random_state=params["random_state"], n_jobs=params["n_jobs"],
+    )
+    record = FittedModel(
+        classes=classes, head=head, head_report=report, strategy=recipe.strategy, backbone=recipe.backbone, tap=extractor.tap,
+        preprocessing=extractor.preprocessing, fingerprint=extractor.fingerprint, n_train=int(ok.sum()), skipped=dict(train.failures),
+        plan=plan, params=copy.deepcopy({name: params[name] for name in MODEL_PARAMS}),
+    )
+    _train_network(record, recipe, params, [s for s, good in zip(sources, ok) if good], y_index, started)
+    return Fit(record, codes, extractor, seconds_codes)
+
+
+def make_plan(params: dict, images: Sequence, labels) -> advisor.Plan:
+    """The advisor's plan for these training images under ``params``."""
+    if "+" in params["backbone"]:
+        raise DataError(f"the advisor measures one backbone; give one, not {params['backbone']!r}.")
+    plan = advisor.advise(
+        get_backbone(params["backbone"]), images, labels, time_budget=params["time_budget"], tap=params["tap"], finetune=params["finetune"],
+        input_size=params["input_size"], device=params["device"], batch_size=params["batch_size"], cache=params["cache"],
+        cache_dir=params["cache_dir"], random_state=params["random_state"] or 0,
+    )
+    release_freed_memory()  # the measuring pass's activations: the fit's peak must not stack on them
+    return plan
+
+
+def predict_scores(record: FittedModel, images: Sequence, runtime: Runtime, extractor: Callable[[], object]) -> tuple[np.ndarray, dict[int, str]]:
+    """Logits for every image that can be read (NaN rows for the others) and why the others could
+    not: the one prediction path of every model, which never stops at a bad file. ``extractor()``
+    gives the code extractor (built only for a linear head)."""
+    if record.network is not None:
+        return network_scores(record.network, images, record.preprocessing, batch_size=runtime.batch_size, progress=runtime.progress)
+    codes = extractor()(images, progress=runtime.progress)
+    return head_scores(record.head, codes), dict(codes.failures)
+
+
+def head_scores(head: LinearHead, codes: Codes) -> np.ndarray:
+    """The linear head's logits on ``codes``; NaN rows where an image could not be read."""
+    scores = np.full((len(codes.content_hashes), len(head.intercept)), np.nan)
+    if codes.ok.any():
+        scores[codes.ok] = head.decision_function(codes.codes[codes.ok])
+    return scores
+
+
+def unreadable_error(failures: dict[int, str], images: Sequence, fix: str = "") -> DataError:
+    """One line naming the first three images that could not be read, and why."""
+    shown = "; ".join(f"{_describe(images[i], i)}: {why}" for i, why in list(failures.items())[:3])
+    more = f" and {len(failures) - 3} more" if len(failures) > 3 else ""
+    return DataError(f"cannot read {len(failures)} image(s) ({shown}{more}); remove or replace them{', ' + fix if fix else ''}.")
+
+
+def _describe(image, index: int) -> str:
+    image = image.image if isinstance(image, ImageSource) else image
+    return str(image) if isinstance(image, (str, os.PathLike)) else f"image #{index}"
+
+
+def as_image_list(images) -> list:
+    """``images`` as a list: of paths or images, or a stacked (N, H, W[, C]) array split into images."""
+    if isinstance(images, (str, os.PathLike)):
+        raise DataError(f"expected a list of images, got the single path {images!s}; wrap it in a list.")
+    return list(images)
+
+
+def _checked_input(images, labels) -> tuple[list[ImageSource], np.ndarray]:
+    sources = as_sources(as_image_list(images))
+    labels = np.asarray(list(labels) if not isinstance(labels, np.ndarray) else labels)
+    if labels.ndim != 1:
+        raise DataError(f"expected one label per image (a 1-D sequence), got shape {labels.shape}.")
+    if len(sources) != len(labels):
+        raise DataError(f"got {len(sources)} images but {len(labels)} labels; give one label per image.")
+    if not sources:
+        raise DataError("no images given; fit needs at least two labelled images per class.")
+    return sources, labels
+
+
+def _train_network(record: FittedModel, recipe: Recipe, params: dict, images: list, y_index: np.ndarray, started: float) -> None:
+    """Fine-tune (or train from scratch) as the recipe says, into ``record``; log to TensorBoard."""
+    board = TensorBoardLog(params["tensorboard_dir"]) if params["tensorboard_dir"] else None
+    try:
+        if recipe.finetune is not None:
+            record.network, record.history, record.finetune = _fine_tune(recipe, params, images, y_index, record, started, board)
+        if board is not None:
+            step = len(record.history.records) if record.history is not None else 0
+            board.final({"accuracy/cross_validation": record.head_report.cv_score}, {"linear_head": record.head.coef}, step)
+    finally:
+        if board is not None:
+            board.close()
+
+
+def _fine_tune(recipe: Recipe, params: dict, images: list, y_index: np.ndarray, record: FittedModel, started: float, board):
+    config = recipe.finetune
+    if params["time_budget"] is not None:  # what the budget leaves after measuring and the linear head
+        config = replace(config, time_limit=max(0.0, params["time_budget"] - (time.perf_counter() - started)))
+    if np.bincount(y_index).min() < 2:
+        raise DataError(
+            f"strategy {config.strategy!r} needs at least 2 training images per class (some are held out for early stopping); "
+            "add images or use strategy='linear'."
+        )
+    fit, stop = train_test_split(np.arange(len(images)), test_size=EARLY_STOPPING_SHARE, stratify=y_index, random_state=params["random_state"])
+    result = finetune(
+        get_backbone(recipe.backbone), [images[i] for i in fit], y_index[fit], [images[i] for i in stop], y_index[stop], config,
+        n_classes=len(record.classes),
+        head_init=None if recipe.from_scratch else record.head,  # from scratch means from scratch: no warm start
+        checkpoint_dir=Path(params["checkpoint_dir"]) if params["checkpoint_dir"] else None,
+        resume=params["resume"],
+        preprocessing=record.preprocessing,
+        on_epoch_end=board,
+    )
+    warning = _mirror_warning(recipe, images, record, config) if recipe.check_mirroring else None
+    settings = {**asdict(config), "imbalance_plan": result.imbalance.reason, "bf16": result.bf16, "mirror_warning": warning}
+    return result.net, result.history, settings
+
+
+def _mirror_warning(recipe: Recipe, images: list, record: FittedModel, config) -> str | None:
+    """Warn when the augmentation mirrors images that a probe can tell from their mirrors."""
+    if not MIRRORING_STEPS & set(policy_steps(config.augmentation)) or len(images) < 10:
+        return None
+    spec = get_backbone(recipe.backbone.split("+")[0])
+    accuracy, n_checked = advisor.mirror_probe(spec, images, record.preprocessing, config.seed)
+    return mirror_warning(config.augmentation, accuracy, n_checked)

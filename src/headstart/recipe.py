@@ -1,0 +1,184 @@
+"""From the estimator's parameters to what a fit runs: every check in one place, then one Recipe.
+
+``check_params(params)`` validates every parameter at the start of a fit, before the advisor or any
+image: each bad value is one :class:`~headstart.errors.DataError` line naming what was given, what
+is allowed and the fix. ``resolve(params, plan)`` then turns the parameters (and, for
+``strategy="auto"``, the advisor's plan) into a :class:`Recipe`: which strategy, backbone(s),
+tap(s) and fine-tuning settings run. Nothing else in headstart compares strategy strings.
+"""
+
+from __future__ import annotations
+
+import difflib
+import numbers
+from dataclasses import dataclass, fields
+
+from .advisor import Plan
+from .backbones import PRE_LOGITS, get_backbone
+from .backbones.scratch import DEFAULT_INIT
+from .errors import DataError, HeadstartError, check_choice
+from .features import code_extractor
+from .features.engine import ENGINES
+from .hardware import resolve_device
+from .strategies.finetune import STRATEGIES, FineTuneConfig
+from .strategies.linear import HEADS
+
+STRATEGY_CHOICES = ("auto", "linear", "scratch", *STRATEGIES)
+CLASS_WEIGHTS = ("auto", "balanced", None)
+# strategy="scratch": a randomly initialised network needs every layer learning at the full rate,
+# BatchNorm statistics of its own, and more epochs than fine-tuning (finetune={...} overrides these).
+SCRATCH_DEFAULTS = {"lr_mult": 1.0, "batchnorm": "batch", "epochs": 30, "patience": 8}
+FINETUNE_SETTINGS = tuple(f.name for f in fields(FineTuneConfig))
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """How a model runs here, never what it means: the machine-side parameters."""
+
+    engine: str = "auto"
+    device: str = "auto"
+    batch_size: int = 32
+    cache: bool = True
+    cache_dir: str | None = None
+    progress: bool = False
+
+    @classmethod
+    def from_params(cls, params: dict) -> "Runtime":
+        return cls(**{f.name: params[f.name] for f in fields(cls)})
+
+    def extractor(self, backbone: str, tap: str | None, input_size: int | None):
+        """The code extractor for ``backbone`` at ``tap`` (see :func:`~headstart.features.code_extractor`)."""
+        return code_extractor(
+            backbone, tap, input_size=input_size, engine=self.engine, device=self.device, batch_size=self.batch_size, cache=self.cache, cache_dir=self.cache_dir
+        )
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """What a fit runs, resolved once."""
+
+    strategy: str  # "linear", "finetune_top", "finetune_all", "gradual" or "scratch"; never "auto"
+    backbone: str  # the network (or networks joined by "+") the codes come from
+    tap: str | None  # where the linear head reads the codes; None: the backbone's default
+    finetune: FineTuneConfig | None  # the network's training; None for a linear head
+    check_mirroring: bool = False  # warn after fine-tuning if the augmentation mirrors mirror-sensitive images
+
+    @property
+    def from_scratch(self) -> bool:
+        return self.strategy == "scratch"
+
+
+def needs_plan(params: dict) -> bool:
+    """Whether the advisor decides (strategy="auto"); codes joined from several backbones can only
+    feed a linear head, so they leave it nothing to choose."""
+    return params["strategy"] == "auto" and "+" not in params["backbone"]
+
+
+def resolve(params: dict, plan: Plan | None = None) -> Recipe:
+    """The recipe of ``params`` (checked), following ``plan`` for strategy="auto"."""
+    strategy = params["strategy"]
+    if strategy == "auto":
+        strategy = plan.strategy if plan is not None else "linear"
+    options = dict(params["finetune"] or {})
+    if strategy == "scratch":
+        backbone = _scratch_backbone(params)
+    else:
+        backbone = (plan.backbone if plan is not None else None) or params["backbone"]
+    tap = plan.tap if plan is not None else params["tap"]
+    if strategy == "linear":
+        return Recipe(strategy, backbone, tap, None)
+    # The advisor chose the augmentation by the same mirror probe the warning would run.
+    chosen_by_advisor = plan is not None and "augmentation" in plan.settings and "augmentation" not in options
+    config = finetune_config(params, strategy, plan.settings if plan is not None else {})
+    return Recipe(strategy, backbone, tap, config, check_mirroring=not chosen_by_advisor)
+
+
+def _scratch_backbone(params: dict) -> str:
+    """The small CNN of strategy="scratch", drawn by its ``init`` scheme (finetune={"init": ...})."""
+    return f"scratch_cnn@{(params['finetune'] or {}).get('init', DEFAULT_INIT)}"
+
+
+def finetune_config(params: dict, strategy: str, planned: dict | None = None) -> FineTuneConfig:
+    """The network's training settings: the defaults for ``strategy``, then the plan's, then the user's."""
+    defaults = {"seed": params["random_state"] or 0, "device": params["device"], "progress": params["progress"]}
+    if strategy == "scratch":  # every layer learns, at one rate, with BatchNorm statistics of its own
+        defaults |= SCRATCH_DEFAULTS
+    options = {**(planned or {}), **(params["finetune"] or {})}
+    return FineTuneConfig(**{**defaults, **options, "strategy": "finetune_all" if strategy == "scratch" else strategy})
+
+
+# ------------------------------------------------------------------------------------ checks
+def check_params(params: dict) -> dict:
+    """Raise one DataError line for the first bad parameter; return ``params`` when all are good."""
+    check_choice("strategy", params["strategy"], STRATEGY_CHOICES)
+    check_choice("classifier", params["classifier"], HEADS)
+    check_choice("class_weight", params["class_weight"], CLASS_WEIGHTS)
+    check_choice("engine", params["engine"], ENGINES)
+    _whole("batch_size", params["batch_size"], minimum=1)
+    for name, minimum in (("input_size", 1), ("random_state", 0), ("n_jobs", None)):
+        if params[name] is not None:
+            _whole(name, params[name], minimum)
+    if params["time_budget"] is not None and not (_is_number(params["time_budget"]) and params["time_budget"] >= 0):
+        raise DataError(f"time_budget={params['time_budget']!r} must be a number of seconds, 0 or more; or None for no limit.")
+    if params["Cs"] is not None and not (len(params["Cs"]) and all(_is_number(c) and c > 0 for c in params["Cs"])):
+        raise DataError(f"Cs={params['Cs']!r} must be a non-empty list of positive inverse regularisation strengths, e.g. (0.01, 0.1, 1.0).")
+    try:
+        resolve_device(params["device"])
+    except HeadstartError as exc:
+        raise DataError(str(exc)) from None
+    _check_finetune(params)
+    _check_backbone_and_tap(params)
+    if params["resume"] and not params["checkpoint_dir"]:
+        raise DataError("resume=True continues from checkpoint_dir; give the checkpoint folder of the interrupted run.")
+    if params["resume"] and params["strategy"] == "linear":
+        raise DataError("resume continues a fine-tuning run; give the strategy it was started with.")
+    return params
+
+
+def _check_finetune(params: dict) -> None:
+    options = params["finetune"]
+    if options is None:
+        return
+    if not isinstance(options, dict):
+        raise DataError(f"finetune={options!r} must be a dict of fine-tuning settings, e.g. {{'epochs': 20}}.")
+    for key in options:
+        if key not in FINETUNE_SETTINGS:
+            close = difflib.get_close_matches(str(key), FINETUNE_SETTINGS, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else f"; known settings: {', '.join(sorted(FINETUNE_SETTINGS))}."
+            raise DataError(f"unknown fine-tuning setting {key!r}{hint}")
+    strategy = params["strategy"] if params["strategy"] in (*STRATEGIES, "scratch") else "finetune_top"
+    try:  # every value, whether this fit fine-tunes or the advisor's trial might
+        finetune_config(params, strategy)
+    except TypeError as exc:
+        raise DataError(f"a fine-tuning setting has the wrong type ({exc}); see FineTuneConfig.") from None
+
+
+def _check_backbone_and_tap(params: dict) -> None:
+    backbone, tap, strategy = params["backbone"], params["tap"], params["strategy"]
+    if not isinstance(backbone, str) or not backbone:
+        raise DataError(f"backbone={backbone!r} must name a backbone, e.g. 'mobilenet_v2' (see headstart.list_backbones()).")
+    names = backbone.split("+")
+    if len(names) > 1 and tap not in (None, PRE_LOGITS):
+        raise DataError(f"tap={tap!r} is ambiguous for the concatenated backbone {backbone!r}; leave tap unset.")
+    if len(names) > 1 and strategy not in ("auto", "linear"):
+        raise DataError(f"strategy {strategy!r} trains one network, but backbone={backbone!r} joins several; give one backbone, or strategy='linear'.")
+    if strategy == "scratch":
+        names = [_scratch_backbone(params)]
+    try:
+        for name in names:
+            spec = get_backbone(name)
+            for part in (tap or "").split("+"):
+                if part:
+                    spec.require_tap(part)
+    except HeadstartError as exc:
+        raise DataError(str(exc)) from None
+
+
+def _whole(name: str, value, minimum: int | None) -> None:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or (minimum is not None and value < minimum):
+        least = f" of at least {minimum}" if minimum is not None else ""
+        raise DataError(f"{name}={value!r} must be a whole number{least}.")
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)

@@ -1,0 +1,92 @@
+"""Every parameter is checked in one place, before any work; the recipe says what a fit runs."""
+
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+import headstart.advisor as advisor
+from headstart import DataError, TransferClassifier
+from headstart.backbones import PRE_LOGITS
+from headstart.recipe import SCRATCH_DEFAULTS, resolve
+from tests.test_estimator import colour_data
+
+
+def params(**changes) -> dict:
+    return TransferClassifier(**{"backbone": "tiny", "engine": "torch", **changes}).get_params()
+
+
+@pytest.mark.parametrize(
+    "changes, message",
+    [
+        ({"strategy": "finetune_middle"}, "unknown strategy 'finetune_middle' (did you mean 'finetune_all'?); use one of 'auto'"),
+        ({"classifier": "svn"}, "unknown classifier 'svn' (did you mean 'svm'?)"),
+        ({"class_weight": "balance"}, "unknown class_weight 'balance' (did you mean 'balanced'?)"),
+        ({"engine": "onnxx"}, "unknown engine 'onnxx' (did you mean 'onnx'?)"),
+        ({"device": "gpu"}, "unknown device 'gpu'"),
+        ({"batch_size": 0}, "batch_size=0 must be a whole number of at least 1"),
+        ({"input_size": 22.5}, "input_size=22.5 must be a whole number"),
+        ({"random_state": -1}, "random_state=-1 must be a whole number of at least 0"),
+        ({"time_budget": -5}, "time_budget=-5 must be a number of seconds"),
+        ({"Cs": ()}, "Cs=() must be a non-empty list"),
+        ({"backbone": "tinyy"}, "unknown backbone 'tinyy'. Did you mean 'tiny'?"),
+        ({"tap": "features.9"}, "backbone tiny has no tap 'features.9'"),
+        ({"backbone": "tiny+tiny", "tap": "features.1"}, "ambiguous for the concatenated backbone"),
+        ({"backbone": "tiny+tiny", "strategy": "finetune_all"}, "trains one network, but backbone='tiny+tiny' joins several"),
+        ({"finetune": {"epoch": 3}}, "unknown fine-tuning setting 'epoch'; did you mean 'epochs'?"),
+        ({"finetune": {"dropout": 1.5}}, "dropout=1.5 and drop_connect=0.0 are shares"),
+        ({"finetune": {"augmentation": "object"}}, "unknown augmentation policy 'object'"),
+        ({"finetune": {"epochs": 0}}, "epochs must be a whole number of at least 1"),
+        ({"finetune": {"imbalance": "sampling"}}, "unknown imbalance 'sampling' (did you mean 'sampler'?)"),
+        ({"strategy": "scratch", "finetune": {"init": "he"}}, "unknown init 'he'"),
+        ({"strategy": "finetune_top", "resume": True}, "resume=True continues from checkpoint_dir"),
+    ],
+)
+def test_every_bad_value_is_one_line_before_any_work(changes, message, monkeypatch):
+    monkeypatch.setattr(advisor, "advise", lambda *a, **k: pytest.fail("the advisor ran before the parameters were checked"))
+    X, y = colour_data(per_class=4)
+    with pytest.raises(DataError, match=_literal(message)) as raised:
+        TransferClassifier(**{"backbone": "tiny", "engine": "torch", **changes}).fit(X, y)
+    assert "\n" not in str(raised.value)
+
+
+def test_a_bad_engine_is_refused_even_when_every_code_is_cached():
+    X, y = colour_data()
+    TransferClassifier("tiny", engine="torch", strategy="linear").fit(X, y)  # fills the cache
+    with pytest.raises(DataError, match="unknown engine 'onnxx'"):
+        TransferClassifier("tiny", engine="onnxx", strategy="linear").fit(X, y)
+
+
+def test_the_recipe_of_each_strategy():
+    linear = resolve(params(strategy="linear", tap="features.1"))
+    assert (linear.strategy, linear.backbone, linear.tap, linear.finetune) == ("linear", "tiny", "features.1", None)
+    tuned = resolve(params(strategy="gradual", finetune={"epochs": 3}))
+    assert tuned.finetune.strategy == "gradual" and tuned.finetune.epochs == 3 and tuned.check_mirroring
+    scratch = resolve(params(strategy="scratch", finetune={"init": "glorot_uniform", "epochs": 2}))
+    assert scratch.backbone == "scratch_cnn@glorot_uniform" and scratch.from_scratch
+    assert scratch.finetune.strategy == "finetune_all" and scratch.finetune.epochs == 2
+    assert scratch.finetune.batchnorm == SCRATCH_DEFAULTS["batchnorm"] and scratch.finetune.lr_mult == SCRATCH_DEFAULTS["lr_mult"]
+    assert resolve(params(backbone="tiny+tiny")).strategy == "linear"  # auto on joined codes: nothing to choose
+
+
+def test_auto_follows_the_plan_with_the_users_settings_on_top():
+    X, y = colour_data()
+    plan = advisor.advise(__import__("headstart").get_backbone("tiny"), X, y, time_budget=0)
+    planned = replace(plan, strategy="finetune_all", tap=PRE_LOGITS, settings={"epochs": 7, "augmentation": "text_signs", "dropout": 0.2})
+    recipe = resolve(params(finetune={"dropout": 0.3}), planned)
+    assert (recipe.strategy, recipe.finetune.epochs, recipe.finetune.dropout) == ("finetune_all", 7, 0.3)
+    assert not recipe.check_mirroring  # the advisor chose the augmentation by the mirror probe itself
+    assert resolve(params(finetune={"augmentation": "objects"}), planned).check_mirroring  # the user's choice is checked
+    assert resolve(params(), replace(plan, backbone="tiny+tiny@he_normal")).backbone == "tiny+tiny@he_normal"
+
+
+def _literal(text: str) -> str:
+    import re
+
+    return re.escape(text)
+
+
+def test_labels_stay_numpy_friendly():
+    X, _ = colour_data()
+    model = TransferClassifier("tiny", engine="torch", strategy="linear").fit(X, np.repeat([3, 1, 2], 6))
+    assert model.classes_.tolist() == [1, 2, 3]
