@@ -114,7 +114,7 @@ class CodeExtractor:
         batches = ImageBatches(
             images, self._transform, batch_size=self.batch_size, draft_size=self.preprocessing.resize, phash=True,
             lookup=self.cache.get if self.cache is not None else None, memo=self.memo, workers=self.num_workers,
-            progress=progress, desc=desc,
+            prefetch=True, progress=progress, desc=desc,
         )
         codes = np.full((len(batches), self.dim), np.nan, dtype=np.float32)
         computed = 0
