@@ -106,33 +106,16 @@ class TransferClassifier(ClassifierMixin, BaseEstimator):
     Attributes
     ----------
     fitted_ : FittedModel
-        Everything the fit produced, as one record (what ``save`` writes); the attributes below are
-        views of it.
-    classes_ : ndarray
-        Labels, exactly as given in ``y`` (integer labels stay integers).
-    head_ : LinearHead
-        The fitted linear classifier, as arrays.
-    fit_report_ : LinearFitReport
-        Regularisation chosen, cross-validated score, class weighting.
-    skipped_ : dict
-        Index -> reason for training images that could not be read.
-    n_train_ : int
-        Training images the model was fitted on.
-    plan_ : Plan
-        With ``strategy="auto"``: the advisor's measurements, alternatives and explanation.
-    strategy_ : str
-        The strategy actually used ("auto" resolved).
-    backbone_ : str
-        The backbone(s) the codes came from, e.g. "mobilenet_v2+efficientnet_lite0" when the
-        advisor joined the second embedded backbone.
-    tap_, preprocessing_, fingerprint_
-        Where the codes are read, how images are prepared, and what the codes mean.
-    net_ : FineTuneNet or None
-        The fine-tuned network (None for the linear strategy); predictions then come from it.
-    history_ : History or None
-        Per-epoch record of the fine-tuning run.
-    finetune_settings_ : dict or None
-        The fine-tuning settings as run, the imbalance handling, bf16, and any mirroring warning.
+        Everything the fit produced, as one record (what ``save`` writes). The other fitted
+        attributes are views of it: ``classes_`` (the labels exactly as given), ``head_`` (the
+        linear head as arrays), ``fit_report_`` (C chosen, cross-validated score, class
+        weighting), ``strategy_`` ("auto" resolved), ``backbone_`` (e.g.
+        "mobilenet_v2+efficientnet_lite0" when the advisor joined the second backbone), ``tap_``,
+        ``preprocessing_``, ``fingerprint_`` (what the codes mean), ``plan_`` (strategy="auto":
+        measurements, alternatives, explanation), ``net_`` and ``history_`` (the fine-tuned
+        network and its epochs; None for a linear head), ``finetune_settings_`` (as run, with the
+        imbalance handling, bf16 and any mirroring warning), ``n_train_`` and ``skipped_``
+        (index -> why a training image was not used).
     """
 
     def __init__(

@@ -45,14 +45,7 @@ def advise(
     where the images' hashes are not known yet, the measuring pass (one read per image) gives them.
     """
     start = time.perf_counter()
-    for part in (tap or "").split("+"):
-        if part:
-            spec.require_tap(part)  # a wrong tap fails now, before any image is read
-    classes, y = np.unique(np.asarray(labels), return_inverse=True)
-    if len(classes) < 2:
-        raise DataError(f"need images of at least 2 classes to advise, got {list(classes)}.")
-    if np.bincount(y).min() < 2:
-        raise DataError("every class needs at least 2 images for the advisor's cross-validation; add images.")
+    y = _checked_labels(spec, labels, tap)
     images = as_sources(images)
     preprocessing = spec.preprocessing.with_size(input_size) if input_size else spec.preprocessing
     settings = {"time_budget": time_budget, "tap": tap, "finetune": finetune, "device": device, "max_images": max_images, "random_state": random_state}
@@ -79,6 +72,19 @@ def advise(
     if key:
         store_plan(root, key, plan)
     return plan
+
+
+def _checked_labels(spec: BackboneSpec, labels, tap: str | None) -> np.ndarray:
+    """Labels as 0..k-1, once the tap and the classes are known to be usable (before any image is read)."""
+    for part in (tap or "").split("+"):
+        if part:
+            spec.require_tap(part)
+    classes, y = np.unique(np.asarray(labels), return_inverse=True)
+    if len(classes) < 2:
+        raise DataError(f"need images of at least 2 classes to advise, got {list(classes)}.")
+    if np.bincount(y).min() < 2:
+        raise DataError("every class needs at least 2 images for the advisor's cross-validation; add images.")
+    return y
 
 
 def _cached(root, key: str | None, start: float) -> Plan | None:
