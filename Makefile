@@ -57,6 +57,8 @@ benchmarks: install
 	$(BIN)/python benchmarks/bench_scratch.py ../shared/datasets/oxford17flowers ../shared/datasets/hymenoptera
 	$(BIN)/python benchmarks/bench_style.py
 	$(BIN)/python benchmarks/bench_style_index.py
+	$(BIN)/python benchmarks/bench_cold_fit.py ../shared/datasets/hymenoptera --baseline 584aa58 --repeats 5
+	$(BIN)/python benchmarks/bench_scale.py
 
 clean:
 	rm -rf $(VENV) runs

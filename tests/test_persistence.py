@@ -139,8 +139,9 @@ def records_equal(a, b) -> bool:
         {"strategy": "scratch", "finetune": FAST},
         {"backbone": "tiny+tiny@he_normal", "strategy": "linear"},
         {"strategy": "linear", "tap": "features.1+pre_logits"},
+        {"strategy": "linear", "solver": "minibatch"},
     ],
-    ids=["linear", "auto", "finetune_top", "finetune_all", "gradual", "scratch", "joined-backbones", "joined-taps"],
+    ids=["linear", "auto", "finetune_top", "finetune_all", "gradual", "scratch", "joined-backbones", "joined-taps", "minibatch-head"],
 )
 def test_every_strategy_round_trips_to_equal_predictions_and_an_equal_record(params, tmp_path):
     X, y = colour_data(per_class=8)
@@ -152,6 +153,7 @@ def test_every_strategy_round_trips_to_equal_predictions_and_an_equal_record(par
     assert (loaded.plan_ is None) == (params["strategy"] != "auto") and (loaded.history_ is None) == (loaded.net_ is None)
     for name in MODEL_PARAMS:  # the parameters that describe the model come back with it
         assert as_json(loaded.get_params()[name]) == as_json(model.get_params()[name])
+    assert loaded.fit_report_ == model.fit_report_  # the solver and its held-out split included
 
 
 def test_the_record_comparison_sees_a_difference(fitted):

@@ -24,6 +24,7 @@ PRECISION_HELP = "arithmetic of the network (default auto: bf16 where the hardwa
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # --nproc starts torchrun with these
     _configure_logging(args.quiet)
     try:
         return args.handler(args)
@@ -61,6 +62,10 @@ def _fit_command(commands) -> None:
     fit.add_argument("--test-size", type=float, default=0.2, help="held-out share when no split is given (default 0.2)")
     fit.add_argument("--tensorboard", action="store_true", help="write TensorBoard logs to RUN/tensorboard (tensorboard --logdir RUN)")
     fit.add_argument("--no-diagnostics", action="store_true", help="skip the verdict, learning curve, label suspects and weight statistics")
+    fit.add_argument(
+        "--nproc", type=int, default=None, metavar="N",
+        help="run N processes on this machine through torchrun (one per GPU; on a CPU, gloo); several machines: run torchrun yourself (see README)",
+    )
     fit.add_argument("--compare-scratch", action="store_true", help="also train the small CNN from scratch and show it in the report as a reference row")
     fit.set_defaults(handler=cmd_fit)
 
@@ -181,6 +186,10 @@ def _model_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tap", default=None, help="feature tap (default pre_logits)")
     parser.add_argument("--classifier", choices=("logistic", "svm"), default="logistic")
     parser.add_argument(
+        "--solver", choices=("auto", "sklearn", "minibatch"), default="auto",
+        help="logistic head: scikit-learn (C by cross-validation) or mini-batches in PyTorch (thousands of classes); auto picks by size",
+    )
+    parser.add_argument(
         "--strategy",
         choices=("auto", "linear", "finetune_top", "finetune_all", "gradual", "scratch"),
         default="auto",
@@ -213,6 +222,7 @@ def _model_params(args) -> dict:
         "backbone": args.backbone,
         "tap": args.tap,
         "classifier": args.classifier,
+        "solver": args.solver,
         "strategy": args.strategy,
         "finetune": _finetune_options(args),
         "time_budget": args.time_budget,
@@ -224,6 +234,14 @@ def _model_params(args) -> dict:
         "cache": not args.no_cache,
         "progress": not args.quiet,
     }
+
+
+def _how_C_was_chosen(clf: dict) -> str:
+    if clf.get("solver") != "minibatch":
+        return f"C={clf['C']:g} chosen by {clf['cv_folds']}-fold CV"
+    if not clf["held_out"]:
+        return f"mini-batch solver, C={clf['C']:g}"
+    return f"mini-batch solver, C={clf['C']:g} chosen on {clf['held_out']:,} held-out codes ({clf['scoring'].replace('_', ' ')} {clf['cv_score']:.1%})"
 
 
 def _finetune_options(args) -> dict | None:
@@ -251,6 +269,54 @@ def _parse_setting(text: str) -> tuple[str, object]:
 
 # ---------------------------------------------------------------------- commands
 def cmd_fit(args) -> int:
+    from . import distributed
+
+    if args.nproc is not None and not distributed.launched():
+        return _launch(args)
+    world = distributed.start(args.device)
+    if not world.main:  # one voice: rank 0 reports, the others only fail loudly
+        logging.getLogger("headstart").setLevel(logging.ERROR)
+    try:
+        return _fit(args)
+    except HeadstartError:
+        if world.main:
+            raise
+        return EXIT_ERROR  # bad input fails every rank alike: rank 0 alone says why
+    except RuntimeError as exc:  # a collective that failed or timed out: another rank died or hangs
+        if not world.active or args.debug:
+            raise
+        print(f"error: rank {world.rank} of {world.size}: lost the other processes ({_one_line(exc)[:200]}); the whole job stops.", file=sys.stderr)
+        return EXIT_ERROR
+    finally:
+        distributed.stop()
+
+
+def _launch(args) -> int:
+    """``headstart fit --nproc N ...``: the same command under torchrun, N processes on this machine."""
+    import subprocess
+
+    if args.nproc < 1:
+        raise HeadstartError(f"--nproc {args.nproc}: give 1 or more processes.")
+    argv, skip = [], False
+    for token in args.argv:  # the command line without --nproc N
+        if skip or token.startswith("--nproc="):
+            skip = False
+            continue
+        if token == "--nproc":
+            skip = True
+            continue
+        argv.append(token)
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={args.nproc}", "-m", "headstart", *argv]
+    if not args.quiet:
+        print(f"starting {args.nproc} processes: torchrun --standalone --nproc-per-node={args.nproc} -m headstart {' '.join(argv)}", file=sys.stderr)
+    code = subprocess.run(command).returncode
+    if code != 0:
+        print(f"error: {args.nproc} processes: the job failed (exit {code}); the first failing rank's error is above.", file=sys.stderr)
+        return EXIT_ERROR
+    return 0
+
+
+def _fit(args) -> int:
     from .workflow import fit_folder
 
     params = _model_params(args)
@@ -268,6 +334,8 @@ def cmd_fit(args) -> int:
         if args.strategy != "linear":
             print("interrupted; finished epochs are checkpointed: rerun the same command with --resume to continue.", file=sys.stderr)
         raise
+    if summary is None:  # a rank other than 0: rank 0 writes and reports
+        return 0
     print(format_summary(summary, args.output))
     return EXIT_PARTIAL if any(s["reason"].startswith("unreadable") for s in summary.skipped) else 0
 
@@ -535,7 +603,7 @@ def format_summary(summary, output) -> str:
         lines.append(f"              ... and {len(unreadable) - 10} more (see metrics.json)")
     lines.append(f"  classes     {len(summary.classes)}: {_ellipsis(summary.classes, 12)}")
     clf = summary.classifier
-    cv = f", CV {clf['scoring'].replace('_', ' ')} {clf['cv_score']:.1%} ± {clf['cv_score_std']:.1%}" if clf.get("cv_score") is not None else ""
+    cv = f", CV {clf['scoring'].replace('_', ' ')} {clf['cv_score']:.1%} ± {clf['cv_score_std']:.1%}" if clf.get("cv_score_std") is not None else ""
     weights = (
         f"; classes imbalanced {clf['imbalance_ratio']:.1f}:1, so weighted by inverse frequency" if clf.get("class_weight") else ""
     )
@@ -545,7 +613,7 @@ def format_summary(summary, output) -> str:
         chosen = next((line.removeprefix("Plan: ") for line in summary.plan["explanation"] if line.startswith("Plan: ")), summary.plan["strategy"])
         lines.append(f"  plan        {summary.plan['case']}: {chosen}")
         lines.extend(f"              {line}" for line in plan_lines)
-    lines.append(f"  classifier  {name}, C={clf['C']:g} chosen by {clf['cv_folds']}-fold CV{cv}{weights}")
+    lines.append(f"  classifier  {name}, {_how_C_was_chosen(clf)}{cv}{weights}")
     tuned = summary.finetune
     if tuned:
         stop = f"stopped early, weights of epoch {tuned['best_epoch']}" if tuned["stopped_early"] else f"weights of epoch {tuned['best_epoch']}"

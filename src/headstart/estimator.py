@@ -55,6 +55,9 @@ class TransferClassifier(ClassifierMixin, BaseEstimator):
         ImageNet classifier.
     classifier : {"logistic", "svm"}, default="logistic"
         Multinomial logistic regression, or a linear SVM (one-vs-rest).
+    solver : {"auto", "sklearn", "minibatch"}, default="auto"
+        How the logistic head is fitted: scikit-learn (C by cross-validation) or mini-batches in
+        PyTorch (C on a held-out split; thousands of classes, millions of codes). "auto" picks by size.
     strategy : {"auto", "linear", "finetune_top", "finetune_all", "gradual", "scratch"}, default="auto"
         "auto" measures the data first (size, similarity to ImageNet, a layer sweep, and a
         fine-tuning trial when the rule of thumb is in doubt) and follows the resulting
@@ -124,6 +127,7 @@ class TransferClassifier(ClassifierMixin, BaseEstimator):
         *,
         tap: str | None = None,
         classifier: str = "logistic",
+        solver: str = "auto",
         strategy: str = "auto",
         finetune: dict | None = None,
         time_budget: float | None = None,
@@ -146,6 +150,7 @@ class TransferClassifier(ClassifierMixin, BaseEstimator):
         self.backbone = backbone
         self.tap = tap
         self.classifier = classifier
+        self.solver = solver
         self.strategy = strategy
         self.finetune = finetune
         self.time_budget = time_budget

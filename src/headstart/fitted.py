@@ -23,7 +23,7 @@ from .training import History
 
 NET_PREFIX = "net."  # fine-tuned network tensors, beside the linear head's
 # The estimator parameters that describe the model (the others describe the machine it ran on).
-MODEL_PARAMS = ("backbone", "tap", "classifier", "strategy", "finetune", "time_budget", "Cs", "class_weight", "input_size", "random_state")
+MODEL_PARAMS = ("backbone", "tap", "classifier", "solver", "strategy", "finetune", "time_budget", "Cs", "class_weight", "input_size", "random_state")
 
 
 @dataclass(eq=False)
@@ -45,6 +45,7 @@ class FittedModel:
     plan: Plan | None = None  # strategy="auto": what the advisor measured, chose and why
     finetune: dict | None = None  # fine-tuning settings, imbalance handling, bf16, mirror warning
     params: dict = field(default_factory=dict)  # the MODEL_PARAMS the estimator was given
+    run: dict = field(default_factory=dict)  # how the fit ran: world_size, backend, device
 
     @property
     def input_size(self) -> int | None:
@@ -64,10 +65,12 @@ class FittedModel:
             "head": {
                 "kind": self.head.kind, "C": r.C, "class_weight": r.class_weight, "cv_folds": r.cv_folds, "cv_score": r.cv_score,
                 "cv_score_std": r.cv_score_std, "cv_scoring": r.scoring, "imbalance_ratio": r.imbalance_ratio,
+                "solver": r.solver, "held_out": r.held_out,
             },
             "n_train": self.n_train,
             "skipped": {str(index): why for index, why in self.skipped.items()},
-            "params": {name: self.params.get(name) for name in MODEL_PARAMS},
+            "run": self.run,
+            "params": {name: self.params[name] for name in MODEL_PARAMS if name in self.params},  # older files lack newer names
         })
 
     def to_tensors(self) -> dict[str, np.ndarray]:
@@ -84,7 +87,8 @@ class FittedModel:
             classes=np.asarray(meta["classes"]),
             head=LinearHead.from_tensors(head["kind"], tensors),
             head_report=LinearFitReport(
-                head["C"], head["cv_folds"], head["cv_score"], head["cv_score_std"], head["cv_scoring"], head["class_weight"], head["imbalance_ratio"]
+                head["C"], head["cv_folds"], head["cv_score"], head["cv_score_std"], head["cv_scoring"], head["class_weight"], head["imbalance_ratio"],
+                head.get("solver", "sklearn"), head.get("held_out", 0),
             ),
             strategy=meta.get("strategy", "linear"),
             backbone=meta["backbone"],
@@ -97,6 +101,7 @@ class FittedModel:
             history=History.from_dict(history) if history is not None else None,
             finetune=meta.get("finetune"),
             params=meta["params"],
+            run=meta.get("run") or {},
         )
         if record.strategy != "linear":
             record.network = _network(record, tensors)

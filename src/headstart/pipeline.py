@@ -20,7 +20,7 @@ from typing import Callable, Sequence
 import numpy as np
 from sklearn.model_selection import train_test_split
 
-from . import advisor
+from . import advisor, distributed
 from ._memory import release_freed_memory
 from .backbones import get_backbone
 from .data.augment import MIRRORING_STEPS, mirror_warning, policy_steps
@@ -29,7 +29,9 @@ from .errors import DataError
 from .features import Codes
 from .fitted import MODEL_PARAMS, FittedModel
 from .recipe import Recipe, Runtime, check_params, needs_plan, resolve
+from .hardware import resolve_device
 from .strategies import LinearHead, fit_linear_head
+from .strategies.linear import choose_solver
 from .strategies.finetune import finetune, network_scores
 from .training.tensorboard import TensorBoardLog
 
@@ -53,13 +55,14 @@ def fit_model(params: dict, images: Sequence, labels, *, others: Sequence = (), 
     ``time.perf_counter()`` value) is when the work began, for ``time_budget``."""
     started = time.perf_counter() if started is None else started
     check_params(params)
+    world = distributed.current()
     sources, labels = _checked_input(images, labels)
-    plan = make_plan(params, sources, labels) if needs_plan(params) else None
+    plan = world.from_main(lambda: make_plan(params, sources, labels)) if needs_plan(params) else None
     recipe = resolve(params, plan)
     extractor = Runtime.from_params(params).extractor(recipe.backbone, recipe.tap, params["input_size"])
     tick = time.perf_counter()
     everything = sources + as_sources(others)
-    codes = extractor(everything, progress=params["progress"])
+    codes = _codes(extractor, everything, params["progress"], world)
     seconds_codes = time.perf_counter() - tick
     if codes.failures:
         if params["strict"]:
@@ -70,17 +73,50 @@ def fit_model(params: dict, images: Sequence, labels, *, others: Sequence = (), 
     classes, y_index = np.unique(labels[ok], return_inverse=True)
     if len(classes) < 2:
         raise DataError(f"need images of at least 2 classes, but the data contain only {list(classes)}.")
-    head, report = fit_linear_head(
-        train.codes[ok], y_index, kind=params["classifier"], Cs=params["Cs"], class_weight=params["class_weight"],
-        random_state=params["random_state"], n_jobs=params["n_jobs"],
-    )
+    head, report = _linear_head(params, train.codes[ok], y_index, world)
     record = FittedModel(
         classes=classes, head=head, head_report=report, strategy=recipe.strategy, backbone=recipe.backbone, tap=extractor.tap,
         preprocessing=extractor.preprocessing, fingerprint=extractor.fingerprint, n_train=int(ok.sum()), skipped=dict(train.failures),
         plan=plan, params=copy.deepcopy({name: params[name] for name in MODEL_PARAMS}),
+        run={**world.describe(), "device": resolve_device(params["device"]).type},
     )
     _train_network(record, recipe, params, [s for s, good in zip(sources, ok) if good], y_index, started)
     return Fit(record, codes, extractor, seconds_codes)
+
+
+def _codes(extractor, images: list, progress: bool, world: distributed.World) -> Codes:
+    """The codes of ``images``; under several processes each computes its share (and caches it),
+    and every rank gets them all, in order."""
+    if not world.active:
+        return extractor(images, progress=progress)
+    mine = world.share(len(images))
+    part = extractor([images[i] for i in mine], progress=progress and world.main)
+    return join_shares(world.gather(part), world.size)
+
+
+def join_shares(parts: list[Codes], size: int) -> Codes:
+    """The Codes of all images from rank r's share of every size-th image starting at r."""
+    n = sum(len(part.content_hashes) for part in parts)
+    codes = np.empty((n, parts[0].codes.shape[1]), dtype=parts[0].codes.dtype)
+    phashes = np.empty(n, dtype=parts[0].phashes.dtype)
+    hashes: list = [None] * n
+    failures = {}
+    for rank, part in enumerate(parts):
+        codes[rank::size], phashes[rank::size], hashes[rank::size] = part.codes, part.phashes, part.content_hashes
+        failures |= {rank + size * index: why for index, why in part.failures.items()}
+    computed = sum(part.computed for part in parts)
+    return Codes(codes, hashes, phashes, dict(sorted(failures.items())), computed, parts[0].engine)
+
+
+def _linear_head(params: dict, codes: np.ndarray, y_index: np.ndarray, world: distributed.World):
+    """The linear head; under several processes the mini-batch solver shares its batches out, and
+    scikit-learn's (one process's work) runs on rank 0 and is handed to the others."""
+    solver = choose_solver(params["solver"], params["classifier"], len(y_index), int(y_index.max()) + 1)
+    fit = lambda: fit_linear_head(  # noqa: E731
+        codes, y_index, kind=params["classifier"], Cs=params["Cs"], class_weight=params["class_weight"], random_state=params["random_state"],
+        n_jobs=params["n_jobs"], solver=solver, device=params["device"], progress=params["progress"] and world.main,
+    )
+    return fit() if solver == "minibatch" else world.from_main(fit)
 
 
 def make_plan(params: dict, images: Sequence, labels) -> advisor.Plan:
@@ -147,7 +183,7 @@ def _checked_input(images, labels) -> tuple[list[ImageSource], np.ndarray]:
 
 def _train_network(record: FittedModel, recipe: Recipe, params: dict, images: list, y_index: np.ndarray, started: float) -> None:
     """Fine-tune (or train from scratch) as the recipe says, into ``record``; log to TensorBoard."""
-    board = TensorBoardLog(params["tensorboard_dir"]) if params["tensorboard_dir"] else None
+    board = TensorBoardLog(params["tensorboard_dir"]) if params["tensorboard_dir"] and distributed.current().main else None
     try:
         if recipe.finetune is not None:
             record.network, record.history, record.finetune = _fine_tune(recipe, params, images, y_index, record, started, board)
@@ -178,7 +214,7 @@ def _fine_tune(recipe: Recipe, params: dict, images: list, y_index: np.ndarray, 
         preprocessing=record.preprocessing,
         on_epoch_end=board,
     )
-    warning = _mirror_warning(recipe, images, record, config) if recipe.check_mirroring else None
+    warning = distributed.current().from_main(lambda: _mirror_warning(recipe, images, record, config)) if recipe.check_mirroring else None
     settings = {**asdict(config), "imbalance_plan": result.imbalance.reason, "bf16": result.bf16, "mirror_warning": warning}
     return result.net, result.history, settings
 

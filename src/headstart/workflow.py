@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 from sklearn.metrics import balanced_accuracy_score, recall_score
 
+from . import distributed
 from ._json import as_json, to_json_label
 from ._memory import release_freed_memory
 from .data import Dataset, find_duplicates, load_dataset
@@ -66,6 +67,7 @@ class FitSummary:
     diagnostics: dict | None = None  # everything report.html shows (headstart.diagnostics.diagnose)
     comparison: list[dict] = field(default_factory=list)  # --compare-scratch: reference rows on the same split
     computed_codes: int = 0
+    run: dict = field(default_factory=dict)  # how the fit ran: world_size, backend, device
     seconds_features: float = 0.0  # reading, decoding and the backbone (or the cache)
     seconds: float = 0.0
 
@@ -100,6 +102,11 @@ def fit_folder(
     model = TransferClassifier(strict=strict, **_run_directories(output, tensorboard, params))
     fit, codes = _fit_split(model.get_params(), dataset, start)
     record = fit.record
+    world = distributed.current()
+    if world.active:  # the shared work is done: rank 0 evaluates, diagnoses and writes alone
+        distributed.stop()
+        if not world.main:
+            return TransferClassifier.from_fitted(record, **model.get_params()), None
     model = TransferClassifier.from_fitted(record, **model.get_params())
     release_freed_memory()  # what fitting freed; evaluation and diagnostics come next
 
@@ -185,6 +192,7 @@ def _summary(data, dataset: Dataset, record: FittedModel, fit: Fit, codes: Codes
         backbone=record.backbone,
         engine=codes.engine,
         computed_codes=codes.computed,
+        run=record.run,
         seconds_features=round(fit.seconds_codes, 2),
         seconds=round(time.perf_counter() - start, 2),
     )

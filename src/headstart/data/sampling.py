@@ -67,10 +67,13 @@ class ClassBalancedSampler(torch.utils.data.Sampler[int]):
     Every class is equally likely in every batch, whatever its size: minority images are repeated
     (oversampled), majority images are visited less often. ``num_samples`` (default: the dataset
     size) sets the epoch length. Reseeded each epoch from ``seed`` and ``set_epoch``, as
-    ``DistributedSampler`` is, so runs are reproducible and resumable.
+    ``DistributedSampler`` is, so runs are reproducible and resumable. Under several processes,
+    ``num_replicas`` and ``rank`` give each its disjoint share of the same epoch's draw (every
+    num_replicas-th from ``rank``), so together they draw what one process would (rounded up to
+    equal shares, as ``DistributedSampler`` pads: every rank must take the same number of steps).
     """
 
-    def __init__(self, labels, num_samples: int | None = None, *, seed: int = 0):
+    def __init__(self, labels, num_samples: int | None = None, *, seed: int = 0, num_replicas: int = 1, rank: int = 0):
         labels = np.asarray(labels)
         if labels.ndim != 1 or labels.size == 0:
             raise DataError("ClassBalancedSampler needs a non-empty 1-D sequence of integer labels.")
@@ -85,23 +88,25 @@ class ClassBalancedSampler(torch.utils.data.Sampler[int]):
         self.num_samples = int(num_samples) if num_samples is not None else labels.size
         self.seed = seed
         self.epoch = 0
+        self.num_replicas, self.rank = num_replicas, rank
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
     def draw(self) -> np.ndarray:
-        """The indices of one epoch."""
+        """The indices of one epoch (this rank's share of them)."""
         rng = np.random.default_rng([self.seed, self.epoch])
-        picked = rng.integers(0, len(self.classes), self.num_samples)
-        offsets = (rng.random(self.num_samples) * self.counts[picked]).astype(np.int64)
-        return self.by_class[self.starts[picked] + offsets]
+        total = len(self) * self.num_replicas
+        picked = rng.integers(0, len(self.classes), total)
+        offsets = (rng.random(total) * self.counts[picked]).astype(np.int64)
+        return self.by_class[self.starts[picked] + offsets][self.rank :: self.num_replicas]
 
     def __iter__(self) -> Iterator[int]:
         # Lazily, as Python ints: a list of a million ints would cost ~36 MB more.
         return map(int, self.draw())
 
     def __len__(self) -> int:
-        return self.num_samples
+        return -(-self.num_samples // self.num_replicas)  # this rank's share, rounded up
 
     @property
     def nbytes(self) -> int:

@@ -31,6 +31,7 @@ import torch
 from torch import nn
 
 from ..backbones import PRE_LOGITS, BackboneSpec, Preprocessing, build_feature_map_model, build_tap_model
+from .. import distributed
 from ..data.augment import augmentation_transform, policy_steps
 from ..data.batches import ImageBatches
 from ..data.images import as_sources
@@ -270,8 +271,9 @@ def _finetune(spec, train_images, train_labels, val_images, val_labels, config, 
     device = resolve_device(config.device)
     bf16 = resolve_bf16(config.precision, device)
     net = _new_network(spec, n_classes, config, head_init).to(device)
+    world = distributed.current()
     plan = plan_imbalance(train_labels, config.imbalance)
-    train_loader, val_loader, generator = _loaders(train_images, train_labels, val_images, val_labels, config, preprocessing, plan)
+    train_loader, val_loader = _loaders(train_images, train_labels, val_images, val_labels, config, preprocessing, plan)
     weights = inverse_frequency_weights(train_labels, n_classes) if plan.mode in ("weights", "both") else None
     criterion = nn.CrossEntropyLoss(
         weight=torch.as_tensor(weights, dtype=torch.float32, device=device) if weights is not None else None,
@@ -288,12 +290,14 @@ def _finetune(spec, train_images, train_labels, val_images, val_labels, config, 
     if resume:
         if checkpoint is None:
             raise HeadstartError("resume needs a checkpoint folder: give the run directory (-o RUN) that was interrupted.")
-        start_epoch, history = restore_checkpoint(checkpoint, net=net, optimizer=optimizer, early_stopping=stopper, generator=generator, identity=identity)
+        start_epoch, history = restore_checkpoint(checkpoint, net=net, optimizer=optimizer, early_stopping=stopper, identity=identity, rank=world.rank)
         log.info("resuming after epoch %d of %d", start_epoch, config.epochs)
 
     def end_of_epoch(record) -> None:
-        if checkpoint is not None:
-            save_checkpoint(checkpoint, net=net, optimizer=optimizer, early_stopping=stopper, history=history, generator=generator, identity=identity)
+        if checkpoint is not None:  # one writer, holding every rank's random state; every rank resumes from it
+            rng_states = world.gather(torch.get_rng_state())
+            if world.main:
+                save_checkpoint(checkpoint, net=net, optimizer=optimizer, early_stopping=stopper, history=history, identity=identity, rng_states=rng_states)
         if on_epoch_end is not None:
             on_epoch_end(record, net)
 
@@ -301,8 +305,8 @@ def _finetune(spec, train_images, train_labels, val_images, val_labels, config, 
     history = train(
         net, optimizer, train_loader, epochs=config.epochs, criterion=criterion, lr_factor=lambda step: warmup_cosine(step, total, warmup),
         val_loader=val_loader, set_train_mode=lambda n, epoch: set_train_mode(n, spec, config, epoch), early_stopping=stopper,
-        device=device, bf16=bf16, progress=config.progress, on_epoch_end=end_of_epoch, mixup=config.mixup, start_epoch=start_epoch,
-        history=history, deadline=time.perf_counter() + config.time_limit if config.time_limit is not None else None,
+        device=device, bf16=bf16, progress=config.progress and world.main, on_epoch_end=end_of_epoch, mixup=config.mixup, start_epoch=start_epoch,
+        history=history, deadline=time.perf_counter() + config.time_limit if config.time_limit is not None else None, wrap=_wrapper(world, device),
     )
     net.eval()
     return FineTuneResult(net, history, plan, bf16, lr_test)
@@ -319,21 +323,44 @@ def _new_network(spec: BackboneSpec, n_classes: int, config: FineTuneConfig, hea
 
 def _loaders(train_images, train_labels, val_images, val_labels, config: FineTuneConfig, preprocessing: Preprocessing, plan: ImbalancePlan):
     """Training batches (augmented; reshuffled every epoch, or drawn class-balanced when the
-    imbalance plan says so), validation batches, and the generator that orders them."""
+    imbalance plan says so), and validation batches."""
     train_set = ImageDataset(train_images, train_labels, augmentation_transform(config.augmentation, preprocessing), preprocessing.resize)
     val_set = ImageDataset(val_images, val_labels, preprocessing.transform(), preprocessing.resize)
-    generator = torch.Generator().manual_seed(config.seed)
-    sampler = ClassBalancedSampler(train_labels, seed=config.seed) if plan.mode in ("sampler", "both") else None
+    world = distributed.current()
+    # One shuffle per epoch, reseeded from the seed and the epoch (set_epoch), each rank taking every
+    # world-size-th image of it: a step of N processes sees the very images one process's step would
+    # (its share of batch_size each), so the run is the same run on any number of processes.
+    if plan.mode in ("sampler", "both"):
+        sampler = ClassBalancedSampler(train_labels, seed=config.seed, num_replicas=world.size, rank=world.rank)
+    else:
+        sampler = torch.utils.data.DistributedSampler(train_set, world.size, world.rank, shuffle=True, seed=config.seed)
     train_loader = torch.utils.data.DataLoader(
-        train_set, batch_size=config.batch_size, shuffle=sampler is None, sampler=sampler, generator=generator, num_workers=config.num_workers
+        train_set, batch_size=max(1, config.batch_size // world.size), sampler=sampler, num_workers=config.num_workers
     )
     val_loader = torch.utils.data.DataLoader(val_set, batch_size=config.batch_size, num_workers=config.num_workers)
-    return train_loader, val_loader, generator
+    return train_loader, val_loader
+
+
+def _wrapper(world: distributed.World, device: torch.device) -> Callable[[nn.Module], nn.Module] | None:
+    """DistributedDataParallel around the network, rebuilt when the trainable parameters change
+    (gradual unfreezing): DDP averages the gradients of the parameters that trained when it was built."""
+    if not world.active:
+        return None
+    built: dict = {}
+
+    def wrap(net: nn.Module) -> nn.Module:
+        trainable = tuple(name for name, p in net.named_parameters() if p.requires_grad)
+        if built.get("trainable") != trainable:
+            built.update(trainable=trainable, module=world.wrap(net, device))
+        return built["module"]
+
+    return wrap
 
 
 def _find_lr(net, optimizer, train_loader, criterion, device, bf16) -> RangeTest:
     """The LR range test; every group's rate is scaled so that the head's is its suggestion."""
-    lr_test = lr_range_test(net, optimizer, train_loader, criterion, device=device, bf16=bf16)
+    # One test, on rank 0: every rank must train at the same rates.
+    lr_test = distributed.current().from_main(lambda: lr_range_test(net, optimizer, train_loader, criterion, device=device, bf16=bf16))
     top = max(group["lr"] for group in optimizer.param_groups)
     for group in optimizer.param_groups:
         group["lr"] *= lr_test.suggestion / top

@@ -7,6 +7,7 @@ safetensors, and a saved head predicts exactly what the fitted one did.
 
 from __future__ import annotations
 
+import logging
 import warnings
 from dataclasses import dataclass
 
@@ -20,9 +21,16 @@ from sklearn.preprocessing import StandardScaler
 from sklearn.svm import LinearSVC
 from threadpoolctl import threadpool_limits
 
-from ..errors import HeadstartError
+from ..errors import HeadstartError, check_choice
+
+log = logging.getLogger(__name__)
 
 HEADS = ("logistic", "svm")
+SOLVERS = ("auto", "sklearn", "minibatch")
+# solver="auto" trains the mini-batch solver when codes x classes reach this (logistic heads only):
+# from there on it agreed with scikit-learn within half a point and was faster (docs/benchmarks.md,
+# "Issue 15: the linear head at scale").
+MINIBATCH_FROM = 2_000_000
 # Inverse regularisation strengths tried by cross-validation (features are standardised first).
 # The SVM's grid sits a decade lower: on standardised codes its CV choice was 1e-3 to 1e-2 on both
 # shared datasets, and liblinear crawls at C=1 when 1,280-wide codes make the classes separable.
@@ -67,15 +75,17 @@ def softmax(logits: np.ndarray) -> np.ndarray:
 
 @dataclass
 class LinearFitReport:
-    """What cross-validation chose and saw."""
+    """What cross-validation (or the mini-batch solver's held-out split) chose and saw."""
 
     C: float
-    cv_folds: int
+    cv_folds: int  # 0 for the mini-batch solver, which scores one held-out split
     cv_score: float | None  # mean held-out score of the chosen C
     cv_score_std: float | None
     scoring: str
     class_weight: str | None
     imbalance_ratio: float
+    solver: str = "sklearn"  # "sklearn" or "minibatch"
+    held_out: int = 0  # codes the mini-batch solver held out to choose C and the epoch
 
 
 def imbalance_ratio(y: np.ndarray) -> float:
@@ -93,22 +103,57 @@ def fit_linear_head(
     class_weight: str | None = "auto",
     random_state: int | None = 0,
     n_jobs: int | None = None,
+    solver: str = "auto",
+    device: str = "auto",
+    progress: bool = False,
 ) -> tuple[LinearHead, LinearFitReport]:
     """Fit a linear head on ``codes`` (n, d) for integer labels ``y`` in 0..k-1.
 
     ``class_weight="auto"`` uses balanced (inverse-frequency) weights when the largest class has more
-    than 1.5x the images of the smallest; ``"balanced"`` or ``None`` force either choice. C is
-    chosen by stratified k-fold cross-validation (k = min(5, smallest class)); ties go to the
-    stronger regularisation.
+    than 1.5x the images of the smallest; ``"balanced"`` or ``None`` force either choice.
+    ``solver="sklearn"`` chooses C by stratified k-fold cross-validation (k = min(5, smallest
+    class); ties go to the stronger regularisation); ``"minibatch"`` trains in PyTorch by
+    mini-batches and chooses C on a held-out split (:mod:`headstart.strategies.minibatch`), for
+    thousands of classes and millions of codes (``codes`` may be a memory map); ``"auto"`` takes
+    the mini-batch solver from ``MINIBATCH_FROM`` codes x classes on.
     """
-    if kind not in HEADS:
-        raise HeadstartError(f"unknown classifier {kind!r}; use one of {', '.join(HEADS)}.")
-    if class_weight not in ("auto", "balanced", None):
-        raise HeadstartError(f"class_weight must be 'auto', 'balanced' or None, got {class_weight!r}.")
+    check_choice("classifier", kind, HEADS)
+    check_choice("class_weight", class_weight, ("auto", "balanced", None))
+    check_choice("solver", solver, SOLVERS)
+    y = np.asarray(y)
+    if choose_solver(solver, kind, len(y), int(y.max()) + 1) == "minibatch":
+        return _fit_minibatch(codes, y, Cs, class_weight, random_state, device, progress)
     # The solver works on small matrices (at most images x code width); a multi-threaded BLAS spends more
     # time waking its threads than computing: one thread fits flowers-17's head 10x faster here.
     with threadpool_limits(limits=1, user_api="blas"):
-        return _fit(np.asarray(codes), np.asarray(y), kind, Cs, class_weight, random_state, n_jobs)
+        return _fit(np.asarray(codes), y, kind, Cs, class_weight, random_state, n_jobs)
+
+
+def choose_solver(solver: str, kind: str, n_codes: int, n_classes: int) -> str:
+    """The solver ``solver`` means for a head of ``kind`` on this many codes and classes."""
+    if solver == "minibatch" and kind != "logistic":
+        raise HeadstartError(f"the mini-batch solver fits logistic regression, not classifier={kind!r}; use solver='sklearn' for the SVM.")
+    if solver != "auto":
+        return solver
+    return "minibatch" if kind == "logistic" and n_codes * n_classes >= MINIBATCH_FROM else "sklearn"
+
+
+def _fit_minibatch(codes, y, Cs, class_weight, random_state, device, progress) -> tuple[LinearHead, LinearFitReport]:
+    from .minibatch import fit_minibatch
+
+    ratio = imbalance_ratio(y)
+    weight = ("balanced" if ratio > IMBALANCE_RATIO else None) if class_weight == "auto" else class_weight
+    (mean, scale, coef, intercept), fit = fit_minibatch(
+        codes, y, Cs=Cs or DEFAULT_CS["logistic"], balanced=weight == "balanced", random_state=random_state, device=device, progress=progress
+    )
+    scoring = "balanced_accuracy" if weight else "accuracy"
+    if fit.score < fit.nearest_mean_score:
+        log.warning(
+            "the linear head scored %.1f%% on %d held-out codes, class means %.1f%%: try smaller Cs (stronger regularisation)",
+            100 * fit.score, fit.held_out, 100 * fit.nearest_mean_score,
+        )
+    report = LinearFitReport(fit.C, 0, fit.score, None, scoring, weight, ratio, solver="minibatch", held_out=fit.held_out)
+    return LinearHead("logistic", mean, scale, coef, intercept), report
 
 
 def _fit(codes, y, kind, Cs, class_weight, random_state, n_jobs) -> tuple[LinearHead, LinearFitReport]:

@@ -1,7 +1,7 @@
 """Checkpoints: everything a fine-tuning run needs to continue exactly where it stopped.
 
 One safetensors file per checkpoint (tensors: the network, the optimizer's moments, the best
-epoch's weights, the random generators' states; metadata: epoch, history, early-stopping counters,
+epoch's weights, every rank's random generator state; metadata: epoch, history, early-stopping counters,
 the run's identity), written atomically after every epoch. Loading reads tensors and JSON only.
 """
 
@@ -29,9 +29,10 @@ def save_checkpoint(
     optimizer: torch.optim.Optimizer,
     early_stopping: EarlyStopping,
     history: History,
-    generator: torch.Generator,
     identity: dict,
+    rng_states: list[torch.Tensor] | None = None,
 ) -> None:
+    """``rng_states``: every rank's torch generator state, in rank order (default: this process's)."""
     tensors = {f"net.{k}": v for k, v in net.state_dict().items()}
     optimizer_state = optimizer.state_dict()
     for index, state in optimizer_state["state"].items():
@@ -39,8 +40,8 @@ def save_checkpoint(
             tensors[f"opt.{index}.{key}"] = torch.as_tensor(value)
     if early_stopping.best_state is not None:
         tensors |= {f"best.{k}": v for k, v in early_stopping.best_state.items()}
-    tensors["rng.torch"] = torch.get_rng_state()
-    tensors["rng.loader"] = generator.get_state()
+    for rank, state in enumerate(rng_states or [torch.get_rng_state()]):
+        tensors[f"rng.torch.{rank}"] = state
     meta = {
         "identity": identity,
         "epoch": len(history.records),
@@ -62,10 +63,11 @@ def restore_checkpoint(
     net: torch.nn.Module,
     optimizer: torch.optim.Optimizer,
     early_stopping: EarlyStopping,
-    generator: torch.Generator,
     identity: dict,
+    rank: int = 0,
 ) -> tuple[int, History]:
-    """Load the state saved at ``path`` into the given objects; returns (epochs done, history)."""
+    """Load the state saved at ``path`` into the given objects (and rank ``rank``'s random state
+    into torch's generator); returns (epochs done, history)."""
     if not path.is_file():
         raise HeadstartError(f"nothing to resume: no checkpoint at {path}; run fit without --resume.")
     with safe_open(str(path), framework="pt") as f:
@@ -90,8 +92,7 @@ def restore_checkpoint(
     early_stopping.epochs_without_improvement = stopping["epochs_without_improvement"]
     best = {k[5:]: v for k, v in tensors.items() if k.startswith("best.")}
     early_stopping.best_state = best or None
-    torch.set_rng_state(tensors["rng.torch"])
-    generator.set_state(tensors["rng.loader"])
+    torch.set_rng_state(tensors.get(f"rng.torch.{rank}", tensors.get("rng.torch", torch.get_rng_state())))  # "rng.torch": older files
     saved = meta["history"]
     history = History.from_dict(saved)
     return meta["epoch"], history

@@ -18,6 +18,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from .. import distributed
 from ..hardware import autocast
 
 
@@ -88,8 +89,8 @@ def _mixup_pairs(n: int, alpha: float, device: torch.device) -> tuple[float, tor
     return share, torch.randperm(n, device=device)
 
 
-def _train_epoch(net, optimizer, batches, criterion, lr_factor, step: int, device, bf16: bool, mixup: float) -> tuple[float, float]:
-    """One pass over the training batches, from global step ``step``: mean loss and accuracy."""
+def _train_epoch(net, optimizer, batches, criterion, lr_factor, step: int, device, bf16: bool, mixup: float) -> tuple[float, int, int]:
+    """One pass over the training batches, from global step ``step``: summed loss, correct, count."""
     total_loss, correct, count = 0.0, 0, 0
     for images, labels in batches:
         for group in optimizer.param_groups:
@@ -110,7 +111,7 @@ def _train_epoch(net, optimizer, batches, criterion, lr_factor, step: int, devic
         total_loss += float(loss.detach()) * len(labels)
         correct += int((logits.argmax(1) == labels).sum())
         count += len(labels)
-    return total_loss / count, correct / count
+    return total_loss, correct, count
 
 
 @torch.no_grad()
@@ -147,6 +148,7 @@ def train(
     start_epoch: int = 0,
     history: History | None = None,
     deadline: float | None = None,
+    wrap: Callable[[nn.Module], nn.Module] | None = None,
 ) -> History:
     """Train ``net`` for up to ``epochs``; returns the per-epoch history.
 
@@ -157,8 +159,10 @@ def train(
     epoch's bookkeeping (a checkpoint written there holds the whole state); ``start_epoch`` and
     ``history`` continue a run restored from such a checkpoint. ``deadline`` (a
     ``time.perf_counter()`` value) ends training after the epoch past which another one would not
-    finish in time.
+    finish in time. ``wrap(net)``, called each epoch after ``set_train_mode``, gives the module
+    the training steps run through (DistributedDataParallel under several processes).
     """
+    world = distributed.current()
     for group in optimizer.param_groups:
         group.setdefault("initial_lr", group["lr"])  # restored with the optimizer's state on resume
     history = history if history is not None else History()
@@ -168,25 +172,28 @@ def train(
         if hasattr(train_loader.sampler, "set_epoch"):
             train_loader.sampler.set_epoch(epoch)
         bar = tqdm(train_loader, disable=not progress, desc=f"epoch {epoch + 1}/{epochs}", leave=False, unit="batch")
-        train_loss, train_accuracy = _train_epoch(net, optimizer, bar, criterion, lr_factor, epoch * len(train_loader), device, bf16, mixup)
-        val_loss = val_accuracy = None
-        if val_loader is not None:
-            val_loss, val_accuracy = evaluate(net, val_loader, criterion, device, bf16=bf16)
-        record = EpochRecord(
-            epoch + 1, train_loss, train_accuracy, val_loss, val_accuracy,
-            learning_rates={group.get("name", str(i)): group["lr"] for i, group in enumerate(optimizer.param_groups)},
-            trainable_parameters=sum(p.numel() for p in net.parameters() if p.requires_grad),
-            seconds=time.perf_counter() - start,
-        )
+        sums = _train_epoch(wrap(net) if wrap else net, optimizer, bar, criterion, lr_factor, epoch * len(train_loader), device, bf16, mixup)
+        total_loss, correct, count = world.sum(list(sums))  # every rank's share of the epoch
+        val_loss, val_accuracy = evaluate(net, val_loader, criterion, device, bf16=bf16) if val_loader is not None else (None, None)
+        record = _record(epoch, total_loss / count, correct / count, val_loss, val_accuracy, optimizer, net, start)
         history.records.append(record)
         stop = early_stopping is not None and val_loss is not None and early_stopping.update(epoch + 1, val_loss, net)
         if on_epoch_end is not None:
             on_epoch_end(record)
         out_of_time = deadline is not None and time.perf_counter() + record.seconds > deadline
-        if stop or out_of_time:
+        if world.sum([float(stop or out_of_time)])[0] > 0:  # one decision for every rank (clocks differ)
             history.stopped_early = epoch + 1 < epochs
             break
     return _keep_best(net, history, early_stopping)
+
+
+def _record(epoch, train_loss, train_accuracy, val_loss, val_accuracy, optimizer, net, start) -> EpochRecord:
+    return EpochRecord(
+        epoch + 1, train_loss, train_accuracy, val_loss, val_accuracy,
+        learning_rates={group.get("name", str(i)): group["lr"] for i, group in enumerate(optimizer.param_groups)},
+        trainable_parameters=sum(p.numel() for p in net.parameters() if p.requires_grad),
+        seconds=time.perf_counter() - start,
+    )
 
 
 def _keep_best(net: nn.Module, history: History, early_stopping: EarlyStopping | None) -> History:

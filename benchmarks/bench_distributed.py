@@ -1,0 +1,74 @@
+"""One process against two (torchrun, gloo) on the same data, seed and global batch.
+
+    python benchmarks/bench_distributed.py ../shared/datasets/hymenoptera [--strategies linear finetune_top]
+
+For each strategy, `headstart fit DATA --strategy S` runs once on one process and once with
+`--nproc 2`, each into a fresh run directory with an empty feature cache; printed: the held-out
+accuracy (and the difference in images), the wall time and what metrics.json says of the run.
+Then a two-process fine-tuning run has its rank 1 killed once training started, and the time
+until the whole job has ended (and its exit code) is printed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("data", type=Path)
+    parser.add_argument("--strategies", nargs="*", default=["linear", "finetune_top"])
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="headstart-distributed-") as work:
+        work = Path(work)
+        for strategy in args.strategies:
+            results = [fit(args.data, work / f"{strategy}-{n}", strategy, n) for n in (1, 2)]
+            (one, one_seconds), (two, two_seconds) = results
+            images = round(abs(one["accuracy"] - two["accuracy"]) * one["n_images"])
+            print(
+                f"{args.data.name} {strategy:13s} 1 process {one['accuracy']:.2%} in {one_seconds:.0f} s | "
+                f"2 processes {two['accuracy']:.2%} in {two_seconds:.0f} s ({two['run']}) | {images} image(s) apart",
+                flush=True,
+            )
+        kill_one_rank(args.data, work / "killed")
+
+
+def fit(data: Path, run: Path, strategy: str, nproc: int) -> tuple[dict, float]:
+    command = [sys.executable, "-m", "headstart", "-q", "fit", str(data), "-o", str(run), "--strategy", strategy, "--no-diagnostics"]
+    command += ["--nproc", str(nproc)] if nproc > 1 else []
+    env = {**os.environ, "HEADSTART_CACHE": str(run) + "-cache"}
+    start = time.perf_counter()
+    subprocess.run(command, check=True, env=env, stdout=subprocess.DEVNULL)
+    metrics = json.loads((run / "metrics.json").read_text())
+    return metrics["evaluation"] | {"run": metrics["run"]}, time.perf_counter() - start
+
+
+def kill_one_rank(data: Path, run: Path) -> None:
+    command = [
+        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2", "-m", "headstart", "-q", "fit", str(data),
+        "-o", str(run), "--strategy", "finetune_top", "--epochs", "50", "--no-diagnostics",
+    ]
+    job = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env={**os.environ, "HEADSTART_CACHE": str(run) + "-cache"})
+    while not (run / "checkpoints").exists():
+        if job.poll() is not None:
+            sys.exit(f"the job ended before training started:\n{job.stderr.read()[-2000:]}")
+        time.sleep(0.5)
+    children = [int(p) for p in Path(f"/proc/{job.pid}/task/{job.pid}/children").read_text().split()]
+    victim = next(pid for pid in children if b"\0RANK=1\0" in b"\0" + Path(f"/proc/{pid}/environ").read_bytes())
+    os.kill(victim, signal.SIGKILL)
+    start = time.perf_counter()
+    _, err = job.communicate(timeout=300)
+    last = [line for line in err.splitlines() if line.strip()][-1:] or ["(nothing)"]
+    print(f"rank 1 killed after training began: the job ended in {time.perf_counter() - start:.1f} s, exit {job.returncode}; last line: {last[0][:160]}")
+
+
+if __name__ == "__main__":
+    main()

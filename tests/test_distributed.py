@@ -1,0 +1,133 @@
+"""Runs on two gloo processes, started by torchrun, against the same run on one process."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from safetensors.numpy import load_file
+
+from headstart.data.sampling import ClassBalancedSampler
+from headstart.features import Codes
+from headstart.pipeline import join_shares
+from tests.conftest import write_class_folders
+
+TINY = ["--backbone", "tiny", "--engine", "torch", "--no-diagnostics"]
+FINETUNE = ["--strategy", "finetune_top", "--epochs", "2", "--augmentation", "none", "--set", "batch_size=8", "--set", "precision=fp32", "--set", "dropout=0"]
+
+
+def headstart(*argv, nproc: int = 1, timeout: float = 240, env: dict | None = None) -> subprocess.CompletedProcess:
+    """``headstart -q ...`` in a fresh process, under torchrun when ``nproc`` > 1."""
+    launcher = ["-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}"] if nproc > 1 else []
+    command = [sys.executable, *launcher, "-m", "headstart", "-q", *map(str, argv)]
+    return subprocess.run(command, capture_output=True, text=True, timeout=timeout, env={**os.environ, **(env or {})})
+
+
+def head_of(run: Path) -> dict:
+    return load_file(run / "model.safetensors")
+
+
+@pytest.fixture
+def noisy_splits(tmp_path) -> Path:
+    """Colour classes that overlap, so a head and a test accuracy have something to get wrong."""
+    colours = {"grey": (128, 128, 128), "red": (133, 128, 128), "green": (128, 133, 128), "blue": (128, 128, 133)}  # ~75% apart
+    write_class_folders(tmp_path / "data" / "train", per_class=10, colours=colours, seed=1)
+    write_class_folders(tmp_path / "data" / "test", per_class=5, colours=colours, seed=2)
+    return tmp_path / "data"
+
+
+@pytest.mark.parametrize("solver", ["sklearn", "minibatch"])
+def test_two_processes_fit_the_linear_head_one_process_fits(noisy_splits, tmp_path, solver):
+    one = headstart("fit", noisy_splits, "-o", tmp_path / "one", "--strategy", "linear", "--solver", solver, *TINY)
+    two = headstart("fit", noisy_splits, "-o", tmp_path / "two", "--strategy", "linear", "--solver", solver, *TINY, nproc=2)
+    assert one.returncode == 0 and two.returncode == 0, two.stderr[-2000:]
+    a, b = head_of(tmp_path / "one"), head_of(tmp_path / "two")
+    np.testing.assert_array_equal(a["mean"], b["mean"])  # codes identical: the statistics are too
+    # scikit-learn's head is rank 0's, handed over; the mini-batch one splits every batch between
+    # the ranks, so its bf16 products round in other places (0.3% of a weight, here)
+    np.testing.assert_allclose(a["coef"], b["coef"], rtol=0, atol=0 if solver == "sklearn" else 0.02 * np.abs(a["coef"]).max())
+    metrics = json.loads((tmp_path / "two" / "metrics.json").read_text())
+    assert metrics["run"] == {"world_size": 2, "backend": "gloo", "device": "cpu"}
+    assert json.loads((tmp_path / "one" / "model.json").read_text())["run"]["world_size"] == 1
+    assert json.loads((tmp_path / "two" / "model.json").read_text())["run"]["backend"] == "gloo"
+    assert metrics["evaluation"]["accuracy"] == json.loads((tmp_path / "one" / "metrics.json").read_text())["evaluation"]["accuracy"]
+
+
+def test_fine_tuning_on_two_processes_ends_within_one_image_of_one(noisy_splits, tmp_path):
+    one = headstart("fit", noisy_splits, "-o", tmp_path / "one", *FINETUNE, *TINY)
+    two = headstart("fit", noisy_splits, "-o", tmp_path / "two", *FINETUNE, *TINY, "--nproc", "2")  # the shorthand
+    assert one.returncode == 0 and two.returncode == 0, two.stderr[-2000:]
+    accuracy = [json.loads((tmp_path / run / "metrics.json").read_text())["evaluation"] for run in ("one", "two")]
+    assert abs(accuracy[0]["accuracy"] - accuracy[1]["accuracy"]) * accuracy[0]["n_images"] <= 1
+    history = json.loads((tmp_path / "two" / "history.json").read_text())
+    assert len(history["records"]) == 2 and (tmp_path / "two" / "checkpoints").is_dir()
+    # --resume under torchrun: every rank loads rank 0's checkpoint (here: of the finished run, so
+    # nothing is left to train) and the run ends as it did
+    resumed = headstart("fit", noisy_splits, "-o", tmp_path / "two", *FINETUNE, *TINY, "--resume", nproc=2)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert json.loads((tmp_path / "two" / "history.json").read_text()) == history
+    assert json.loads((tmp_path / "two" / "metrics.json").read_text())["evaluation"] == accuracy[1]
+
+
+def _children(pid: int) -> list[int]:
+    return [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+
+
+def _rank_of(pid: int) -> int | None:
+    environ = dict(item.split("=", 1) for item in Path(f"/proc/{pid}/environ").read_bytes().decode(errors="replace").split("\0") if "=" in item)
+    return int(environ["RANK"]) if "RANK" in environ else None
+
+
+@pytest.mark.parametrize("how", ["killed", "hung"])
+def test_a_rank_that_dies_or_hangs_ends_the_job_non_zero(noisy_splits, tmp_path, how):
+    command = [
+        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2", "-m", "headstart", "-q", "fit",
+        str(noisy_splits), "-o", str(tmp_path / "run"), *FINETUNE[:3], "200", *FINETUNE[4:], *TINY,
+    ]
+    job = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, "HEADSTART_COLLECTIVE_TIMEOUT": "15"})
+    deadline = time.monotonic() + 120
+    while not (tmp_path / "run" / "checkpoints").exists():  # training has started
+        assert job.poll() is None and time.monotonic() < deadline, job.stderr.read()[-2000:] if job.poll() is not None else "no checkpoint"
+        time.sleep(0.5)
+    victim = next(pid for pid in _children(job.pid) if _rank_of(pid) == 1)
+    os.kill(victim, signal.SIGKILL if how == "killed" else signal.SIGSTOP)
+    started = time.monotonic()
+    try:
+        _, err = job.communicate(timeout=90)
+    finally:
+        if job.poll() is None:
+            job.kill()
+        if how == "hung":
+            subprocess.run(["kill", "-9", str(victim)], capture_output=True)
+    assert job.returncode != 0
+    assert time.monotonic() - started < 60
+    if how == "hung":  # rank 0 waited one collective timeout, then said why
+        assert "lost the other processes" in err
+
+
+def test_the_balanced_sampler_shares_one_draw_between_ranks():
+    labels = np.repeat(np.arange(5), [50, 20, 10, 5, 2])  # 87: two shares of 44, as one process drawing 88
+    whole = ClassBalancedSampler(labels, 88, seed=3)
+    shares = [ClassBalancedSampler(labels, seed=3, num_replicas=2, rank=r) for r in range(2)]
+    for epoch in (0, 1):
+        for sampler in (whole, *shares):
+            sampler.set_epoch(epoch)
+        drawn = whole.draw()
+        np.testing.assert_array_equal(shares[0].draw(), drawn[0::2])
+        np.testing.assert_array_equal(shares[1].draw(), drawn[1::2])
+    assert len(shares[0]) == len(shares[1]) == 44 and len(ClassBalancedSampler(labels)) == 87
+    assert not np.array_equal(whole.draw(), (whole.set_epoch(0), whole.draw())[1])  # reseeded every epoch
+
+
+def test_shares_of_codes_join_back_in_order():
+    codes = np.arange(14, dtype=np.float32).reshape(7, 2)
+    full = Codes(codes, [f"h{i}" for i in range(7)], np.arange(7, dtype=np.uint64), failures={4: "unreadable"}, computed=7)
+    parts = [full.subset(np.arange(r, 7, 3)) for r in range(3)]
+    joined = join_shares(parts, 3)
+    np.testing.assert_array_equal(joined.codes, codes)
+    assert joined.content_hashes == full.content_hashes and joined.failures == {4: "unreadable"}
