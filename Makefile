@@ -59,6 +59,7 @@ benchmarks: install
 	$(BIN)/python benchmarks/bench_style_index.py
 	$(BIN)/python benchmarks/bench_cold_fit.py ../shared/datasets/hymenoptera --baseline 584aa58 --repeats 5
 	$(BIN)/python benchmarks/bench_scale.py
+	$(BIN)/python benchmarks/bench_distributed.py ../shared/datasets/hymenoptera
 
 clean:
 	rm -rf $(VENV) runs

@@ -12,7 +12,9 @@ import numpy as np
 import pytest
 from safetensors.numpy import load_file
 
-from headstart.data.sampling import ClassBalancedSampler
+import torch
+
+from headstart.data.sampling import ClassBalancedSampler, SharedShuffleSampler
 from headstart.features import Codes
 from headstart.pipeline import join_shares
 from tests.conftest import write_class_folders
@@ -122,6 +124,29 @@ def test_the_balanced_sampler_shares_one_draw_between_ranks():
         np.testing.assert_array_equal(shares[1].draw(), drawn[1::2])
     assert len(shares[0]) == len(shares[1]) == 44 and len(ClassBalancedSampler(labels)) == 87
     assert not np.array_equal(whole.draw(), (whole.set_epoch(0), whole.draw())[1])  # reseeded every epoch
+
+
+def test_the_shared_shuffle_is_one_process_shuffle_split_between_ranks():
+    def epochs(loader, n=3):
+        return [torch.cat([batch for batch in loader]).tolist() for _ in range(n)]
+
+    data = torch.arange(10)
+    seeded = lambda: torch.Generator().manual_seed(5)  # noqa: E731
+    plain = seeded()  # what fine-tuning on one process always did: DataLoader(shuffle=True, generator=g)
+    reference = epochs(torch.utils.data.DataLoader(data, batch_size=4, shuffle=True, generator=plain))
+    one = seeded()
+    assert epochs(torch.utils.data.DataLoader(data, batch_size=4, sampler=SharedShuffleSampler(10, one), generator=one)) == reference
+    assert one.get_state().equal(plain.get_state())  # the generator moved alike: a resumed run continues alike
+    shares = []
+    for rank in range(2):
+        g = seeded()
+        shares.append(epochs(torch.utils.data.DataLoader(data, batch_size=2, sampler=SharedShuffleSampler(10, g, num_replicas=2, rank=rank), generator=g)))
+    for epoch in range(3):  # step k of the two ranks together holds the images of one process's step k
+        for step in range(3):
+            together = shares[0][epoch][2 * step : 2 * step + 2] + shares[1][epoch][2 * step : 2 * step + 2]
+            assert sorted(together) == sorted(reference[epoch][4 * step : 4 * step + 4])
+    odd = [list(SharedShuffleSampler(9, seeded(), num_replicas=2, rank=rank)) for rank in range(2)]
+    assert len(odd[0]) == len(odd[1]) == 5 and set(odd[0] + odd[1]) == set(range(9))  # padded to equal shares
 
 
 def test_shares_of_codes_join_back_in_order():

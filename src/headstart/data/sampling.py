@@ -61,6 +61,33 @@ def plan_imbalance(labels: np.ndarray, handling: str = "auto") -> ImbalancePlan:
     )
 
 
+class SharedShuffleSampler(torch.utils.data.Sampler[int]):
+    """A new random order of ``n`` images every epoch, from ``generator``, of which each of
+    ``num_replicas`` processes takes every num_replicas-th from its ``rank``.
+
+    Every rank holds a generator seeded alike, and it draws exactly what PyTorch's RandomSampler
+    (``DataLoader(shuffle=True, generator=...)``) draws from it, so one process shuffles as it always
+    did, and a step of N processes, each taking its share of the batch, sees the very images one
+    process's step would. Shares are equal (the order wraps around to fill the last, as
+    ``DistributedSampler`` pads): every rank must take the same number of steps. Resuming restores
+    the generator's state.
+    """
+
+    def __init__(self, n: int, generator: torch.Generator, *, num_replicas: int = 1, rank: int = 0):
+        self.n, self.generator = n, generator
+        self.num_replicas, self.rank = num_replicas, rank
+
+    def __iter__(self) -> Iterator[int]:
+        order = torch.randperm(self.n, generator=self.generator)
+        if self.num_replicas > 1:
+            order = order.repeat(-(-len(self) * self.num_replicas // self.n))[: len(self) * self.num_replicas]
+        yield from order[self.rank :: self.num_replicas].tolist()
+        torch.randperm(self.n, generator=self.generator)  # RandomSampler's second, empty, draw: the same stream
+
+    def __len__(self) -> int:
+        return -(-self.n // self.num_replicas)
+
+
 class ClassBalancedSampler(torch.utils.data.Sampler[int]):
     """Draws each sample by picking a class uniformly, then an image of that class uniformly.
 

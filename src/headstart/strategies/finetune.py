@@ -35,7 +35,7 @@ from .. import distributed
 from ..data.augment import augmentation_transform, policy_steps
 from ..data.batches import ImageBatches
 from ..data.images import as_sources
-from ..data.sampling import IMBALANCE_HANDLING, ClassBalancedSampler, ImbalancePlan, inverse_frequency_weights, plan_imbalance
+from ..data.sampling import IMBALANCE_HANDLING, ClassBalancedSampler, ImbalancePlan, SharedShuffleSampler, inverse_frequency_weights, plan_imbalance
 from ..errors import DataError, HeadstartError, check_choice
 from ..hardware import PRECISIONS, resolve_bf16, resolve_device
 from ..training import EarlyStopping, EpochRecord, History, RangeTest, lr_range_test, param_groups, train, warmup_cosine
@@ -273,7 +273,7 @@ def _finetune(spec, train_images, train_labels, val_images, val_labels, config, 
     net = _new_network(spec, n_classes, config, head_init).to(device)
     world = distributed.current()
     plan = plan_imbalance(train_labels, config.imbalance)
-    train_loader, val_loader = _loaders(train_images, train_labels, val_images, val_labels, config, preprocessing, plan)
+    train_loader, val_loader, generator = _loaders(train_images, train_labels, val_images, val_labels, config, preprocessing, plan)
     weights = inverse_frequency_weights(train_labels, n_classes) if plan.mode in ("weights", "both") else None
     criterion = nn.CrossEntropyLoss(
         weight=torch.as_tensor(weights, dtype=torch.float32, device=device) if weights is not None else None,
@@ -290,14 +290,14 @@ def _finetune(spec, train_images, train_labels, val_images, val_labels, config, 
     if resume:
         if checkpoint is None:
             raise HeadstartError("resume needs a checkpoint folder: give the run directory (-o RUN) that was interrupted.")
-        start_epoch, history = restore_checkpoint(checkpoint, net=net, optimizer=optimizer, early_stopping=stopper, identity=identity, rank=world.rank)
+        start_epoch, history = restore_checkpoint(checkpoint, net=net, optimizer=optimizer, early_stopping=stopper, generator=generator, identity=identity, rank=world.rank)
         log.info("resuming after epoch %d of %d", start_epoch, config.epochs)
 
     def end_of_epoch(record) -> None:
         if checkpoint is not None:  # one writer, holding every rank's random state; every rank resumes from it
             rng_states = world.gather(torch.get_rng_state())
             if world.main:
-                save_checkpoint(checkpoint, net=net, optimizer=optimizer, early_stopping=stopper, history=history, identity=identity, rng_states=rng_states)
+                save_checkpoint(checkpoint, net=net, optimizer=optimizer, early_stopping=stopper, history=history, generator=generator, identity=identity, rng_states=rng_states)
         if on_epoch_end is not None:
             on_epoch_end(record, net)
 
@@ -323,22 +323,23 @@ def _new_network(spec: BackboneSpec, n_classes: int, config: FineTuneConfig, hea
 
 def _loaders(train_images, train_labels, val_images, val_labels, config: FineTuneConfig, preprocessing: Preprocessing, plan: ImbalancePlan):
     """Training batches (augmented; reshuffled every epoch, or drawn class-balanced when the
-    imbalance plan says so), and validation batches."""
+    imbalance plan says so), validation batches, and the generator that orders them."""
     train_set = ImageDataset(train_images, train_labels, augmentation_transform(config.augmentation, preprocessing), preprocessing.resize)
     val_set = ImageDataset(val_images, val_labels, preprocessing.transform(), preprocessing.resize)
     world = distributed.current()
-    # One shuffle per epoch, reseeded from the seed and the epoch (set_epoch), each rank taking every
-    # world-size-th image of it: a step of N processes sees the very images one process's step would
-    # (its share of batch_size each), so the run is the same run on any number of processes.
+    # Several processes share one order per epoch, each taking every world-size-th image and its
+    # share of batch_size a step: a step sees the very images one process's step would.
+    generator = torch.Generator().manual_seed(config.seed)
+    world = distributed.current()
     if plan.mode in ("sampler", "both"):
         sampler = ClassBalancedSampler(train_labels, seed=config.seed, num_replicas=world.size, rank=world.rank)
     else:
-        sampler = torch.utils.data.DistributedSampler(train_set, world.size, world.rank, shuffle=True, seed=config.seed)
+        sampler = SharedShuffleSampler(len(train_set), generator, num_replicas=world.size, rank=world.rank)
     train_loader = torch.utils.data.DataLoader(
-        train_set, batch_size=max(1, config.batch_size // world.size), sampler=sampler, num_workers=config.num_workers
+        train_set, batch_size=max(1, config.batch_size // world.size), sampler=sampler, generator=generator, num_workers=config.num_workers
     )
     val_loader = torch.utils.data.DataLoader(val_set, batch_size=config.batch_size, num_workers=config.num_workers)
-    return train_loader, val_loader
+    return train_loader, val_loader, generator
 
 
 def _wrapper(world: distributed.World, device: torch.device) -> Callable[[nn.Module], nn.Module] | None:

@@ -29,6 +29,7 @@ def save_checkpoint(
     optimizer: torch.optim.Optimizer,
     early_stopping: EarlyStopping,
     history: History,
+    generator: torch.Generator,
     identity: dict,
     rng_states: list[torch.Tensor] | None = None,
 ) -> None:
@@ -42,6 +43,7 @@ def save_checkpoint(
         tensors |= {f"best.{k}": v for k, v in early_stopping.best_state.items()}
     for rank, state in enumerate(rng_states or [torch.get_rng_state()]):
         tensors[f"rng.torch.{rank}"] = state
+    tensors["rng.loader"] = generator.get_state()  # the same on every rank
     meta = {
         "identity": identity,
         "epoch": len(history.records),
@@ -63,6 +65,7 @@ def restore_checkpoint(
     net: torch.nn.Module,
     optimizer: torch.optim.Optimizer,
     early_stopping: EarlyStopping,
+    generator: torch.Generator,
     identity: dict,
     rank: int = 0,
 ) -> tuple[int, History]:
@@ -93,6 +96,7 @@ def restore_checkpoint(
     best = {k[5:]: v for k, v in tensors.items() if k.startswith("best.")}
     early_stopping.best_state = best or None
     torch.set_rng_state(tensors.get(f"rng.torch.{rank}", tensors.get("rng.torch", torch.get_rng_state())))  # "rng.torch": older files
+    generator.set_state(tensors["rng.loader"])
     saved = meta["history"]
     history = History.from_dict(saved)
     return meta["epoch"], history
