@@ -28,11 +28,11 @@ from .data.images import ImageSource, as_sources
 from .errors import DataError
 from .features import Codes
 from .fitted import MODEL_PARAMS, FittedModel
-from .recipe import Recipe, Runtime, check_params, needs_plan, resolve
 from .hardware import resolve_device
+from .recipe import Recipe, Runtime, check_params, needs_plan, resolve
 from .strategies import LinearHead, fit_linear_head
-from .strategies.linear import choose_solver
 from .strategies.finetune import finetune, network_scores
+from .strategies.linear import choose_solver
 from .training.tensorboard import TensorBoardLog
 
 log = logging.getLogger(__name__)

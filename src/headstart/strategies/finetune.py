@@ -30,8 +30,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..backbones import PRE_LOGITS, BackboneSpec, Preprocessing, build_feature_map_model, build_tap_model
 from .. import distributed
+from ..backbones import PRE_LOGITS, BackboneSpec, Preprocessing, build_feature_map_model, build_tap_model
 from ..data.augment import augmentation_transform, policy_steps
 from ..data.batches import ImageBatches
 from ..data.images import as_sources
