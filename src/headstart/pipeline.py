@@ -90,7 +90,7 @@ def _codes(extractor, images: list, progress: bool, world: distributed.World) ->
     if not world.active:
         return extractor(images, progress=progress)
     mine = world.share(len(images))
-    part = extractor([images[i] for i in mine], progress=progress and world.main)
+    part = extractor([images[i] for i in mine], progress=progress and world.main, desc=f"features (1 share of {world.size})")
     return join_shares(world.gather(part), world.size)
 
 
