@@ -21,7 +21,7 @@ from .features import code_extractor
 from .features.engine import ENGINES
 from .hardware import resolve_device
 from .strategies.finetune import STRATEGIES, FineTuneConfig
-from .strategies.linear import HEADS, SOLVERS, choose_solver
+from .strategies.linear import check_solver
 
 STRATEGY_CHOICES = ("auto", "linear", "scratch", *STRATEGIES)
 CLASS_WEIGHTS = ("auto", "balanced", None)
@@ -111,10 +111,8 @@ def finetune_config(params: dict, strategy: str, planned: dict | None = None) ->
 def check_params(params: dict) -> dict:
     """Raise one DataError line for the first bad parameter; return ``params`` when all are good."""
     check_choice("strategy", params["strategy"], STRATEGY_CHOICES)
-    check_choice("classifier", params["classifier"], HEADS)
-    check_choice("solver", params["solver"], SOLVERS)
     try:
-        choose_solver(params["solver"], params["classifier"], 0, 0)
+        check_solver(params["solver"], params["classifier"])
     except HeadstartError as exc:
         raise DataError(str(exc)) from None
     check_choice("class_weight", params["class_weight"], CLASS_WEIGHTS)

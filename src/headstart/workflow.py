@@ -102,12 +102,12 @@ def fit_folder(
     model = TransferClassifier(strict=strict, **_run_directories(output, tensorboard, params))
     fit, codes = _fit_split(model.get_params(), dataset, start)
     record = fit.record
+    model = TransferClassifier.from_fitted(record, **model.get_params())
     world = distributed.current()
     if world.active:  # the shared work is done: rank 0 evaluates, diagnoses and writes alone
         distributed.stop()
         if not world.main:
-            return TransferClassifier.from_fitted(record, **model.get_params()), None
-    model = TransferClassifier.from_fitted(record, **model.get_params())
+            return model, None
     release_freed_memory()  # what fitting freed; evaluation and diagnostics come next
 
     records, labels = dataset.records, _labels(dataset.records)

@@ -326,7 +326,6 @@ def _loaders(train_images, train_labels, val_images, val_labels, config: FineTun
     imbalance plan says so), validation batches, and the generator that orders them."""
     train_set = ImageDataset(train_images, train_labels, augmentation_transform(config.augmentation, preprocessing), preprocessing.resize)
     val_set = ImageDataset(val_images, val_labels, preprocessing.transform(), preprocessing.resize)
-    world = distributed.current()
     # Several processes share one order per epoch, each taking every world-size-th image and its
     # share of batch_size a step: a step sees the very images one process's step would.
     generator = torch.Generator().manual_seed(config.seed)

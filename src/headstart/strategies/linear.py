@@ -118,9 +118,8 @@ def fit_linear_head(
     thousands of classes and millions of codes (``codes`` may be a memory map); ``"auto"`` takes
     the mini-batch solver from ``MINIBATCH_FROM`` codes x classes on.
     """
-    check_choice("classifier", kind, HEADS)
     check_choice("class_weight", class_weight, ("auto", "balanced", None))
-    check_choice("solver", solver, SOLVERS)
+    check_solver(solver, kind)
     y = np.asarray(y)
     if choose_solver(solver, kind, len(y), int(y.max()) + 1) == "minibatch":
         return _fit_minibatch(codes, y, Cs, class_weight, random_state, device, progress)
@@ -130,10 +129,17 @@ def fit_linear_head(
         return _fit(np.asarray(codes), y, kind, Cs, class_weight, random_state, n_jobs)
 
 
-def choose_solver(solver: str, kind: str, n_codes: int, n_classes: int) -> str:
-    """The solver ``solver`` means for a head of ``kind`` on this many codes and classes."""
+def check_solver(solver: str, kind: str) -> None:
+    """Raise unless ``solver`` is known and can fit a head of ``kind``."""
+    check_choice("classifier", kind, HEADS)
+    check_choice("solver", solver, SOLVERS)
     if solver == "minibatch" and kind != "logistic":
         raise HeadstartError(f"the mini-batch solver fits logistic regression, not classifier={kind!r}; use solver='sklearn' for the SVM.")
+
+
+def choose_solver(solver: str, kind: str, n_codes: int, n_classes: int) -> str:
+    """The solver ``solver`` means for a head of ``kind`` on this many codes and classes."""
+    check_solver(solver, kind)
     if solver != "auto":
         return solver
     return "minibatch" if kind == "logistic" and n_codes * n_classes >= MINIBATCH_FROM else "sklearn"
@@ -142,12 +148,10 @@ def choose_solver(solver: str, kind: str, n_codes: int, n_classes: int) -> str:
 def _fit_minibatch(codes, y, Cs, class_weight, random_state, device, progress) -> tuple[LinearHead, LinearFitReport]:
     from .minibatch import fit_minibatch
 
-    ratio = imbalance_ratio(y)
-    weight = ("balanced" if ratio > IMBALANCE_RATIO else None) if class_weight == "auto" else class_weight
+    ratio, weight, scoring = _weighting(y, class_weight)
     (mean, scale, coef, intercept), fit = fit_minibatch(
         codes, y, Cs=Cs or DEFAULT_CS["logistic"], balanced=weight == "balanced", random_state=random_state, device=device, progress=progress
     )
-    scoring = "balanced_accuracy" if weight else "accuracy"
     if fit.score < fit.nearest_mean_score:
         log.warning(
             "the linear head scored %.1f%% on %d held-out codes, class means %.1f%%: try smaller Cs (stronger regularisation)",
@@ -157,11 +161,16 @@ def _fit_minibatch(codes, y, Cs, class_weight, random_state, device, progress) -
     return LinearHead("logistic", mean, scale, coef, intercept), report
 
 
-def _fit(codes, y, kind, Cs, class_weight, random_state, n_jobs) -> tuple[LinearHead, LinearFitReport]:
-    """fit_linear_head after validation: class weighting, the exact change of basis, CV, refit."""
+def _weighting(y: np.ndarray, class_weight: str | None) -> tuple[float, str | None, str]:
+    """(imbalance ratio, the class weighting ``class_weight`` means here, the score to choose C by)."""
     ratio = imbalance_ratio(y)
     weight = ("balanced" if ratio > IMBALANCE_RATIO else None) if class_weight == "auto" else class_weight
-    scoring = "balanced_accuracy" if weight else "accuracy"
+    return ratio, weight, "balanced_accuracy" if weight else "accuracy"
+
+
+def _fit(codes, y, kind, Cs, class_weight, random_state, n_jobs) -> tuple[LinearHead, LinearFitReport]:
+    """fit_linear_head after validation: class weighting, the exact change of basis, CV, refit."""
+    ratio, weight, scoring = _weighting(y, class_weight)
     Cs = tuple(sorted(Cs or DEFAULT_CS[kind]))
     counts = np.bincount(y)
     folds = min(MAX_CV_FOLDS, int(counts[counts > 0].min()))

@@ -35,9 +35,11 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from sklearn.preprocessing import StandardScaler
 from tqdm.auto import tqdm
 
 from .. import distributed
+from ..data.sampling import inverse_frequency_weights
 from ..hardware import autocast, resolve_bf16, resolve_device
 
 # Codes per optimisation step: the set's size over STEPS_PER_EPOCH, within [MIN_BATCH, BATCH]. Up
@@ -156,28 +158,12 @@ def capped_sample(y: np.ndarray, rows: np.ndarray, limit: int, rng: np.random.Ge
 
 
 def code_statistics(codes: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Mean and standard deviation per code of ``codes[rows]``, in float64, one chunk at a time
-    (a constant code gets scale 1, as scikit-learn's StandardScaler gives it)."""
-    total = np.zeros(codes.shape[1])
-    squares = np.zeros(codes.shape[1])
+    """Mean and standard deviation per code of ``codes[rows]``, one chunk at a time: scikit-learn's
+    StandardScaler, as the scikit-learn head standardises (a constant code gets scale 1)."""
+    scaler = StandardScaler()
     for start in range(0, len(rows), CHUNK):
-        block = np.asarray(codes[rows[start : start + CHUNK]], dtype=np.float64)
-        total += block.sum(axis=0)
-        squares += (block * block).sum(axis=0)
-    mean = total / len(rows)
-    variance = np.maximum(squares / len(rows) - mean * mean, 0.0)
-    scale = np.sqrt(variance)
-    scale[scale < 1e-12 * max(1.0, float(np.abs(mean).max(initial=0.0)))] = 1.0
-    return mean, scale
-
-
-def _class_weights(y: np.ndarray, n_classes: int) -> np.ndarray:
-    """scikit-learn's "balanced" weights, n / (k * n_class), over the classes present."""
-    counts = np.bincount(y, minlength=n_classes).astype(np.float64)
-    present = counts > 0
-    weights = np.zeros(n_classes)
-    weights[present] = len(y) / (present.sum() * counts[present])
-    return weights
+        scaler.partial_fit(np.asarray(codes[rows[start : start + CHUNK]]))
+    return scaler.mean_, scaler.scale_
 
 
 class _Data:
@@ -202,7 +188,8 @@ class _Data:
         return np.concatenate(out) if out else np.zeros(0, dtype=np.int64)
 
     def score(self, model: "_Model", rows: np.ndarray, balanced: bool) -> float:
-        """Held-out accuracy, or balanced accuracy (mean recall over the classes present)."""
+        """Held-out accuracy, or balanced accuracy (mean recall over the classes present; by counts,
+        not scikit-learn's balanced_accuracy_score, whose confusion matrix is K x K)."""
         if len(rows) == 0:
             return float("nan")
         predicted, truth = self.predictions(model, rows), self.y[np.sort(rows)]
@@ -289,7 +276,7 @@ def _train(model, data, rows, balanced, C, steps, rng, progress, desc) -> int:
     if batch == BATCH:  # a large set: its passes, not the step count, bound the time
         epochs = min(epochs, MAX_EPOCHS)
     n_classes = model.bias.shape[0]
-    class_weights = torch.as_tensor(_class_weights(data.y[rows], n_classes), dtype=torch.float32, device=data.device) if balanced else None
+    class_weights = torch.as_tensor(inverse_frequency_weights(data.y[rows], n_classes), dtype=torch.float32, device=data.device) if balanced else None
     optimizer = torch.optim.Adam([model.weight, model.bias], lr=_learning_rate(data, rows, class_weights, C, n_classes, rng))
     total = per_epoch * epochs
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 0.5 * (1 + math.cos(math.pi * min(step, total) / total)))
