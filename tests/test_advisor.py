@@ -249,3 +249,28 @@ def test_plan_lines_cover_size_similarity_sweep_and_decision():
     assert "not tried at this size" in text
     large = planning.decide(TINY, replace(measurements(500)), {"labels": np.repeat([0, 1, 2], 500)}, [], time_budget=0)
     assert large.strategy == "linear" and "budget" in large.explanation[-1]
+
+
+def test_the_measuring_sample_covers_every_class_of_thousands_within_its_bound():
+    from headstart.advisor.measure import MAX_COVERING, MIN_PER_CLASS, sample_index, sweep_classes
+
+    rng = np.random.default_rng(0)
+    counts = rng.integers(1, 40, 3000)  # 3,000 classes, some with a single image
+    labels = rng.permutation(np.repeat(np.arange(3000), counts))
+    index = sample_index(labels, max_images=2000)
+    taken = np.bincount(labels[index], minlength=3000)
+    np.testing.assert_array_equal(taken >= np.minimum(counts, MIN_PER_CLASS), True)
+    assert len(index) <= max(2000, MAX_COVERING) and len(np.unique(index)) == len(index)
+    np.testing.assert_array_equal(index, sample_index(labels, max_images=2000))  # the plan cache's key depends on it
+    # The images beyond the covering two go to the sweep's classes, in proportion to their sizes.
+    chosen = sweep_classes(3000)
+    assert len(chosen) == 100 and taken[chosen].sum() > taken.sum() - MIN_PER_CLASS * 3000
+
+
+def test_a_small_dataset_is_measured_whole_and_a_larger_one_in_proportion():
+    from headstart.advisor.measure import sample_index
+
+    labels = np.repeat(np.arange(4), [3000, 600, 300, 100])
+    np.testing.assert_array_equal(sample_index(labels[:500], max_images=2000), np.arange(500))
+    taken = np.bincount(labels[sample_index(labels, max_images=2000)])
+    assert taken.sum() == 2000 and abs(taken[0] / taken[1] - 5) < 0.2 and taken[3] >= 2

@@ -21,7 +21,6 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-from sklearn.model_selection import train_test_split
 from torch import nn
 
 from ..backbones import PRE_LOGITS, BackboneSpec, Preprocessing
@@ -42,6 +41,13 @@ log = logging.getLogger(__name__)
 SWEEP_TAPS = 4
 # A dataset larger than this is measured on a stratified sample: the decisions need no more.
 MAX_IMAGES = 2000
+# The sample holds this many images of every class (where it has them), so that every class is seen,
+# up to this many images in all (2 of each of 5,000 classes): the bound on measuring thousands of classes.
+MIN_PER_CLASS = 2
+MAX_COVERING = 10_000
+# Past this many classes, the sweep, the trial and the second backbone are decided on this many,
+# chosen at random (see sweep_classes).
+SWEEP_CLASSES = 100
 # Images per eager forward pass while measuring. Its hooks see every BatchNorm input at full size:
 # advising on 2,000 images (MobileNetV2, 224 px) peaked at 1.72 GB with 32 at a time and at
 # 1.44-1.56 GB with 16, and was no slower on a CPU.
@@ -80,6 +86,7 @@ class Measurements:
     similarity: Similarity
     sweep: list[TapScore] = field(default_factory=list)
     n_measured: int = 0  # images that went through the network (a sample of large datasets)
+    sweep_classes: int = 0  # classes the sweep was scored on (all, or SWEEP_CLASSES of thousands); 0: all (older plans)
     seconds_per_image: float = 0.0  # eager forward pass, this machine: the basis of time estimates
     seconds: float = 0.0
 
@@ -106,12 +113,47 @@ def tap_depth(spec: BackboneSpec, tap: str) -> float:
 
 
 def sample_index(labels: np.ndarray, max_images: int = MAX_IMAGES, random_state: int = 0) -> np.ndarray:
-    """The images measured: all of them, or a stratified sample of ``max_images`` (in order)."""
-    index = np.arange(len(labels))
-    if len(labels) > max_images:
-        index, _ = train_test_split(index, train_size=max_images, stratify=labels, random_state=random_state)
-        index = np.sort(index)
-    return index
+    """The images measured (in order): all of them, or a sample of about ``max_images`` that holds
+    :data:`MIN_PER_CLASS` of every class (all of a smaller one), filled up to ``max_images`` from the
+    sweep's classes (:func:`sweep_classes`) in proportion to their sizes. Every class is covered even
+    when that takes more than ``max_images``, up to :data:`MAX_COVERING` images (5,000 classes);
+    with more classes than that, one image of each."""
+    labels = np.asarray(labels)
+    if len(labels) <= max_images:
+        return np.arange(len(labels))
+    rng = np.random.default_rng(random_state)
+    classes, y = np.unique(labels, return_inverse=True)
+    members = [rng.permutation(np.flatnonzero(y == k)) for k in range(len(classes))]
+    per_class = MIN_PER_CLASS if MIN_PER_CLASS * len(classes) <= max(max_images, MAX_COVERING) else 1
+    take = np.array([min(per_class, len(m)) for m in members])
+    fill_from = sweep_classes(len(classes), random_state)
+    room = np.array([len(members[k]) - take[k] for k in fill_from])
+    spare = max_images - int(take.sum())
+    if spare > 0 and room.sum() > 0:
+        take[fill_from] += _largest_remainder(room, min(spare, int(room.sum())))
+    return np.sort(np.concatenate([m[:t] for m, t in zip(members, take)]))
+
+
+def sweep_classes(n_classes: int, random_state: int = 0) -> np.ndarray:
+    """The classes the layer sweep, the trial and the second backbone are decided on: all of them,
+    or :data:`SWEEP_CLASSES` chosen at random. Which tap transfers best is a property of the images,
+    not of how many classes share them, and a probe over thousands of classes with two images each
+    would cost many minutes and say little."""
+    if n_classes <= SWEEP_CLASSES:
+        return np.arange(n_classes)
+    return np.sort(np.random.default_rng(random_state).choice(n_classes, SWEEP_CLASSES, replace=False))
+
+
+def _largest_remainder(room: np.ndarray, total: int) -> np.ndarray:
+    """``total`` items shared in proportion to ``room`` (whole numbers, none above its room)."""
+    share = room / room.sum() * total
+    given = np.minimum(np.floor(share).astype(int), room)
+    while given.sum() < total:  # hand out what rounding left, largest remainders first, within room
+        open_ = given < room
+        remainder = np.where(open_, share - given, -np.inf)
+        order = np.argsort(-remainder, kind="stable")[: total - int(given.sum())]
+        given[order[open_[order]]] += 1
+    return given
 
 
 def _pooled(tensor: torch.Tensor) -> torch.Tensor:
@@ -174,14 +216,19 @@ def measure(
     if not results.kept:
         raise DataError("none of the images could be read; check the paths and that they are images.")
     kept = index[np.asarray(results.kept, dtype=int)]
-    codes = {tap: np.vstack(rows) for tap, rows in results.codes.items()}
-    sample_labels = labels[kept]
+    n_measured = len(kept)
+    # What the sweep (and after it the trial and the second backbone) decides on: the sweep classes' images.
+    decided_on = np.isin(labels[kept], np.unique(labels)[sweep_classes(len(np.unique(labels)), random_state)])
+    codes = {tap: np.vstack(rows)[decided_on] for tap, rows in results.codes.items()}
+    kept = kept[decided_on]
+    _, sample_labels = np.unique(labels[kept], return_inverse=True)  # 0..k-1 over the classes decided on
     measurements = Measurements(
         size=size_stats(labels),
         similarity=_similarity(spec, model, results),
         sweep=layer_sweep(spec, codes, sample_labels, random_state),
-        n_measured=len(kept),
-        seconds_per_image=results.forward_seconds / len(kept),
+        n_measured=n_measured,
+        sweep_classes=int(sample_labels.max()) + 1,
+        seconds_per_image=results.forward_seconds / n_measured,
         seconds=time.perf_counter() - start,
     )
     hashes = [sources[i].known_hash() for i in index]
@@ -244,4 +291,4 @@ def layer_sweep(spec: BackboneSpec, codes: dict[str, np.ndarray], labels: np.nda
     return scores
 
 
-__all__ = ["Measurements", "Similarity", "SizeStats", "TapScore", "measure", "mirror_probe", "sample_index", "size_stats", "sweep_taps"]
+__all__ = ["Measurements", "Similarity", "SizeStats", "TapScore", "measure", "mirror_probe", "sample_index", "size_stats", "sweep_classes", "sweep_taps"]

@@ -85,6 +85,7 @@ class Plan:
             similarity=Similarity(**m["similarity"]),
             sweep=[TapScore(**s) for s in m["sweep"]],
             n_measured=m["n_measured"],
+            sweep_classes=m.get("sweep_classes", 0),
             seconds_per_image=m["seconds_per_image"],
             seconds=m["seconds"],
         )
@@ -204,7 +205,7 @@ def decide(
         alternatives.append(joined)
         backbone = f"{spec.name}+{sample['partner'][0]}" if wins else backbone
     case = f"{'small' if small else 'large'}, {'similar' if similar else 'different'}"
-    lines = [_size_line(measurements, small), _similarity_line(measurements, similar), _sweep_line(measurements.sweep), f"Rule of thumb ({case}): {rule_words}."]
+    lines = [_size_line(measurements, small), _similarity_line(measurements, similar), _sweep_line(measurements), f"Rule of thumb ({case}): {rule_words}."]
     lines += [line for line in (choice.line, augmentation_line if strategy != "linear" else None, partner_line) if line]
     lines += _closing_lines(spec, strategy, backbone, linear, measurements.sweep, rule_strategy, small, similar, choice.budget_bound)
     settings = {"epochs": budget.epochs, "head_lr": DEFAULT_CONFIG.head_lr, "lr_mult": DEFAULT_CONFIG.lr_mult, **overrides} if strategy != "linear" else {}
@@ -392,10 +393,11 @@ def _similarity_line(m: Measurements, similar: bool) -> str:
     return f"Similarity to ImageNet: {'high' if similar else 'low'} ({'; '.join(parts)})."
 
 
-def _sweep_line(sweep: list[TapScore]) -> str:
-    top = next(s for s in sweep if s.tap == PRE_LOGITS)
-    others = ", ".join(f"{s.tap}: {s.cv_accuracy:.1%}" for s in sweep if s.tap != PRE_LOGITS)
-    return f"Layer sweep (5-fold CV): top tap {top.cv_accuracy:.1%} +- {top.cv_std * 100:.1f}" + (f", {others}." if others else ".")
+def _sweep_line(m: Measurements) -> str:
+    top = next(s for s in m.sweep if s.tap == PRE_LOGITS)
+    others = ", ".join(f"{s.tap}: {s.cv_accuracy:.1%}" for s in m.sweep if s.tap != PRE_LOGITS)
+    on = f" on {m.sweep_classes} of the {m.size.n_classes} classes, chosen at random" if 0 < m.sweep_classes < m.size.n_classes else ""
+    return f"Layer sweep (5-fold CV{on}): top tap {top.cv_accuracy:.1%} +- {top.cv_std * 100:.1f}" + (f", {others}." if others else ".")
 
 
 def _plan_line(strategy: str, linear: TapScore, top: TapScore, rule_strategy: str, small: bool, similar: bool, budget_bound: bool) -> str:
