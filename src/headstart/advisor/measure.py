@@ -122,16 +122,18 @@ def sample_index(labels: np.ndarray, max_images: int = MAX_IMAGES, random_state:
     if len(labels) <= max_images:
         return np.arange(len(labels))
     rng = np.random.default_rng(random_state)
-    classes, y = np.unique(labels, return_inverse=True)
-    members = [rng.permutation(np.flatnonzero(y == k)) for k in range(len(classes))]
-    per_class = MIN_PER_CLASS if MIN_PER_CLASS * len(classes) <= max(max_images, MAX_COVERING) else 1
-    take = np.array([min(per_class, len(m)) for m in members])
-    fill_from = sweep_classes(len(classes), random_state)
-    room = np.array([len(members[k]) - take[k] for k in fill_from])
+    _, y, counts = np.unique(labels, return_inverse=True, return_counts=True)
+    # One sort, not a pass per class: grouped by class, in random order within each (1M images, 5,000 classes).
+    order = np.lexsort((rng.random(len(y)), y))
+    per_class = MIN_PER_CLASS if MIN_PER_CLASS * len(counts) <= max(max_images, MAX_COVERING) else 1
+    take = np.minimum(counts, per_class)
+    fill_from = sweep_classes(len(counts), random_state)
+    room = counts[fill_from] - take[fill_from]
     spare = max_images - int(take.sum())
     if spare > 0 and room.sum() > 0:
         take[fill_from] += _largest_remainder(room, min(spare, int(room.sum())))
-    return np.sort(np.concatenate([m[:t] for m, t in zip(members, take)]))
+    rank_in_class = np.arange(len(y)) - np.repeat(np.cumsum(counts) - counts, counts)
+    return np.sort(order[rank_in_class < np.repeat(take, counts)])
 
 
 def sweep_classes(n_classes: int, random_state: int = 0) -> np.ndarray:
@@ -218,7 +220,8 @@ def measure(
     kept = index[np.asarray(results.kept, dtype=int)]
     n_measured = len(kept)
     # What the sweep (and after it the trial and the second backbone) decides on: the sweep classes' images.
-    decided_on = np.isin(labels[kept], np.unique(labels)[sweep_classes(len(np.unique(labels)), random_state)])
+    classes = np.unique(labels)
+    decided_on = np.isin(labels[kept], classes[sweep_classes(len(classes), random_state)])
     codes = {tap: np.vstack(rows)[decided_on] for tap, rows in results.codes.items()}
     kept = kept[decided_on]
     _, sample_labels = np.unique(labels[kept], return_inverse=True)  # 0..k-1 over the classes decided on
