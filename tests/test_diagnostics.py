@@ -201,4 +201,29 @@ def test_report_of_thousands_of_classes_has_no_matrix_but_renders():
     metrics = {"data": "big/", "backbone": "tiny", "classes": list(range(k)), "n_train": 3000, "seconds": 1.0, "seconds_features": 0.5,
                "diagnostics": {"errors": errors, "verdict": {"label": "not learning", "headline": "Not learning: test 0.0%.", "evidence": [], "next_steps": []}}}  # fmt: skip
     html = render_report(metrics)
-    assert "Not learning: test 0.0%." in html and "too many for a confusion matrix" in html and "class 149" in html
+    assert "Not learning: test 0.0%." in html and "too many for a confusion matrix" in html
+    assert "Worst classes by recall" in html and "All 150 classes" in html
+    every = html[html.index('id="all-classes"') :]
+    assert all(f"<td>class {i}</td>" in every for i in range(k))  # the searchable table holds every class
+
+
+def test_the_probe_runs_on_a_stated_sample_of_many_classes(monkeypatch):
+    from headstart.diagnostics import probe
+
+    monkeypatch.setattr(probe, "PROBE_CLASSES", 3)
+    monkeypatch.setattr(probe, "PROBE_CODES", 90)
+    codes, y = clustered_codes(per_class=40, k=6)  # 240 codes of 6 classes
+    chosen = np.unique(y[probe.probe_rows(y)])
+    noisy = y.copy()
+    flipped = np.flatnonzero(y == chosen[0])[:3]  # three codes of one probed class labelled as another
+    noisy[flipped] = chosen[1]
+    rows = probe.probe_rows(noisy)
+    assert len(chosen) == 3 and len(rows) <= 90 and set(np.unique(noisy[rows])) == set(chosen)
+    curve, suspects, probed = probe.probe_refits(codes, noisy, C=1.0)
+    assert probed == {"images": len(rows), "classes": 3, "of_images": 240, "of_classes": 6}
+    assert "probed on" in curve["words"] and "3 of the 6 classes" in curve["words"]
+    # indices and labels are the caller's, not the sample's
+    assert all(s["index"] in set(rows) and s["given"] == noisy[s["index"]] for s in suspects)
+    monkeypatch.setattr(probe, "PROBE_CODES", 10_000)  # the three classes whole: every flipped code is probed
+    _, suspects, _ = probe.probe_refits(codes, noisy, C=1.0)
+    assert set(flipped.tolist()) <= {s["index"] for s in suspects[:6]}

@@ -156,3 +156,34 @@ def test_shares_of_codes_join_back_in_order():
     joined = join_shares(parts, 3)
     np.testing.assert_array_equal(joined.codes, codes)
     assert joined.content_hashes == full.content_hashes and joined.failures == {4: "unreadable"}
+
+
+def test_dropout_masks_and_augmentation_do_not_depend_on_how_the_batch_is_split(monkeypatch):
+    from headstart import distributed
+    from headstart.data.augment import augmentation_transform
+    from headstart.backbones import get_backbone
+    from headstart.strategies.finetune import ImageDataset
+    from headstart.strategies.layers import BatchDropout
+
+    codes = torch.ones(8, 6)
+
+    def masks(size: int) -> list[torch.Tensor]:
+        shares = []
+        for rank in range(size):
+            monkeypatch.setattr(distributed, "current", lambda rank=rank: distributed.World(rank=rank, size=size))
+            dropout = BatchDropout(0.5, seed=3).train()
+            dropout.set_epoch(2)
+            shares.append(torch.stack([dropout(codes[: 8 // size]) for _ in range(3)]))  # three steps
+        return shares
+
+    whole, (even, odd) = masks(1)[0], masks(2)
+    assert torch.equal(whole[:, 0::2], even) and torch.equal(whole[:, 1::2], odd)  # rank r holds every 2nd image from r
+    assert not torch.equal(whole[0], whole[1]) and set(whole.unique().tolist()) == {0.0, 2.0}
+
+    rng = np.random.default_rng(0)
+    images = [rng.integers(0, 255, (40, 40, 3), dtype=np.uint8) for _ in range(4)]
+    dataset = ImageDataset(images, [0, 1, 0, 1], augmentation_transform("objects", get_backbone("tiny").preprocessing), seed=7)
+    first = [dataset[i][0] for i in (3, 2, 1, 0)][::-1]
+    assert all(torch.equal(dataset[i][0], first[i]) for i in range(4))  # the same draw in any order, on any process
+    dataset.set_epoch(1)
+    assert not torch.equal(dataset[0][0], first[0])  # and a new one every epoch

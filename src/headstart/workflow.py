@@ -70,6 +70,9 @@ class FitSummary:
     run: dict = field(default_factory=dict)  # how the fit ran: world_size, backend, device
     seconds_features: float = 0.0  # reading, decoding and the backbone (or the cache)
     seconds: float = 0.0
+    # Where the time went: finding the images, the fit (codes, head or fine-tuning), evaluating the
+    # held-out split, diagnosing, and summarising (duplicates); writing the run folder comes after.
+    seconds_by_phase: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -96,11 +99,14 @@ def fit_folder(
     ``compare_scratch`` also trains the small CNN from scratch on the same split, as a reference.
     """
     start = time.perf_counter()
+    phases = _Phases()
     dataset = load_dataset(data, test_size=test_size, random_state=params.get("random_state") or 0, allow_outside=allow_outside)
+    phases.done("finding images")
     if strict and dataset.unreadable():
         _raise_unreadable(dataset.unreadable())
     model = TransferClassifier(strict=strict, **_run_directories(output, tensorboard, params))
     fit, codes = _fit_split(model.get_params(), dataset, start)
+    phases.done("fit", codes=fit.seconds_codes)
     record = fit.record
     model = TransferClassifier.from_fitted(record, **model.get_params())
     world = distributed.current()
@@ -113,25 +119,55 @@ def fit_folder(
     records, labels = dataset.records, _labels(dataset.records)
     train = np.array([r.split == "train" for r in records])
     evaluation, scores, held_out = _evaluate_held_out(model, dataset, codes, labels)
+    phases.done("evaluation")
     report = None
     if diagnostics:
-        fitted = np.flatnonzero(train & codes.ok)
-        report = diagnose(
-            record, codes.codes[fitted], labels[fitted], eval_scores=scores, eval_labels=labels[held_out] if held_out is not None else None,
-            eval_split=dataset.eval_split or "test", eval_ci95=evaluation.accuracy_ci95 if evaluation else None, train_images=[records[i].path for i in fitted],
-        )
+        report = _diagnose(record, dataset, codes, labels, train, evaluation, scores, held_out)
+        phases.done("diagnostics")
     comparison = []
     if compare_scratch and evaluation is not None:
         comparison = _scratch_comparison(record, evaluation, records, train & codes.ok, labels, held_out, params)
     if tensorboard and evaluation is not None:
-        board = TensorBoardLog(Path(output) / TENSORBOARD)
-        board.final({f"accuracy/{evaluation.split}": evaluation.accuracy, f"balanced_accuracy/{evaluation.split}": evaluation.balanced_accuracy}, {}, 0)
-        board.close()
+        _log_final_scores(Path(output) / TENSORBOARD, evaluation)
     summary = _summary(data, dataset, record, fit, codes, evaluation, report, comparison, model.classifier, start)
+    phases.done("summary")
+    summary.seconds_by_phase = phases.seconds
     if output is not None:
         metrics = as_json(summary.to_dict())
         model.save(output, metrics=metrics, report=render_report(metrics))
     return model, summary
+
+
+def _diagnose(record: FittedModel, dataset: Dataset, codes: Codes, labels, train, evaluation, scores, held_out) -> dict:
+    fitted = np.flatnonzero(train & codes.ok)
+    return diagnose(
+        record, codes.codes[fitted], labels[fitted], eval_scores=scores, eval_labels=labels[held_out] if held_out is not None else None,
+        eval_split=dataset.eval_split or "test", eval_ci95=evaluation.accuracy_ci95 if evaluation else None,
+        train_images=[dataset.records[i].path for i in fitted],
+    )
+
+
+def _log_final_scores(folder: Path, evaluation) -> None:
+    board = TensorBoardLog(folder)
+    board.final({f"accuracy/{evaluation.split}": evaluation.accuracy, f"balanced_accuracy/{evaluation.split}": evaluation.balanced_accuracy}, {}, 0)
+    board.close()
+
+
+class _Phases:
+    """Seconds per phase of a fit, each timed from the end of the one before."""
+
+    def __init__(self):
+        self.seconds: dict[str, float] = {}
+        self._last = time.perf_counter()
+
+    def done(self, name: str, codes: float | None = None) -> None:
+        now = time.perf_counter()
+        if codes is not None:  # the fit's codes apart from its head or fine-tuning
+            self.seconds["codes"] = round(codes, 2)
+            self.seconds[name] = round(now - self._last - codes, 2)
+        else:
+            self.seconds[name] = round(now - self._last, 2)
+        self._last = now
 
 
 def _run_directories(output, tensorboard: bool, params: dict) -> dict:

@@ -6,7 +6,8 @@ import pytest
 from headstart.errors import HeadstartError
 from headstart.strategies import linear
 from headstart.strategies.linear import LinearHead, fit_linear_head
-from headstart.strategies.minibatch import capped_sample, fit_minibatch, stratified_split
+from headstart.data.subsample import capped_sample, held_out_split
+from headstart.strategies.minibatch import fit_minibatch
 
 
 def overlapping(counts, dim=16, spread=0.9, seed=0):
@@ -60,7 +61,7 @@ def test_a_memory_map_gives_the_same_head_as_the_array(tmp_path):
 
 def test_the_held_out_split_keeps_every_class_in_training():
     y = np.repeat(np.arange(5), [1, 2, 3, 10, 40])
-    train, held = stratified_split(y, 0.1, np.random.default_rng(0))
+    train, held = held_out_split(y, 0.1, np.random.default_rng(0))
     assert len(np.intersect1d(train, held)) == 0 and len(train) + len(held) == len(y)
     assert np.bincount(y[held], minlength=5).tolist() == [0, 1, 1, 1, 4]  # never a class's only code
     assert set(y[train]) == set(range(5))

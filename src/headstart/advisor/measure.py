@@ -29,6 +29,7 @@ from ..backbones.hooks import LayerCapture
 from ..data.augment import mirror_check_sample, mirror_sensitivity
 from ..data.batches import ImageBatches
 from ..data.images import as_source, as_sources, hash_memo
+from ..data.subsample import class_subset, largest_remainder
 from ..errors import DataError
 from ..features.cache import FeatureCache, default_cache_dir
 from ..features.extract import CodeExtractor
@@ -131,7 +132,7 @@ def sample_index(labels: np.ndarray, max_images: int = MAX_IMAGES, random_state:
     room = counts[fill_from] - take[fill_from]
     spare = max_images - int(take.sum())
     if spare > 0 and room.sum() > 0:
-        take[fill_from] += _largest_remainder(room, min(spare, int(room.sum())))
+        take[fill_from] += largest_remainder(room, min(spare, int(room.sum())))
     rank_in_class = np.arange(len(y)) - np.repeat(np.cumsum(counts) - counts, counts)
     return np.sort(order[rank_in_class < np.repeat(take, counts)])
 
@@ -141,21 +142,7 @@ def sweep_classes(n_classes: int, random_state: int = 0) -> np.ndarray:
     or :data:`SWEEP_CLASSES` chosen at random. Which tap transfers best is a property of the images,
     not of how many classes share them, and a probe over thousands of classes with two images each
     would cost many minutes and say little."""
-    if n_classes <= SWEEP_CLASSES:
-        return np.arange(n_classes)
-    return np.sort(np.random.default_rng(random_state).choice(n_classes, SWEEP_CLASSES, replace=False))
-
-
-def _largest_remainder(room: np.ndarray, total: int) -> np.ndarray:
-    """``total`` items shared in proportion to ``room`` (whole numbers, none above its room)."""
-    share = room / room.sum() * total
-    given = np.minimum(np.floor(share).astype(int), room)
-    while given.sum() < total:  # hand out what rounding left, largest remainders first, within room
-        open_ = given < room
-        remainder = np.where(open_, share - given, -np.inf)
-        order = np.argsort(-remainder, kind="stable")[: total - int(given.sum())]
-        given[order[open_[order]]] += 1
-    return given
+    return class_subset(n_classes, SWEEP_CLASSES, random_state)
 
 
 def _pooled(tensor: torch.Tensor) -> torch.Tensor:

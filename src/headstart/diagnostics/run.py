@@ -15,13 +15,14 @@ from ..backbones import get_backbone
 from ..errors import BackboneError
 from ..fitted import FittedModel, as_record
 from .error_analysis import error_analysis
-from .probe import label_suspects, probe_refits
+from .probe import probe_refits
 from .verdict import Evidence, judge, wilson_interval
 from .weights import weight_report
 
 log = logging.getLogger(__name__)
 
 SUSPECTS_SHOWN = 30
+TRAIN_ACCURACY_CHUNK = 4096
 
 
 def diagnose(
@@ -48,18 +49,18 @@ def diagnose(
     errors = None
     if eval_scores is not None and len(eval_scores):
         errors = error_analysis(np.searchsorted(record.classes, np.asarray(eval_labels)), eval_scores, names)
-    curve, probabilities = probe_refits(train_codes, y, C=record.head_report.C, class_weight=record.head_report.class_weight)
-    suspects = label_suspects(probabilities, y) if probabilities is not None else []
+    curve, suspects, probed = probe_refits(train_codes, y, C=record.head_report.C, class_weight=record.head_report.class_weight)
     evidence = _evidence(record, train_codes, y, errors, eval_labels, eval_split, eval_ci95, curve, len(suspects))
     return {
         "verdict": asdict(judge(evidence)),
         "evidence": asdict(evidence),
         "history": record.history.to_dict() if record.history is not None else None,
         "learning_curve": curve,
+        "probed": probed,
         "errors": errors,
         "suspects": {
             "count": len(suspects),
-            "n_train": int(len(y)),
+            "n_train": probed["images"],
             "top": [_describe_suspect(s, names, train_images) for s in suspects[:SUSPECTS_SHOWN]],
         },
         "weights": _weights_or_none(record) if weights else None,
@@ -129,8 +130,14 @@ def _kept_epoch(record: FittedModel):
 def _train_accuracy(record: FittedModel, train_codes: np.ndarray, y: np.ndarray) -> float:
     if (kept := _kept_epoch(record)) is not None:
         return float(kept.train_accuracy)
-    ok = np.isfinite(train_codes).all(axis=1)
-    return float(np.mean(record.head.decision_function(train_codes[ok]).argmax(1) == y[ok]))
+    # A chunk of rows at a time: 1,000,000 codes of 5,000 classes would need 40 GB of logits at once.
+    hits = total = 0
+    for start in range(0, len(y), TRAIN_ACCURACY_CHUNK):
+        codes = np.asarray(train_codes[start : start + TRAIN_ACCURACY_CHUNK])
+        ok = np.isfinite(codes).all(axis=1)
+        hits += int(np.sum(record.head.decision_function(codes[ok]).argmax(1) == y[start : start + TRAIN_ACCURACY_CHUNK][ok]))
+        total += int(ok.sum())
+    return hits / max(total, 1)
 
 
 def _validation_accuracy(record: FittedModel) -> float | None:

@@ -14,6 +14,7 @@ from ..errors import ModelFileError
 from ..persistence import METRICS_FILE, REPORT_FILE
 from . import plots
 
+WORST_CLASSES = 50
 
 
 def render_report(metrics: dict) -> str:
@@ -33,8 +34,9 @@ def render_report(metrics: dict) -> str:
     }
     shown_suspects = [{**s, "thumbnail": plots.thumbnail(s.get("path"))} for s in suspects["top"]]
     per_class = errors["per_class"] if errors else []
-    if len(per_class) > 50:  # thousands of classes: the weakest 50 say what matters
-        per_class = sorted(per_class, key=lambda row: row["recall"])[:50]
+    # Past WORST_CLASSES classes the weakest come first, and the whole table folds away behind a filter.
+    worst_classes = sorted(per_class, key=lambda row: row["recall"])[:WORST_CLASSES] if len(per_class) > WORST_CLASSES else []
+    probed = diagnostics.get("probed") or {}
     leakage = (metrics.get("duplicates") or {}).get("leakage", [])
     template = _environment().get_template("report.html.j2")
     return template.render(
@@ -44,7 +46,8 @@ def render_report(metrics: dict) -> str:
         figures=figures,
         errors=errors,
         per_class=per_class,
-        per_class_total=len(errors["per_class"]) if errors else 0,
+        worst_classes=worst_classes,
+        sampled=probed.get("images", 0) < probed.get("of_images", 0),
         suspects=suspects,
         shown_suspects=shown_suspects,
         weights=weights,

@@ -34,6 +34,7 @@ from .. import distributed
 from ..backbones import PRE_LOGITS, BackboneSpec, Preprocessing, build_feature_map_model, build_tap_model
 from ..data.augment import augmentation_transform, policy_steps
 from ..data.batches import ImageBatches
+from .._seeds import derived_seed
 from ..data.images import as_sources
 from ..data.sampling import IMBALANCE_HANDLING, ClassBalancedSampler, ImbalancePlan, SharedShuffleSampler, inverse_frequency_weights, plan_imbalance
 from ..errors import DataError, HeadstartError, check_choice
@@ -42,7 +43,7 @@ from ..training import EarlyStopping, EpochRecord, History, RangeTest, lr_range_
 from ..training.checkpoint import CHECKPOINT_FILE, restore_checkpoint, run_identity, save_checkpoint
 from ..training.params import backbone_blocks, block_index
 from ..weight_init import SCHEMES, initialize
-from .layers import DropConnectLinear, StochasticPool
+from .layers import BatchDropout, DropConnectLinear, StochasticPool
 from .linear import LinearHead
 
 log = logging.getLogger(__name__)
@@ -113,7 +114,7 @@ class FineTuneNet(nn.Module):
     way, so a linear probe's solution still warm-starts the head.
     """
 
-    def __init__(self, spec: BackboneSpec, n_classes: int, dropout: float = 0.5, drop_connect: float = 0.0, pooling: str = "avg"):
+    def __init__(self, spec: BackboneSpec, n_classes: int, dropout: float = 0.5, drop_connect: float = 0.0, pooling: str = "avg", seed: int = 0):
         super().__init__()
         width = spec.taps[PRE_LOGITS]
         if pooling == "stochastic":
@@ -129,7 +130,7 @@ class FineTuneNet(nn.Module):
         # dropout's noise on them huge logits.
         self.register_buffer("code_mean", torch.zeros(width))
         self.register_buffer("code_scale", torch.ones(width))
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = BatchDropout(dropout, seed)
         self.head = DropConnectLinear(width, n_classes, drop_connect)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -179,19 +180,32 @@ def _drop_imagenet_dropout(model: nn.Module, spec: BackboneSpec) -> None:
 
 
 class ImageDataset(torch.utils.data.Dataset):
-    """Images (paths, PIL images or arrays) with integer labels, decoded and transformed on access."""
+    """Images (paths, PIL images or arrays) with integer labels, decoded and transformed on access.
 
-    def __init__(self, images, labels, transform, draft_size: int | None = None):
+    With a ``seed``, an image's random transform is drawn from (seed, epoch, image index): the same
+    augmentation whichever process or loader worker decodes it, and in whatever order, so N
+    processes augment each image as one process does (and a resumed epoch as the first try did)."""
+
+    def __init__(self, images, labels, transform, draft_size: int | None = None, seed: int | None = None):
         self.images = as_sources(images)
         self.labels = np.asarray(labels, dtype=np.int64)
         self.transform = transform
         self.draft_size = draft_size
+        self.seed, self.epoch = seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
 
     def __len__(self) -> int:
         return len(self.images)
 
     def __getitem__(self, index: int):
-        return self.transform(self.images[index].rgb(self.draft_size)), int(self.labels[index])
+        image = self.images[index].rgb(self.draft_size)
+        if self.seed is None:
+            return self.transform(image), int(self.labels[index])
+        with torch.random.fork_rng(devices=[]):  # torchvision's transforms draw from torch's global generator
+            torch.manual_seed(derived_seed(self.seed, self.epoch, index))
+            return self.transform(image), int(self.labels[index])
 
 
 def trainable_blocks(spec: BackboneSpec, config: FineTuneConfig, epoch: int) -> set[int]:
@@ -313,7 +327,7 @@ def _finetune(spec, train_images, train_labels, val_images, val_labels, config, 
 
 
 def _new_network(spec: BackboneSpec, n_classes: int, config: FineTuneConfig, head_init: LinearHead | None) -> FineTuneNet:
-    net = FineTuneNet(spec, n_classes, config.dropout, config.drop_connect, config.pooling)
+    net = FineTuneNet(spec, n_classes, config.dropout, config.drop_connect, config.pooling, config.seed)
     if head_init is not None:
         net.warm_start(head_init)
     else:
@@ -324,7 +338,7 @@ def _new_network(spec: BackboneSpec, n_classes: int, config: FineTuneConfig, hea
 def _loaders(train_images, train_labels, val_images, val_labels, config: FineTuneConfig, preprocessing: Preprocessing, plan: ImbalancePlan):
     """Training batches (augmented; reshuffled every epoch, or drawn class-balanced when the
     imbalance plan says so), validation batches, and the generator that orders them."""
-    train_set = ImageDataset(train_images, train_labels, augmentation_transform(config.augmentation, preprocessing), preprocessing.resize)
+    train_set = ImageDataset(train_images, train_labels, augmentation_transform(config.augmentation, preprocessing), preprocessing.resize, config.seed)
     val_set = ImageDataset(val_images, val_labels, preprocessing.transform(), preprocessing.resize)
     # Several processes share one order per epoch, each taking every world-size-th image and its
     # share of batch_size a step: a step sees the very images one process's step would.

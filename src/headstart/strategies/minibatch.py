@@ -40,6 +40,7 @@ from tqdm.auto import tqdm
 
 from .. import distributed
 from ..data.sampling import inverse_frequency_weights
+from ..data.subsample import capped_sample, held_out_split
 from ..hardware import autocast, resolve_bf16, resolve_device
 
 # Codes per optimisation step: the set's size over STEPS_PER_EPOCH, within [MIN_BATCH, BATCH]. Up
@@ -108,7 +109,7 @@ def fit_minibatch(
 def _choose_C(data, Cs, balanced, n_classes, rng, progress) -> tuple[float, dict, float, int]:
     """(C, held-out score per C, class means' score, held-out codes): the best C on a held-out
     split (ties go to stronger regularisation), and the nearest-class-mean classifier's score."""
-    train, held = stratified_split(data.y, HELD_OUT, rng)
+    train, held = held_out_split(data.y, HELD_OUT, rng)
     if len(Cs) == 1 or not len(held):  # nothing to choose, or nothing to choose on
         return (Cs[0] if len(Cs) == 1 else 1.0), {}, float("nan"), 0  # 1.0: scikit-learn's default
     sample = capped_sample(data.y, train, SEARCH_CODES, rng)
@@ -120,41 +121,6 @@ def _choose_C(data, Cs, balanced, n_classes, rng, progress) -> tuple[float, dict
         searched[C] = data.score(model, held, balanced)
     best = max(Cs, key=lambda c: (searched[c], -c))
     return best, searched, means_score, len(held)
-
-
-def stratified_split(y: np.ndarray, share: float, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """Row indices (train, held out): ``share`` of each class held out, rounded, but at least one
-    of every class with two or more codes, and never a class's only code."""
-    order = np.argsort(y, kind="stable")
-    counts = np.bincount(y)
-    held = []
-    start = 0
-    for count in counts:
-        members = order[start : start + count]
-        start += count
-        if count >= 2:
-            take = min(count - 1, max(1, round(share * count)))
-            held.append(rng.choice(members, take, replace=False))
-    held = np.sort(np.concatenate(held)) if held else np.zeros(0, dtype=np.int64)
-    keep = np.ones(len(y), dtype=bool)
-    keep[held] = False
-    return np.flatnonzero(keep), held
-
-
-def capped_sample(y: np.ndarray, rows: np.ndarray, limit: int, rng: np.random.Generator) -> np.ndarray:
-    """At most ``limit`` of ``rows``, sorted, keeping every class: each class's rows up to one
-    common cap (the largest that fits), so the rarest classes, whose C matters most, stay whole."""
-    if len(rows) <= limit:
-        return rows
-    counts = np.bincount(y[rows])
-    low, high = 1, int(counts.max())
-    while low < high:
-        middle = (low + high + 1) // 2
-        low, high = (middle, high) if np.minimum(counts, middle).sum() <= limit else (low, middle - 1)
-    by_class = rows[np.argsort(y[rows], kind="stable")]
-    starts = np.concatenate([[0], np.cumsum(counts)])
-    kept = [rng.choice(by_class[a:b], min(b - a, low), replace=False) for a, b in zip(starts[:-1], starts[1:]) if b > a]
-    return np.sort(np.concatenate(kept))
 
 
 def code_statistics(codes: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

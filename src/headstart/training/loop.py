@@ -169,8 +169,7 @@ def train(
     for epoch in range(start_epoch, epochs):
         start = time.perf_counter()
         (set_train_mode or (lambda n, _e: n.train()))(net, epoch)
-        if hasattr(train_loader.sampler, "set_epoch"):
-            train_loader.sampler.set_epoch(epoch)
+        _set_epoch(train_loader, net, epoch)
         bar = tqdm(train_loader, disable=not progress, desc=f"epoch {epoch + 1}/{epochs}", leave=False, unit="batch")
         sums = _train_epoch(wrap(net) if wrap else net, optimizer, bar, criterion, lr_factor, epoch * len(train_loader), device, bf16, mixup)
         total_loss, correct, count = world.sum(list(sums))  # every rank's share of the epoch
@@ -185,6 +184,14 @@ def train(
             history.stopped_early = epoch + 1 < epochs
             break
     return _keep_best(net, history, early_stopping)
+
+
+def _set_epoch(loader, net: nn.Module, epoch: int) -> None:
+    """Tell everything that draws per epoch which epoch this is: the sampler (its order), the
+    dataset (its augmentation) and modules such as BatchDropout (their masks)."""
+    for part in (loader.sampler, loader.dataset, *net.modules()):
+        if hasattr(part, "set_epoch"):
+            part.set_epoch(epoch)
 
 
 def _record(epoch, train_loss, train_accuracy, val_loss, val_accuracy, optimizer, net, start) -> EpochRecord:
