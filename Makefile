@@ -60,6 +60,11 @@ benchmarks: install
 	$(BIN)/python benchmarks/bench_cold_fit.py ../shared/datasets/hymenoptera --baseline 584aa58 --repeats 5
 	$(BIN)/python benchmarks/bench_scale.py
 	$(BIN)/python benchmarks/bench_distributed.py ../shared/datasets/hymenoptera
+	$(BIN)/python benchmarks/bench_scale_images.py
+	$(BIN)/python benchmarks/bench_scale_images.py --solvers 50 100 150 200
+	$(BIN)/python benchmarks/bench_scale_images.py --classes 1000 --mean 100 --low 10 --high 1000 --nproc 1
+	$(BIN)/python benchmarks/bench_cache.py
+	$(BIN)/python benchmarks/bench_report.py --classes 5000
 
 clean:
 	rm -rf $(VENV) runs

@@ -1,14 +1,14 @@
-"""The feature cache at 100,000 entries: one small file per entry against one packed array.
+"""The feature cache at 100,000 entries: its packs against one small file per entry (the layout before).
 
     python benchmarks/bench_cache.py [--entries 100000] [--dim 1280]
 
-Writes --entries random codes (float32, --dim wide: MobileNetV2's pre-logits) into a fresh
-FeatureCache under $TMPDIR, then reads them all back the way a warm fit does (one get per content
-hash), twice: with the files in the page cache, and after asking the kernel to drop their pages
-(posix_fadvise DONTNEED, what a cache on a disk that has not been read since looks like). The
-baseline, measured on the same codes in the same run: one packed .npy of all entries plus an
-index from content hash to row, read by one gather (the layout a sharded cache would use).
-Printed: microseconds per entry for each, and the 100,000-image total.
+Writes --entries random codes (float32, --dim wide: MobileNetV2's pre-logits) under $TMPDIR in
+both layouts, then reads them all back the way a warm fit does (a new FeatureCache, one get per
+content hash), twice: with the files in the page cache, and after asking the kernel to drop their
+pages (posix_fadvise DONTNEED, what a cache on a disk not read since looks like). The baseline,
+measured on the same codes in the same run, is the layout before packs: one file per entry, written
+to a temporary file, flushed and renamed (read by FeatureCache's fallback for it). Printed: seconds
+and microseconds per entry.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ import numpy as np  # noqa: E402
 
 from _common import machine  # noqa: E402
 
+from headstart._atomic import atomic_path  # noqa: E402
 from headstart.features.cache import FeatureCache  # noqa: E402
 
 
@@ -58,25 +59,26 @@ def main() -> None:
     codes = rng.random((n, dim), dtype=np.float32)
     print(f"{n:,} entries of {dim} float32 ({n * dim * 4 / 1e9:.2f} GB)")
     with tempfile.TemporaryDirectory() as tmp:
-        cache = FeatureCache("bench", dim, root=Path(tmp))
-        timed("one file per entry: write", n, lambda: [cache.put(h, codes[i], i) for i, h in enumerate(hashes)])
-        timed("one file per entry: read (page cache)", n, lambda: [cache.get(h) for h in hashes])
-        files = [cache._path(h) for h in hashes]
+        root = Path(tmp)
+        files = [root / "features" / "before" / h[:2] / f"{h}.codes" for h in hashes]
+
+        def write_files():  # the layout before packs: one file per entry, written atomically
+            for path, i in zip(files, range(n)):
+                with atomic_path(path) as part:
+                    part.write_bytes(np.array([i], "<u8").tobytes() + codes[i].tobytes())
+
+        before = FeatureCache("before", dim, root=root)
+        timed("one file per entry (before): write", n, write_files)
+        timed("one file per entry (before): read, page cache", n, lambda: [before.get(h) for h in hashes])
         drop_pages(files)
-        timed("one file per entry: read (pages dropped)", n, lambda: [cache.get(h) for h in hashes])
+        timed("one file per entry (before): read, pages dropped", n, lambda: [reader.get(h) for reader in [FeatureCache("before", dim, root=root)] for h in hashes])
 
-        pack = Path(tmp) / "pack.npy"
-        index_path = Path(tmp) / "pack.index"
-        timed("packed: write array + index", n, lambda: (np.save(pack, codes), index_path.write_text("\n".join(hashes))))
-
-        def read_packed():
-            index = {h: row for row, h in enumerate(index_path.read_text().split("\n"))}
-            rows = np.fromiter((index[h] for h in hashes), dtype=np.int64, count=n)
-            return np.load(pack, mmap_mode="r")[np.sort(rows)]
-
-        timed("packed: read (page cache)", n, read_packed)
-        drop_pages([pack, index_path])
-        timed("packed: read (pages dropped)", n, read_packed)
+        packed = FeatureCache("packed", dim, root=root)
+        timed("packs (now): write", n, lambda: [packed.put(h, codes[i], i) for i, h in enumerate(hashes)])
+        timed("packs (now): read, page cache (a new reader: index too)", n, lambda: [reader.get(h) for reader in [FeatureCache("packed", dim, root=root)] for h in hashes])
+        drop_pages(list(packed.packs.iterdir()))
+        timed("packs (now): read, pages dropped", n, lambda: [reader.get(h) for reader in [FeatureCache("packed", dim, root=root)] for h in hashes])
+        assert np.array_equal(FeatureCache("packed", dim, root=root).get(hashes[-1]).codes, codes[-1])
 
 
 if __name__ == "__main__":

@@ -12,11 +12,16 @@ def test_exact_near_and_distinct():
     assert (0, 3) not in pairs and (2, 3) not in pairs
 
 
-def test_blocks_give_the_same_pairs_as_one_pass():
+def test_multi_index_hashing_finds_every_pair_comparing_all_would():
     rng = np.random.default_rng(0)
-    phashes = rng.integers(0, 2**63, 300, dtype=np.uint64)
-    phashes[150] = phashes[3] ^ np.uint64(0b101)
-    hashes = [str(i) for i in range(300)]
-    small = find_duplicates(hashes, phashes, chunk=7)
-    assert [(p.first, p.second) for p in small] == [(p.first, p.second) for p in find_duplicates(hashes, phashes)]
-    assert (3, 150) in [(p.first, p.second) for p in small]
+    base = rng.integers(0, 2**63, 40, dtype=np.uint64)
+    # clusters of near copies (0 to 3 bits flipped anywhere, the same bit twice included) and loners
+    flips = [np.uint64(sum(1 << int(b) for b in rng.integers(0, 64, rng.integers(0, 4)))) for _ in range(400)]
+    phashes = np.concatenate([base[rng.integers(0, 40, 400)] ^ np.array(flips, dtype=np.uint64), rng.integers(0, 2**63, 200, dtype=np.uint64)])
+    hashes = [str(i) for i in range(len(phashes))]
+    distances = np.bitwise_count(phashes[:, None] ^ phashes[None, :])
+    for bits in (0, 2, 3):
+        every = {(i, j) for i, j in zip(*np.nonzero(distances <= bits)) if i < j}
+        found = find_duplicates(hashes, phashes, max_bits=bits)
+        assert [(p.first, p.second) for p in found] == sorted(every) and len(every) > 50
+        assert all(p.distance == distances[p.first, p.second] for p in found)

@@ -44,7 +44,7 @@ def test_cache_entries_follow_content_not_name(image_paths, tmp_path):
 
 def test_without_cache_nothing_is_written(image_paths, private_cache):
     extractor(cache=False)(image_paths)
-    assert not (private_cache / "features").exists() or not any((private_cache / "features").rglob("*.codes"))
+    assert not (private_cache / "features").exists() or not any((private_cache / "features").rglob("*.pack"))
 
 
 def test_unreadable_images_are_listed_not_fatal(image_paths, tmp_path):
@@ -66,11 +66,15 @@ def test_pil_images_and_arrays_match_files(image_paths):
 
 
 def test_damaged_cache_entry_is_recomputed(image_paths):
-    extractor()(image_paths[:1])
+    first = extractor()(image_paths[:1])
     cache = FeatureCache(extractor().fingerprint, extractor().dim)
-    entry = next(cache.directory.rglob("*.codes"))
-    entry.write_bytes(b"garbage")
-    assert extractor()(image_paths[:1]).computed == 1
+    pack = next(cache.packs.glob("*.pack"))
+    damaged = bytearray(pack.read_bytes())
+    damaged[20] ^= 0xFF  # one byte of the codes
+    pack.write_bytes(bytes(damaged))
+    again = extractor()(image_paths[:1])
+    assert again.computed == 1
+    np.testing.assert_array_equal(again.codes, first.codes)
 
 
 def _write_codes(args):
@@ -128,9 +132,12 @@ def test_failed_export_falls_back_to_pytorch(image_paths, monkeypatch, caplog):
 def test_leftovers_of_a_killed_run_are_never_read(image_paths):
     first = extractor()(image_paths[:2])
     cache = FeatureCache(extractor().fingerprint, extractor().dim)
-    entry = next(cache.directory.rglob("*.codes"))
-    # A writer killed mid-entry leaves only its temporary file; the entry name is never half-written.
-    (entry.parent / f".{entry.name}.abc123.tmp").write_bytes(b"half an entry")
+    pack = next(cache.packs.glob("*.pack"))
+    # A writer killed mid-record leaves half a record, and no key or half a key, after its whole ones.
+    with open(pack, "ab") as f:
+        f.write(b"half a record")
+    with open(pack.with_suffix(".keys"), "ab") as f:
+        f.write(b"half a key")
     again = extractor()(image_paths[:2])
     assert again.computed == 0
     np.testing.assert_array_equal(again.codes, first.codes)
@@ -145,3 +152,28 @@ def test_backbones_unknown_by_name_are_exported_in_process(image_paths, tmp_path
     fast = CodeExtractor(spec, engine="onnx", cache=False, cache_dir=tmp_path)(image_paths)
     assert fast.engine == "onnx"
     np.testing.assert_allclose(fast.codes, eager.codes, rtol=1e-4, atol=1e-5)
+
+
+def test_the_cache_is_shared_by_writers_and_reads_the_layout_before_packs(tmp_path):
+    from headstart.features import cache as cache_module
+
+    rng = np.random.default_rng(0)
+    codes = rng.random((6, 8), dtype=np.float32)
+    keys = [f"{i:064x}" for i in range(6)]
+    one, two = FeatureCache("fp", 8, tmp_path), FeatureCache("fp", 8, tmp_path)
+    one.put(keys[0], codes[0], 10)
+    two.put(keys[1], codes[1], 11)  # another writer: another pack, no locks
+    assert len(list(one.packs.glob("*.pack"))) == 2
+    reader = FeatureCache("fp", 8, tmp_path)
+    assert reader.get(keys[0]).phash == 10 and np.array_equal(reader.get(keys[1]).codes, codes[1])
+    assert one.get(keys[1]) is not None  # a writer sees what the other wrote since it last looked
+    two.put(keys[2], codes[2], 12)
+    cache_module.RESCAN_SECONDS, before = 0.0, cache_module.RESCAN_SECONDS
+    try:
+        assert np.array_equal(reader.get(keys[2]).codes, codes[2])  # written after the reader's scan
+    finally:
+        cache_module.RESCAN_SECONDS = before
+    legacy = tmp_path / "features" / "fp" / keys[3][:2] / f"{keys[3]}.codes"
+    legacy.parent.mkdir(parents=True)
+    legacy.write_bytes(np.array([13], "<u8").tobytes() + codes[3].tobytes())
+    assert reader.get(keys[3]).phash == 13 and reader.get(keys[4]) is None

@@ -25,33 +25,46 @@ class DuplicatePair:
     distance: int  # Hamming distance between perceptual hashes (0 for exact)
 
 
-def find_duplicates(
-    content_hashes: list[str],
-    perceptual_hashes: np.ndarray,
-    *,
-    max_bits: int = NEAR_DUPLICATE_BITS,
-    chunk: int = 2048,
-) -> list[DuplicatePair]:
-    """Return every duplicate pair (i < j) among the images.
+def find_duplicates(content_hashes: list[str], perceptual_hashes: np.ndarray, *, max_bits: int = NEAR_DUPLICATE_BITS) -> list[DuplicatePair]:
+    """Return every duplicate pair (i < j) among the images, in order.
 
-    ``perceptual_hashes`` is an (n,) uint64 array; the pairwise Hamming distances are computed in
-    blocks, so 10,000 images cost ~50M popcounts, not a Python loop.
+    ``perceptual_hashes`` is an (n,) uint64 array. Comparing every pair cost 48 s at 100,000 images
+    and grows with their square (80 minutes at 1,000,000), so the pairs are found by multi-index
+    hashing instead (Norouzi et al. 2012): split the 64 bits into ``max_bits + 1`` blocks; two hashes
+    within ``max_bits`` bits agree exactly on at least one block (pigeonhole), so only images sharing a
+    block's value are compared. That is every pair there is, at the cost of the candidates found.
     """
-    n = len(content_hashes)
     hashes = np.asarray(perceptual_hashes, dtype=np.uint64)
-    pairs: list[DuplicatePair] = []
-    for start in range(0, n, chunk):
-        block = hashes[start : start + chunk]
-        distances = np.bitwise_count(block[:, None] ^ hashes[None, :])
-        rows, cols = np.nonzero(distances <= max_bits)
-        for r, c in zip(rows.tolist(), cols.tolist()):
-            i = start + r
-            if c <= i:
-                continue
-            exact = content_hashes[i] == content_hashes[c]
-            pairs.append(DuplicatePair(i, c, "exact" if exact else "near", 0 if exact else int(distances[r, c])))
-    # Identical files always have identical pHashes, so the loop above already saw them.
-    return pairs
+    candidates = [_same_key_pairs(block) for block in _blocks(hashes, max_bits + 1)]
+    pairs = np.unique(np.concatenate([np.zeros((0, 2), dtype=np.int64), *candidates]), axis=0)
+    distances = np.bitwise_count(hashes[pairs[:, 0]] ^ hashes[pairs[:, 1]])
+    found = []
+    for (i, j), distance in zip(pairs[distances <= max_bits].tolist(), distances[distances <= max_bits].tolist()):
+        exact = content_hashes[i] == content_hashes[j]  # identical files always have identical pHashes
+        found.append(DuplicatePair(i, j, "exact" if exact else "near", 0 if exact else int(distance)))
+    return found
+
+
+def _blocks(hashes: np.ndarray, count: int) -> list[np.ndarray]:
+    """The hashes cut into ``count`` runs of bits (64 split as evenly as possible)."""
+    edges = np.linspace(0, 64, count + 1).round().astype(int)
+    return [(hashes >> np.uint64(low)) & np.uint64((1 << (high - low)) - 1) for low, high in zip(edges[:-1], edges[1:])]
+
+
+def _same_key_pairs(keys: np.ndarray) -> np.ndarray:
+    """Every (i, j), i < j, with keys[i] == keys[j], as an (m, 2) array: after one sort, position p
+    pairs with p + k for k = 1, 2, ... while the key stays the same (the positions still in a run
+    only shrink with k), so the work is the pairs found plus one pass."""
+    order = np.argsort(keys, kind="stable")
+    ordered = keys[order]
+    alive, k, found = np.arange(len(keys)), 1, []
+    while len(alive):
+        alive = alive[alive + k < len(keys)]
+        alive = alive[ordered[alive] == ordered[alive + k]]
+        if len(alive):
+            found.append(np.sort(np.stack([order[alive], order[alive + k]], axis=1), axis=1))
+        k += 1
+    return np.concatenate(found) if found else np.zeros((0, 2), dtype=np.int64)
 
 
 def phash_to_int(hash_bits: np.ndarray) -> int:
