@@ -6,14 +6,14 @@ Layout: ``features/<fingerprint>/packs/<writer>.pack`` holds fixed-size records 
 perceptual hash, a CRC-32 of the record, its codes as float32) and ``<writer>.keys`` the 32-byte
 content hash of each record, in the same order. Every cache object that writes gets a pack of its
 own (named by host, process and a random part), so any number of processes and machines can share
-one cache on shared storage with no locks: nobody else ever writes a writer's files. A reader maps
-every pack and indexes its keys; a record counts once both its bytes and its key are whole, so a
-writer killed mid-record leaves a tail that is never read, and the CRC drops a damaged record, which
-is then computed again.
+one cache on shared storage with no locks: nobody else ever writes a writer's files. A reader
+indexes every pack's keys and reads each record where its key says; a record counts once both its
+bytes and its key are whole, so a writer killed mid-record leaves a tail that is never read, and the
+CRC drops a damaged record, which is then computed again.
 
-Why packs: one small file per entry (the layout before, still read) cost 630 us an entry to write
-and 24 to 84 us to read at 100,000 entries; a pack 13 us to write and 3 to 14 us to read
-(benchmarks/bench_cache.py).
+Why packs: at 100,000 entries, one small file per entry (the layout before, still read) took 350 to
+630 us an entry to write (a temporary file, a flush, a rename) and 19 to 92 us to read; a pack
+11 us to write and 9 to 16 us to read (benchmarks/bench_cache.py).
 """
 
 from __future__ import annotations
@@ -38,6 +38,7 @@ _CODES = np.dtype("<f4")
 _KEY_BYTES = 32  # a SHA-256 content hash
 # How often a lookup that misses looks for records other processes have written since.
 RESCAN_SECONDS = 1.0
+OPEN_PACKS = 16  # packs kept open for reading
 
 
 def default_cache_dir() -> Path:
@@ -67,11 +68,12 @@ class FeatureCache:
         self.packs = self.directory / "packs"
         self._record = np.dtype([("phash", _PHASH), ("crc", "<u4"), ("codes", _CODES, (dim,))])
         self._index: dict[bytes, tuple[str, int]] = {}  # content hash -> (pack, row)
-        self._maps: dict[str, np.memmap] = {}  # pack -> its records, as far as indexed
         self._indexed: dict[str, int] = {}  # pack -> rows indexed
+        self._open: dict[str, int] = {}  # pack -> an open descriptor, least recently used first
         self._scanned_at = -float("inf")
         self._writer: _Writer | None = None
         self._lock = threading.Lock()
+        weakref.finalize(self, _close_descriptors, self._open)
 
     def get(self, content_hash: str) -> CachedCodes | None:
         key = bytes.fromhex(content_hash)
@@ -123,18 +125,22 @@ class FeatureCache:
             for row in range(done, rows):
                 self._index[keys[(row - done) * _KEY_BYTES : (row - done + 1) * _KEY_BYTES]] = (name, row)
             self._indexed[name] = rows
-            self._maps.pop(name, None)  # mapped again, longer, on the next read
 
     def _read(self, name: str, row: int) -> np.void | None:
-        records = self._maps.get(name)
-        if records is None or row >= len(records):
-            try:
-                size = os.path.getsize(self.packs / f"{name}.pack") // self._record.itemsize
-                records = self._maps[name] = np.memmap(self.packs / f"{name}.pack", dtype=self._record, mode="r", shape=(size,))
-            except (OSError, ValueError) as exc:
-                log.warning("cannot read cache pack %s: %s", name, exc)
-                return None
-        return records[row] if row < len(records) else None
+        # pread on a few open packs, not a memory map per pack: a cache filled by a thousand fits
+        # would hold a thousand file descriptors.
+        try:
+            fd = self._open.pop(name, None)
+            if fd is None:
+                fd = os.open(self.packs / f"{name}.pack", os.O_RDONLY)
+            self._open[name] = fd  # the most recently used last
+            while len(self._open) > OPEN_PACKS:
+                os.close(self._open.pop(next(iter(self._open))))
+            data = os.pread(fd, self._record.itemsize, row * self._record.itemsize)
+        except OSError as exc:
+            log.warning("cannot read cache pack %s: %s", name, exc)
+            return None
+        return np.frombuffer(data, self._record)[0] if len(data) == self._record.itemsize else None
 
     def _get_file(self, content_hash: str) -> CachedCodes | None:
         """An entry of the layout before packs: one file of perceptual hash and codes."""
@@ -169,6 +175,11 @@ class _Writer:
         self._keys.flush()
         self.rows += 1
         return self.rows - 1
+
+
+def _close_descriptors(descriptors: dict[str, int]) -> None:
+    for fd in descriptors.values():
+        os.close(fd)
 
 
 def _close(*files) -> None:
