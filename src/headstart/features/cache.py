@@ -72,6 +72,7 @@ class FeatureCache:
         self._open: dict[str, int] = {}  # pack -> an open descriptor, least recently used first
         self._scanned_at = -float("inf")
         self._writer: _Writer | None = None
+        self._unwritable = False
         self._lock = threading.Lock()
         weakref.finalize(self, _close_descriptors, self._open)
 
@@ -95,12 +96,15 @@ class FeatureCache:
         record = np.zeros(1, self._record)
         record["phash"], record["codes"], record["crc"] = phash, codes, _crc(np.uint64(phash), codes)
         with self._lock:
+            if self._unwritable:
+                return
             try:
                 if self._writer is None or self._writer.pid != os.getpid():  # a forked child writes its own pack
                     self._writer = _Writer(self.packs)
                 row = self._writer.append(record.tobytes(), bytes.fromhex(content_hash))
-            except OSError as exc:  # a full or read-only cache must not stop a fit
-                log.warning("could not write to the feature cache %s: %s", self.packs, exc)
+            except OSError as exc:  # a full or read-only cache must not stop a fit...
+                log.warning("could not write to the feature cache %s (%s); codes are no longer cached in this run", self.packs, exc)
+                self._unwritable = True  # ...and a half-written record must not shift the ones after it
                 return
             self._index[bytes.fromhex(content_hash)] = (self._writer.name, row)
 
