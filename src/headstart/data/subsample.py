@@ -1,6 +1,6 @@
 """Row subsets that keep every class: a held-out split, a capped sample, a class subset, and
-whole-number shares. Each is one sort or a few vectorised operations, so they stay cheap at
-1,000,000 labels over 5,000 classes; the mini-batch head, the advisor's measuring sample and the
+whole-number shares. Each is a sort and at most one pass over the classes (never over the rows in
+Python), so they stay cheap at 1,000,000 labels over 5,000 classes; the mini-batch head, the advisor's measuring sample and the
 diagnostics' probe all draw from here."""
 
 from __future__ import annotations
