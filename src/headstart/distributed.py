@@ -127,9 +127,8 @@ def start(device: str = "auto") -> World:
 
 def stop() -> None:
     if dist.is_available() and dist.is_initialized():
-        # Every rank's collectives done before any tears its connections down: without it, a rank
-        # that stopped first once aborted the other (SIGABRT, 1 run in about 12 of the two-process
-        # test under the full suite); PyTorch's shutdown notes pair destroy_process_group with it.
+        # Every rank's collectives done before any tears its connections down, as PyTorch's
+        # shutdown notes advise. (It did not stop the rare SIGABRT of a rank at exit: see cmd_fit.)
         dist.barrier()
         dist.destroy_process_group()
 
