@@ -95,18 +95,19 @@ class FeatureCache:
         codes = np.asarray(codes, _CODES)
         record = np.zeros(1, self._record)
         record["phash"], record["codes"], record["crc"] = phash, codes, _crc(np.uint64(phash), codes)
+        key = bytes.fromhex(content_hash)
         with self._lock:
             if self._unwritable:
                 return
             try:
                 if self._writer is None or self._writer.pid != os.getpid():  # a forked child writes its own pack
                     self._writer = _Writer(self.packs)
-                row = self._writer.append(record.tobytes(), bytes.fromhex(content_hash))
+                row = self._writer.append(record.tobytes(), key)
             except OSError as exc:  # a full or read-only cache must not stop a fit...
                 log.warning("could not write to the feature cache %s (%s); codes are no longer cached in this run", self.packs, exc)
                 self._unwritable = True  # ...and a half-written record must not shift the ones after it
                 return
-            self._index[bytes.fromhex(content_hash)] = (self._writer.name, row)
+            self._index[key] = (self._writer.name, row)
 
     def _scan(self) -> None:
         """Index the records of every pack written since the last scan (the caller holds the lock)."""

@@ -205,7 +205,8 @@ class ImageDataset(torch.utils.data.Dataset):
             return self.transform(image), int(self.labels[index])
         with torch.random.fork_rng(devices=[]):  # torchvision's transforms draw from torch's global generator
             torch.manual_seed(derived_seed(self.seed, self.epoch, index))
-            return self.transform(image), int(self.labels[index])
+            tensor = self.transform(image)
+        return tensor, int(self.labels[index])
 
 
 def trainable_blocks(spec: BackboneSpec, config: FineTuneConfig, epoch: int) -> set[int]:
