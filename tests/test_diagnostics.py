@@ -47,8 +47,24 @@ def test_verdicts_from_the_numbers(train, held, label):
 
 def test_a_small_test_set_cannot_pass_noise_off_as_learning():
     # 4 of 10 right with 3 classes is above chance, but its confidence interval reaches it
-    assert judge(evidence(1.0, 0.4, n=10, k=3)).label == "not learning"
+    assert judge(evidence(1.0, 0.4, n=10, k=3)).label != "healthy"
     assert judge(evidence(1.0, 0.97, n=300, k=3)).label == "healthy"
+
+
+def test_a_wide_interval_says_too_few_to_tell_not_not_learning():
+    # 6 of 7 right, chance 4/7: the interval (49%-97%) holds both chance and clear learning
+    from headstart.diagnostics import wilson_interval
+    from headstart.diagnostics.verdict import images_to_tell
+
+    wide = judge(Evidence(2, 0.5, 4 / 7, "test", 6 / 7, wilson_interval(6, 7), train_accuracy=1.0, validation_accuracy=0.9, heldout_images=7))
+    assert wide.label == "too few to tell"
+    assert "7 test images are too few" in wide.headline and "interval 49%-97% includes chance (57.1%)" in wide.headline
+    needed = images_to_tell(6 / 7, 4 / 7)
+    assert wilson_interval(round(6 / 7 * needed), needed)[0] > 4 / 7 > wilson_interval(round(6 / 7 * (needed - 1)), needed - 1)[0]
+    assert f"about {needed} held-out images" in wide.next_steps[0] and "cross-validated accuracy" in wide.next_steps[1]
+    # A narrow interval that reaches chance is evidence of no learning: 52% of 400 with chance 50%
+    narrow = judge(Evidence(2, 0.5, 0.5, "test", 0.52, wilson_interval(208, 400), train_accuracy=1.0, heldout_images=400))
+    assert narrow.label == "not learning"
 
 
 def test_next_steps_follow_the_evidence():

@@ -26,6 +26,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)  # --nproc starts torchrun with these
+    # Bars and phase lines: off with -q; off when standard error is not a terminal (a log file, CI)
+    # unless --progress asks for them.
+    args.show_progress = not args.quiet and (args.progress or sys.stderr.isatty())
     _configure_logging(args.quiet)
     try:
         return args.handler(args)
@@ -40,9 +43,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="headstart", description="Image classifiers from a few images, by transfer from pretrained CNNs.")
-    parser.add_argument("--debug", action="store_true", help="show tracebacks")
-    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars or warnings")
+    parser = argparse.ArgumentParser(
+        prog="headstart", description="Image classifiers from a few images, by transfer from pretrained CNNs.", parents=[_global_options(True)]
+    )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _fit_command(commands)
     _model_commands(commands)
@@ -52,8 +55,27 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _global_options(with_defaults: bool) -> argparse.ArgumentParser:
+    """-q, --debug and --progress, taken before or after the subcommand. Only the top parser sets
+    their defaults: a subcommand's parser, which parses later, would otherwise reset a flag given
+    before it."""
+    options = argparse.ArgumentParser(add_help=False)
+    default = {} if with_defaults else {"default": argparse.SUPPRESS}
+    options.add_argument("--debug", action="store_true", help="show tracebacks", **default)
+    options.add_argument("-q", "--quiet", action="store_true", help="no progress, phase lines or warnings", **default)
+    options.add_argument("--progress", action="store_true", help="show progress even when standard error is not a terminal", **default)
+    return options
+
+
+_GLOBAL_OPTIONS = _global_options(False)
+
+
+def _command(commands, name: str, **options) -> argparse.ArgumentParser:
+    return commands.add_parser(name, parents=[_GLOBAL_OPTIONS], **options)
+
+
 def _fit_command(commands) -> None:
-    fit = commands.add_parser("fit", help="train a classifier on a labelled image folder or CSV")
+    fit = _command(commands, "fit", help="train a classifier on a labelled image folder or CSV")
     fit.add_argument("data", help="root/CLASS/img, root/SPLIT/CLASS/img, or a CSV/TSV of path,label")
     fit.add_argument("-o", "--output", required=True, help="run directory to write")
     _model_options(fit)
@@ -73,38 +95,38 @@ def _fit_command(commands) -> None:
 
 def _model_commands(commands) -> None:
     """What to do with a saved run, and the offline demo."""
-    predict = commands.add_parser("predict", help="classify images with a saved run")
+    predict = _command(commands, "predict", help="classify images with a saved run")
     predict.add_argument("run", help="run directory written by fit")
     predict.add_argument("images", nargs="+", help="image files or folders")
     predict.add_argument("--top-k", type=int, default=1, help="classes to show per image (default 1)")
     predict.add_argument("--format", choices=("table", "csv", "json"), default="table")
     predict.set_defaults(handler=cmd_predict)
 
-    evaluate = commands.add_parser("evaluate", help="accuracy of a saved run on labelled images")
+    evaluate = _command(commands, "evaluate", help="accuracy of a saved run on labelled images")
     evaluate.add_argument("run")
     evaluate.add_argument("data")
     evaluate.add_argument("--format", choices=("table", "json"), default="table")
     evaluate.add_argument("--allow-outside", action="store_true")
     evaluate.set_defaults(handler=cmd_evaluate)
 
-    export = commands.add_parser("export", help="write a saved run as one ONNX graph (probabilities out)")
+    export = _command(commands, "export", help="write a saved run as one ONNX graph (probabilities out)")
     export.add_argument("run")
     export.add_argument("--format", choices=("onnx",), default="onnx")
     export.add_argument("-o", "--output", default=None, help="graph file (default RUN/model.onnx)")
     export.set_defaults(handler=cmd_export)
 
-    report = commands.add_parser("report", help="rebuild RUN/report.html from RUN/metrics.json")
+    report = _command(commands, "report", help="rebuild RUN/report.html from RUN/metrics.json")
     report.add_argument("run", help="run directory written by fit")
     report.set_defaults(handler=cmd_report)
 
-    demo = commands.add_parser("demo", help="offline demo on scikit-learn's handwritten digits")
+    demo = _command(commands, "demo", help="offline demo on scikit-learn's handwritten digits")
     demo.add_argument("-o", "--output", default="runs/demo", help="run directory (default runs/demo)")
     demo.add_argument("--backbone", default="mobilenet_v2")
     demo.set_defaults(handler=cmd_demo)
 
 
 def _advise_command(commands) -> None:
-    advise = commands.add_parser("advise", help="measure a dataset and say how to transfer (what fit --strategy auto does)")
+    advise = _command(commands, "advise", help="measure a dataset and say how to transfer (what fit --strategy auto does)")
     advise.add_argument("data", help="root/CLASS/img, root/SPLIT/CLASS/img, or a CSV/TSV of path,label (its train split is measured)")
     advise.add_argument("--backbone", default="mobilenet_v2")
     advise.add_argument("--time-budget", type=float, default=None, metavar="S", help="seconds for measuring, a fine-tuning trial and the fit")
@@ -118,16 +140,16 @@ def _advise_command(commands) -> None:
 
 
 def _inspect_commands(commands) -> None:
-    backbones = commands.add_parser("backbones", help="list the backbones that work offline")
+    backbones = _command(commands, "backbones", help="list the backbones that work offline")
     backbones.set_defaults(handler=cmd_backbones)
 
-    inspect = commands.add_parser("inspect", help="look inside a run or a backbone")
+    inspect = _command(commands, "inspect", help="look inside a run or a backbone")
     inspect_what = inspect.add_subparsers(dest="what", required=True, metavar="WHAT")
-    inspect_weights = inspect_what.add_parser("weights", help="per-layer weight statistics of a run or a backbone")
+    inspect_weights = _command(inspect_what, "weights", help="per-layer weight statistics of a run or a backbone")
     inspect_weights.add_argument("target", help="a run directory, or a backbone name (see 'headstart backbones')")
     inspect_weights.add_argument("--format", choices=("table", "json"), default="table")
     inspect_weights.set_defaults(handler=cmd_inspect_weights)
-    inspect_init = inspect_what.add_parser("init", help="how each initialisation scheme draws a backbone's weights, against its formula")
+    inspect_init = _command(inspect_what, "init", help="how each initialisation scheme draws a backbone's weights, against its formula")
     inspect_init.add_argument("--backbone", default="mobilenet_v2")
     inspect_init.add_argument("--schemes", nargs="+", default=None, metavar="SCHEME", help="default: all (see headstart.weight_init.SCHEMES)")
     inspect_init.add_argument("--layers", type=int, default=6, help="layers shown per scheme, evenly spaced from the first to the last (default 6; 0: all)")
@@ -137,10 +159,10 @@ def _inspect_commands(commands) -> None:
 
 
 def _style_commands(commands) -> None:
-    style = commands.add_parser("style", help="style as Gram matrices of CNN activations: index, search, compare, evaluate")
+    style = _command(commands, "style", help="style as Gram matrices of CNN activations: index, search, compare, evaluate")
     style_what = style.add_subparsers(dest="what", required=True, metavar="WHAT")
 
-    index = style_what.add_parser("index", help="index a folder's images by style (again: only new or changed files)")
+    index = _command(style_what, "index", help="index a folder's images by style (again: only new or changed files)")
     index.add_argument("folder", help="folder of images (searched recursively)")
     index.add_argument("-o", "--output", required=True, metavar="INDEX", help="index directory to write or update")
     _style_options(index)
@@ -148,7 +170,7 @@ def _style_commands(commands) -> None:
     index.add_argument("--rebuild", action="store_true", help="start afresh even if INDEX exists")
     index.set_defaults(handler=cmd_style_index)
 
-    search = style_what.add_parser("search", help="the indexed images closest in style to an image")
+    search = _command(style_what, "search", help="the indexed images closest in style to an image")
     search.add_argument("index", metavar="INDEX")
     search.add_argument("image")
     search.add_argument("-k", type=int, default=5, help="how many matches (default 5)")
@@ -156,14 +178,14 @@ def _style_commands(commands) -> None:
     search.add_argument("--format", choices=("table", "json"), default="table")
     search.set_defaults(handler=cmd_style_search)
 
-    compare = style_what.add_parser("compare", help="style distance between two images, layer by layer")
+    compare = _command(style_what, "compare", help="style distance between two images, layer by layer")
     compare.add_argument("a")
     compare.add_argument("b")
     _style_options(compare)
     compare.add_argument("--format", choices=("table", "json"), default="table")
     compare.set_defaults(handler=cmd_style_compare)
 
-    evaluate = style_what.add_parser("evaluate", help="how well each backbone's Grams separate styles, on images in one folder per style")
+    evaluate = _command(style_what, "evaluate", help="how well each backbone's Grams separate styles, on images in one folder per style")
     evaluate.add_argument("data", help="folder with one subfolder per style (or a CSV of path,style)")
     evaluate.add_argument("--backbones", nargs="+", default=None, metavar="B", help="default: vgg19 mobilenet_v2 efficientnet_lite0 vgg19@he_normal")
     evaluate.add_argument("--smooth", nargs="+", type=float, default=[1.0], metavar="T", help="smoothing temperatures scored beside raw activations (default 1)")
@@ -233,7 +255,7 @@ def _model_params(args) -> dict:
         "batch_size": args.batch_size,
         "random_state": args.seed,
         "cache": not args.no_cache,
-        "progress": not args.quiet,
+        "progress": args.show_progress,
     }
 
 
@@ -269,7 +291,14 @@ def _parse_setting(text: str) -> tuple[str, object]:
 
 
 # ---------------------------------------------------------------------- commands
+def _starting(args, text: str) -> None:
+    """The command's first line, before the imports that take seconds (torch, scikit-learn)."""
+    if args.show_progress and os.environ.get("RANK", "0") == "0":
+        print(f"headstart {text} (loading PyTorch)", file=sys.stderr, flush=True)
+
+
 def cmd_fit(args) -> int:
+    _starting(args, f"fit: {args.data} into {args.output}")
     from . import distributed
 
     if args.nproc is not None and not distributed.launched():
@@ -322,7 +351,7 @@ def _launch(args) -> int:
             continue
         argv.append(token)
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={args.nproc}", "-m", "headstart", *argv]
-    if not args.quiet:
+    if args.show_progress:
         print(f"starting {args.nproc} processes: torchrun --standalone --nproc-per-node={args.nproc} -m headstart {' '.join(argv)}", file=sys.stderr)
     code = subprocess.run(command).returncode
     if code != 0:
@@ -346,32 +375,34 @@ def _fit(args) -> int:
             **params,
         )
     except KeyboardInterrupt:
-        if args.strategy != "linear":
-            print("interrupted; finished epochs are checkpointed: rerun the same command with --resume to continue.", file=sys.stderr)
-        raise
+        resume = "; finished epochs are checkpointed: rerun the same command with --resume to continue" if args.strategy != "linear" else ""
+        print(f"interrupted{resume}.", file=sys.stderr)
+        return 130
     if summary is None:  # a rank other than 0: rank 0 writes and reports
         return 0
     print(format_summary(summary, args.output))
-    return EXIT_PARTIAL if any(s["reason"].startswith("unreadable") for s in summary.skipped) else 0
+    return 0  # the model is saved; skipped files are named in the summary (--strict fails on them instead)
 
 
 def cmd_predict(args) -> int:
+    _starting(args, f"predict: {len(args.images)} path(s) with {args.run}")
     from .estimator import TransferClassifier
     from .workflow import predict_images
 
     model = TransferClassifier.load(args.run)
-    model.progress = not args.quiet
+    model.progress = args.show_progress
     rows = predict_images(model, _expand_images(args.images), top_k=args.top_k)
     print(format_predictions(rows, args.format))
     return EXIT_PARTIAL if any("error" in row for row in rows) else 0
 
 
 def cmd_evaluate(args) -> int:
+    _starting(args, f"evaluate: {args.run} on {args.data}")
     from .estimator import TransferClassifier
     from .workflow import evaluate_folder
 
     model = TransferClassifier.load(args.run)
-    model.progress = not args.quiet
+    model.progress = args.show_progress
     evaluation = evaluate_folder(model, args.data, allow_outside=args.allow_outside)
     if args.format == "json":
         from dataclasses import asdict
@@ -383,6 +414,7 @@ def cmd_evaluate(args) -> int:
 
 
 def cmd_advise(args) -> int:
+    _starting(args, f"advise: measuring {args.data}")
     from .advisor import advise
     from .backbones import get_backbone
     from .data import load_dataset
@@ -407,13 +439,14 @@ def cmd_advise(args) -> int:
 
 
 def cmd_demo(args) -> int:
+    _starting(args, "demo: handwritten digits")
     from .demo import write_digits_folder
     from .workflow import fit_folder
 
     output = Path(args.output)
     images = write_digits_folder(output.parent / f"{output.name}-images")
     print(f"Wrote scikit-learn's handwritten digits to {images} (15 training images per class).")
-    _, summary = fit_folder(images, output, backbone=args.backbone, progress=not args.quiet)
+    _, summary = fit_folder(images, output, backbone=args.backbone, progress=args.show_progress)
     print(format_summary(summary, output))
     print(
         "\nNext, with your own images: put them in one folder per class (like "
@@ -425,6 +458,7 @@ def cmd_demo(args) -> int:
 
 
 def cmd_export(args) -> int:
+    _starting(args, f"export: {args.run}")
     from .estimator import TransferClassifier
     from .export import export_onnx
 
@@ -528,11 +562,11 @@ def _style_index(args) -> int:
             raise HeadstartError(f"{output} was indexed with other {', '.join(changed)}; add --rebuild to start afresh, or write to another -o.")
         if index.root != Path(args.folder).resolve():
             raise HeadstartError(f"{output} indexes {index.root}, not {args.folder}; add --rebuild to start afresh, or write to another -o.")
-        report = index.update(progress=not args.quiet, checkpoint=lambda partial: partial.save(output))
+        report = index.update(progress=args.show_progress, checkpoint=lambda partial: partial.save(output))
     else:
         settings, _ = _style_settings(args)
         # Saved as it goes: an interrupted first indexing resumes from the last checkpoint.
-        index, report = StyleIndex.build(args.folder, settings, progress=not args.quiet, checkpoint=lambda partial: partial.save(output))
+        index, report = StyleIndex.build(args.folder, settings, progress=args.show_progress, checkpoint=lambda partial: partial.save(output))
     index.save(output)
     print(f"{output}: {len(index)} images ({report.summary()})")
     for path, why in report.skipped[:10]:
@@ -579,7 +613,7 @@ def cmd_style_evaluate(args) -> int:
     images, labels = [r.path for r in dataset.records], [r.label for r in dataset.records]
     rows = evaluate_style(
         images, labels, backbones=args.backbones or DEFAULT_EVALUATE_BACKBONES, temperatures=(None, *args.smooth),
-        input_size=args.size or DEFAULT_STYLE_SIZE, device=args.device, precision=args.precision, progress=not args.quiet,
+        input_size=args.size or DEFAULT_STYLE_SIZE, device=args.device, precision=args.precision, progress=args.show_progress,
     )
     if args.format == "json":
         print(json.dumps([r.to_dict() for r in rows], indent=2))
@@ -604,13 +638,13 @@ def format_summary(summary, output) -> str:
     from .persistence import REPORT_FILE
 
     ev = summary.evaluation
-    counts = ", ".join(f"{k} {v}" for k, v in _split_counts(summary).items())
-    not_images = sum(1 for s in summary.skipped if s["reason"] == "not an image")
+    counts = summary.counts
+    used = ", ".join(f"{split} {n}" for split, n in counts["used"].items())
     unreadable = [s for s in summary.skipped if s["reason"] != "not an image"]
     lines = [
-        f"headstart fit: {summary.data} ({summary.layout} layout), backbone {summary.backbone}, "
-        f"{summary.seconds:.1f} s ({summary.computed_codes} images through the network, engine {summary.engine})",
-        f"  images      {counts}; skipped {not_images} non-image file(s), {len(unreadable)} unreadable",
+        f"headstart fit: {summary.data} ({summary.layout} layout), backbone {summary.backbone}, {summary.seconds:.1f} s "
+        f"({counts['codes_computed']} codes computed, {counts['codes_cached']} read from the cache; engine {summary.engine})",
+        f"  images      {counts['found']} found, used: {used}; skipped {counts['not_images']} non-image file(s), {counts['unreadable']} unreadable",
     ]
     for item in unreadable[:10]:
         lines.append(f"              skipped {item['path']}: {item['reason']}")
@@ -742,13 +776,6 @@ def _expand_images(items: list[str]) -> list[Path]:
     if not paths:
         raise HeadstartError(f"no images found in {', '.join(items)}.")
     return paths
-
-
-def _split_counts(summary) -> dict:
-    counts = {"train": summary.n_train}
-    if summary.evaluation is not None:
-        counts[summary.evaluation.split] = summary.evaluation.n_images
-    return counts
 
 
 def _ellipsis(values, limit: int) -> str:

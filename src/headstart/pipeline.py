@@ -20,7 +20,7 @@ from typing import Callable, Sequence
 import numpy as np
 from sklearn.model_selection import train_test_split
 
-from . import advisor, distributed
+from . import advisor, distributed, progress
 from ._memory import release_freed_memory
 from .backbones import get_backbone
 from .data.augment import MIRRORING_STEPS, mirror_warning, policy_steps
@@ -52,8 +52,13 @@ class Fit:
 def fit_model(params: dict, images: Sequence, labels, *, others: Sequence = (), started: float | None = None) -> Fit:
     """Fit on ``images`` with ``labels`` as ``params`` (the estimator's) say. ``others`` (a held-out
     split, say) get their codes in the same pass and are never fitted on; ``started`` (a
-    ``time.perf_counter()`` value) is when the work began, for ``time_budget``."""
-    started = time.perf_counter() if started is None else started
+    ``time.perf_counter()`` value) is when the work began, for ``time_budget``. With
+    ``params["progress"]`` every phase is announced and shows its progress."""
+    with progress.shown(params["progress"]):
+        return _fit_model(params, images, labels, others, time.perf_counter() if started is None else started)
+
+
+def _fit_model(params: dict, images: Sequence, labels, others: Sequence, started: float) -> Fit:
     check_params(params)
     world = distributed.current()
     sources, labels = _checked_input(images, labels)
@@ -62,6 +67,7 @@ def fit_model(params: dict, images: Sequence, labels, *, others: Sequence = (), 
     extractor = Runtime.from_params(params).extractor(recipe.backbone, recipe.tap, params["input_size"])
     tick = time.perf_counter()
     everything = sources + as_sources(others)
+    progress.announce(f"codes: {len(everything)} images through {recipe.backbone} at {extractor.tap} (those cached before are read back)")
     codes = _codes(extractor, everything, params["progress"], world)
     seconds_codes = time.perf_counter() - tick
     if codes.failures:
@@ -112,6 +118,8 @@ def _linear_head(params: dict, codes: np.ndarray, y_index: np.ndarray, world: di
     """The linear head; under several processes the mini-batch solver shares its batches out, and
     scikit-learn's (one process's work) runs on rank 0 and is handed to the others."""
     solver = choose_solver(params["solver"], params["classifier"], len(y_index), int(y_index.max()) + 1)
+    how = "C on a held-out share, by mini-batches" if solver == "minibatch" else "C by cross-validation"
+    progress.announce(f"linear head: {params['classifier']} on {len(y_index):,} codes of {codes.shape[1]:,} numbers, {how}")
     fit = lambda: fit_linear_head(  # noqa: E731
         codes, y_index, kind=params["classifier"], Cs=params["Cs"], class_weight=params["class_weight"], random_state=params["random_state"],
         n_jobs=params["n_jobs"], solver=solver, device=params["device"], progress=params["progress"] and world.main,

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 from sklearn.metrics import balanced_accuracy_score, recall_score
 
-from . import distributed
+from . import distributed, progress
 from ._json import as_json, to_json_label
 from ._memory import release_freed_memory
 from .data import Dataset, find_duplicates, load_dataset
@@ -67,6 +67,7 @@ class FitSummary:
     diagnostics: dict | None = None  # everything report.html shows (headstart.diagnostics.diagnose)
     comparison: list[dict] = field(default_factory=list)  # --compare-scratch: reference rows on the same split
     computed_codes: int = 0
+    counts: dict = field(default_factory=dict)  # image_counts(): found, used per split, skipped, codes computed and cached
     run: dict = field(default_factory=dict)  # how the fit ran: world_size, backend, device
     seconds_features: float = 0.0  # reading, decoding and the backbone (or the cache)
     seconds: float = 0.0
@@ -98,9 +99,15 @@ def fit_folder(
     directory gets ``report.html`` too, and with ``tensorboard``, TensorBoard logs.
     ``compare_scratch`` also trains the small CNN from scratch on the same split, as a reference.
     """
+    with progress.shown(params.get("progress", False)):
+        return _fit_folder(data, output, strict, test_size, allow_outside, diagnostics, tensorboard, compare_scratch, params)
+
+
+def _fit_folder(data, output, strict, test_size, allow_outside, diagnostics, tensorboard, compare_scratch, params) -> tuple[TransferClassifier, FitSummary]:
     start = time.perf_counter()
     phases = _Phases()
     dataset = load_dataset(data, test_size=test_size, random_state=params.get("random_state") or 0, allow_outside=allow_outside)
+    progress.announce(describe_found(dataset))
     phases.done("finding images")
     if strict and dataset.unreadable():
         _raise_unreadable(dataset.unreadable())
@@ -122,6 +129,7 @@ def fit_folder(
     phases.done("evaluation")
     report = None
     if diagnostics:
+        progress.announce("diagnostics: the verdict, a learning curve, likely label errors, weight statistics")
         report = _diagnose(record, dataset, codes, labels, train, evaluation, scores, held_out)
         phases.done("diagnostics")
     comparison = []
@@ -133,6 +141,7 @@ def fit_folder(
     phases.done("summary")
     summary.seconds_by_phase = phases.seconds
     if output is not None:
+        progress.announce(f"writing {output}: the model, metrics.json and report.html")
         metrics = as_json(summary.to_dict())
         model.save(output, metrics=metrics, report=render_report(metrics))
     return model, summary
@@ -228,6 +237,7 @@ def _summary(data, dataset: Dataset, record: FittedModel, fit: Fit, codes: Codes
         backbone=record.backbone,
         engine=codes.engine,
         computed_codes=codes.computed,
+        counts=image_counts(dataset, codes),
         run=record.run,
         seconds_features=round(fit.seconds_codes, 2),
         seconds=round(time.perf_counter() - start, 2),
@@ -363,6 +373,33 @@ def duplicate_report(dataset: Dataset, codes: Codes) -> dict:
         else:
             leakage.append({"kind": pair.kind, "distance": pair.distance, "paths": [str(a.path), str(b.path)], "splits": [a.split, b.split]})
     return {"within_split": within, "cross_split": len(leakage), "leakage": leakage}
+
+
+def describe_found(dataset: Dataset) -> str:
+    """``found 258 images of 4 classes (train 206, test 52); passed over 3 non-image files, 2 unreadable``"""
+    splits = ", ".join(f"{name} {sum(r.split == name for r in dataset.records)}" for name in dataset.splits)
+    not_images = sum(s.reason == "not an image" for s in dataset.skipped)
+    unreadable = len(dataset.skipped) - not_images
+    passed = f"; passed over {not_images} non-image file(s), {unreadable} unreadable" if dataset.skipped else ""
+    return f"found {len(dataset.records)} images of {len(dataset.classes)} classes ({splits}){passed}"
+
+
+def image_counts(dataset: Dataset, codes: Codes) -> dict:
+    """The one set of counts the summary, metrics.json and the report show: image files found, used per
+    split, passed over (not images, unreadable), and codes computed against read from the cache."""
+    used: dict[str, int] = {}
+    for record, ok in zip(dataset.records, codes.ok):
+        if ok:
+            used[record.split] = used.get(record.split, 0) + 1
+    not_images = sum(s.reason == "not an image" for s in dataset.skipped)
+    return {
+        "found": len(dataset.records) + len(dataset.skipped) - not_images,  # files that look like images
+        "used": used,
+        "not_images": not_images,
+        "unreadable": len(dataset.skipped) - not_images + len(codes.failures),
+        "codes_computed": codes.computed,
+        "codes_cached": int(codes.ok.sum()) - codes.computed,
+    }
 
 
 def _labels(records) -> np.ndarray:

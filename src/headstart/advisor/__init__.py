@@ -10,6 +10,7 @@ import time
 
 import numpy as np
 
+from .. import progress
 from ..backbones import PRE_LOGITS, BackboneSpec, get_backbone
 from ..data.images import as_sources, hash_memo
 from ..errors import DataError, HeadstartError
@@ -117,7 +118,8 @@ def _partner_codes(name, images, input_size, device, batch_size, cache, cache_di
 
     try:
         extractor = CodeExtractor(get_backbone(name), PRE_LOGITS, input_size=input_size, device=device, batch_size=batch_size, cache=cache, cache_dir=cache_dir)
-        codes = extractor(images, desc=f"features [{name}]")
+        progress.announce(f"second backbone: {name}'s codes of the {len(images)} measured images, to try beside the first's")
+        codes = extractor(images, progress=progress.enabled(), desc=f"codes [{name}]")
     except HeadstartError:
         return None  # e.g. its weights package is missing: the plan stays on one backbone
     return None if codes.failures else codes.codes

@@ -23,13 +23,14 @@ import numpy as np
 import torch
 from torch import nn
 
+from .. import progress
 from ..backbones import PRE_LOGITS, BackboneSpec, Preprocessing
 from ..backbones.batchnorm import BatchNormMoments
 from ..backbones.hooks import LayerCapture
 from ..data.augment import mirror_check_sample, mirror_sensitivity
 from ..data.batches import ImageBatches
 from ..data.images import as_source, as_sources, hash_memo
-from ..data.subsample import class_subset, largest_remainder
+from ..data.subsample import class_subset, largest_remainder, median_count
 from ..errors import DataError
 from ..features.cache import FeatureCache, default_cache_dir
 from ..features.extract import CodeExtractor
@@ -60,7 +61,7 @@ class SizeStats:
     n_images: int
     n_classes: int
     min_per_class: int
-    median_per_class: float
+    median_per_class: int  # a whole number: the lower middle class's count
     imbalance_ratio: float  # largest class / smallest class
 
 
@@ -94,7 +95,7 @@ class Measurements:
 
 def size_stats(labels: np.ndarray) -> SizeStats:
     _, counts = np.unique(labels, return_counts=True)
-    return SizeStats(int(counts.sum()), len(counts), int(counts.min()), float(np.median(counts)), float(counts.max() / counts.min()))
+    return SizeStats(int(counts.sum()), len(counts), int(counts.min()), median_count(counts), float(counts.max() / counts.min()))
 
 
 def sweep_taps(spec: BackboneSpec) -> list[str]:
@@ -160,6 +161,7 @@ class _Pass:
         self.codes = {tap: [] for tap in taps}
         self.kept, self.confidences, self.entropies = [], [], []
         self.forward_seconds = 0.0
+        self.failed: list[int] = []  # positions in the pass of images that could not be read
 
     def add(self, batch, batches, logits: torch.Tensor, seen: dict[str, torch.Tensor]) -> None:
         probabilities = logits.softmax(dim=1)
@@ -200,6 +202,7 @@ def measure(
     sources = as_sources(images)
     index = sample_index(labels, max_images, random_state)
     taps = sweep_taps(spec)
+    progress.announce(f"measuring {len(index)} training images against {spec.name}: similarity to ImageNet, and codes at {len(taps)} depths")
     model = spec.build().to(resolve_device(device)).eval()
     results = _run_pass(spec, model, [sources[i] for i in index], taps, preprocessing, min(batch_size, MEASURE_BATCH), cache, cache_dir)
     if not results.kept:
@@ -213,7 +216,7 @@ def measure(
     kept = kept[decided_on]
     _, sample_labels = np.unique(labels[kept], return_inverse=True)  # 0..k-1 over the classes decided on
     measurements = Measurements(
-        size=size_stats(labels),
+        size=size_stats(np.delete(labels, index[results.failed])),  # the images the fit will use: not those found unreadable
         similarity=_similarity(spec, model, results),
         sweep=layer_sweep(spec, codes, sample_labels, random_state),
         n_measured=n_measured,
@@ -229,9 +232,12 @@ def _run_pass(spec, model, sources, taps, preprocessing, batch_size, cache, cach
     """One eager forward pass over ``sources``: hooks read the taps (pooled) and the BatchNorm inputs."""
     results = _Pass(spec, model, taps, preprocessing, cache, cache_dir)
     device = next(model.parameters()).device
+    # channels_last: the same numbers, 1.8x faster convolutions on the CPU (22 against 12 ms per image)
+    memory_format = torch.channels_last if device.type == "cpu" else torch.contiguous_format
+    model.to(memory_format=memory_format)
     batches = ImageBatches(
         sources, preprocessing.transform(), batch_size=batch_size, draft_size=preprocessing.resize, phash=True,
-        memo=hash_memo(cache_dir or default_cache_dir()) if cache else None, desc="measuring",
+        memo=hash_memo(cache_dir or default_cache_dir()) if cache else None, progress=progress.enabled(), desc="measuring",
     )
     inputs = [spec.classifier] if PRE_LOGITS in taps else []  # what enters the ImageNet classifier is pre_logits
     taps_out = [tap for tap in taps if tap != PRE_LOGITS]
@@ -239,9 +245,10 @@ def _run_pass(spec, model, sources, taps, preprocessing, batch_size, cache, cach
         for batch in batches:
             tick = time.perf_counter()
             with torch.inference_mode():
-                logits = model(batch.tensors.to(device)).float()
+                logits = model(batch.tensors.to(device, memory_format=memory_format)).float()
             results.forward_seconds += time.perf_counter() - tick
             results.add(batch, batches, logits, {**seen, PRE_LOGITS: seen.get(spec.classifier)})
+    results.failed = sorted(batches.failures)
     return results
 
 
@@ -269,7 +276,9 @@ def mirror_probe(spec: BackboneSpec, images: list, preprocessing: Preprocessing,
 def layer_sweep(spec: BackboneSpec, codes: dict[str, np.ndarray], labels: np.ndarray, random_state: int = 0) -> list[TapScore]:
     """Cross-validated linear-probe accuracy per tap, then for the best earlier tap joined to the top."""
     scores = []
-    for tap, matrix in codes.items():
+    n_images = len(labels)
+    progress.announce(f"layer sweep: a linear head cross-validated on {n_images} images' codes at each of {len(codes)} depths, then the best two joined")
+    for tap, matrix in progress.bar(codes.items(), total=len(codes), desc="layer sweep", unit="depth"):
         _, report = fit_linear_head(matrix, labels, random_state=random_state)
         scores.append(TapScore(tap, tap_depth(spec, tap), matrix.shape[1], report.cv_score or 0.0, report.cv_score_std or 0.0))
     earlier = [s for s in scores if s.tap != PRE_LOGITS]

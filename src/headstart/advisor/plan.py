@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 from sklearn.model_selection import train_test_split
 
+from .. import progress
 from ..backbones import PRE_LOGITS, BackboneSpec
 from ..data.augment import is_mirror_sensitive
 from ..data.sampling import plan_imbalance
@@ -252,6 +253,11 @@ def _choose_strategy(small, similar, rule_strategy, linear: TapScore, sample, bu
         strategy = rule_strategy if rule_strategy != "linear" and budget.allows(budget.final) else "linear"
         return _Choice(strategy, "No fine-tuning trial: some class has fewer than 5 images to split.")
     if budget.allows(budget.trial + budget.final):
+        held = int(round(len(sample["labels"]) * TRIAL_HELD_OUT))
+        progress.announce(
+            f"fine-tuning trial: {budget.candidate}, up to {budget.epochs} epochs on {len(sample['labels']) - held} of the measured images, "
+            f"against the linear head on the other {held}", budget.trial,
+        )
         return _judge_trial(*trial(), budget, rule_strategy, linear)
     if rule_strategy != "linear" and budget.allows(budget.final):
         return _Choice(rule_strategy, f"No time for a trial within the {budget.limit:.0f} s budget; following the rule unconfirmed.")
@@ -305,6 +311,7 @@ def choose_augmentation(spec, images, sample, preprocessing, random_state) -> tu
     index = sample["index"]
     if len(index) < 10:
         return "objects", "Augmentation: objects (too few images to check whether mirroring changes their meaning)."
+    progress.announce("augmentation: can a probe tell the images from their mirror images?")
     accuracy, n_checked = mirror_probe(spec, [images[i] for i in index], preprocessing, random_state)
     if is_mirror_sensitive(accuracy, n_checked):
         return "text_signs", f"Augmentation: text_signs, no mirroring (a probe tells mirrored images from originals {accuracy:.0%} of the time)."
@@ -338,6 +345,7 @@ def _trial(spec, candidate, linear_tap, sample, images, overrides, random_state,
         n_classes=int(labels.max()) + 1,
         head_init=warm,
         preprocessing=preprocessing,  # train at the size the held-out images are scored at
+        name="trial",
     )
     scores, _ = network_scores(result.net, [images[index[r]] for r in held_rows], preprocessing)
     ft_correct = np.nan_to_num(scores, nan=-np.inf).argmax(1) == labels[held_rows]

@@ -91,7 +91,7 @@ class ImageBatches:
 
     def __iter__(self) -> Iterator[ImageBatch]:
         pending: list[_Item] = []
-        with tqdm(total=len(self.sources), disable=not self.progress, unit="img", desc=self.desc, leave=False) as bar:
+        with tqdm(total=len(self.sources), disable=not self.progress, unit="img", desc=self.desc, leave=False, dynamic_ncols=True) as bar:
             for item in self._prepared():
                 self.content_hashes[item.index] = item.content_hash
                 self.phashes[item.index] = item.phash
@@ -100,6 +100,7 @@ class ImageBatches:
                         self.failures[item.index] = item.error
                     else:
                         self.cached[item.index] = item.cached
+                        bar.set_postfix_str(f"{len(self.cached)} from the cache", refresh=False)
                     bar.update(1)
                     continue
                 pending.append(item)

@@ -8,6 +8,12 @@ from __future__ import annotations
 import numpy as np
 
 
+def median_count(counts) -> int:
+    """The median of per-class image counts as a whole number: the lower middle class's own count
+    (never "15.5 images per class")."""
+    return int(np.percentile(np.asarray(counts), 50, method="lower"))
+
+
 def held_out_split(y: np.ndarray, share: float, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     """Row indices (train, held out): ``share`` of each class held out, rounded, but at least one
     of every class with two or more codes, and never a class's only code."""

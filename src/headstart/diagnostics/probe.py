@@ -25,7 +25,7 @@ from sklearn.model_selection import StratifiedKFold
 from sklearn.preprocessing import StandardScaler
 from threadpoolctl import threadpool_limits
 
-from ..data.subsample import capped_sample, class_subset
+from ..data.subsample import capped_sample, class_subset, median_count
 from ..strategies.linear import row_space_basis
 
 FRACTIONS = (0.1, 0.2, 0.35, 0.5, 0.75, 1.0)
@@ -103,7 +103,7 @@ def _learning_curve(reduced, y, C, class_weight, random_state) -> dict | None:
                     continue
                 accuracy, _ = _fit_score(reduced[chosen], y[chosen], reduced[held], y[held], C, class_weight, random_state)
                 scores[fraction].append(accuracy)
-    median = float(np.median(counts[counts > 0]))
+    median = float(median_count(counts[counts > 0]))
     share = (CURVE_FOLDS - 1) / CURVE_FOLDS  # a fold trains on this share of the images
     points = [
         {"per_class": round(max(1.0, fraction * share * median), 1), "accuracy": float(np.mean(s)), "std": float(np.std(s))}

@@ -12,6 +12,7 @@ from dataclasses import asdict
 import numpy as np
 
 from ..backbones import get_backbone
+from ..data.subsample import median_count
 from ..errors import BackboneError
 from ..fitted import FittedModel, as_record
 from .error_analysis import error_analysis
@@ -94,7 +95,8 @@ def _evidence(record: FittedModel, train_codes, y, errors, eval_labels, eval_spl
         strategy=record.strategy,
         best_epoch=history.best_epoch if history is not None else None,
         epochs_run=len(history.records) if history is not None else None,
-        images_per_class=float(np.median(counts[counts > 0])),
+        images_per_class=median_count(counts[counts > 0]),
+        heldout_images=len(eval_labels) if errors is not None else len(y),
         better_tap=_better_tap(record),
         more_data=curve["words"] if curve else None,
         suspects=n_suspects,

@@ -18,7 +18,7 @@ OVERFIT_GAP = 0.15
 # Training accuracy below which the model cannot even fit the images it learns from.
 UNDERFIT_TRAIN = 0.80
 
-VERDICTS = ("not learning", "overfitting", "underfitting", "healthy")
+VERDICTS = ("not learning", "too few to tell", "overfitting", "underfitting", "healthy")
 
 
 @dataclass
@@ -41,6 +41,7 @@ class Evidence:
     more_data: str | None = None  # the learning curve's estimate, in words
     suspects: int = 0  # training images whose label looks wrong
     confused_pair: str | None = None  # "a / b" when one pair dominates the errors
+    heldout_images: int | None = None  # how many held-out images the accuracy counts
 
 
 @dataclass
@@ -65,6 +66,10 @@ def judge(e: Evidence) -> Verdict:
     if e.validation_accuracy is not None:
         evidence.append(f"Validation ({'cross-validation' if e.strategy == 'linear' else 'early-stopping split'}): {e.validation_accuracy:.1%}.")
 
+    if low <= chance and e.heldout_accuracy > chance and high >= _clearly_learning(chance):
+        # The interval holds chance and accuracy well beyond it alike: the test set cannot tell
+        # learning from guessing, which is not the same as showing there is none.
+        return Verdict("too few to tell", _too_few_headline(e, chance), evidence, _too_few_steps(e, chance))
     if low <= chance:  # the 95% interval reaches chance (or the accuracy is below it)
         memorised = f"; it memorised the training set ({train})" if gap is not None and gap > OVERFIT_GAP else ""
         return Verdict(
@@ -93,6 +98,45 @@ def judge(e: Evidence) -> Verdict:
         evidence,
         _healthy_steps(e),
     )
+
+
+def _clearly_learning(chance: float) -> float:
+    """An accuracy that would be clear learning: halfway from chance to 100%."""
+    return chance + (1.0 - chance) / 2
+
+
+def _too_few_headline(e: Evidence, chance: float) -> str:
+    low, high = e.heldout_ci95
+    images = f"{e.heldout_images} {e.heldout_split} images are" if e.heldout_images else f"the {e.heldout_split} images are"
+    return (
+        f"Too few to tell: {images} too few to tell learning from guessing: accuracy {e.heldout_accuracy:.1%}, "
+        f"but its 95% interval {low:.0%}-{high:.0%} includes chance ({chance:.1%})."
+    )
+
+
+def _too_few_steps(e: Evidence, chance: float) -> list[str]:
+    needed = images_to_tell(e.heldout_accuracy, chance)
+    at_this = f"at {e.heldout_accuracy:.0%} accuracy, about {needed} held-out images would put the interval above chance" if needed else ""
+    steps = [f"Hold out more images for testing ({at_this})." if at_this else "Hold out more images for testing."]
+    if e.validation_accuracy is not None and e.heldout_split != "cross-validation":
+        steps.append(
+            f"Read the cross-validated accuracy over the training images instead ({e.validation_accuracy:.1%}, in the classifier line): "
+            "it counts every training image once."
+        )
+    steps.append(_more_data(e, "More images per class"))
+    return steps[:3]
+
+
+def images_to_tell(accuracy: float, chance: float, limit: int = 100_000) -> int | None:
+    """The fewest held-out images at which ``accuracy`` has a 95% Wilson interval above ``chance``."""
+    if accuracy <= chance:
+        return None
+    n = 1
+    while n <= limit:
+        if wilson_interval(round(accuracy * n), n)[0] > chance:
+            return n
+        n = n + 1 if n < 100 else int(n * 1.05)
+    return None
 
 
 def _not_learning_steps(e: Evidence) -> list[str]:

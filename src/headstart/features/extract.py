@@ -20,7 +20,7 @@ from ..backbones import BackboneSpec, Preprocessing, get_backbone
 from ..data.batches import ImageBatches
 from ..data.images import ImageInput, as_sources, hash_memo
 from .cache import FeatureCache, default_cache_dir
-from .engine import create_engine
+from .engine import EXPORT_PAYS_FROM, create_engine
 
 log = logging.getLogger(__name__)
 
@@ -97,8 +97,10 @@ class CodeExtractor:
     def dim(self) -> int:
         return self.spec.taps[self.tap]
 
-    def engine(self):
-        if self._engine is None:
+    def engine(self, images: int | None = None):
+        """The engine for a pass of ``images`` images; a pass too small to pay for exporting the
+        ONNX graph runs eagerly, and a larger one later may still export it."""
+        if self._engine is None or (self._engine.name == "torch" and (images is None or images >= EXPORT_PAYS_FROM)):
             self._engine = create_engine(
                 self.spec,
                 self.tap,
@@ -107,6 +109,7 @@ class CodeExtractor:
                 cache_root=self.cache_root,
                 engine=self.engine_name,
                 device=self.device,
+                images=images,
             )
         return self._engine
 
@@ -118,8 +121,11 @@ class CodeExtractor:
         )
         codes = np.full((len(batches), self.dim), np.nan, dtype=np.float32)
         computed = 0
+        engine = None
         for batch in batches:
-            rows = self.engine()(batch.tensors)
+            if engine is None:  # at the first batch to compute: hits and failures so far are known
+                engine = self.engine(len(batches) - len(batches.cached) - len(batches.failures))
+            rows = engine(batch.tensors)
             codes[batch.indices] = rows
             computed += len(batch.indices)
             if self.cache is not None:
@@ -128,7 +134,7 @@ class CodeExtractor:
         phashes = batches.phashes
         for index, hit in batches.cached.items():
             codes[index], phashes[index] = hit.codes, hit.phash
-        return Codes(codes, batches.content_hashes, phashes, dict(batches.failures), computed, self.engine().name if computed else "cache")
+        return Codes(codes, batches.content_hashes, phashes, dict(batches.failures), computed, engine.name if computed else "cache")
 
 
 def code_extractor(backbone: str, tap: str | None = None, *, input_size: int | None = None, **options) -> "CodeExtractor | ConcatExtractor":

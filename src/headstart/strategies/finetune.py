@@ -30,7 +30,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .. import distributed
+from .. import distributed, progress
 from ..backbones import PRE_LOGITS, BackboneSpec, Preprocessing, build_feature_map_model, build_tap_model
 from ..data.augment import augmentation_transform, policy_steps
 from ..data.batches import ImageBatches
@@ -259,6 +259,7 @@ def finetune(
     resume: bool = False,
     preprocessing: Preprocessing | None = None,
     on_epoch_end: Callable[[EpochRecord, nn.Module], None] | None = None,
+    name: str = "fine-tuning",
 ) -> FineTuneResult:
     """Fine-tune ``spec``'s network on images with integer labels 0..k-1; validate on the val split.
 
@@ -267,7 +268,8 @@ def finetune(
     ``checkpoint_dir``, the whole state is saved after every epoch, and ``resume=True`` continues
     from it: an interrupted run resumed ends with the weights an uninterrupted one would have.
     ``preprocessing`` overrides the backbone's own (another input size, say); ``on_epoch_end(record,
-    net)`` runs after every epoch (TensorBoard logging).
+    net)`` runs after every epoch (TensorBoard logging). ``name`` leads the phase's lines (one per
+    epoch) while :mod:`headstart.progress` is on.
     """
     config = config or FineTuneConfig()
     # torchvision's random transforms draw from torch's global generator, so seeding must touch it;
@@ -276,11 +278,11 @@ def finetune(
         torch.manual_seed(config.seed)
         return _finetune(
             spec, train_images, train_labels, val_images, val_labels, config, n_classes, head_init, checkpoint_dir, resume,
-            preprocessing or spec.preprocessing, on_epoch_end,
+            preprocessing or spec.preprocessing, on_epoch_end, name,
         )
 
 
-def _finetune(spec, train_images, train_labels, val_images, val_labels, config, n_classes, head_init, checkpoint_dir, resume, preprocessing, on_epoch_end) -> FineTuneResult:
+def _finetune(spec, train_images, train_labels, val_images, val_labels, config, n_classes, head_init, checkpoint_dir, resume, preprocessing, on_epoch_end, name) -> FineTuneResult:
     train_labels = np.asarray(train_labels, dtype=np.int64)
     n_classes = n_classes or int(max(train_labels.max(), np.max(val_labels)) + 1)
     device = resolve_device(config.device)
@@ -306,7 +308,12 @@ def _finetune(spec, train_images, train_labels, val_images, val_labels, config, 
         if checkpoint is None:
             raise HeadstartError("resume needs a checkpoint folder: give the run directory (-o RUN) that was interrupted.")
         start_epoch, history = restore_checkpoint(checkpoint, net=net, optimizer=optimizer, early_stopping=stopper, generator=generator, identity=identity, rank=world.rank)
-        log.info("resuming after epoch %d of %d", start_epoch, config.epochs)
+        progress.announce(f"{name}: resuming from {checkpoint} after epoch {start_epoch} of {config.epochs}")
+    else:
+        progress.announce(
+            f"{name}: {config.strategy} of {spec.name}, up to {config.epochs} epochs on {len(train_labels)} images "
+            f"({len(val_labels)} held out for early stopping){', bf16' if bf16 else ''}"
+        )
 
     def end_of_epoch(record) -> None:
         if checkpoint is not None:  # one writer, holding every rank's random state; every rank resumes from it
@@ -321,7 +328,7 @@ def _finetune(spec, train_images, train_labels, val_images, val_labels, config, 
         net, optimizer, train_loader, epochs=config.epochs, criterion=criterion, lr_factor=lambda step: warmup_cosine(step, total, warmup),
         val_loader=val_loader, set_train_mode=lambda n, epoch: set_train_mode(n, spec, config, epoch), early_stopping=stopper,
         device=device, bf16=bf16, progress=config.progress and world.main, on_epoch_end=end_of_epoch, mixup=config.mixup, start_epoch=start_epoch,
-        history=history, deadline=time.perf_counter() + config.time_limit if config.time_limit is not None else None, wrap=_wrapper(world, device),
+        history=history, deadline=time.perf_counter() + config.time_limit if config.time_limit is not None else None, wrap=_wrapper(world, device), name=name,
     )
     net.eval()
     return FineTuneResult(net, history, plan, bf16, lr_test)

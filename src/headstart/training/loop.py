@@ -19,6 +19,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from .. import distributed
+from ..progress import announce
 from ..hardware import autocast
 
 
@@ -149,6 +150,7 @@ def train(
     history: History | None = None,
     deadline: float | None = None,
     wrap: Callable[[nn.Module], nn.Module] | None = None,
+    name: str | None = None,
 ) -> History:
     """Train ``net`` for up to ``epochs``; returns the per-epoch history.
 
@@ -160,7 +162,9 @@ def train(
     ``history`` continue a run restored from such a checkpoint. ``deadline`` (a
     ``time.perf_counter()`` value) ends training after the epoch past which another one would not
     finish in time. ``wrap(net)``, called each epoch after ``set_train_mode``, gives the module
-    the training steps run through (DistributedDataParallel under several processes).
+    the training steps run through (DistributedDataParallel under several processes). With a
+    ``name``, each epoch ends with one line (losses, accuracies, learning rate, seconds) while
+    :mod:`headstart.progress` is on.
     """
     world = distributed.current()
     for group in optimizer.param_groups:
@@ -170,13 +174,16 @@ def train(
         start = time.perf_counter()
         (set_train_mode or (lambda n, _e: n.train()))(net, epoch)
         _set_epoch(train_loader, net, epoch)
-        bar = tqdm(train_loader, disable=not progress, desc=f"epoch {epoch + 1}/{epochs}", leave=False, unit="batch")
+        bar = tqdm(train_loader, disable=not progress, desc=f"epoch {epoch + 1}/{epochs}", leave=False, unit="batch", dynamic_ncols=True)
         sums = _train_epoch(wrap(net) if wrap else net, optimizer, bar, criterion, lr_factor, epoch * len(train_loader), device, bf16, mixup)
         total_loss, correct, count = world.sum(list(sums))  # every rank's share of the epoch
         val_loss, val_accuracy = evaluate(net, val_loader, criterion, device, bf16=bf16) if val_loader is not None else (None, None)
         record = _record(epoch, total_loss / count, correct / count, val_loss, val_accuracy, optimizer, net, start)
         history.records.append(record)
         stop = early_stopping is not None and val_loss is not None and early_stopping.update(epoch + 1, val_loss, net)
+        if name is not None:
+            best = early_stopping is not None and early_stopping.best_epoch == epoch + 1
+            announce(epoch_line(name, record, epochs, best))
         if on_epoch_end is not None:
             on_epoch_end(record)
         out_of_time = deadline is not None and time.perf_counter() + record.seconds > deadline
@@ -184,6 +191,17 @@ def train(
             history.stopped_early = epoch + 1 < epochs
             break
     return _keep_best(net, history, early_stopping)
+
+
+def epoch_line(name: str, record: EpochRecord, epochs: int, best: bool = False) -> str:
+    """``fine-tuning epoch 3/12: train loss 0.412 acc 86.2% | val loss 0.388 acc 88.0% | lr 1.0e-03 | 12.4 s``
+    (the learning rate is the largest group's: the head's)."""
+    parts = [f"{name} epoch {record.epoch}/{epochs}: train loss {record.train_loss:.3f} acc {record.train_accuracy:.1%}"]
+    if record.val_loss is not None:
+        parts.append(f"val loss {record.val_loss:.3f} acc {record.val_accuracy:.1%}" + (" (best)" if best else ""))
+    parts.append(f"lr {max(record.learning_rates.values()):.1e}")
+    parts.append(f"{record.seconds:.1f} s")
+    return " | ".join(parts)
 
 
 def _set_epoch(loader, net: nn.Module, epoch: int) -> None:
