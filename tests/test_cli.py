@@ -32,7 +32,8 @@ def test_fit_prints_a_summary(colour_splits, tmp_path, capsys):
 def test_predict_formats(run_dir, colour_splits, capsys):
     image = colour_splits / "test" / "red" / "00.png"
     code, out, _ = run(capsys, "predict", run_dir, image, "--top-k", "2")
-    assert code == 0 and out.split()[1] == "red"
+    header, first = out.splitlines()[:2]
+    assert code == 0 and header.split()[0] == "path" and first.split()[1] == "red"
     code, out, _ = run(capsys, "predict", run_dir, colour_splits / "test", "--format", "json")
     rows = json.loads(out)
     assert len(rows) == 9 and all(r["predictions"][0]["label"] in r["path"] for r in rows)
@@ -59,11 +60,49 @@ def test_evaluate(run_dir, colour_splits, capsys):
     assert code == 0 and json.loads(out)["accuracy"] == 1.0
 
 
+def test_evaluate_prints_every_figure_the_worst_mistakes_and_a_report(run_dir, tmp_path, capsys):
+    from tests.conftest import write_class_folders
+
+    # green images labelled red: confident mistakes, listed with their paths
+    data = write_class_folders(tmp_path / "eval", per_class=3, seed=7)
+    for i, image in enumerate(sorted((data / "green").iterdir())):
+        image.rename(data / "red" / f"mislabelled-{i}.png")
+    code, out, _ = run(capsys, "evaluate", run_dir, data, "--report", tmp_path / "evaluation")
+    assert code == 0
+    assert "(all images, 9 images)" in out and "pool" not in out
+    assert "accuracy 66.7% on 9 images (95% CI" in out and "chance 33.3% (1/K)" in out and "balanced accuracy" in out
+    assert "recall      red 50%, blue 100%" in out  # every class, lowest first
+    mistakes = [line for line in out.splitlines() if "mislabelled-" in line]
+    assert len(mistakes) == 3 and all(line.split()[1:3] == ["red", "green"] for line in mistakes)
+    report = (tmp_path / "evaluation" / "report.html").read_text()
+    assert "Confusion" in report or "confusion" in report
+
+
+def test_evaluate_help_describes_every_argument(capsys):
+    with pytest.raises(SystemExit):
+        main(["evaluate", "--help"])
+    text = capsys.readouterr().out
+    for argument in ("run ", "data ", "--format", "--report", "--allow-outside"):
+        line = next(line for line in text.splitlines() if line.strip().startswith(argument.strip()))
+        assert len(line.split()) > 1 or argument.strip() in ("run", "data"), line
+
+
+@pytest.mark.parametrize("placement", ["before", "after"])
+def test_global_flags_work_before_or_after_the_subcommand(placement, colour_splits, tmp_path, capsys):
+    flags = ["-q", "--debug"]
+    rest = ["fit", str(colour_splits), "-o", str(tmp_path / "run"), "--backbone", "resnet9000"]
+    argv = flags + rest if placement == "before" else rest[:1] + flags + rest[1:]
+    with pytest.raises(Exception, match="unknown backbone"):  # --debug: the exception itself, not one line
+        main(argv)
+    parsed = __import__("headstart.cli", fromlist=["build_parser"]).build_parser().parse_args(argv)
+    assert parsed.quiet and parsed.debug
+
+
 @pytest.mark.parametrize(
     "argv, message",
     [
         (["fit", "/no/such/folder", "-o", "x"], "does not exist"),
-        (["predict", "/no/such/run", "img.png"], "not a headstart model"),
+        (["predict", "/no/such/run", "img.png"], "/no/such/run does not exist; give the run directory"),
         (["fit", "{data}", "-o", "{tmp}/r", "--backbone", "resnet9000"], "unknown backbone"),
         (["fit", "{data}", "-o", "{tmp}/r", "--backbone", "tiny", "--tap", "nope"], "has no tap"),
     ],
@@ -128,6 +167,24 @@ def test_fine_tuning_run_keeps_checkpoints_and_resumes(colour_splits, tmp_path, 
     assert code == 2 and "configure fine-tuning; add --strategy" in err
     code, _, err = run(capsys, "fit", colour_splits, "-o", tmp_path / "lin", "--backbone", "tiny", "--strategy", "linear", "--resume")
     assert code == 2 and "--resume continues a fine-tuning run" in err
+
+
+def test_progress_announces_each_phase_and_each_epoch_only_when_asked(colour_splits, tmp_path, capsys):
+    argv = ["fit", str(colour_splits), "-o", str(tmp_path / "tuned"), "--backbone", "tiny", "--engine", "torch", "--strategy", "finetune_top", "--epochs", "2"]
+    assert main(argv + ["--progress"]) == 0
+    err = capsys.readouterr().err
+    lines = err.splitlines()
+    assert lines[0].startswith("headstart fit: ") and "found 27 images of 3 classes (train 18, test 9)" in err
+    assert "codes: 27 images through tiny" in err and "linear head: logistic on 18 codes" in err
+    epochs = [line for line in lines if line.startswith("fine-tuning epoch ")]
+    assert len(epochs) >= 1 and all(" | val loss " in line and " | lr " in line and line.endswith(" s") for line in epochs), epochs
+    assert "diagnostics: " in err and "writing " in err
+    # resuming says from which epoch
+    assert main(argv + ["--resume", "--progress"]) == 0
+    assert f"fine-tuning: resuming from {tmp_path / 'tuned' / 'checkpoints'}" in capsys.readouterr().err
+    # not a terminal and not asked (capsys), or -q: nothing on standard error
+    assert main(argv) == 0 and capsys.readouterr().err == ""
+    assert main(argv + ["-q", "--progress"]) == 0 and capsys.readouterr().err == ""
 
 
 def test_report_rebuilds_the_same_page_from_metrics(run_dir, capsys):

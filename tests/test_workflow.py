@@ -58,6 +58,43 @@ def test_unreadable_files_are_skipped_or_fatal_with_strict(colour_splits, tmp_pa
         fit_folder(colour_splits, None, backbone="tiny", engine="torch", strict=True)
 
 
+def test_strict_lists_every_unreadable_file_in_one_pass(colour_splits, tmp_path):
+    # three kinds at once: empty (found by the folder scan), truncated and unrecognised (found by decoding)
+    (colour_splits / "train" / "red" / "empty.png").write_bytes(b"")
+    good = (colour_splits / "train" / "red" / "00.png").read_bytes()
+    (colour_splits / "train" / "red" / "truncated.png").write_bytes(good[: len(good) // 2])
+    (colour_splits / "test" / "blue" / "garbage.jpg").write_bytes(b"\xff\xd8\xff" + b"\x13" * 200)
+    with pytest.raises(DataError) as failure:
+        fit_folder(colour_splits, None, backbone="tiny", engine="torch", strict=True)
+    message = str(failure.value)
+    assert message.startswith("--strict: 3 unreadable file(s)") and "\n" not in message
+    assert all(name in message for name in ("empty.png: unreadable (empty file)", "truncated.png: unreadable (truncated", "garbage.jpg: unreadable"))
+    assert "BytesIO" not in message and "0x" not in message
+    # without --strict the fit skips them, saves its model, and every count agrees
+    _, summary = fit_folder(colour_splits, tmp_path / "run", backbone="tiny", engine="torch")
+    counts = summary.counts
+    assert counts["unreadable"] == 3 and counts["found"] == 27 + 3
+    assert counts["used"] == {"train": 18, "test": 9} == {"train": summary.n_train, "test": summary.evaluation.n_images}
+    assert counts["codes_computed"] + counts["codes_cached"] == 27
+    saved = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert saved["counts"] == counts
+
+
+def test_many_unreadable_files_are_listed_in_a_file(colour_splits, tmp_path):
+    for i in range(12):
+        (colour_splits / "train" / "red" / f"empty-{i:02d}.png").write_bytes(b"")
+    with pytest.raises(DataError, match=r"and 2 more: all 12 are listed in .*unreadable.txt"):
+        fit_folder(colour_splits, tmp_path / "run", backbone="tiny", engine="torch", strict=True)
+    listed = (tmp_path / "run" / "unreadable.txt").read_text().splitlines()
+    assert len(listed) == 12 and all(line.endswith("unreadable (empty file)") for line in listed)
+
+
+def test_saved_files_are_readable_by_others(colour_splits, tmp_path):
+    fit_folder(colour_splits, tmp_path / "run", backbone="tiny", engine="torch")
+    modes = {path.name: path.stat().st_mode & 0o777 for path in (tmp_path / "run").iterdir() if path.is_file()}
+    assert len(set(modes.values())) == 1 and modes["model.safetensors"] == modes["model.json"], modes
+
+
 def test_evaluate_folder_uses_the_saved_model(colour_splits, tmp_path):
     fit_folder(colour_splits, tmp_path / "run", backbone="tiny", engine="torch")
     model = TransferClassifier.load(tmp_path / "run")

@@ -23,11 +23,17 @@ def atomic_path(target: Path) -> Iterator[Path]:
         yield Path(tmp)
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
-        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes files private; give them the usual mode
+        give_usual_mode(Path(tmp))
         os.replace(tmp, target)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+def give_usual_mode(path: Path) -> None:
+    """Files as open() would make them (0644 under the usual umask): some writers (safetensors,
+    mkstemp) make theirs private, which a model others should read must not be."""
+    os.chmod(path, 0o666 & ~_UMASK)
 
 
 def write_text(target: Path, text: str) -> None:

@@ -102,11 +102,14 @@ def _model_commands(commands) -> None:
     predict.add_argument("--format", choices=("table", "csv", "json"), default="table")
     predict.set_defaults(handler=cmd_predict)
 
-    evaluate = _command(commands, "evaluate", help="accuracy of a saved run on labelled images")
-    evaluate.add_argument("run")
-    evaluate.add_argument("data")
-    evaluate.add_argument("--format", choices=("table", "json"), default="table")
-    evaluate.add_argument("--allow-outside", action="store_true")
+    evaluate = _command(
+        commands, "evaluate", help="accuracy of a saved run on labelled images: interval, chance, per-class recall, the worst mistakes",
+    )
+    evaluate.add_argument("run", help="run directory written by fit")
+    evaluate.add_argument("data", help="labelled images: root/CLASS/img (all are scored), root/SPLIT/CLASS/img (test, else val), or a CSV/TSV of path,label")
+    evaluate.add_argument("--format", choices=("table", "json"), default="table", help="table (default) or json (every figure, every mistake listed)")
+    evaluate.add_argument("--report", default=None, metavar="DIR", help="also write DIR/report.html: confusion matrix, calibration, per-class table")
+    evaluate.add_argument("--allow-outside", action="store_true", help="let CSV paths leave the CSV's folder")
     evaluate.set_defaults(handler=cmd_evaluate)
 
     export = _command(commands, "export", help="write a saved run as one ONNX graph (probabilities out)")
@@ -404,13 +407,51 @@ def cmd_evaluate(args) -> int:
     model = TransferClassifier.load(args.run)
     model.progress = args.show_progress
     evaluation = evaluate_folder(model, args.data, allow_outside=args.allow_outside)
+    report = _write_evaluation_report(model, evaluation, args) if args.report else None
     if args.format == "json":
         from dataclasses import asdict
 
         print(json.dumps(asdict(evaluation), indent=2))
     else:
-        print(format_evaluation(evaluation))
+        print(format_evaluation_command(evaluation, args, report))
     return 0
+
+
+def _write_evaluation_report(model, evaluation, args) -> Path:
+    from dataclasses import asdict
+
+    from ._atomic import write_text
+    from ._json import as_json
+    from .persistence import REPORT_FILE
+    from .report import render_report
+
+    metrics = {
+        "kind": "evaluation", "run": str(args.run), "data": str(args.data), "backbone": model.backbone_, "classes": [str(c) for c in model.classes_], "evaluation": asdict(evaluation),
+        "diagnostics": {"errors": evaluation.analysis},
+    }
+    target = Path(args.report) / REPORT_FILE
+    target.parent.mkdir(parents=True, exist_ok=True)
+    write_text(target, render_report(as_json(metrics)))
+    return target
+
+
+def format_evaluation_command(ev, args, report: Path | None) -> str:
+    """What `headstart evaluate` prints: the figures, every class's recall, the worst mistakes."""
+    scored = "all images" if ev.split == "pool" else f"its {ev.split} split"
+    unreadable = f"; {len(ev.unreadable)} unreadable skipped" if ev.unreadable else ""
+    lines = [f"headstart evaluate: {args.run} on {args.data} ({scored}, {ev.n_images} images{unreadable})", format_evaluation(ev, indent="  ", all_classes=True)]
+    if ev.mistakes:
+        width = max(len(m["path"]) for m in ev.mistakes)
+        lines.append(f"  mistakes    {len(ev.mistakes)} most confident{' (of more: --format json lists these)' if len(ev.mistakes) == 20 else ''}:")
+        lines.append(f"              {'path':<{width}}  {'label':<12} predicted (probability)")
+        lines.extend(f"              {m['path']:<{width}}  {str(m['label']):<12} {m['predicted']} ({m['probability']:.0%})" for m in ev.mistakes)
+    else:
+        lines.append("  mistakes    none")
+    for item in ev.unreadable[:10]:
+        lines.append(f"  skipped     {item['path']}: {item['reason']}")
+    if report is not None:
+        lines.append(f"  report      {report}")
+    return "\n".join(lines)
 
 
 def cmd_advise(args) -> int:
@@ -720,14 +761,16 @@ def format_weights(report: dict) -> str:
     return "\n".join(lines)
 
 
-def format_evaluation(ev, indent: str = "") -> str:
+def format_evaluation(ev, indent: str = "", all_classes: bool = False) -> str:
     low, high = ev.accuracy_ci95
     recall = sorted(ev.per_class_recall.items(), key=lambda kv: kv[1])
-    shown = ", ".join(f"{k} {v:.0%}" for k, v in recall[:12]) + (" ..." if len(recall) > 12 else "")
+    limit = 50 if all_classes else 12
+    shown = ", ".join(f"{k} {v:.0%}" for k, v in recall[:limit]) + (f" ... ({len(recall) - limit} more)" if len(recall) > limit else "")
+    name = "accuracy" if ev.split == "pool" else f"{ev.split} accuracy"
     return (
-        f"{indent}{ev.split} accuracy {ev.accuracy:.1%} on {ev.n_images} images (95% CI {low:.1%}-{high:.1%}); "
+        f"{indent}{name} {ev.accuracy:.1%} on {ev.n_images} images (95% CI {low:.1%}-{high:.1%}); "
         f"chance {ev.chance_uniform:.1%} (1/K), {ev.chance_majority:.1%} (majority); balanced accuracy {ev.balanced_accuracy:.1%}\n"
-        f"{indent}recall      {'lowest first: ' if len(recall) > 12 else ''}{shown}"
+        f"{indent}recall      {'lowest first: ' if len(recall) > limit else ''}{shown}"
     )
 
 
@@ -752,7 +795,7 @@ def format_predictions(rows: list[dict], fmt: str) -> str:
                 writer.writerow([row["path"], rank, p["label"], p["probability"], ""])
         return buffer.getvalue().rstrip("\n")
     width = max((len(r["path"]) for r in rows), default=4)
-    lines = []
+    lines = [f"{'path':<{width}}  prediction (probability)"]
     for row in rows:
         shown = row.get("error") or "  ".join(f"{p['label']} ({p['probability']:.1%})" for p in row["predictions"])
         lines.append(f"{row['path']:<{width}}  {shown}")

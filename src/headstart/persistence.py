@@ -17,7 +17,7 @@ from pathlib import Path
 
 from safetensors.numpy import load_file, save_file
 
-from ._atomic import atomic_directory
+from ._atomic import atomic_directory, give_usual_mode
 from ._json import jsonable
 from .errors import HeadstartError, ModelFileError
 from .features import code_extractor
@@ -63,6 +63,7 @@ def save_model(record: FittedModel, directory: Path, *, metrics: dict | None = N
             if (directory / kept).is_dir():
                 shutil.copytree(directory / kept, staging / kept)
         save_file(record.to_tensors(), str(staging / WEIGHTS_FILE))
+        give_usual_mode(staging / WEIGHTS_FILE)
         meta["weights_sha256"] = _sha256(staging / WEIGHTS_FILE)
         (staging / META_FILE).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
         for name, document in documents.items():
@@ -93,6 +94,8 @@ def load_model(directory: Path) -> FittedModel:
 
 def read_meta(directory: Path) -> dict:
     path = Path(directory) / META_FILE
+    if not Path(directory).exists():
+        raise ModelFileError(f"{directory} does not exist; give the run directory written by 'headstart fit DATA -o RUN'.")
     if not path.is_file():
         raise ModelFileError(f"{directory} is not a headstart model (no {META_FILE}); give the folder written by 'headstart fit -o'.")
     meta = _read_json(path)

@@ -9,6 +9,8 @@ from __future__ import annotations
 import logging
 import os
 import time
+import warnings
+from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -16,10 +18,12 @@ import numpy as np
 from sklearn.metrics import balanced_accuracy_score, recall_score
 
 from . import distributed, progress
+from ._atomic import write_text
 from ._json import as_json, to_json_label
 from ._memory import release_freed_memory
 from .data import Dataset, find_duplicates, load_dataset
-from .diagnostics import diagnose, wilson_interval
+from .data.images import unreadable_files
+from .diagnostics import diagnose, error_analysis, wilson_interval
 from .errors import DataError
 from .estimator import TransferClassifier
 from .features import Codes
@@ -45,6 +49,11 @@ class Evaluation:
     chance_majority: float  # share of the largest class
     per_class_recall: dict
     accuracy_ci95: tuple[float, float]  # Wilson interval
+    # evaluate_folder only: the most confident mistakes ({"path", "label", "predicted", "probability"}),
+    # images that could not be read, and the error analysis (confusion, calibration) a report shows
+    mistakes: list[dict] = field(default_factory=list)
+    unreadable: list[dict] = field(default_factory=list)
+    analysis: dict | None = None
 
 
 @dataclass
@@ -109,8 +118,8 @@ def _fit_folder(data, output, strict, test_size, allow_outside, diagnostics, ten
     dataset = load_dataset(data, test_size=test_size, random_state=params.get("random_state") or 0, allow_outside=allow_outside)
     progress.announce(describe_found(dataset))
     phases.done("finding images")
-    if strict and dataset.unreadable():
-        _raise_unreadable(dataset.unreadable())
+    if strict:
+        _check_every_image(dataset, output)
     model = TransferClassifier(strict=strict, **_run_directories(output, tensorboard, params))
     fit, codes = _fit_split(model.get_params(), dataset, start)
     phases.done("fit", codes=fit.seconds_codes)
@@ -259,11 +268,32 @@ def evaluate_folder(model: TransferClassifier, data: str | os.PathLike, *, allow
             "evaluate on data with the same class names."
         )
     scores, failures = model.scores_and_failures([r.path for r in records])
-    if failures:
-        log.warning("skipping %d unreadable image(s)", len(failures))
     ok = np.isfinite(scores).all(axis=1)
     labels = _match_label_types(_labels(records), model.classes_)
-    return evaluate_scores(model.classes_, scores[ok], labels[ok], split)
+    evaluation = evaluate_scores(model.classes_, scores[ok], labels[ok], split)
+    kept = [r for r, good in zip(records, ok) if good]
+    evaluation.mistakes = _mistakes(model.classes_, scores[ok], labels[ok], [r.path for r in kept])
+    evaluation.unreadable = [{"path": str(records[i].path), "reason": why} for i, why in failures.items()]
+    evaluation.analysis = error_analysis(np.searchsorted(model.classes_, labels[ok]), scores[ok], [str(to_json_label(c)) for c in model.classes_])
+    return evaluation
+
+
+# The most confident mistakes an evaluation lists (its report shows them all in the confusion matrix).
+MISTAKES_LISTED = 20
+
+
+def _mistakes(classes: np.ndarray, scores: np.ndarray, labels: np.ndarray, paths: list) -> list[dict]:
+    """Wrong predictions, the most confident first: the images worth a look (mislabelled, or a real gap)."""
+    if not len(scores):
+        return []
+    probabilities = softmax(scores)
+    predicted = probabilities.argmax(1)
+    wrong = np.flatnonzero(classes[predicted] != labels)
+    order = wrong[np.argsort(-probabilities[wrong, predicted[wrong]], kind="stable")][:MISTAKES_LISTED]
+    return [
+        {"path": str(paths[i]), "label": to_json_label(labels[i]), "predicted": to_json_label(classes[predicted[i]]), "probability": round(float(probabilities[i, predicted[i]]), 4)}
+        for i in order
+    ]
 
 
 def predict_images(model: TransferClassifier, images, *, top_k: int = 1) -> list[dict]:
@@ -303,12 +333,18 @@ def evaluate_scores(classes: np.ndarray, scores: np.ndarray, labels: np.ndarray,
         split=split,
         n_images=n,
         accuracy=correct / n,
-        balanced_accuracy=float(balanced_accuracy_score(labels, predicted)),
+        balanced_accuracy=_balanced_accuracy(labels, predicted),
         chance_uniform=1.0 / len(classes),
         chance_majority=float(counts.max() / n),
         per_class_recall={str(to_json_label(c)): float(r) for c, r in zip(present, recalls)},
         accuracy_ci95=wilson_interval(correct, n),
     )
+
+
+def _balanced_accuracy(labels: np.ndarray, predicted: np.ndarray) -> float:
+    with warnings.catch_warnings():  # a class predicted but absent from the labels is a plain mistake here
+        warnings.filterwarnings("ignore", message="y_pred contains classes not in y_true")
+        return float(balanced_accuracy_score(labels, predicted))
 
 
 def _scratch_comparison(record: FittedModel, evaluation, records, fitted, labels, held_out, params) -> list[dict]:
@@ -387,10 +423,8 @@ def describe_found(dataset: Dataset) -> str:
 def image_counts(dataset: Dataset, codes: Codes) -> dict:
     """The one set of counts the summary, metrics.json and the report show: image files found, used per
     split, passed over (not images, unreadable), and codes computed against read from the cache."""
-    used: dict[str, int] = {}
-    for record, ok in zip(dataset.records, codes.ok):
-        if ok:
-            used[record.split] = used.get(record.split, 0) + 1
+    readable = Counter(record.split for record, ok in zip(dataset.records, codes.ok) if ok)
+    used = {split: readable[split] for split in dataset.splits if readable[split]}
     not_images = sum(s.reason == "not an image" for s in dataset.skipped)
     return {
         "found": len(dataset.records) + len(dataset.skipped) - not_images,  # files that look like images
@@ -414,7 +448,23 @@ def _match_label_types(labels: np.ndarray, classes: np.ndarray) -> np.ndarray:
     return labels
 
 
-def _raise_unreadable(paths) -> None:
-    shown = ", ".join(str(p) for p in list(paths)[:3])
-    more = f" and {len(paths) - 3} more" if len(paths) > 3 else ""
-    raise DataError(f"--strict: {len(paths)} unreadable file(s): {shown}{more}; remove them or drop --strict.")
+# Unreadable files named in a --strict error; more go to a file in the run directory.
+STRICT_LISTED = 10
+UNREADABLE_FILE = "unreadable.txt"
+
+
+def _check_every_image(dataset: Dataset, output) -> None:
+    """--strict: decode every image before any work, and fail naming all that cannot be read."""
+    progress.announce(f"--strict: decoding all {len(dataset.records)} images first, to find every unreadable one")
+    found = {s.path: s.reason for s in dataset.skipped if s.reason.startswith("unreadable")}
+    found |= unreadable_files([r.path for r in dataset.records])
+    if not found:
+        return
+    listed = "; ".join(f"{path}: {why}" for path, why in list(found.items())[:STRICT_LISTED])
+    where = ""
+    if len(found) > STRICT_LISTED:
+        target = Path(output or ".") / UNREADABLE_FILE
+        target.parent.mkdir(parents=True, exist_ok=True)
+        write_text(target, "".join(f"{path}\t{why}\n" for path, why in found.items()))
+        where = f"; and {len(found) - STRICT_LISTED} more: all {len(found)} are listed in {target}"
+    raise DataError(f"--strict: {len(found)} unreadable file(s): {listed}{where}; remove or replace them, or drop --strict to skip them.")

@@ -6,6 +6,7 @@ Format is detected from the content, never from the file name, so a PNG named ``
 from __future__ import annotations
 
 import io
+import re
 import warnings
 
 import numpy as np
@@ -71,7 +72,18 @@ def decode_image(data: bytes, *, draft_size: int | None = None) -> Image.Image:
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise UnreadableImage(f"possible decompression bomb: {exc}") from None
     except (OSError, ValueError, SyntaxError, EOFError, Image.UnidentifiedImageError) as exc:
-        raise UnreadableImage(str(exc) or type(exc).__name__) from None
+        raise UnreadableImage(plain_reason(exc)) from None
+
+
+def plain_reason(exc: BaseException) -> str:
+    """Why PIL could not decode, in words a person can act on (PIL's own name in-memory buffers,
+    as in 'cannot identify image file <_io.BytesIO object at 0x...>')."""
+    text = str(exc)
+    if isinstance(exc, Image.UnidentifiedImageError):
+        return "not a recognised image format (damaged, or not really an image)"
+    if "truncated" in text or isinstance(exc, EOFError):
+        return "truncated: the file ends before the image does (an interrupted copy or download)"
+    return re.sub(r"<[^<>]* object at 0x[0-9a-fA-F]+>", "the file", text) or type(exc).__name__
 
 
 def to_rgb(image: Image.Image) -> Image.Image:

@@ -238,3 +238,22 @@ def hash_memo(root: Path) -> HashMemo:
         if root not in _MEMOS:
             _MEMOS[root] = HashMemo(root)
         return _MEMOS[root]
+
+
+def unreadable_files(paths: list[Path], *, draft_size: int | None = None, desc: str = "checking") -> dict[Path, str]:
+    """Every file of ``paths`` that cannot be decoded, with why: one full decode of each, in threads
+    (PIL releases the GIL while decoding), so that one pass finds them all."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from ..progress import bar
+
+    def failure(path: Path) -> str | None:
+        try:
+            ImageSource(path).rgb(draft_size)
+        except READ_ERRORS as exc:
+            return describe_failure(exc)
+        return None
+
+    with ThreadPoolExecutor(max_workers=min(4, (os.cpu_count() or 2) + 1)) as pool:
+        reasons = list(bar(pool.map(failure, paths), total=len(paths), desc=desc, unit="img"))
+    return {path: why for path, why in zip(paths, reasons) if why is not None}
