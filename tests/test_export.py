@@ -42,3 +42,51 @@ def test_concatenated_backbones_cannot_be_one_graph(tmp_path):
     model = TransferClassifier("tiny+tiny", engine="torch").fit(X, y)
     with pytest.raises(HeadstartError, match="cannot export 'tiny\\+tiny'"):
         export_onnx(model, tmp_path / "model.onnx")
+
+
+def follow_the_recipe(path, description) -> np.ndarray:
+    """What an outside program does with model.onnx.json: Pillow and numpy, no headstart, no torch."""
+    from PIL import Image, ImageOps
+
+    p = description["preprocessing"]
+    image = Image.open(path)
+    image.seek(0)
+    if image.format == "JPEG":
+        image.draft("RGB", (p["resize"], p["resize"]))
+    image = ImageOps.exif_transpose(image).convert("RGB")
+    width, height = image.size
+    if width <= height:
+        size = (p["resize"], int(p["resize"] * height / width))
+    else:
+        size = (int(p["resize"] * width / height), p["resize"])
+    image = image.resize(size, getattr(Image.Resampling, p["interpolation"].upper()))
+    left, top = int(round((size[0] - p["crop"]) / 2)), int(round((size[1] - p["crop"]) / 2))
+    image = image.crop((left, top, left + p["crop"], top + p["crop"]))
+    pixels = np.asarray(image, dtype=np.float32) / 255.0 * p["value_scale"]
+    pixels = (pixels - np.array(p["mean"], dtype=np.float32)) / np.array(p["std"], dtype=np.float32)
+    return pixels.transpose(2, 0, 1)
+
+
+def test_an_outside_program_following_the_json_gets_predicts_probabilities(tmp_path):
+    # Real images (scikit-learn's handwritten digits), enlarged and saved as JPEGs big enough that
+    # decoding takes the reduced-size path, at odd sizes so that resizing and cropping round.
+    from PIL import Image
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    X, y = colour_data(per_class=8)
+    model = tiny().fit(X, y)
+    path = export_onnx(model, tmp_path / "model.onnx")
+    description = json.loads((tmp_path / "model.onnx.json").read_text())
+    assert any("draft" in step for step in description["preprocessing"]["steps"])
+    files = []
+    for i, digit in enumerate(digits.images[:40]):
+        grey = (digit / 16 * 255).astype(np.uint8)
+        size = (173 + 7 * (i % 5), 131 + 5 * (i % 7))
+        image = Image.fromarray(np.stack([grey, grey[::-1], grey.T], axis=-1)).resize(size, Image.Resampling.BICUBIC)
+        files.append(tmp_path / f"digit-{i:02d}.jpg")
+        image.save(files[-1], quality=85)
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    batch = np.stack([follow_the_recipe(f, description) for f in files])
+    outside = session.run(None, {"x": batch})[0]
+    np.testing.assert_allclose(outside, model.predict_proba(files), atol=1e-4)

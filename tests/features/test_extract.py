@@ -124,9 +124,26 @@ def test_failed_export_falls_back_to_pytorch(image_paths, monkeypatch, caplog):
         raise RuntimeError("exporter exploded")
 
     monkeypatch.setattr(engine, "export_graph", broken)
+    monkeypatch.setattr(engine, "EXPORT_PAYS_FROM", 0)  # as if the pass were large enough to export
     codes = extractor(cache=False, engine="auto")(image_paths)
     assert codes.engine == "torch"
     assert "using PyTorch" in caplog.text
+
+
+def test_a_pass_too_small_to_pay_for_an_export_runs_eagerly_and_a_large_one_exports(image_paths, monkeypatch, tmp_path):
+    pytest.importorskip("onnxruntime")
+    from headstart.features import engine
+
+    exports = []
+    real = engine.export_graph
+    monkeypatch.setattr(engine, "export_graph", lambda *args: (exports.append(args), real(*args)))
+    small = extractor(cache=False, engine="auto", cache_dir=tmp_path)
+    assert small(image_paths).engine == "torch" and not exports  # 5 images: far below EXPORT_PAYS_FROM
+    monkeypatch.setattr(engine, "EXPORT_PAYS_FROM", len(image_paths))
+    large = extractor(cache=False, engine="auto", cache_dir=tmp_path)
+    assert large(image_paths).engine == "onnx" and len(exports) == 1
+    monkeypatch.setattr(engine, "EXPORT_PAYS_FROM", 10**9)  # an exported graph is used whatever the count
+    assert extractor(cache=False, engine="auto", cache_dir=tmp_path)(image_paths).engine == "onnx" and len(exports) == 1
 
 
 def test_leftovers_of_a_killed_run_are_never_read(image_paths):
