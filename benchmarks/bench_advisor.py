@@ -1,6 +1,6 @@
 """Does strategy="auto" choose well? Regret against every alternative, on the same split.
 
-    python benchmarks/bench_advisor.py [--only hymenoptera digits-15 ...]
+    python benchmarks/bench_advisor.py [--only hymenoptera digits-15 ...] [--auto-only]
 
 Rows: both shared datasets (their own splits), scikit-learn's digits at 15 and 130 training images
 per class (all it has after a 40-per-class test split) and Fashion-MNIST at 15 and 200 (Debian
@@ -8,6 +8,8 @@ package dataset-fashion-mnist), the last two at 96 px input. For each, auto is f
 (advisor included), then every alternative: linear on the top tap, linear on the sweep's best
 other tap (or tap concatenation), finetune_top and finetune_all, each with the library defaults.
 Regret = best alternative - auto, in points (negative: auto beat every fixed recipe).
+``--auto-only`` fits auto alone (its plan and score), to set beside a full run's alternatives after
+a change that touches only the advisor or the fitting path.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--only", nargs="*", default=list(ROWS), choices=list(ROWS))
     parser.add_argument("--time-budget", type=float, default=None)
+    parser.add_argument("--auto-only", action="store_true", help="fit auto alone: its plan and score, no alternatives")
     args = parser.parse_args()
     print(machine(), flush=True)
     table = []
@@ -59,6 +62,9 @@ def main() -> None:
             print(f"  | {line}", flush=True)
         print(f"  auto -> {plan.describe()}: {auto_accuracy:.2%} in {auto_seconds:.0f} s (advisor {plan.seconds:.0f} s)", flush=True)
 
+        if args.auto_only:
+            table.append((name, plan.case, plan.describe(), auto_accuracy, "-", float("nan"), float("nan")))
+            continue
         other_taps = [s for s in plan.measurements.sweep if s.tap != PRE_LOGITS]
         best_other = max(other_taps, key=lambda s: s.cv_accuracy).tap
         alternatives = {

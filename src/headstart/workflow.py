@@ -9,13 +9,12 @@ from __future__ import annotations
 import logging
 import os
 import time
-import warnings
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
-from sklearn.metrics import balanced_accuracy_score, recall_score
+from sklearn.metrics import recall_score
 
 from . import distributed, progress
 from ._atomic import write_text
@@ -24,6 +23,7 @@ from ._memory import release_freed_memory
 from .data import Dataset, find_duplicates, load_dataset
 from .data.images import unreadable_files
 from .diagnostics import diagnose, error_analysis, wilson_interval
+from .diagnostics.error_analysis import balanced_accuracy
 from .errors import DataError
 from .estimator import TransferClassifier
 from .features import Codes
@@ -333,18 +333,12 @@ def evaluate_scores(classes: np.ndarray, scores: np.ndarray, labels: np.ndarray,
         split=split,
         n_images=n,
         accuracy=correct / n,
-        balanced_accuracy=_balanced_accuracy(labels, predicted),
+        balanced_accuracy=balanced_accuracy(labels, predicted),
         chance_uniform=1.0 / len(classes),
         chance_majority=float(counts.max() / n),
         per_class_recall={str(to_json_label(c)): float(r) for c, r in zip(present, recalls)},
         accuracy_ci95=wilson_interval(correct, n),
     )
-
-
-def _balanced_accuracy(labels: np.ndarray, predicted: np.ndarray) -> float:
-    with warnings.catch_warnings():  # a class predicted but absent from the labels is a plain mistake here
-        warnings.filterwarnings("ignore", message="y_pred contains classes not in y_true")
-        return float(balanced_accuracy_score(labels, predicted))
 
 
 def _scratch_comparison(record: FittedModel, evaluation, records, fitted, labels, held_out, params) -> list[dict]:

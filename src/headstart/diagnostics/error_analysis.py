@@ -3,6 +3,8 @@ and recall, balanced accuracy and calibration."""
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 from sklearn.metrics import balanced_accuracy_score, confusion_matrix, precision_recall_fscore_support
 
@@ -14,6 +16,14 @@ CALIBRATION_BINS = 15
 # Past this many classes the full confusion matrix is neither readable nor small (5,000 classes:
 # 25 million cells); the confused pairs and per-class figures still describe the errors.
 MAX_CONFUSION_CLASSES = 100
+
+
+def balanced_accuracy(y_true: np.ndarray, predicted: np.ndarray) -> float:
+    """Mean recall over the classes present; a class predicted but absent from ``y_true`` (an
+    evaluation set without it) is a plain mistake, not worth scikit-learn's warning."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="y_pred contains classes not in y_true")
+        return float(balanced_accuracy_score(y_true, predicted))
 
 
 def error_analysis(y_true: np.ndarray, scores: np.ndarray, class_names: list[str], *, top_pairs: int = 10) -> dict:
@@ -28,7 +38,7 @@ def error_analysis(y_true: np.ndarray, scores: np.ndarray, class_names: list[str
     return {
         "n_images": int(len(y_true)),
         "accuracy": float(np.mean(predicted == y_true)),
-        "balanced_accuracy": float(balanced_accuracy_score(y_true, predicted)),
+        "balanced_accuracy": balanced_accuracy(y_true, predicted),
         "confusion": confusion_matrix(y_true, predicted, labels=np.arange(k)).tolist() if k <= MAX_CONFUSION_CLASSES else None,
         "classes": list(class_names),
         "per_class": [

@@ -182,8 +182,7 @@ def train(
         history.records.append(record)
         stop = early_stopping is not None and val_loss is not None and early_stopping.update(epoch + 1, val_loss, net)
         if name is not None:
-            best = early_stopping is not None and early_stopping.best_epoch == epoch + 1
-            announce(epoch_line(name, record, epochs, best))
+            announce(epoch_line(name, record, epochs, best=early_stopping is not None and early_stopping.best_epoch == epoch + 1))
         if on_epoch_end is not None:
             on_epoch_end(record)
         out_of_time = deadline is not None and time.perf_counter() + record.seconds > deadline
