@@ -280,9 +280,13 @@ def test_style_cli(style_folder, tmp_path, capsys):
     assert "indexed with other input_size; add --rebuild" in capsys.readouterr().err
     assert main(["-q", "style", "search", str(out), str(style_folder / "noise" / "1.png"), "-k", "2"]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
-    assert len(lines) == 2 and lines[0].endswith("noise/1.png")
+    assert len(lines) == 4 and lines[0].startswith("style distance: the mean over layers") and lines[1].split()[:3] == ["rank", "x", "nearest"]
+    assert lines[2].endswith("noise/1.png") and lines[2].split()[1] == "0.00" and lines[3].split()[1] == "1.00"  # itself, then the nearest other
     assert main(["-q", "style", "compare", str(style_folder / "noise" / "1.png"), str(style_folder / "stripes" / "1.png"), "--backbone", "tiny", "--size", "32"]) == 0
-    assert "style distance" in capsys.readouterr().out
+    compared = capsys.readouterr().out.splitlines()
+    assert compared[0].startswith("style distance: the mean over layers") and compared[1].split() == ["layer", "term", "share"]
+    shares = [float(line.split()[-1].rstrip("%")) for line in compared[2:] if line.strip().endswith("%")]
+    assert len(shares) >= 2 and abs(sum(shares) - 100) < 0.5
     assert main(["-q", "style", "evaluate", str(style_folder), "--backbones", "tiny", "--size", "32"]) == 0
     assert "12 images in 3 styles" in capsys.readouterr().out
     from headstart.style.index import writing_lock

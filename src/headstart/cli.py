@@ -460,12 +460,16 @@ def cmd_advise(args) -> int:
     from .backbones import get_backbone
     from .data import load_dataset
 
+    from .progress import announce, shown
+
     dataset = load_dataset(args.data, random_state=args.seed, allow_outside=args.allow_outside)
     train = dataset.split("train")
-    plan = advise(
-        get_backbone(args.backbone), [r.path for r in train], [r.label for r in train], time_budget=args.time_budget,
-        input_size=args.input_size, device=args.device, cache=not args.no_cache, random_state=args.seed,
-    )
+    with shown(args.show_progress):
+        announce(f"found {len(train)} training images of {len(dataset.classes)} classes in {args.data}")
+        plan = advise(
+            get_backbone(args.backbone), [r.path for r in train], [r.label for r in train], time_budget=args.time_budget,
+            input_size=args.input_size, device=args.device, cache=not args.no_cache, random_state=args.seed,
+        )
     if args.json:
         print(json.dumps(plan.to_dict(), indent=2))
         return 0
@@ -623,11 +627,26 @@ def cmd_style_search(args) -> int:
     if args.format == "json":
         print(json.dumps([{"path": str(m.path), "distance": m.distance, "exact": m.exact, "note": m.note} for m in matches], indent=2))
         return 0
-    for rank, m in enumerate(matches, start=1):
-        kind = "" if m.exact else "  (estimate)"
-        note = f"  [{m.note}]" if m.note else ""
-        print(f"{rank:>3}  {m.distance:12.5g}  {m.path}{kind}{note}")
+    print(format_style_matches(matches, args.index))
     return 0
+
+
+# One description of the style distance, wherever it is printed (README and docs/style.md say the same).
+STYLE_DISTANCE = "style distance: the mean over layers of ||G(a) - G(b)||^2 (squared Frobenius norm; Gram G = F F^T / (channels x positions))"
+
+
+def format_style_matches(matches, index) -> str:
+    """Rank, distance as a multiple of the nearest match's (1.00: as close as the best; 0.00: the same
+    image), the distance, the path."""
+    if not matches:
+        return f"no indexed image in {index} could be compared"
+    nearest = next((m.distance for m in matches if m.distance > 0), 1.0)
+    lines = [f"{STYLE_DISTANCE}; closest first", f"{'rank':>4}  {'x nearest':>9}  {'distance':>10}  path"]
+    for rank, m in enumerate(matches, start=1):
+        kind = "  (estimate)" if not m.exact else ""
+        note = f"  [{m.note}]" if m.note else ""
+        lines.append(f"{rank:>4}  {m.distance / nearest:>9.2f}  {m.distance:>10.3g}  {m.path}{kind}{note}")
+    return "\n".join(lines)
 
 
 def cmd_style_compare(args) -> int:
@@ -638,10 +657,19 @@ def cmd_style_compare(args) -> int:
     if args.format == "json":
         print(json.dumps({"distance": total, "layers": dict(per_layer), "backbone": settings.backbone}, indent=2))
         return 0
-    print(f"style distance {total:.6g}  ({settings.backbone}, mean of the layers' squared Frobenius differences)")
-    for layer, d in per_layer:
-        print(f"  {layer:<24} {d:.6g}")
+    print(format_style_comparison(total, per_layer, settings.backbone))
     return 0
+
+
+def format_style_comparison(total: float, per_layer: list, backbone: str) -> str:
+    """The distance, then each layer's term and its share of the sum: which layers decide it."""
+    terms = sum(d for _, d in per_layer) or 1e-300
+    lines = [f"{STYLE_DISTANCE}, on {backbone}: {total:.4g}", f"  {'layer':<24} {'term':>10} {'share':>7}"]
+    lines.extend(f"  {layer:<24} {d:>10.3g} {d / terms:>7.1%}" for layer, d in per_layer)
+    top_layer, top = max(per_layer, key=lambda item: item[1])
+    if top / terms > 0.9:
+        lines.append(f"  {top_layer} decides {top / terms:.0%} of the distance; --layers can leave it out, or give the others their say")
+    return "\n".join(lines)
 
 
 def cmd_style_evaluate(args) -> int:

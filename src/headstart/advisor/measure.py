@@ -263,14 +263,17 @@ def _similarity(spec: BackboneSpec, model: nn.Module, results: _Pass) -> Similar
     )
 
 
-def mirror_probe(spec: BackboneSpec, images: list, preprocessing: Preprocessing, random_state: int = 0) -> tuple[float, int]:
+def mirror_probe(
+    spec: BackboneSpec, images: list, preprocessing: Preprocessing, random_state: int = 0, codes: np.ndarray | None = None
+) -> tuple[float, int]:
     """How well a linear probe tells the mirror-check sample of ``images`` from their mirror images
-    (cross-validated accuracy; chance 0.5), and the sample's size."""
+    (cross-validated accuracy; chance 0.5), and the sample's size. ``codes``: the top codes of
+    ``images`` from the measuring pass (the same pixels), so that only the mirrors are computed."""
     chosen = mirror_check_sample(len(images), random_state)
     # Decoded images, not files, go in: their cache keys would differ from the files', so skip the cache.
     extractor = CodeExtractor(spec, PRE_LOGITS, input_size=preprocessing.crop, engine="torch", cache=False)
     rgb = [as_source(images[i]).rgb(preprocessing.resize) for i in chosen]
-    return mirror_sensitivity(extractor, rgb, random_state=random_state), len(chosen)
+    return mirror_sensitivity(extractor, rgb, random_state=random_state, codes=codes[chosen] if codes is not None else None), len(chosen)
 
 
 def layer_sweep(spec: BackboneSpec, codes: dict[str, np.ndarray], labels: np.ndarray, random_state: int = 0) -> list[TapScore]:

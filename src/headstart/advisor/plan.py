@@ -18,6 +18,7 @@ import numpy as np
 from sklearn.model_selection import train_test_split
 
 from .. import progress
+from ..progress import format_seconds
 from ..backbones import PRE_LOGITS, BackboneSpec
 from ..data.augment import is_mirror_sensitive
 from ..data.sampling import plan_imbalance
@@ -256,7 +257,7 @@ def _choose_strategy(small, similar, rule_strategy, linear: TapScore, sample, bu
         held = int(round(len(sample["labels"]) * TRIAL_HELD_OUT))
         progress.announce(
             f"fine-tuning trial: {budget.candidate}, up to {budget.epochs} epochs on {len(sample['labels']) - held} of the measured images, "
-            f"against the linear head on the other {held}", budget.trial,
+            f"against the linear head on the other {held} (at most about {format_seconds(budget.trial)}; early stopping may end it sooner)",
         )
         return _judge_trial(*trial(), budget, rule_strategy, linear)
     if rule_strategy != "linear" and budget.allows(budget.final):
@@ -312,7 +313,7 @@ def choose_augmentation(spec, images, sample, preprocessing, random_state) -> tu
     if len(index) < 10:
         return "objects", "Augmentation: objects (too few images to check whether mirroring changes their meaning)."
     progress.announce("augmentation: can a probe tell the images from their mirror images?")
-    accuracy, n_checked = mirror_probe(spec, [images[i] for i in index], preprocessing, random_state)
+    accuracy, n_checked = mirror_probe(spec, [images[i] for i in index], preprocessing, random_state, codes=sample["codes"].get(PRE_LOGITS))
     if is_mirror_sensitive(accuracy, n_checked):
         return "text_signs", f"Augmentation: text_signs, no mirroring (a probe tells mirrored images from originals {accuracy:.0%} of the time)."
     return "objects", f"Augmentation: objects, with mirroring (mirrored images look like originals: probe {accuracy:.0%}, chance 50%)."

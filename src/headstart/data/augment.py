@@ -81,8 +81,9 @@ def augmentation_transform(policy: str | Sequence[str], preprocessing) -> v2.Com
     return v2.Compose([*geometry, *colour, *preprocessing.tensor_steps()])
 
 
-def mirror_sensitivity(extractor, images: Sequence[Image.Image], *, random_state: int = 0) -> float:
-    """Cross-validated accuracy of a linear probe telling mirrored images from their originals.
+def mirror_sensitivity(extractor, images: Sequence[Image.Image], *, random_state: int = 0, codes: np.ndarray | None = None) -> float:
+    """Cross-validated accuracy of a linear probe telling mirrored images from their originals
+    (``codes``: the originals' codes, when already computed; only the mirrors then go through the network).
 
     About 0.5 when mirroring changes nothing a classifier could use (natural photos); near 1.0 for
     text, digits and other chiral content. An image and its mirror always share a fold, so the
@@ -96,7 +97,7 @@ def mirror_sensitivity(extractor, images: Sequence[Image.Image], *, random_state
     images = list(images)
     if len(images) < 10:
         raise DataError(f"the mirror check needs at least 10 images, got {len(images)}.")
-    codes = extractor(images).codes
+    codes = extractor(images).codes if codes is None else codes
     mirrored = extractor([ImageOps.mirror(image) for image in images]).codes
     X = np.vstack([codes, mirrored])
     y = np.repeat([0, 1], len(images))
