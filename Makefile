@@ -58,6 +58,7 @@ benchmarks: install
 	$(BIN)/python benchmarks/bench_style.py
 	$(BIN)/python benchmarks/bench_style_index.py
 	$(BIN)/python benchmarks/bench_cold_fit.py ../shared/datasets/hymenoptera --baseline 584aa58 --repeats 5
+	$(BIN)/python benchmarks/bench_first_contact.py --repeats 3
 	$(BIN)/python benchmarks/bench_scale.py
 	$(BIN)/python benchmarks/bench_distributed.py ../shared/datasets/hymenoptera
 	$(BIN)/python benchmarks/bench_scale_images.py
