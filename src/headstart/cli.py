@@ -442,7 +442,9 @@ def format_evaluation_command(ev, args, report: Path | None) -> str:
     lines = [f"headstart evaluate: {args.run} on {args.data} ({scored}, {ev.n_images} images{unreadable})", format_evaluation(ev, indent="  ", all_classes=True)]
     if ev.mistakes:
         width = max(len(m["path"]) for m in ev.mistakes)
-        lines.append(f"  mistakes    {len(ev.mistakes)} most confident{' (of more: --format json lists these)' if len(ev.mistakes) == 20 else ''}:")
+        wrong = ev.n_images - round(ev.accuracy * ev.n_images)
+        shown = f"; the {len(ev.mistakes)} most confident" if wrong > len(ev.mistakes) else ", most confident first"
+        lines.append(f"  mistakes    {wrong}{shown}:")
         lines.append(f"              {'path':<{width}}  {'label':<12} predicted (probability)")
         lines.extend(f"              {m['path']:<{width}}  {str(m['label']):<12} {m['predicted']} ({m['probability']:.0%})" for m in ev.mistakes)
     else:
