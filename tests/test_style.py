@@ -23,7 +23,7 @@ from headstart.style.descriptors import (
     resolve_layers,
     unpack_gram_vector,
 )
-from headstart.style.evaluate import ALL_LAYERS, BALANCED_LAYERS, pairwise_sq_distances, separation
+from headstart.style.evaluate import ALL_LAYERS, BALANCED_LAYERS, UNIT_LAYERS, pairwise_sq_distances, separation
 from headstart.style.index import CountSketch
 
 TINY = StyleSettings(backbone="tiny", input_size=32, sketch_dim=256)
@@ -248,8 +248,8 @@ def test_evaluate_style_scores_every_layer_and_the_combinations(style_folder, mo
     images = sorted(style_folder.rglob("*.png"))
     labels = [p.parent.name for p in images]
     rows = evaluate_style([str(p) for p in images], labels, backbones=("tiny",), temperatures=(None, 1.0), input_size=32)
-    assert len(rows) == 2 * (3 + 2)
-    assert {r.layer for r in rows} == {"features.0", "features.1", "features.2", ALL_LAYERS, BALANCED_LAYERS}
+    assert len(rows) == 2 * (3 + 3)
+    assert {r.layer for r in rows} == {"features.0", "features.1", "features.2", ALL_LAYERS, BALANCED_LAYERS, UNIT_LAYERS}
     assert all(0 <= r.retrieval <= 1 and r.ratio > 0 and 0 <= r.entropy <= 1 for r in rows)
     raw_all = next(r for r in rows if r.layer == ALL_LAYERS and r.smoothing is None)
     assert raw_all.ratio > 1.5 and raw_all.retrieval >= 0.75  # three very different textures

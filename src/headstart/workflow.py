@@ -411,7 +411,12 @@ def describe_found(dataset: Dataset) -> str:
     not_images = sum(s.reason == "not an image" for s in dataset.skipped)
     unreadable = len(dataset.skipped) - not_images
     passed = f"; passed over {not_images} non-image file(s), {unreadable} unreadable" if dataset.skipped else ""
-    return f"found {len(dataset.records)} images of {len(dataset.classes)} classes ({splits}){passed}"
+    return f"found {_images_found(dataset)} images of {len(dataset.classes)} classes ({splits}){passed}"
+
+
+def _images_found(dataset: Dataset) -> int:
+    """Files that look like images: those kept, and those the scan already found unreadable."""
+    return len(dataset.records) + sum(s.reason != "not an image" for s in dataset.skipped)
 
 
 def image_counts(dataset: Dataset, codes: Codes) -> dict:
@@ -421,7 +426,7 @@ def image_counts(dataset: Dataset, codes: Codes) -> dict:
     used = {split: readable[split] for split in dataset.splits if readable[split]}
     not_images = sum(s.reason == "not an image" for s in dataset.skipped)
     return {
-        "found": len(dataset.records) + len(dataset.skipped) - not_images,  # files that look like images
+        "found": _images_found(dataset),
         "used": used,
         "not_images": not_images,
         "unreadable": len(dataset.skipped) - not_images + len(codes.failures),

@@ -82,7 +82,7 @@ def plain_reason(exc: BaseException) -> str:
     if isinstance(exc, Image.UnidentifiedImageError):
         return "not a recognised image format (damaged, or not really an image)"
     if "truncated" in text or isinstance(exc, EOFError):
-        return "truncated: the file ends before the image does (an interrupted copy or download)"
+        return "truncated: the file ends before the image does, as after an interrupted copy"
     return re.sub(r"<[^<>]* object at 0x[0-9a-fA-F]+>", "the file", text) or type(exc).__name__
 
 

@@ -35,6 +35,9 @@ ALL_LAYERS = "all"
 # The same sum with each layer's distances divided by their mean over the set: a control that
 # tells "this layer set separates styles" apart from "one layer's large Grams drown the others".
 BALANCED_LAYERS = "all, balanced"
+# The same sum over Gram vectors scaled to unit length per layer and image (cosine distance): a
+# per-layer normalisation that needs no set, so a search or a comparison of two images could use it.
+UNIT_LAYERS = "all, unit"
 DEFAULT_EVALUATE_BACKBONES = ("vgg19", "mobilenet_v2", "efficientnet_lite0", "vgg19@he_normal")
 DEFAULT_TEMPERATURES = (None, 1.0)
 
@@ -62,6 +65,11 @@ def pairwise_sq_distances(vectors: np.ndarray) -> np.ndarray:
     d = sq[:, None] + sq[None, :] - 2 * x @ x.T
     np.fill_diagonal(d, 0.0)
     return np.maximum(d, 0.0)
+
+
+def unit_rows(vectors: np.ndarray) -> np.ndarray:
+    x = vectors.astype(np.float64)
+    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-300)
 
 
 def off_diagonal(n: int) -> np.ndarray:
@@ -120,6 +128,7 @@ def evaluate_style(
             combined = {
                 ALL_LAYERS: sum(w * d for w, d in zip(weights, distances)),
                 BALANCED_LAYERS: sum(d / max(d[off_diagonal(len(d))].mean(), 1e-300) for d in distances),
+                UNIT_LAYERS: sum(w * pairwise_sq_distances(unit_rows(v)) for w, v in zip(weights, vectors)),
             }
             for name, d in combined.items():
                 ratio, retrieval = separation(d, labels)
