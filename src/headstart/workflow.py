@@ -6,7 +6,6 @@ perceptual hashes used to find duplicates and cross-split leakage.
 
 from __future__ import annotations
 
-import logging
 import os
 import time
 from collections import Counter
@@ -33,9 +32,6 @@ from .pipeline import Fit, fit_model, head_scores
 from .report import render_report
 from .strategies.linear import softmax
 from .training.tensorboard import TensorBoardLog
-
-log = logging.getLogger(__name__)
-
 
 @dataclass
 class Evaluation:
@@ -408,15 +404,13 @@ def duplicate_report(dataset: Dataset, codes: Codes) -> dict:
 def describe_found(dataset: Dataset) -> str:
     """``found 258 images of 4 classes (train 206, test 52); passed over 3 non-image files, 2 unreadable``"""
     splits = ", ".join(f"{name} {sum(r.split == name for r in dataset.records)}" for name in dataset.splits)
-    not_images = sum(s.reason == "not an image" for s in dataset.skipped)
-    unreadable = len(dataset.skipped) - not_images
-    passed = f"; passed over {not_images} non-image file(s), {unreadable} unreadable" if dataset.skipped else ""
-    return f"found {_images_found(dataset)} images of {len(dataset.classes)} classes ({splits}){passed}"
+    not_images = _not_images(dataset)
+    passed = f"; passed over {not_images} non-image file(s), {len(dataset.skipped) - not_images} unreadable" if dataset.skipped else ""
+    return f"found {len(dataset.records) + len(dataset.skipped) - not_images} images of {len(dataset.classes)} classes ({splits}){passed}"
 
 
-def _images_found(dataset: Dataset) -> int:
-    """Files that look like images: those kept, and those the scan already found unreadable."""
-    return len(dataset.records) + sum(s.reason != "not an image" for s in dataset.skipped)
+def _not_images(dataset: Dataset) -> int:
+    return sum(s.reason == "not an image" for s in dataset.skipped)
 
 
 def image_counts(dataset: Dataset, codes: Codes) -> dict:
@@ -424,9 +418,9 @@ def image_counts(dataset: Dataset, codes: Codes) -> dict:
     split, passed over (not images, unreadable), and codes computed against read from the cache."""
     readable = Counter(record.split for record, ok in zip(dataset.records, codes.ok) if ok)
     used = {split: readable[split] for split in dataset.splits if readable[split]}
-    not_images = sum(s.reason == "not an image" for s in dataset.skipped)
+    not_images = _not_images(dataset)
     return {
-        "found": _images_found(dataset),
+        "found": len(dataset.records) + len(dataset.skipped) - not_images,  # files that look like images
         "used": used,
         "not_images": not_images,
         "unreadable": len(dataset.skipped) - not_images + len(codes.failures),

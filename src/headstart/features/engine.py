@@ -3,7 +3,7 @@
 On this kind of CPU, ONNX Runtime runs MobileNetV2 ~4.6x faster than eager fp32 (channels_last).
 Every exported graph is checked against eager fp32 before first use and cached only if it agrees;
 if export or the check fails, extraction falls back to PyTorch and says so. Exporting costs time
-(about 11 s on 2 cores), so a pass with fewer images than that saves runs eagerly instead.
+(about 11 s on 2 cores), so a pass with too few images to win that back runs eagerly instead.
 """
 
 from __future__ import annotations

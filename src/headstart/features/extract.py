@@ -92,6 +92,7 @@ class CodeExtractor:
         self.num_workers = num_workers
         self._transform = self.preprocessing.transform()
         self._engine = None
+        self._small_pass = False  # the engine was chosen for a pass too small to pay for an export
 
     @property
     def dim(self) -> int:
@@ -100,7 +101,8 @@ class CodeExtractor:
     def engine(self, images: int | None = None):
         """The engine for a pass of ``images`` images; a pass too small to pay for exporting the
         ONNX graph runs eagerly, and a larger one later may still export it."""
-        if self._engine is None or (self._engine.name == "torch" and (images is None or images >= EXPORT_PAYS_FROM)):
+        if self._engine is None or (self._small_pass and (images is None or images >= EXPORT_PAYS_FROM)):
+            self._small_pass = images is not None and images < EXPORT_PAYS_FROM
             self._engine = create_engine(
                 self.spec,
                 self.tap,
