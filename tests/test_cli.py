@@ -223,3 +223,15 @@ def test_compare_scratch_adds_the_from_scratch_reference(colour_splits, tmp_path
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert [row["model"].split(":")[0] for row in metrics["comparison"]] == ["this run", "from scratch"]
     assert "Against training from scratch" in (tmp_path / "run" / "report.html").read_text()
+
+
+def test_an_interrupted_fit_says_so_once_and_how_to_resume(colour_splits, tmp_path, capsys, monkeypatch):
+    import headstart.workflow
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(headstart.workflow, "fit_folder", interrupted)
+    code = main(["fit", str(colour_splits), "-o", str(tmp_path / "run"), "--strategy", "finetune_top"])
+    err = capsys.readouterr().err
+    assert code == 130 and err.count("interrupted") == 1 and "rerun the same command with --resume" in err
