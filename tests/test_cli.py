@@ -235,3 +235,10 @@ def test_an_interrupted_fit_says_so_once_and_how_to_resume(colour_splits, tmp_pa
     code = main(["fit", str(colour_splits), "-o", str(tmp_path / "run"), "--strategy", "finetune_top"])
     err = capsys.readouterr().err
     assert code == 130 and err.count("interrupted") == 1 and "rerun the same command with --resume" in err
+
+
+def test_every_command_says_what_it_starts_first(run_dir, capsys):
+    assert main(["backbones", "--progress"]) == 0
+    assert capsys.readouterr().err.splitlines()[0] == "headstart backbones (loading PyTorch)"
+    assert main(["report", str(run_dir), "--progress"]) == 0
+    assert capsys.readouterr().err.startswith(f"headstart report: rebuilding {run_dir}")
