@@ -243,3 +243,13 @@ def test_the_probe_runs_on_a_stated_sample_of_many_classes(monkeypatch):
     monkeypatch.setattr(probe, "PROBE_CODES", 10_000)  # the three classes whole: every flipped code is probed
     _, suspects, _ = probe.probe_refits(codes, noisy, C=1.0)
     assert set(flipped.tolist()) <= {s["index"] for s in suspects[:6]}
+
+
+def test_a_fine_tuned_networks_train_accuracy_is_scored_as_it_predicts(colour_splits, tmp_path):
+    # Heavy augmentation and dropout make the epoch's running accuracy a poor witness; the verdict
+    # scores the training images the way predict does.
+    settings = {"epochs": 2, "batch_size": 4, "top_blocks": 1, "precision": "fp32", "augmentation": "objects", "dropout": 0.5}
+    model, summary = fit_folder(colour_splits, tmp_path / "run", backbone="tiny", engine="torch", strategy="finetune_top", finetune=settings)
+    train = sorted((colour_splits / "train").rglob("*.png"))
+    as_predicted = float(np.mean(model.predict(train) == np.array([p.parent.name for p in train])))
+    assert summary.diagnostics["evidence"]["train_accuracy"] == pytest.approx(as_predicted)
