@@ -679,8 +679,8 @@ def format_style_comparison(total: float, per_layer: list, backbone: str) -> str
     lines = [f"{STYLE_DISTANCE}, on {backbone}: {total:.4g}", f"  {'layer':<24} {'term':>10} {'share':>7}"]
     lines.extend(f"  {layer:<24} {d:>10.3g} {d / terms:>7.1%}" for layer, d in per_layer)
     top_layer, top = max(per_layer, key=lambda item: item[1])
-    if top / terms > 0.9:
-        lines.append(f"  {top_layer} decides {top / terms:.0%} of the distance; --layers can leave it out, or give the others their say")
+    if len(per_layer) > 1 and top / terms > 0.9:
+        lines.append(f"  {top_layer} decides {top / terms:.0%} of the distance; to hear the other layers, leave it out with --layers")
     return "\n".join(lines)
 
 

@@ -109,7 +109,7 @@ def _too_few_headline(e: Evidence, chance: float) -> str:
     low, high = e.heldout_ci95
     images = f"{e.heldout_images} {e.heldout_split} images are" if e.heldout_images else f"the {e.heldout_split} images are"
     return (
-        f"Too few to tell: {images} too few to tell learning from guessing: accuracy {e.heldout_accuracy:.1%}, "
+        f"Too few to tell: {images} too few: accuracy {e.heldout_accuracy:.1%}, "
         f"but its 95% interval {low:.0%}-{high:.0%} includes chance ({chance:.1%})."
     )
 
