@@ -74,8 +74,8 @@ def recipe_steps(p) -> list[str]:
     interpolation = {"bilinear": "BILINEAR", "bicubic": "BICUBIC", "nearest": "NEAREST"}.get(p.interpolation, p.interpolation.upper())
     return [
         "open the file with Pillow; take the first frame (seek(0))",
-        f"JPEG only: image.draft('RGB', ({p.resize}, {p.resize})) before decoding: libjpeg's reduced-size decoding, the largest "
-        f"of 1/1, 1/2, 1/4, 1/8 of the size that keeps both sides at least {p.resize}",
+        f"JPEG only: image.draft('RGB', ({p.resize}, {p.resize})) before decoding: libjpeg decodes at the smallest of full, "
+        f"1/2, 1/4 or 1/8 size that keeps both sides at least {p.resize}",
         "ImageOps.exif_transpose(image) (the camera's orientation tag)",
         "to 8-bit RGB: a palette with transparency, RGBA, LA or PA is composited onto white; 16-bit or float greyscale is scaled "
         "to 0-255 by its range; every other mode by image.convert('RGB')",
