@@ -48,6 +48,8 @@ def test_near_duplicates_are_found(colour_splits):
     Image.fromarray(scene).resize((80, 60)).save(colour_splits / "train" / "blue" / "scene-small.jpg", quality=85)
     _, summary = fit_folder(colour_splits, None, backbone="tiny", engine="torch")
     assert summary.duplicates["within_split"] == {"exact": 0, "near": 1}
+    # ... and the head's cross-validation kept the pair in one fold, and says so
+    assert summary.classifier["duplicate_groups"] == {"groups": 1, "images": 2, "largest": 2}
 
 
 def test_unreadable_files_are_skipped_or_fatal_with_strict(colour_splits, tmp_path):

@@ -265,10 +265,17 @@ def _model_params(args) -> dict:
 
 def _how_C_was_chosen(clf: dict) -> str:
     if clf.get("solver") != "minibatch":
-        return f"C={clf['C']:g} chosen by {clf['cv_folds']}-fold CV"
+        return f"C={clf['C']:g} chosen by {clf['cv_folds']}-fold CV{_grouped(clf.get('duplicate_groups'))}"
     if not clf["held_out"]:
         return f"mini-batch solver, C={clf['C']:g}"
     return f"mini-batch solver, C={clf['C']:g} chosen on {clf['held_out']:,} held-out codes ({clf['scoring'].replace('_', ' ')} {clf['cv_score']:.1%})"
+
+
+def _grouped(groups: dict | None) -> str:
+    """How CV kept near duplicates apart, when it had any to keep apart."""
+    if not groups or not groups["groups"]:
+        return ""
+    return f" (near duplicates kept in one fold: {groups['images']} images in {groups['groups']} groups, the largest {groups['largest']})"
 
 
 def _finetune_options(args) -> dict | None:

@@ -18,11 +18,11 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
-from sklearn.model_selection import train_test_split
 
 from . import advisor, distributed, progress
 from ._memory import release_freed_memory
 from .backbones import get_backbone
+from .data import grouped_hold_out, near_duplicate_groups
 from .data.augment import MIRRORING_STEPS, mirror_warning, policy_steps
 from .data.images import ImageSource, as_sources
 from .errors import DataError
@@ -79,14 +79,16 @@ def _fit_model(params: dict, images: Sequence, labels, others: Sequence, started
     classes, y_index = np.unique(labels[ok], return_inverse=True)
     if len(classes) < 2:
         raise DataError(f"need images of at least 2 classes, but the data contain only {list(classes)}.")
-    head, report = _linear_head(params, train.codes[ok], y_index, world)
+    # Near duplicates (re-encodes, neighbouring slices) stay together in every split made for choosing
+    groups = near_duplicate_groups([train.content_hashes[i] for i in np.flatnonzero(ok)], train.phashes[ok])
+    head, report = _linear_head(params, train.codes[ok], y_index, world, groups)
     record = FittedModel(
         classes=classes, head=head, head_report=report, strategy=recipe.strategy, backbone=recipe.backbone, tap=extractor.tap,
         preprocessing=extractor.preprocessing, fingerprint=extractor.fingerprint, n_train=int(ok.sum()), skipped=dict(train.failures),
         plan=plan, params=copy.deepcopy({name: params[name] for name in MODEL_PARAMS}),
         run={**world.describe(), "device": resolve_device(params["device"]).type},
     )
-    _train_network(record, recipe, params, [s for s, good in zip(sources, ok) if good], y_index, started)
+    _train_network(record, recipe, params, [s for s, good in zip(sources, ok) if good], y_index, groups, started)
     return Fit(record, codes, extractor, seconds_codes)
 
 
@@ -114,7 +116,7 @@ def join_shares(parts: list[Codes], size: int) -> Codes:
     return Codes(codes, hashes, phashes, dict(sorted(failures.items())), computed, parts[0].engine)
 
 
-def _linear_head(params: dict, codes: np.ndarray, y_index: np.ndarray, world: distributed.World):
+def _linear_head(params: dict, codes: np.ndarray, y_index: np.ndarray, world: distributed.World, groups: np.ndarray):
     """The linear head; under several processes the mini-batch solver shares its batches out, and
     scikit-learn's (one process's work) runs on rank 0 and is handed to the others."""
     solver = choose_solver(params["solver"], params["classifier"], len(y_index), int(y_index.max()) + 1)
@@ -122,7 +124,7 @@ def _linear_head(params: dict, codes: np.ndarray, y_index: np.ndarray, world: di
     progress.announce(f"linear head: {params['classifier']} on {len(y_index):,} codes of {codes.shape[1]:,} numbers, {how}")
     fit = lambda: fit_linear_head(  # noqa: E731
         codes, y_index, kind=params["classifier"], Cs=params["Cs"], class_weight=params["class_weight"], random_state=params["random_state"],
-        n_jobs=params["n_jobs"], solver=solver, device=params["device"], progress=params["progress"] and world.main,
+        n_jobs=params["n_jobs"], solver=solver, device=params["device"], progress=params["progress"] and world.main, groups=groups,
     )
     return fit() if solver == "minibatch" else world.from_main(fit)
 
@@ -189,12 +191,12 @@ def _checked_input(images, labels) -> tuple[list[ImageSource], np.ndarray]:
     return sources, labels
 
 
-def _train_network(record: FittedModel, recipe: Recipe, params: dict, images: list, y_index: np.ndarray, started: float) -> None:
+def _train_network(record: FittedModel, recipe: Recipe, params: dict, images: list, y_index: np.ndarray, groups: np.ndarray, started: float) -> None:
     """Fine-tune (or train from scratch) as the recipe says, into ``record``; log to TensorBoard."""
     board = TensorBoardLog(params["tensorboard_dir"]) if params["tensorboard_dir"] and distributed.current().main else None
     try:
         if recipe.finetune is not None:
-            record.network, record.history, record.finetune = _fine_tune(recipe, params, images, y_index, record, started, board)
+            record.network, record.history, record.finetune = _fine_tune(recipe, params, images, y_index, groups, record, started, board)
         if board is not None:
             step = len(record.history.records) if record.history is not None else 0
             board.final({"accuracy/cross_validation": record.head_report.cv_score}, {"linear_head": record.head.coef}, step)
@@ -203,7 +205,7 @@ def _train_network(record: FittedModel, recipe: Recipe, params: dict, images: li
             board.close()
 
 
-def _fine_tune(recipe: Recipe, params: dict, images: list, y_index: np.ndarray, record: FittedModel, started: float, board):
+def _fine_tune(recipe: Recipe, params: dict, images: list, y_index: np.ndarray, groups: np.ndarray, record: FittedModel, started: float, board):
     config = recipe.finetune
     if params["time_budget"] is not None:  # what the budget leaves after measuring and the linear head
         config = replace(config, time_limit=max(0.0, params["time_budget"] - (time.perf_counter() - started)))
@@ -212,7 +214,7 @@ def _fine_tune(recipe: Recipe, params: dict, images: list, y_index: np.ndarray, 
             f"strategy {config.strategy!r} needs at least 2 training images per class (some are held out for early stopping); "
             "add images or use strategy='linear'."
         )
-    fit, stop = train_test_split(np.arange(len(images)), test_size=EARLY_STOPPING_SHARE, stratify=y_index, random_state=params["random_state"])
+    fit, stop = grouped_hold_out(y_index, EARLY_STOPPING_SHARE, groups=groups, random_state=params["random_state"])
     result = finetune(
         get_backbone(recipe.backbone), [images[i] for i in fit], y_index[fit], [images[i] for i in stop], y_index[stop], config,
         n_classes=len(record.classes),

@@ -19,7 +19,7 @@ from . import distributed, progress
 from ._atomic import write_text
 from ._json import as_json, to_json_label
 from ._memory import release_freed_memory
-from .data import Dataset, find_duplicates, load_dataset
+from .data import Dataset, find_duplicates, load_dataset, near_duplicate_groups
 from .data.images import unreadable_files
 from .diagnostics import diagnose, error_analysis, wilson_interval
 from .diagnostics.error_analysis import balanced_accuracy
@@ -158,6 +158,7 @@ def _diagnose(record: FittedModel, dataset: Dataset, codes: Codes, labels, train
         record, codes.codes[fitted], labels[fitted], eval_scores=scores, eval_labels=labels[held_out] if held_out is not None else None,
         eval_split=dataset.eval_split or "test", eval_ci95=evaluation.accuracy_ci95 if evaluation else None,
         train_images=[dataset.records[i].path for i in fitted],
+        groups=near_duplicate_groups([codes.content_hashes[i] for i in fitted], codes.phashes[fitted]),
     )
 
 

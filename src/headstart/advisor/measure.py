@@ -35,6 +35,7 @@ from ..errors import DataError
 from ..features.cache import FeatureCache, default_cache_dir
 from ..features.extract import CodeExtractor
 from ..hardware import resolve_device
+from ..data.duplicates import near_duplicate_groups
 from ..strategies.linear import fit_linear_head
 
 log = logging.getLogger(__name__)
@@ -160,6 +161,7 @@ class _Pass:
         self.caches = {tap: FeatureCache(spec.fingerprint(tap, preprocessing), spec.taps[tap], root) for tap in taps} if cache else {}
         self.codes = {tap: [] for tap in taps}
         self.kept, self.confidences, self.entropies = [], [], []
+        self.hashes, self.phashes = [], []  # of the kept images: near duplicates stay in one CV fold
         self.forward_seconds = 0.0
         self.failed: list[int] = []  # positions in the pass of images that could not be read
 
@@ -174,6 +176,8 @@ class _Pass:
                 for index, content_hash, row in zip(batch.indices, batch.content_hashes, tap_rows):
                     self.caches[tap].put(content_hash, row, int(batches.phashes[index]))
         self.kept += batch.indices
+        self.hashes += batch.content_hashes
+        self.phashes += [int(batches.phashes[index]) for index in batch.indices]
 
 
 def measure(
@@ -194,7 +198,8 @@ def measure(
 
     Returns the measurements and, for reuse by a fine-tuning trial, the sample's codes per tap,
     labels, image indices and content hashes
-    (``{"codes": {tap: array}, "labels": ..., "index": ..., "hashes": [...]}``).
+    (``{"codes": {tap: array}, "labels": ..., "index": ..., "hashes": [...], "groups": ...}``; ``groups``
+    numbers the sample's near-duplicate groups, which every split of it keeps together).
     """
     start = time.perf_counter()
     labels = np.asarray(labels)
@@ -213,19 +218,20 @@ def measure(
     classes = np.unique(labels)
     decided_on = np.isin(labels[kept], classes[sweep_classes(len(classes), random_state)])
     codes = {tap: np.vstack(rows)[decided_on] for tap, rows in results.codes.items()}
+    groups = near_duplicate_groups(results.hashes, np.array(results.phashes, dtype=np.uint64))[decided_on]
     kept = kept[decided_on]
     _, sample_labels = np.unique(labels[kept], return_inverse=True)  # 0..k-1 over the classes decided on
     measurements = Measurements(
         size=size_stats(np.delete(labels, index[results.failed])),  # the images the fit will use: not those found unreadable
         similarity=_similarity(spec, model, results),
-        sweep=layer_sweep(spec, codes, sample_labels, random_state),
+        sweep=layer_sweep(spec, codes, sample_labels, random_state, groups),
         n_measured=n_measured,
         sweep_classes=int(sample_labels.max()) + 1,
         seconds_per_image=results.forward_seconds / n_measured,
         seconds=time.perf_counter() - start,
     )
     hashes = [sources[i].known_hash() for i in index]
-    return measurements, {"codes": codes, "labels": sample_labels, "index": kept, "hashes": hashes}
+    return measurements, {"codes": codes, "labels": sample_labels, "index": kept, "hashes": hashes, "groups": groups}
 
 
 def _run_pass(spec, model, sources, taps, preprocessing, batch_size, cache, cache_dir) -> _Pass:
@@ -276,19 +282,19 @@ def mirror_probe(
     return mirror_sensitivity(extractor, rgb, random_state=random_state, codes=codes[chosen] if codes is not None else None), len(chosen)
 
 
-def layer_sweep(spec: BackboneSpec, codes: dict[str, np.ndarray], labels: np.ndarray, random_state: int = 0) -> list[TapScore]:
+def layer_sweep(spec: BackboneSpec, codes: dict[str, np.ndarray], labels: np.ndarray, random_state: int = 0, groups: np.ndarray | None = None) -> list[TapScore]:
     """Cross-validated linear-probe accuracy per tap, then for the best earlier tap joined to the top."""
     scores = []
     n_images = len(labels)
     progress.announce(f"layer sweep: a linear head cross-validated on {n_images} images' codes at each of {len(codes)} depths, then the best two joined")
     for tap, matrix in progress.bar(codes.items(), total=len(codes), desc="layer sweep", unit="depth"):
-        _, report = fit_linear_head(matrix, labels, random_state=random_state)
+        _, report = fit_linear_head(matrix, labels, random_state=random_state, groups=groups)
         scores.append(TapScore(tap, tap_depth(spec, tap), matrix.shape[1], report.cv_score or 0.0, report.cv_score_std or 0.0))
     earlier = [s for s in scores if s.tap != PRE_LOGITS]
     if earlier:
         best = max(earlier, key=lambda s: s.cv_accuracy)
         joined = np.hstack([codes[best.tap], codes[PRE_LOGITS]])
-        _, report = fit_linear_head(joined, labels, random_state=random_state)
+        _, report = fit_linear_head(joined, labels, random_state=random_state, groups=groups)
         scores.append(TapScore(f"{best.tap}+{PRE_LOGITS}", 1.0, joined.shape[1], report.cv_score or 0.0, report.cv_score_std or 0.0))
     return scores
 

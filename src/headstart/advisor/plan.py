@@ -15,12 +15,12 @@ import time
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
-from sklearn.model_selection import train_test_split
 
 from .. import progress
 from ..progress import format_seconds
 from ..backbones import PRE_LOGITS, BackboneSpec
 from ..data.augment import is_mirror_sensitive
+from ..data.duplicates import grouped_hold_out
 from ..data.sampling import plan_imbalance
 from ..strategies.finetune import FineTuneConfig
 from ..strategies.linear import fit_linear_head
@@ -324,15 +324,15 @@ def _trial(spec, candidate, linear_tap, sample, images, overrides, random_state,
     head on ``linear_tap``, on the same held-out images. Returns (ft, linear, noise, n_held)."""
     from ..strategies.finetune import FineTuneConfig, finetune, network_scores
 
-    labels, index = sample["labels"], sample["index"]
-    rows = np.arange(len(labels))
-    fit_rows, held_rows = train_test_split(rows, test_size=TRIAL_HELD_OUT, stratify=labels, random_state=random_state)
-    fit_part, stop_part = train_test_split(fit_rows, test_size=0.15, stratify=labels[fit_rows], random_state=random_state)
+    labels, index, groups = sample["labels"], sample["index"], sample.get("groups")
+    fit_rows, held_rows = grouped_hold_out(labels, TRIAL_HELD_OUT, groups=groups, random_state=random_state)
+    fit_groups = groups[fit_rows] if groups is not None else None
+    fit_part, stop_part = (fit_rows[part] for part in grouped_hold_out(labels[fit_rows], 0.15, groups=fit_groups, random_state=random_state))
     codes = sample["codes"]
     if not all(part in codes for part in linear_tap.split("+")):
         linear_tap = PRE_LOGITS  # a user's tap the sweep did not read: compare with the top one
     linear_codes = _tap_codes(codes, linear_tap)
-    head, _ = fit_linear_head(linear_codes[fit_rows], labels[fit_rows], random_state=random_state)
+    head, _ = fit_linear_head(linear_codes[fit_rows], labels[fit_rows], random_state=random_state, groups=fit_groups)
     linear_correct = head.decision_function(linear_codes[held_rows]).argmax(1) == labels[held_rows]
     warm, _ = fit_linear_head(codes[PRE_LOGITS][fit_part], labels[fit_part], random_state=random_state)
     config = FineTuneConfig(**{**overrides, "strategy": candidate, "seed": random_state})
@@ -363,7 +363,7 @@ def _partner_check(spec: BackboneSpec, linear: TapScore, sample: dict, random_st
 
     partner, partner_codes = sample["partner"]
     joined = join_parts([sample["codes"][PRE_LOGITS], partner_codes])
-    _, report = fit_linear_head(joined, sample["labels"], random_state=random_state)
+    _, report = fit_linear_head(joined, sample["labels"], random_state=random_state, groups=sample.get("groups"))
     accuracy, std = report.cv_score or 0.0, report.cv_score_std or 0.0
     noise = max(std, linear.cv_std) / math.sqrt(5)
     gain = accuracy - linear.cv_accuracy

@@ -70,3 +70,83 @@ def _same_key_pairs(keys: np.ndarray) -> np.ndarray:
 def phash_to_int(hash_bits: np.ndarray) -> int:
     """Pack imagehash's 8x8 boolean matrix into one unsigned 64-bit integer."""
     return int(np.packbits(np.asarray(hash_bits, dtype=bool).ravel()).view(">u8")[0])
+
+
+def near_duplicate_groups(content_hashes: list[str], perceptual_hashes: np.ndarray) -> np.ndarray:
+    """A group number per image: near duplicates (and their near duplicates, transitively) share one.
+
+    Cross-validation that puts one copy in the fitted folds and another in the scored one measures
+    memory, not generalisation (alzheimer_mri4's neighbouring slices: 1,999 pairs among 5,121 training
+    images; its 5-fold CV read 78.5% balanced accuracy, grouped 73.4%, its test split 54.2%).
+    """
+    n = len(content_hashes)
+    pairs = find_duplicates(content_hashes, perceptual_hashes)
+    if not pairs:
+        return np.arange(n)
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    first, second = np.array([(p.first, p.second) for p in pairs]).T
+    return connected_components(coo_matrix((np.ones(len(first)), (first, second)), shape=(n, n)), directed=False)[1]
+
+
+def describe_groups(groups: np.ndarray | None) -> dict:
+    """``{"groups": groups of two or more images, "images": images in them, "largest": its size}``."""
+    if groups is None or not len(groups):
+        return {"groups": 0, "images": 0, "largest": 0}
+    sizes = np.bincount(np.unique(groups, return_inverse=True)[1])
+    shared = sizes[sizes > 1]
+    return {"groups": int(len(shared)), "images": int(shared.sum()), "largest": int(sizes.max()) if len(shared) else 0}
+
+
+def stratified_folds(y: np.ndarray, folds: int, *, groups: np.ndarray | None = None, random_state: int | None = 0) -> list:
+    """(fit, held) index pairs of stratified k-fold CV that keeps every group of near duplicates inside
+    one fold. Images outside groups keep the folds plain stratified k-fold gives them, so a set without
+    near duplicates gets exactly the folds it always had, and the few groups of a photo set move a
+    handful of images, not every fold (re-dealing all folds, as StratifiedGroupKFold does, changed the
+    chosen C on flowers by fold noise alone); see :func:`_place_groups` for where the groups go."""
+    from sklearn.model_selection import StratifiedKFold
+
+    y = np.asarray(y)
+    fold_of = np.empty(len(y), dtype=int)
+    for k, (_, held) in enumerate(StratifiedKFold(folds, shuffle=True, random_state=random_state).split(np.zeros(len(y)), y)):
+        fold_of[held] = k
+    fold_of = _place_groups(fold_of, y, groups, np.full(folds, 1 / folds))
+    return [(np.flatnonzero(fold_of != k), np.flatnonzero(fold_of == k)) for k in range(folds)]
+
+
+def grouped_hold_out(y: np.ndarray, share: float, *, groups: np.ndarray | None = None, random_state: int | None = 0) -> tuple[np.ndarray, np.ndarray]:
+    """(fit, held) indices, about ``share`` held out and stratified, with no group of near duplicates
+    on both sides (the plain split elsewhere, as in :func:`stratified_folds`)."""
+    from sklearn.model_selection import train_test_split
+
+    y = np.asarray(y)
+    fit, held = train_test_split(np.arange(len(y)), test_size=share, stratify=y, random_state=random_state)
+    side = np.zeros(len(y), dtype=int)
+    side[held] = 1
+    side = _place_groups(side, y, groups, np.array([1 - share, share]))
+    order = np.concatenate([fit, held])  # the plain split's shuffled order: what trains first stays so
+    return order[side[order] == 0], order[side[order] == 1]
+
+
+def _place_groups(side: np.ndarray, y: np.ndarray, groups: np.ndarray | None, shares: np.ndarray) -> np.ndarray:
+    """``side`` (a fold number per image) with each group of two or more images moved, whole, to the
+    fold that is furthest below its share of the group's class (its first image's label), largest
+    groups first: the folds stay stratified however many images are grouped."""
+    if groups is None:
+        return side
+    _, first, member_of, sizes = np.unique(groups, return_index=True, return_inverse=True, return_counts=True)
+    shared = sizes[member_of] > 1
+    if not shared.any():
+        return side
+    side = side.copy()
+    classes, y_index = np.unique(y, return_inverse=True)
+    counts = np.zeros((len(shares), len(classes)))
+    np.add.at(counts, (side[~shared], y_index[~shared]), 1)
+    for group in np.flatnonzero(sizes > 1)[np.argsort(-sizes[sizes > 1], kind="stable")]:
+        members = np.flatnonzero(member_of == group)
+        label = y_index[first[group]]
+        fold = int(np.argmin((counts[:, label] + len(members)) / shares))  # ties: the first such fold
+        side[members] = fold
+        np.add.at(counts, (fold, y_index[members]), 1)
+    return side

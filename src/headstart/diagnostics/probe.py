@@ -21,10 +21,10 @@ import numpy as np
 from scipy.optimize import curve_fit
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression
-from sklearn.model_selection import StratifiedKFold
 from sklearn.preprocessing import StandardScaler
 from threadpoolctl import threadpool_limits
 
+from ..data.duplicates import stratified_folds
 from ..data.subsample import capped_sample, class_subset, median_count
 from ..strategies.linear import row_space_basis
 
@@ -64,18 +64,22 @@ def probe_rows(y: np.ndarray, random_state: int = 0) -> np.ndarray:
     return capped_sample(y, rows, PROBE_CODES, np.random.default_rng(random_state))
 
 
-def probe_refits(codes: np.ndarray, y: np.ndarray, *, C: float, class_weight: str | None = None, random_state: int = 0) -> tuple[dict | None, list[dict], dict]:
+def probe_refits(
+    codes: np.ndarray, y: np.ndarray, *, C: float, class_weight: str | None = None, random_state: int = 0, groups: np.ndarray | None = None
+) -> tuple[dict | None, list[dict], dict]:
     """:func:`learning_curve` and :func:`label_suspects` (indices and labels as in ``y``) from one
     change of basis, on :func:`probe_rows`; and what was probed (``images``, ``classes``, and
-    ``of_images``, ``of_classes`` in all)."""
+    ``of_images``, ``of_classes`` in all). ``groups`` keeps near duplicates inside one fold: a copy in
+    the fitted folds would vouch for a wrong label, and lift the curve."""
     rows = probe_rows(y, random_state)
     kept_classes, sub_y = np.unique(y[rows], return_inverse=True)
     probed = {"images": len(rows), "classes": len(kept_classes), "of_images": len(y), "of_classes": len(np.unique(y))}
     reduced = _reduced(codes[rows])
-    curve = _learning_curve(reduced, sub_y, C, class_weight, random_state)
+    sub_groups = groups[rows] if groups is not None else None
+    curve = _learning_curve(reduced, sub_y, C, class_weight, random_state, sub_groups)
     if curve is not None and curve["words"] and len(rows) < len(y):
         curve["words"] += f" (probed on {len(rows):,} images of {probed['classes']} of the {probed['of_classes']} classes)"
-    probabilities = _out_of_fold_probabilities(reduced, sub_y, C, class_weight, random_state)
+    probabilities = _out_of_fold_probabilities(reduced, sub_y, C, class_weight, random_state, sub_groups)
     suspects = label_suspects(probabilities, sub_y) if probabilities is not None else []
     for s in suspects:  # back to the caller's rows and labels
         s.update(index=int(rows[s["index"]]), given=int(kept_classes[s["given"]]), predicted=int(kept_classes[s["predicted"]]))
@@ -88,15 +92,14 @@ def learning_curve(codes: np.ndarray, y: np.ndarray, *, C: float, class_weight: 
     return _learning_curve(_reduced(codes), y, C, class_weight, random_state)
 
 
-def _learning_curve(reduced, y, C, class_weight, random_state) -> dict | None:
+def _learning_curve(reduced, y, C, class_weight, random_state, groups=None) -> dict | None:
     counts = np.bincount(y)
     if counts[counts > 0].min() < 3:
         return None
     rng = np.random.default_rng(random_state)
-    folds = StratifiedKFold(CURVE_FOLDS, shuffle=True, random_state=random_state)
     scores: dict[float, list[float]] = {f: [] for f in FRACTIONS}
     with threadpool_limits(limits=1, user_api="blas"):
-        for train, held in folds.split(reduced, y):
+        for train, held in stratified_folds(y, CURVE_FOLDS, groups=groups, random_state=random_state):
             for fraction in FRACTIONS:
                 chosen = _per_class_subset(train, y, fraction, rng)
                 if len(np.unique(y[chosen])) < 2:
@@ -169,14 +172,14 @@ def out_of_fold_probabilities(codes: np.ndarray, y: np.ndarray, *, C: float, cla
     return _out_of_fold_probabilities(_reduced(codes), y, C, class_weight, random_state)
 
 
-def _out_of_fold_probabilities(reduced, y, C, class_weight, random_state) -> np.ndarray | None:
+def _out_of_fold_probabilities(reduced, y, C, class_weight, random_state, groups=None) -> np.ndarray | None:
     counts = np.bincount(y)
     folds = min(SUSPECT_FOLDS, int(counts[counts > 0].min()))
     if folds < 2:
         return None
     probabilities = np.zeros((len(y), len(counts)))
     with threadpool_limits(limits=1, user_api="blas"):
-        for train, held in StratifiedKFold(folds, shuffle=True, random_state=random_state).split(reduced, y):
+        for train, held in stratified_folds(y, folds, groups=groups, random_state=random_state):
             _, held_probabilities = _fit_score(reduced[train], y[train], reduced[held], y[held], C, class_weight, random_state)
             probabilities[held, : held_probabilities.shape[1]] = held_probabilities
     return probabilities

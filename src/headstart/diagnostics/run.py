@@ -39,12 +39,14 @@ def diagnose(
     eval_ci95: tuple[float, float] | None = None,
     train_images: list | None = None,
     weights: bool = True,
+    groups: np.ndarray | None = None,
 ) -> dict:
     """Diagnose a fitted model (a :class:`~headstart.TransferClassifier` or its ``FittedModel``).
 
     ``train_codes`` are the codes the head was fitted on (one row per training image, labels
     ``y_train`` as given); ``eval_scores`` are the model's logits on a held-out split with its
-    labels. Without a held-out split the verdict rests on cross-validation.
+    labels. Without a held-out split the verdict rests on cross-validation. ``groups`` (one number per
+    training image, :func:`headstart.data.near_duplicate_groups`) keeps near duplicates in one fold.
     """
     record = as_record(model)
     names = [str(c) for c in record.classes]
@@ -52,7 +54,7 @@ def diagnose(
     errors = None
     if eval_scores is not None and len(eval_scores):
         errors = error_analysis(np.searchsorted(record.classes, np.asarray(eval_labels)), eval_scores, names)
-    curve, suspects, probed = probe_refits(train_codes, y, C=record.head_report.C, class_weight=record.head_report.class_weight)
+    curve, suspects, probed = probe_refits(train_codes, y, C=record.head_report.C, class_weight=record.head_report.class_weight, groups=groups)
     evidence = _evidence(record, train_codes, y, errors, eval_labels, eval_split, eval_ci95, curve, len(suspects), train_images)
     return {
         "verdict": asdict(judge(evidence)),

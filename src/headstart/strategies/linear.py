@@ -16,11 +16,11 @@ from joblib import Parallel, delayed
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import accuracy_score, balanced_accuracy_score
-from sklearn.model_selection import StratifiedKFold
 from sklearn.preprocessing import StandardScaler
 from sklearn.svm import LinearSVC
 from threadpoolctl import threadpool_limits
 
+from ..data.duplicates import describe_groups, stratified_folds
 from ..errors import HeadstartError, check_choice
 
 log = logging.getLogger(__name__)
@@ -90,6 +90,8 @@ class LinearFitReport:
     imbalance_ratio: float
     solver: str = "sklearn"  # "sklearn" or "minibatch"
     held_out: int = 0  # codes the mini-batch solver held out to choose C and the epoch
+    # near-duplicate groups CV kept inside one fold: {"groups", "images", "largest"} (describe_groups)
+    duplicate_groups: dict | None = None
 
 
 def imbalance_ratio(y: np.ndarray) -> float:
@@ -110,6 +112,7 @@ def fit_linear_head(
     solver: str = "auto",
     device: str = "auto",
     progress: bool = False,
+    groups: np.ndarray | None = None,
 ) -> tuple[LinearHead, LinearFitReport]:
     """Fit a linear head on ``codes`` (n, d) for integer labels ``y`` in 0..k-1.
 
@@ -119,7 +122,8 @@ def fit_linear_head(
     class); ties go to the stronger regularisation); ``"minibatch"`` trains in PyTorch by
     mini-batches and chooses C on a held-out split (:mod:`headstart.strategies.minibatch`), for
     thousands of classes and millions of codes (``codes`` may be a memory map); ``"auto"`` takes
-    the mini-batch solver from ``MINIBATCH_FROM`` codes x classes on.
+    the mini-batch solver from ``MINIBATCH_FROM`` codes x classes on. ``groups`` (one number per code,
+    :func:`headstart.data.near_duplicate_groups`) keeps each group of near duplicates inside one fold.
     """
     check_choice("class_weight", class_weight, ("auto", "balanced", None))
     check_solver(solver, kind)
@@ -129,7 +133,7 @@ def fit_linear_head(
     # The solver works on small matrices (at most images x code width); a multi-threaded BLAS spends more
     # time waking its threads than computing: one thread fits flowers-17's head 10x faster here.
     with threadpool_limits(limits=1, user_api="blas"):
-        return _fit(np.asarray(codes), y, kind, Cs, class_weight, random_state, n_jobs)
+        return _fit(np.asarray(codes), y, kind, Cs, class_weight, random_state, n_jobs, groups)
 
 
 def check_solver(solver: str, kind: str) -> None:
@@ -171,7 +175,7 @@ def _weighting(y: np.ndarray, class_weight: str | None) -> tuple[float, str | No
     return ratio, weight, "balanced_accuracy" if weight else "accuracy"
 
 
-def _fit(codes, y, kind, Cs, class_weight, random_state, n_jobs) -> tuple[LinearHead, LinearFitReport]:
+def _fit(codes, y, kind, Cs, class_weight, random_state, n_jobs, groups=None) -> tuple[LinearHead, LinearFitReport]:
     """fit_linear_head after validation: class weighting, the exact change of basis, CV, refit."""
     ratio, weight, scoring = _weighting(y, class_weight)
     Cs = tuple(sorted(Cs or DEFAULT_CS[kind]))
@@ -188,11 +192,11 @@ def _fit(codes, y, kind, Cs, class_weight, random_state, n_jobs) -> tuple[Linear
     cv_mean = cv_std = None
     C = 1.0 if len(Cs) > 1 else Cs[0]
     if folds >= 2 and len(Cs) > 1:
-        splitter = StratifiedKFold(folds, shuffle=True, random_state=random_state)
+        splits = stratified_folds(y, folds, groups=groups, random_state=random_state)
         scores = np.array(
             Parallel(n_jobs=n_jobs)(
                 delayed(_score_path)(kind, Cs, reduced[train], y[train], reduced[held], y[held], weight, scoring, random_state)
-                for train, held in splitter.split(reduced, y)
+                for train, held in splits
             )
         )  # (folds, len(Cs))
         best = int(np.argmax(scores.mean(axis=0)))  # first maximum: the smallest C among ties
@@ -204,7 +208,7 @@ def _fit(codes, y, kind, Cs, class_weight, random_state, n_jobs) -> tuple[Linear
     coef = classifier.coef_ @ basis.T if basis is not None else classifier.coef_
     coef, intercept = _logits_form(coef, classifier.intercept_)
     head = LinearHead(kind, scaler.mean_.copy(), scaler.scale_.copy(), coef, intercept)
-    return head, LinearFitReport(C, folds, cv_mean, cv_std, scoring, weight, ratio)
+    return head, LinearFitReport(C, folds, cv_mean, cv_std, scoring, weight, ratio, duplicate_groups=describe_groups(groups) if groups is not None else None)
 
 
 def row_space_basis(X: np.ndarray) -> np.ndarray | None:

@@ -1,0 +1,65 @@
+"""Near-duplicate groups: found from hashes, kept inside one fold by every split made for choosing."""
+
+import numpy as np
+
+from headstart.data import describe_groups, grouped_hold_out, near_duplicate_groups, stratified_folds
+from headstart.strategies import fit_linear_head
+
+
+def _hashes(n: int, copies: int, rng) -> tuple[list[str], np.ndarray]:
+    """``n`` distinct images, the first ``copies`` of them each with a near duplicate (1 bit off) after them."""
+    base = rng.integers(0, 2**63, size=n, dtype=np.uint64)
+    twins = base[:copies] ^ np.uint64(1)
+    return [f"h{i}" for i in range(n + copies)], np.concatenate([base, twins])
+
+
+def test_near_duplicates_share_a_group_and_others_do_not():
+    hashes, phashes = _hashes(40, 10, np.random.default_rng(0))
+    groups = near_duplicate_groups(hashes, phashes)
+    assert all(groups[i] == groups[40 + i] for i in range(10))
+    assert len(np.unique(groups)) == 40
+    assert describe_groups(groups) == {"groups": 10, "images": 20, "largest": 2}
+
+
+def test_groups_chain_transitively():
+    # a ~ b (1 bit) and b ~ c (1 bit), a and c 2 bits apart: one group of three
+    a = np.uint64(0b1010_0000)
+    groups = near_duplicate_groups(["a", "b", "c", "d"], np.array([a, a ^ np.uint64(1), a ^ np.uint64(3), ~a], dtype=np.uint64))
+    assert groups[0] == groups[1] == groups[2] != groups[3]
+
+
+def test_every_fold_and_hold_out_keeps_a_group_on_one_side():
+    rng = np.random.default_rng(1)
+    y = np.repeat([0, 1, 2], 30)
+    groups = np.arange(90) // 3  # triples of near duplicates, each within a class
+    for fit, held in stratified_folds(y, 5, groups=groups, random_state=0):
+        assert not set(groups[fit]) & set(groups[held])
+        assert set(y[held]) == {0, 1, 2}  # still stratified
+    for shuffled in (groups, rng.permutation(groups)):  # groups within a class, then across classes
+        fit, held = grouped_hold_out(y, 0.15, groups=shuffled, random_state=0)
+        assert sorted([*fit, *held]) == list(range(90)) and not set(shuffled[fit]) & set(shuffled[held])
+        assert 0.05 < len(held) / 90 < 0.25
+
+
+def test_without_groups_the_folds_are_plain_stratified_k_fold():
+    from sklearn.model_selection import StratifiedKFold
+
+    y = np.repeat([0, 1], 20)
+    plain = list(StratifiedKFold(5, shuffle=True, random_state=3).split(np.zeros(40), y))
+    for ours, theirs in zip(stratified_folds(y, 5, groups=np.arange(40), random_state=3), plain):
+        assert (ours[0] == theirs[0]).all() and (ours[1] == theirs[1]).all()
+
+
+def test_grouped_cv_does_not_score_memory():
+    # Each image has an exact twin; the labels are noise. Ungrouped CV lets the head recognise the
+    # twin of every held-out image; grouped CV scores it near chance.
+    rng = np.random.default_rng(2)
+    codes = rng.normal(size=(60, 200))
+    codes = np.vstack([codes, codes + 1e-3 * rng.normal(size=codes.shape)])
+    y = np.tile(rng.permutation(np.repeat([0, 1], 30)), 2)
+    groups = np.tile(np.arange(60), 2)
+    _, loose = fit_linear_head(codes, y, Cs=(0.01, 1.0, 100.0))
+    _, grouped = fit_linear_head(codes, y, Cs=(0.01, 1.0, 100.0), groups=groups)
+    assert loose.cv_score > 0.85
+    assert grouped.cv_score < 0.7
+    assert grouped.duplicate_groups == {"groups": 60, "images": 120, "largest": 2}
