@@ -29,13 +29,13 @@ from ..backbones.batchnorm import BatchNormMoments
 from ..backbones.hooks import LayerCapture
 from ..data.augment import mirror_check_sample, mirror_sensitivity
 from ..data.batches import ImageBatches
+from ..data.duplicates import near_duplicate_groups
 from ..data.images import as_source, as_sources, hash_memo
 from ..data.subsample import class_subset, largest_remainder, median_count
 from ..errors import DataError
 from ..features.cache import FeatureCache, default_cache_dir
 from ..features.extract import CodeExtractor
 from ..hardware import resolve_device
-from ..data.duplicates import near_duplicate_groups
 from ..strategies.linear import fit_linear_head
 
 log = logging.getLogger(__name__)

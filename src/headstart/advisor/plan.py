@@ -334,7 +334,7 @@ def _trial(spec, candidate, linear_tap, sample, images, overrides, random_state,
     linear_codes = _tap_codes(codes, linear_tap)
     head, _ = fit_linear_head(linear_codes[fit_rows], labels[fit_rows], random_state=random_state, groups=fit_groups)
     linear_correct = head.decision_function(linear_codes[held_rows]).argmax(1) == labels[held_rows]
-    warm, _ = fit_linear_head(codes[PRE_LOGITS][fit_part], labels[fit_part], random_state=random_state)
+    warm, _ = fit_linear_head(codes[PRE_LOGITS][fit_part], labels[fit_part], random_state=random_state, groups=groups[fit_part] if groups is not None else None)
     config = FineTuneConfig(**{**overrides, "strategy": candidate, "seed": random_state})
     result = finetune(
         spec,
