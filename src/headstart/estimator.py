@@ -193,10 +193,12 @@ class TransferClassifier(ClassifierMixin, BaseEstimator):
         return model
 
     # ------------------------------------------------------------------- fit
-    def fit(self, X: Sequence[ImageInput], y) -> "TransferClassifier":
+    def fit(self, X: Sequence[ImageInput], y, groups=None) -> "TransferClassifier":
         """Fit on images ``X`` (paths, PIL images or arrays): the linear head on their codes, then,
-        for a fine-tuning ``strategy``, the network itself."""
-        fit = fit_model(self.get_params(), _as_list(X), y)
+        for a fine-tuning ``strategy``, the network itself. ``groups`` (one value per image, such as a
+        subject id, as scikit-learn's group splitters take) keeps images of one group on one side of
+        every cross-validation and held-out split the fit makes; near duplicates are grouped anyway."""
+        fit = fit_model(self.get_params(), _as_list(X), y, groups=groups)
         self.fitted_ = fit.record
         self._extractor_cache = (self._extractor_key(), fit.extractor)  # its engine may be loaded: keep it
         return self

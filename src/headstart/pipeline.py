@@ -49,19 +49,23 @@ class Fit:
     seconds_codes: float  # reading, decoding and the backbone (or the cache)
 
 
-def fit_model(params: dict, images: Sequence, labels, *, others: Sequence = (), started: float | None = None) -> Fit:
-    """Fit on ``images`` with ``labels`` as ``params`` (the estimator's) say. ``others`` (a held-out
+def fit_model(params: dict, images: Sequence, labels, *, groups=None, others: Sequence = (), started: float | None = None) -> Fit:
+    """Fit on ``images`` with ``labels`` as ``params`` (the estimator's) say. ``groups`` (one value per
+    image, such as a subject id) keeps images that belong together on one side of every split made
+    for choosing, as near duplicates are kept. ``others`` (a held-out
     split, say) get their codes in the same pass and are never fitted on; ``started`` (a
     ``time.perf_counter()`` value) is when the work began, for ``time_budget``. With
     ``params["progress"]`` every phase is announced and shows its progress."""
     with progress.shown(params["progress"]):
-        return _fit_model(params, images, labels, others, time.perf_counter() if started is None else started)
+        return _fit_model(params, images, labels, groups, others, time.perf_counter() if started is None else started)
 
 
-def _fit_model(params: dict, images: Sequence, labels, others: Sequence, started: float) -> Fit:
+def _fit_model(params: dict, images: Sequence, labels, groups, others: Sequence, started: float) -> Fit:
     check_params(params)
     world = distributed.current()
     sources, labels = _checked_input(images, labels)
+    if groups is not None and len(groups) != len(sources):
+        raise DataError(f"got {len(groups)} groups for {len(sources)} images; give one group per image (a subject id, say), or none.")
     plan = world.from_main(lambda: make_plan(params, sources, labels)) if needs_plan(params) else None
     recipe = resolve(params, plan)
     extractor = Runtime.from_params(params).extractor(recipe.backbone, recipe.tap, params["input_size"])
@@ -80,7 +84,8 @@ def _fit_model(params: dict, images: Sequence, labels, others: Sequence, started
     if len(classes) < 2:
         raise DataError(f"need images of at least 2 classes, but the data contain only {list(classes)}.")
     # Near duplicates (re-encodes, neighbouring slices) stay together in every split made for choosing
-    groups = near_duplicate_groups([train.content_hashes[i] for i in np.flatnonzero(ok)], train.phashes[ok])
+    given = np.asarray(groups)[ok] if groups is not None else None
+    groups = near_duplicate_groups([train.content_hashes[i] for i in np.flatnonzero(ok)], train.phashes[ok], given)
     head, report = _linear_head(params, train.codes[ok], y_index, world, groups)
     record = FittedModel(
         classes=classes, head=head, head_report=report, strategy=recipe.strategy, backbone=recipe.backbone, tap=extractor.tap,

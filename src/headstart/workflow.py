@@ -158,7 +158,7 @@ def _diagnose(record: FittedModel, dataset: Dataset, codes: Codes, labels, train
         record, codes.codes[fitted], labels[fitted], eval_scores=scores, eval_labels=labels[held_out] if held_out is not None else None,
         eval_split=dataset.eval_split or "test", eval_ci95=evaluation.accuracy_ci95 if evaluation else None,
         train_images=[dataset.records[i].path for i in fitted],
-        groups=near_duplicate_groups([codes.content_hashes[i] for i in fitted], codes.phashes[fitted]),
+        groups=near_duplicate_groups([codes.content_hashes[i] for i in fitted], codes.phashes[fitted], _given_groups(dataset.records, fitted)),
     )
 
 
@@ -204,8 +204,16 @@ def _fit_split(params: dict, dataset: Dataset, start: float) -> tuple[Fit, Codes
     train = [i for i, r in enumerate(records) if r.split == "train"]
     others = [i for i, r in enumerate(records) if r.split != "train"]
     labels = _labels(records)
-    fit = fit_model(params, [records[i].path for i in train], labels[train], others=[records[i].path for i in others], started=start)
+    given = _given_groups(records, train)
+    fit = fit_model(params, [records[i].path for i in train], labels[train], groups=given, others=[records[i].path for i in others], started=start)
     return fit, fit.codes.subset(np.argsort(np.array(train + others, dtype=int)))
+
+
+def _given_groups(records, rows) -> list | None:
+    """A CSV's group column for ``rows`` (None without one); an image without a group is a group of its own."""
+    if not any(r.group for r in records):
+        return None
+    return [records[i].group if records[i].group is not None else f"\0{i}" for i in rows]
 
 
 def _evaluate_held_out(model: TransferClassifier, dataset: Dataset, codes: Codes, labels: np.ndarray):

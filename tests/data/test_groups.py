@@ -63,3 +63,35 @@ def test_grouped_cv_does_not_score_memory():
     assert loose.cv_score > 0.85
     assert grouped.cv_score < 0.7
     assert grouped.duplicate_groups == {"groups": 60, "images": 120, "largest": 2}
+
+
+def test_given_groups_join_images_the_hashes_cannot(tmp_path):
+    # four distinct images, two subjects: the given groups join what the hashes keep apart
+    hashes = np.array([0x0F0F0F0F0F0F0F0F, 0xF0F0F0F0F0F0F0F0, 0x00000000FFFFFFFF, 0xFFFFFFFF00000000], dtype=np.uint64)
+    groups = near_duplicate_groups(["a", "b", "c", "d"], hashes, given=["s1", "s1", "s2", "s2"])
+    assert groups[0] == groups[1] != groups[2] == groups[3]
+
+
+def test_a_csv_group_column_reaches_the_fit(tmp_path):
+    from PIL import Image
+
+    from headstart import fit_folder
+    from headstart.data import load_dataset
+
+    rows = ["path,label,group"]
+    rng = np.random.default_rng(0)
+    for c, colour in enumerate([(200, 40, 40), (40, 40, 200)]):
+        for i in range(8):
+            pixels = np.clip(np.array(colour) + rng.normal(0, 25, (32, 32, 3)), 0, 255).astype(np.uint8)
+            Image.fromarray(pixels).save(tmp_path / f"{c}-{i}.png")
+            rows.append(f"{c}-{i}.png,{'rb'[c]},subject{c}-{i // 2}")
+    (tmp_path / "labels.csv").write_text("\n".join(rows) + "\n")
+    dataset = load_dataset(tmp_path / "labels.csv", test_size=0.25)
+    assert {r.group for r in dataset.records} == {f"subject{c}-{k}" for c in range(2) for k in range(4)}
+    sides = {}
+    for record in dataset.records:  # the held-out split made from the pool keeps each subject on one side
+        sides.setdefault(record.group, set()).add(record.split)
+    assert all(len(s) == 1 for s in sides.values()) and {r.split for r in dataset.records} == {"train", "test"}
+    _, summary = fit_folder(tmp_path / "labels.csv", None, backbone="tiny", engine="torch", strategy="linear", diagnostics=False, test_size=0.25)
+    grouped = summary.classifier["duplicate_groups"]
+    assert grouped["largest"] == 2 and grouped["images"] == 2 * grouped["groups"] >= 8  # the training split's subjects, in pairs

@@ -10,7 +10,7 @@ import csv
 import logging
 import os
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Hashable, Iterable, Sequence
 
@@ -18,6 +18,7 @@ import numpy as np
 
 from ..errors import DataError
 from .decode import IMAGE_EXTENSIONS, sniff_format
+from .duplicates import place_groups
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +48,7 @@ class ImageRecord:
     path: Path
     label: Label
     split: str
+    group: str | None = None  # a CSV's group column (a subject id, say): kept on one side of every split made for choosing
 
 
 @dataclass(frozen=True)
@@ -202,16 +204,16 @@ def classify_file(path: Path) -> str | None:
 def _from_csv(csv_path: Path, *, allow_outside: bool) -> Dataset:
     base = csv_path.parent.resolve()
     rows = _read_label_rows(csv_path)
-    labels = _parse_labels([label for _, label, _ in rows])
+    labels = _parse_labels([label for _, label, _, _ in rows])
     records, skipped = [], []
-    for (rel, _, split), label in zip(rows, labels):
+    for (rel, _, split, group), label in zip(rows, labels):
         file = _resolve_inside(base, rel, csv_path, allow_outside)
         if not file.is_file():
             skipped.append(Skipped(file, "missing file"))
             continue
         reason = classify_file(file)
         if reason is None:
-            records.append(ImageRecord(file, label, split))
+            records.append(ImageRecord(file, label, split, group))
         else:
             skipped.append(Skipped(file, reason))
     if not records:
@@ -219,8 +221,9 @@ def _from_csv(csv_path: Path, *, allow_outside: bool) -> Dataset:
     return Dataset(root=base, layout="csv", records=records, skipped=skipped)
 
 
-def _read_label_rows(csv_path: Path) -> list[tuple[str, str, str]]:
-    """Rows of (path, label, split); a header row and an optional third 'split' column are allowed."""
+def _read_label_rows(csv_path: Path) -> list[tuple[str, str, str, str | None]]:
+    """Rows of (path, label, split, group); a header row and an optional third 'split' column are
+    allowed, and a header may name a 'group' column (a subject id, say) anywhere after the label."""
     text = csv_path.read_text(encoding="utf-8-sig")
     delimiter = "\t" if csv_path.suffix.lower() == ".tsv" or ("\t" in text.split("\n", 1)[0]) else ","
     table = [row for row in csv.reader(text.splitlines(), delimiter=delimiter) if row and any(c.strip() for c in row)]
@@ -228,14 +231,18 @@ def _read_label_rows(csv_path: Path) -> list[tuple[str, str, str]]:
         raise DataError(f"{csv_path} is empty; write one path,label row per image.")
     header = [c.strip().lower() for c in table[0]][:2]
     has_header = header in (["path", "label"], ["filename", "label"], ["file", "label"], ["image", "label"])
+    names = [c.strip().lower() for c in table[0]] if has_header else []
+    split_column = names.index("split") if "split" in names else 2
+    group_column = names.index("group") if "group" in names else None
     if has_header:
         table = table[1:]
     rows = []
     for number, row in enumerate(table, start=2 if has_header else 1):
         if len(row) < 2:
             raise DataError(f"{csv_path} line {number} has {len(row)} column(s); expected path,label.")
-        split = SPLIT_NAMES.get(row[2].strip().lower(), "pool") if len(row) > 2 and row[2].strip() else "pool"
-        rows.append((row[0].strip(), row[1].strip(), split))
+        split = SPLIT_NAMES.get(row[split_column].strip().lower(), "pool") if len(row) > split_column and row[split_column].strip() else "pool"
+        group = row[group_column].strip() or None if group_column is not None and len(row) > group_column else None
+        rows.append((row[0].strip(), row[1].strip(), split, group))
     return rows
 
 
@@ -299,5 +306,17 @@ def stratified_split(dataset: Dataset, *, test_size: float = 0.2, random_state: 
         n_test = min(max(1, round(len(members) * test_size)), len(members) - 1)
         held_out = set(order[:n_test].tolist())
         for i, record in enumerate(members):
-            split_records.append(ImageRecord(record.path, record.label, "test" if i in held_out else "train"))
-    return Dataset(dataset.root, dataset.layout, others + split_records, dataset.skipped)
+            split_records.append(replace(record, split="test" if i in held_out else "train"))
+    return Dataset(dataset.root, dataset.layout, others + _groups_on_one_side(split_records, test_size), dataset.skipped)
+
+
+def _groups_on_one_side(records: list[ImageRecord], test_size: float) -> list[ImageRecord]:
+    """``records`` with each group of a CSV's group column wholly in train or wholly in test: a subject
+    on both sides would make the test accuracy partly a measure of memory."""
+    if not any(r.group for r in records):
+        return records
+    side = np.array([r.split == "test" for r in records], dtype=int)
+    groups = [r.group if r.group is not None else f"\0{i}" for i, r in enumerate(records)]
+    labels = np.array([str(r.label) for r in records])
+    side = place_groups(side, labels, np.array(groups), np.array([1 - test_size, test_size]))
+    return [replace(r, split="test" if s else "train") for r, s in zip(records, side)]
