@@ -275,7 +275,8 @@ def _grouped(groups: dict | None) -> str:
     """How CV kept near duplicates apart, when it had any to keep apart."""
     if not groups or not groups["groups"]:
         return ""
-    return f" (near duplicates kept in one fold: {groups['images']} images in {groups['groups']} groups, the largest {groups['largest']})"
+    kinds = "the given groups and near duplicates" if groups.get("given") else "near duplicates"
+    return f" ({kinds} kept in one fold: {groups['images']} images in {groups['groups']} groups, the largest {groups['largest']})"
 
 
 def _finetune_options(args) -> dict | None:

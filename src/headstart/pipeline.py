@@ -87,6 +87,8 @@ def _fit_model(params: dict, images: Sequence, labels, groups, others: Sequence,
     given = np.asarray(groups)[ok] if groups is not None else None
     groups = near_duplicate_groups([train.content_hashes[i] for i in np.flatnonzero(ok)], train.phashes[ok], given)
     head, report = _linear_head(params, train.codes[ok], y_index, world, groups)
+    if given is not None and report.duplicate_groups is not None:
+        report = replace(report, duplicate_groups={**report.duplicate_groups, "given": True})
     record = FittedModel(
         classes=classes, head=head, head_report=report, strategy=recipe.strategy, backbone=recipe.backbone, tap=extractor.tap,
         preprocessing=extractor.preprocessing, fingerprint=extractor.fingerprint, n_train=int(ok.sum()), skipped=dict(train.failures),

@@ -95,3 +95,4 @@ def test_a_csv_group_column_reaches_the_fit(tmp_path):
     _, summary = fit_folder(tmp_path / "labels.csv", None, backbone="tiny", engine="torch", strategy="linear", diagnostics=False, test_size=0.25)
     grouped = summary.classifier["duplicate_groups"]
     assert grouped["largest"] == 2 and grouped["images"] == 2 * grouped["groups"] >= 8  # the training split's subjects, in pairs
+    assert grouped["given"] is True
