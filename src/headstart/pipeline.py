@@ -47,6 +47,7 @@ class Fit:
     codes: Codes  # of every image given: the training images, then the others
     extractor: object  # what computed them (CodeExtractor or ConcatExtractor), for reuse
     seconds_codes: float  # reading, decoding and the backbone (or the cache)
+    groups: np.ndarray  # a group number per readable training image: near duplicates and given groups share one
 
 
 def fit_model(params: dict, images: Sequence, labels, *, groups=None, others: Sequence = (), started: float | None = None) -> Fit:
@@ -96,7 +97,7 @@ def _fit_model(params: dict, images: Sequence, labels, groups, others: Sequence,
         run={**world.describe(), "device": resolve_device(params["device"]).type},
     )
     _train_network(record, recipe, params, [s for s, good in zip(sources, ok) if good], y_index, groups, started)
-    return Fit(record, codes, extractor, seconds_codes)
+    return Fit(record, codes, extractor, seconds_codes, groups)
 
 
 def _codes(extractor, images: list, progress: bool, world: distributed.World) -> Codes:

@@ -19,7 +19,7 @@ from . import distributed, progress
 from ._atomic import write_text
 from ._json import as_json, to_json_label
 from ._memory import release_freed_memory
-from .data import Dataset, find_duplicates, load_dataset, near_duplicate_groups
+from .data import Dataset, find_duplicates, load_dataset
 from .data.images import unreadable_files
 from .diagnostics import diagnose, error_analysis, wilson_interval
 from .diagnostics.error_analysis import balanced_accuracy
@@ -135,7 +135,7 @@ def _fit_folder(data, output, strict, test_size, allow_outside, diagnostics, ten
     report = None
     if diagnostics:
         progress.announce("diagnostics: the verdict, a learning curve, likely label errors, weight statistics")
-        report = _diagnose(record, dataset, codes, labels, train, evaluation, scores, held_out)
+        report = _diagnose(record, dataset, codes, labels, train, evaluation, scores, held_out, fit.groups)
         phases.done("diagnostics")
     comparison = []
     if compare_scratch and evaluation is not None:
@@ -152,13 +152,14 @@ def _fit_folder(data, output, strict, test_size, allow_outside, diagnostics, ten
     return model, summary
 
 
-def _diagnose(record: FittedModel, dataset: Dataset, codes: Codes, labels, train, evaluation, scores, held_out) -> dict:
+def _diagnose(record: FittedModel, dataset: Dataset, codes: Codes, labels, train, evaluation, scores, held_out, groups) -> dict:
+    # the fit's groups: its readable training images are these, in this order
     fitted = np.flatnonzero(train & codes.ok)
     return diagnose(
         record, codes.codes[fitted], labels[fitted], eval_scores=scores, eval_labels=labels[held_out] if held_out is not None else None,
         eval_split=dataset.eval_split or "test", eval_ci95=evaluation.accuracy_ci95 if evaluation else None,
         train_images=[dataset.records[i].path for i in fitted],
-        groups=near_duplicate_groups([codes.content_hashes[i] for i in fitted], codes.phashes[fitted], _given_groups(dataset.records, fitted)),
+        groups=groups,
     )
 
 
@@ -210,10 +211,8 @@ def _fit_split(params: dict, dataset: Dataset, start: float) -> tuple[Fit, Codes
 
 
 def _given_groups(records, rows) -> list | None:
-    """A CSV's group column for ``rows`` (None without one); an image without a group is a group of its own."""
-    if not any(r.group for r in records):
-        return None
-    return [records[i].group if records[i].group is not None else f"\0{i}" for i in rows]
+    """A CSV's group column for ``rows`` (None without one)."""
+    return [records[i].group for i in rows] if any(r.group for r in records) else None
 
 
 def _evaluate_held_out(model: TransferClassifier, dataset: Dataset, codes: Codes, labels: np.ndarray):

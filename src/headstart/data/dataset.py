@@ -18,7 +18,7 @@ import numpy as np
 
 from ..errors import DataError
 from .decode import IMAGE_EXTENSIONS, sniff_format
-from .duplicates import place_groups
+from .duplicates import own_group_where_missing, place_groups
 
 log = logging.getLogger(__name__)
 
@@ -316,7 +316,6 @@ def _groups_on_one_side(records: list[ImageRecord], test_size: float) -> list[Im
     if not any(r.group for r in records):
         return records
     side = np.array([r.split == "test" for r in records], dtype=int)
-    groups = [r.group if r.group is not None else f"\0{i}" for i, r in enumerate(records)]
     labels = np.array([str(r.label) for r in records])
-    side = place_groups(side, labels, np.array(groups), np.array([1 - test_size, test_size]))
+    side = place_groups(side, labels, own_group_where_missing([r.group for r in records]), np.array([1 - test_size, test_size]))
     return [replace(r, split="test" if s else "train") for r, s in zip(records, side)]
