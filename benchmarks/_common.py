@@ -34,3 +34,16 @@ def train_and_held_out(data):
         [r.path for r in held_out],
         np.array([r.label for r in held_out]),
     )
+
+
+def per_class_sample(y: np.ndarray, per_class: int | None, seed: int = 0) -> np.ndarray:
+    """Indices of up to ``per_class`` seeded random images of every class (all with None), in order."""
+    if per_class is None:
+        return np.arange(len(y))
+    rng = np.random.default_rng(seed)
+    return np.sort(np.concatenate([rng.permutation(np.flatnonzero(y == c))[:per_class] for c in np.unique(y)]))
+
+
+def subsampled(X: list, y: np.ndarray, per_class: int | None) -> tuple[list, np.ndarray]:
+    keep = per_class_sample(y, per_class)
+    return [X[i] for i in keep], y[keep]

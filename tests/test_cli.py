@@ -145,6 +145,7 @@ def test_fit_with_fine_tuning_writes_history(colour_splits, tmp_path, capsys):
     settings = json.loads((tmp_path / "tuned" / "model.json").read_text())["finetune"]
     assert settings["pooling"] == "stochastic" and settings["drop_connect"] == 0.1
     assert "fine-tuned  finetune_top from the linear classifier" in out and "('hflip', 'rot90')" in out
+    assert settings["ensemble"] is True and "predicts with the mean of the fine-tuned network's and the linear classifier's" in out
     history = json.loads((tmp_path / "tuned" / "history.json").read_text())
     assert 1 <= len(history["records"]) <= 2
     code, out, _ = run(capsys, "predict", tmp_path / "tuned", colour_splits / "test" / "red" / "00.png", "--format", "json")

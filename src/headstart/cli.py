@@ -759,6 +759,8 @@ def format_summary(summary, output) -> str:
             f"  fine-tuned  {tuned['strategy']} from the linear classifier: {tuned['epochs_run']} epoch{'s' if tuned['epochs_run'] != 1 else ''} ({stop}), "
             f"{tuned['seconds_per_epoch']:.1f} s/epoch{', bf16' if tuned['bf16'] else ''}; augmentation {tuned['augmentation']}; {tuned['imbalance']}"
         )
+        if tuned.get("ensemble"):
+            lines.append("              predicts with the mean of the fine-tuned network's and the linear classifier's probabilities")
         if tuned.get("mirror_warning"):
             lines.append(f"  WARNING     {tuned['mirror_warning']}")
     if ev is not None:

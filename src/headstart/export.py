@@ -1,7 +1,7 @@
 """Export a fitted classifier as one ONNX graph: image tensor in, class probabilities out.
 
 Works for every strategy: the linear probe becomes backbone tap + standardisation + linear layer,
-a fine-tuned network is exported as it is. The graph is checked against PyTorch before it is
+a fine-tuned network is exported as it predicts (averaged with the linear probe when it is). The graph is checked against PyTorch before it is
 written (the legacy exporter once produced wrong MobileNetV2 outputs here). A JSON file beside it
 says how to prepare the input and names the outputs.
 """
@@ -17,7 +17,6 @@ from torch import nn
 
 from ._atomic import write_text
 from ._json import to_json_label
-from .backbones import build_tap_model, get_backbone
 from .errors import HeadstartError
 from .features.engine import export_verified
 from .fitted import as_record
@@ -34,23 +33,6 @@ class _Probabilities(nn.Module):
         return self.logits_model(x).softmax(dim=1)
 
 
-class _LinearProbe(nn.Module):
-    """Backbone codes, standardised, through the fitted linear head."""
-
-    def __init__(self, codes_model: nn.Module, head):
-        super().__init__()
-        self.codes_model = codes_model
-        self.register_buffer("mean", torch.as_tensor(head.mean, dtype=torch.float32))
-        self.register_buffer("scale", torch.as_tensor(head.scale, dtype=torch.float32))
-        self.linear = nn.Linear(head.coef.shape[1], head.coef.shape[0])
-        with torch.no_grad():
-            self.linear.weight.copy_(torch.as_tensor(head.coef, dtype=torch.float32))
-            self.linear.bias.copy_(torch.as_tensor(head.intercept, dtype=torch.float32))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.linear((self.codes_model(x) - self.mean) / self.scale)
-
-
 def probability_module(model) -> nn.Module:
     """The fitted model (a TransferClassifier or its FittedModel) as one eval-mode module from a
     preprocessed image batch to probabilities."""
@@ -59,11 +41,8 @@ def probability_module(model) -> nn.Module:
         raise HeadstartError(
             f"cannot export {record.backbone!r} as one graph: its backbones expect differently prepared inputs; export one backbone's model."
         )
-    if record.network is not None:
-        logits = record.network
-    else:
-        logits = _LinearProbe(build_tap_model(get_backbone(record.backbone), record.tap), record.head)
-    return _Probabilities(logits).eval()
+    network = record.predictor()
+    return _Probabilities(network if network is not None else record.linear_probe()).eval()
 
 
 def recipe_steps(p) -> list[str]:

@@ -12,12 +12,14 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 from sklearn.exceptions import NotFittedError
+from torch import nn
 
 from ._json import as_json, to_json_label
 from .advisor import Plan
-from .backbones import Preprocessing, get_backbone
+from .backbones import Preprocessing, build_tap_model, get_backbone
 from .errors import ModelFileError
 from .strategies import LinearFitReport, LinearHead
+from .strategies.ensemble import LinearProbeNet, ProbabilityAverage
 from .strategies.finetune import FineTuneNet
 from .training import History
 
@@ -50,6 +52,30 @@ class FittedModel:
     @property
     def input_size(self) -> int | None:
         return self.params.get("input_size")
+
+    @property
+    def ensembled(self) -> bool:
+        """Whether predictions average the fine-tuned network's probabilities with the linear head's
+        (files from before the ensemble existed say nothing, and predict as they did)."""
+        return self.network is not None and bool((self.finetune or {}).get("ensemble", False))
+
+    def predictor(self) -> nn.Module | None:
+        """The module a fine-tuned model predicts with, from a preprocessed batch to logits (or
+        log-probabilities): the network, or the network and the linear head averaged; None for a
+        linear head alone, which predicts from codes. Built once: the ensemble's second backbone
+        is the pretrained one, rebuilt from its weights, not saved again."""
+        if self.network is None:
+            return None
+        if not self.ensembled:
+            return self.network
+        if getattr(self, "_ensemble", None) is None or self._ensemble.members[0] is not self.network:
+            self._ensemble = ProbabilityAverage(self.network, self.linear_probe()).eval()
+        return self._ensemble
+
+    def linear_probe(self) -> LinearProbeNet:
+        """The linear head on its backbone's codes as one module (one backbone: joined ones expect
+        differently prepared inputs)."""
+        return LinearProbeNet(build_tap_model(get_backbone(self.backbone), self.tap), self.head)
 
     def to_json(self) -> dict:
         """Everything but the arrays, the plan and the history (each saved beside it)."""

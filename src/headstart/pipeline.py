@@ -155,7 +155,7 @@ def predict_scores(record: FittedModel, images: Sequence, runtime: Runtime, extr
     not: the one prediction path of every model, which never stops at a bad file. ``extractor()``
     gives the code extractor (built only for a linear head)."""
     if record.network is not None:
-        return network_scores(record.network, images, record.preprocessing, batch_size=runtime.batch_size, progress=runtime.progress)
+        return network_scores(record.predictor(), images, record.preprocessing, batch_size=runtime.batch_size, progress=runtime.progress)
     codes = extractor()(images, progress=runtime.progress)
     return head_scores(record.head, codes), dict(codes.failures)
 

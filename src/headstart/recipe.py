@@ -26,8 +26,9 @@ from .strategies.linear import check_solver
 STRATEGY_CHOICES = ("auto", "linear", "scratch", *STRATEGIES)
 CLASS_WEIGHTS = ("auto", "balanced", None)
 # strategy="scratch": a randomly initialised network needs every layer learning at the full rate,
-# BatchNorm statistics of its own, and more epochs than fine-tuning (finetune={...} overrides these).
-SCRATCH_DEFAULTS = {"lr_mult": 1.0, "batchnorm": "batch", "epochs": 30, "patience": 8}
+# BatchNorm statistics of its own, and more epochs than fine-tuning (finetune={...} overrides these);
+# no ensemble with the linear head, which reads a random network's codes (from scratch means no transfer).
+SCRATCH_DEFAULTS = {"lr_mult": 1.0, "batchnorm": "batch", "epochs": 30, "patience": 8, "ensemble": False}
 FINETUNE_SETTINGS = tuple(f.name for f in fields(FineTuneConfig))
 
 

@@ -383,6 +383,7 @@ def _finetune_summary(record: FittedModel) -> dict | None:
         "augmentation": settings["augmentation"],
         "imbalance": settings["imbalance_plan"],
         "mirror_warning": settings.get("mirror_warning"),
+        "ensemble": record.ensembled,
     }
 
 

@@ -23,7 +23,7 @@ from ..data.augment import is_mirror_sensitive
 from ..data.duplicates import grouped_hold_out
 from ..data.sampling import plan_imbalance
 from ..strategies.finetune import FineTuneConfig
-from ..strategies.linear import fit_linear_head
+from ..strategies.linear import fit_linear_head, softmax
 from .measure import Measurements, Similarity, SizeStats, TapScore, mirror_probe
 
 # Median images per class below which a dataset is "small" (docs/advisor.md: on photos, fine-tuning
@@ -320,7 +320,8 @@ def choose_augmentation(spec, images, sample, preprocessing, random_state) -> tu
 
 
 def _trial(spec, candidate, linear_tap, sample, images, overrides, random_state, preprocessing) -> tuple[float, float, float, int]:
-    """Fine-tune ``candidate`` as the real run would, on most of the sample, and score it, and the linear
+    """Fine-tune ``candidate`` as the real run would, on most of the sample, and score it (averaged with
+    the top codes' linear head, as the real run predicts, unless ``ensemble`` is off), and the linear
     head on ``linear_tap``, on the same held-out images. Returns (ft, linear, noise, n_held)."""
     from ..strategies.finetune import FineTuneConfig, finetune, network_scores
 
@@ -349,6 +350,9 @@ def _trial(spec, candidate, linear_tap, sample, images, overrides, random_state,
         name="trial",
     )
     scores, _ = network_scores(result.net, [images[index[r]] for r in held_rows], preprocessing)
+    if config.ensemble:  # as the real run predicts: with the top codes' linear head, fitted on what the network saw
+        top = head if linear_tap == PRE_LOGITS else fit_linear_head(codes[PRE_LOGITS][fit_rows], labels[fit_rows], random_state=random_state, groups=fit_groups)[0]
+        scores = np.log(softmax(np.nan_to_num(scores)) + top.predict_proba(codes[PRE_LOGITS][held_rows]))
     ft_correct = np.nan_to_num(scores, nan=-np.inf).argmax(1) == labels[held_rows]
     discordant = int((ft_correct != linear_correct).sum())
     noise = math.sqrt(discordant) / len(held_rows)  # standard error of the paired difference

@@ -157,7 +157,7 @@ def _network_train_accuracy(record: FittedModel, images: list, y: np.ndarray) ->
     rows = np.arange(len(y))
     if len(rows) > TRAIN_SCORED:
         rows = np.sort(np.random.default_rng(0).choice(rows, TRAIN_SCORED, replace=False))
-    scores, _ = network_scores(record.network, [images[i] for i in rows], record.preprocessing)
+    scores, _ = network_scores(record.predictor(), [images[i] for i in rows], record.preprocessing)
     ok = np.isfinite(scores).all(axis=1)
     return float(np.mean(scores[ok].argmax(1) == y[rows][ok])) if ok.any() else float("nan")
 

@@ -72,6 +72,7 @@ class FineTuneConfig:
     batch_size: int = 32
     label_smoothing: float = 0.1
     dropout: float = 0.5  # on the codes, before the head (docs/benchmarks.md: the regularisation sweep)
+    ensemble: bool = True  # predict with the mean of the network's and the linear head's probabilities (strategies.ensemble)
     drop_connect: float = 0.0  # share of the head's weights dropped per batch (DropConnect)
     pooling: str = "avg"  # how the last feature map becomes the codes: "avg" (global average) or "stochastic"
     mixup: float = 0.0  # Beta(a, a) mixing of image pairs and their labels; 0 = off (0.2-0.4 usual)
@@ -132,6 +133,10 @@ class FineTuneNet(nn.Module):
         self.register_buffer("code_scale", torch.ones(width))
         self.dropout = BatchDropout(dropout, seed)
         self.head = DropConnectLinear(width, n_classes, drop_connect)
+
+    @property
+    def out_features(self) -> int:
+        return self.head.out_features
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         codes = (self.pool(self.backbone(x)) - self.code_mean) / self.code_scale
@@ -391,11 +396,12 @@ def _find_lr(net, optimizer, train_loader, criterion, device, bf16) -> RangeTest
 
 
 @torch.no_grad()
-def network_scores(net: FineTuneNet, images, preprocessing, *, batch_size: int = 32, progress: bool = False) -> tuple[np.ndarray, dict[int, str]]:
-    """Logits of a fine-tuned network for paths, PIL images or arrays; unreadable images get NaN
-    rows and a reason, so one bad file never stops the others."""
+def network_scores(net: nn.Module, images, preprocessing, *, batch_size: int = 32, progress: bool = False) -> tuple[np.ndarray, dict[int, str]]:
+    """Logits of a network that predicts (a FineTuneNet, or one averaged with its linear head: it
+    has ``out_features``) for paths, PIL images or arrays; unreadable images get NaN rows and a
+    reason, so one bad file never stops the others."""
     net.eval()
-    scores = np.full((len(images), net.head.out_features), np.nan)
+    scores = np.full((len(images), net.out_features), np.nan)
     batches = ImageBatches(images, preprocessing.transform(), batch_size=batch_size, draft_size=preprocessing.resize, hashes=False, progress=progress, desc="predicting")
     for batch in batches:
         scores[batch.indices] = net(batch.tensors).float().numpy()

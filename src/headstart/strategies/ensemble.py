@@ -1,0 +1,54 @@
+"""Networks that predict: the linear probe as one module, and a fine-tuned network averaged with it.
+
+A fine-tuned network and the linear head it was warm-started from err on different images: the
+head reads the pretrained codes, which fine-tuning on a few hundred images moves and can overfit.
+Averaging their probabilities gained on every dev set where fine-tuning ran (bench_recipe.py,
+docs/benchmarks.md), most where early stopping's small split picked a poor epoch. The ensemble's
+output is the log of the mean probability, so a softmax over it gives that mean back: it plugs in
+wherever a network's logits go (prediction, diagnostics, the ONNX export).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .linear import LinearHead
+
+
+class LinearProbeNet(nn.Module):
+    """Backbone codes, standardised, through a fitted linear head: the linear head as a network."""
+
+    def __init__(self, codes_model: nn.Module, head: LinearHead):
+        super().__init__()
+        self.codes_model = codes_model
+        self.register_buffer("mean", torch.as_tensor(head.mean, dtype=torch.float32))
+        self.register_buffer("scale", torch.as_tensor(head.scale, dtype=torch.float32))
+        self.linear = nn.Linear(head.coef.shape[1], head.coef.shape[0])
+        with torch.no_grad():
+            self.linear.weight.copy_(torch.as_tensor(head.coef, dtype=torch.float32))
+            self.linear.bias.copy_(torch.as_tensor(head.intercept, dtype=torch.float32))
+
+    @property
+    def out_features(self) -> int:
+        return self.linear.out_features
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.linear((self.codes_model(x) - self.mean) / self.scale)
+
+
+class ProbabilityAverage(nn.Module):
+    """The mean of its members' softmax probabilities, as log-probabilities (the members see the
+    same input tensor, so they must share their preprocessing)."""
+
+    def __init__(self, *members: nn.Module):
+        super().__init__()
+        self.members = nn.ModuleList(members)
+
+    @property
+    def out_features(self) -> int:
+        return self.members[0].out_features
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        probabilities = torch.stack([member(x).float().softmax(dim=1) for member in self.members]).mean(0)
+        return probabilities.clamp_min(torch.finfo(torch.float32).tiny).log()
