@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import asdict, dataclass, field
+from typing import Callable, NamedTuple
 
 import numpy as np
 
@@ -20,7 +21,7 @@ from .. import progress
 from ..progress import format_seconds
 from ..backbones import PRE_LOGITS, BackboneSpec
 from ..data.augment import is_mirror_sensitive
-from ..data.duplicates import grouped_hold_out
+from ..data.duplicates import grouped_hold_out, stratified_folds
 from ..data.sampling import plan_imbalance
 from ..strategies.finetune import FineTuneConfig
 from ..strategies.linear import fit_linear_head, softmax
@@ -40,6 +41,11 @@ FINETUNE_EPOCHS = DEFAULT_CONFIG.epochs
 # share of the sample held out to score it, and the smallest gain that counts.
 TRIAL_HELD_OUT = 0.2
 MIN_GAIN = 0.01
+# One split scores the trial on a fifth of the sample (30 images at 15 per class, where two images
+# decide); further splits of the same 5-fold partition, each image scored once, run while advice stays
+# within first contact's bound (60 s on a few hundred images; this leaves room for the fit to start).
+TRIAL_FOLDS = round(1 / TRIAL_HELD_OUT)
+ADVICE_SECONDS = 45.0
 # Cost of one fine-tuning image-epoch relative to one eager forward pass (backward ~2x forward,
 # plus augmentation), used to keep the trial inside the time budget.
 # Measured on hymenoptera (2-core CPU, bf16): an epoch of finetune_top took about one forward
@@ -165,6 +171,16 @@ class _Budget:
         return self.limit is None or self.spent + seconds <= self.limit
 
 
+class TrialResult(NamedTuple):
+    """Fine-tuning against the linear head on the trial's held-out images, pooled over its splits."""
+
+    finetuned: float  # accuracy
+    linear: float
+    noise: float  # standard error of the paired difference
+    held: int  # images scored (each once)
+    splits: int = 1
+
+
 @dataclass
 class _Choice:
     strategy: str = "linear"
@@ -196,7 +212,12 @@ def decide(
     augmentation_line = None
     if not (small and similar) and budget.allows(budget.final) and "augmentation" not in overrides:
         overrides["augmentation"], augmentation_line = choose_augmentation(spec, images, sample, preprocessing, random_state)
-    trial = lambda: _trial(spec, budget.candidate, linear.tap, sample, images, {**overrides, "epochs": budget.epochs}, random_state, preprocessing)  # noqa: E731
+    advice_started = start - measurements.seconds
+    more_time = lambda seconds: (  # noqa: E731  another split of `seconds` fits first contact's bound and the budget
+        time.perf_counter() - advice_started + seconds <= ADVICE_SECONDS
+        and budget.allows(time.perf_counter() - advice_started + seconds + budget.final)
+    )
+    trial = lambda: _trial(spec, budget.candidate, linear.tap, sample, images, {**overrides, "epochs": budget.epochs}, random_state, preprocessing, more_time)  # noqa: E731
     choice = _choose_strategy(small, similar, rule_strategy, linear, sample, budget, trial)
     strategy = choice.strategy
     alternatives = [Alternative("linear", s.tap, s.cv_accuracy, s.cv_std / math.sqrt(5), "cross-validated on the sample") for s in measurements.sweep]
@@ -257,15 +278,17 @@ def _choose_strategy(small, similar, rule_strategy, linear: TapScore, sample, bu
         held = int(round(len(sample["labels"]) * TRIAL_HELD_OUT))
         progress.announce(
             f"fine-tuning trial: {budget.candidate}, up to {budget.epochs} epochs on {len(sample['labels']) - held} of the measured images, "
-            f"against the linear head on the other {held} (at most about {format_seconds(budget.trial)}; early stopping may end it sooner)",
+            f"against the linear head on the other {held} (at most about {format_seconds(budget.trial)} a split, early stopping may end it sooner; "
+            f"up to {TRIAL_FOLDS} splits while advice stays within {ADVICE_SECONDS:.0f} s)",
         )
-        return _judge_trial(*trial(), budget, rule_strategy, linear)
+        return _judge_trial(TrialResult(*trial()), budget, rule_strategy, linear)
     if rule_strategy != "linear" and budget.allows(budget.final):
         return _Choice(rule_strategy, f"No time for a trial within the {budget.limit:.0f} s budget; following the rule unconfirmed.")
     return _Choice("linear", f"Fine-tuning would take about {budget.final:.0f} s, past the {budget.limit:.0f} s budget; staying linear.", budget_bound=True)
 
 
-def _judge_trial(ft: float, lin: float, noise: float, held: int, budget: _Budget, rule_strategy: str, linear: TapScore) -> _Choice:
+def _judge_trial(result: TrialResult, budget: _Budget, rule_strategy: str, linear: TapScore) -> _Choice:
+    ft, lin, noise, held, splits = result
     candidate, gain, margin = budget.candidate, ft - lin, max(MIN_GAIN, noise)
     if rule_strategy == "linear":  # fine-tuning must beat the rule's linear head beyond the noise
         choose_finetune = gain > margin
@@ -285,11 +308,12 @@ def _judge_trial(ft: float, lin: float, noise: float, held: int, budget: _Budget
         verdict = f"+{gain * 100:.1f} points, within the noise ({noise * 100:.1f}): the cheaper linear head."
     else:
         verdict = f"fine-tuning does no better ({gain * 100:+.1f} points): the linear head."
+    where = f"{held} held-out images" + (f" ({splits} splits, each image scored once)" if splits > 1 else "")
     alternatives = [
-        Alternative(candidate, PRE_LOGITS, ft, noise, f"trial: {budget.epochs} epochs, scored on {held} held-out images"),
-        Alternative("linear", linear.tap, lin, noise, f"trial: same split, scored on {held} held-out images"),
+        Alternative(candidate, PRE_LOGITS, ft, noise, f"trial: {budget.epochs} epochs, scored on {where}"),
+        Alternative("linear", linear.tap, lin, noise, f"trial: same splits, scored on {where}"),
     ]
-    line = f"Trial on {held} held-out images: {candidate} {ft:.1%} vs linear ({linear.tap}) {lin:.1%}: {verdict}"
+    line = f"Trial on {where}: {candidate} {ft:.1%} vs linear ({linear.tap}) {lin:.1%}: {verdict}"
     return _Choice(candidate if choose_finetune else "linear", line, alternatives=alternatives)
 
 
@@ -319,14 +343,36 @@ def choose_augmentation(spec, images, sample, preprocessing, random_state) -> tu
     return "objects", f"Augmentation: objects, with mirroring (mirrored images look like originals: probe {accuracy:.0%}, chance 50%)."
 
 
-def _trial(spec, candidate, linear_tap, sample, images, overrides, random_state, preprocessing) -> tuple[float, float, float, int]:
-    """Fine-tune ``candidate`` as the real run would, on most of the sample, and score it (averaged with
-    the top codes' linear head, as the real run predicts, unless ``ensemble`` is off), and the linear
-    head on ``linear_tap``, on the same held-out images. Returns (ft, linear, noise, n_held)."""
+def _trial(spec, candidate, linear_tap, sample, images, overrides, random_state, preprocessing, more_time: Callable[[float], bool] = lambda _: False) -> TrialResult:
+    """Fine-tune ``candidate`` as the real run would, on four fifths of the sample, and score it (averaged
+    with the top codes' linear head, as the real run predicts, unless ``ensemble`` is off) and the
+    linear head on ``linear_tap`` on the same held-out fifth; then the next fifth, while
+    ``more_time(seconds of the last split)`` says another fits. Every image is held out at most once,
+    so the splits' hits pool into one paired comparison."""
+    labels, groups = sample["labels"], sample.get("groups")
+    ft_hits, linear_hits = [], []
+    folds = stratified_folds(labels, TRIAL_FOLDS, groups=groups, random_state=random_state)
+    for number, (fit_rows, held_rows) in enumerate(folds, 1):
+        if number > 1:
+            progress.announce(f"fine-tuning trial: split {number} of up to {len(folds)} (about {format_seconds(seconds)}; more splits while advice stays within {ADVICE_SECONDS:.0f} s)")
+        tick = time.perf_counter()
+        ft, linear = _trial_split(spec, candidate, linear_tap, sample, images, overrides, random_state, preprocessing, fit_rows, held_rows)
+        ft_hits.append(ft)
+        linear_hits.append(linear)
+        seconds = time.perf_counter() - tick
+        if not more_time(seconds):
+            break
+    ft_correct, linear_correct = np.concatenate(ft_hits), np.concatenate(linear_hits)
+    discordant = int((ft_correct != linear_correct).sum())
+    noise = math.sqrt(discordant) / len(ft_correct)  # standard error of the paired difference
+    return TrialResult(float(ft_correct.mean()), float(linear_correct.mean()), noise, len(ft_correct), len(ft_hits))
+
+
+def _trial_split(spec, candidate, linear_tap, sample, images, overrides, random_state, preprocessing, fit_rows, held_rows) -> tuple[np.ndarray, np.ndarray]:
+    """One split of the trial: which held-out images fine-tuning, and the linear head, get right."""
     from ..strategies.finetune import FineTuneConfig, finetune, network_scores
 
     labels, index, groups = sample["labels"], sample["index"], sample.get("groups")
-    fit_rows, held_rows = grouped_hold_out(labels, TRIAL_HELD_OUT, groups=groups, random_state=random_state)
     fit_groups = groups[fit_rows] if groups is not None else None
     fit_part, stop_part = (fit_rows[part] for part in grouped_hold_out(labels[fit_rows], 0.15, groups=fit_groups, random_state=random_state))
     codes = sample["codes"]
@@ -354,9 +400,7 @@ def _trial(spec, candidate, linear_tap, sample, images, overrides, random_state,
         top = head if linear_tap == PRE_LOGITS else fit_linear_head(codes[PRE_LOGITS][fit_rows], labels[fit_rows], random_state=random_state, groups=fit_groups)[0]
         scores = np.log(softmax(np.nan_to_num(scores)) + top.predict_proba(codes[PRE_LOGITS][held_rows]))
     ft_correct = np.nan_to_num(scores, nan=-np.inf).argmax(1) == labels[held_rows]
-    discordant = int((ft_correct != linear_correct).sum())
-    noise = math.sqrt(discordant) / len(held_rows)  # standard error of the paired difference
-    return float(ft_correct.mean()), float(linear_correct.mean()), noise, len(held_rows)
+    return ft_correct, linear_correct
 
 
 def _partner_check(spec: BackboneSpec, linear: TapScore, sample: dict, random_state: int) -> tuple[Alternative, bool, str]:
