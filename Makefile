@@ -66,6 +66,9 @@ benchmarks: install
 	$(BIN)/python benchmarks/bench_scale_images.py --classes 1000 --mean 100 --low 10 --high 1000 --nproc 1
 	$(BIN)/python benchmarks/bench_cache.py
 	$(BIN)/python benchmarks/bench_report.py --classes 5000
+	$(BIN)/python benchmarks/bench_grouped_cv.py ../shared/datasets/alzheimer_mri4 ../shared/datasets/oxford17flowers ../shared/datasets/hymenoptera --share 1.0 0.2
+	$(BIN)/python benchmarks/bench_recipe.py
+	$(BIN)/python benchmarks/bench_novelty.py
 
 clean:
 	rm -rf $(VENV) runs

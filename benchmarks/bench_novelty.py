@@ -1,0 +1,167 @@
+"""'None of these': every novelty score and the maximum-softmax baseline, on far and near novelties.
+
+    python benchmarks/bench_novelty.py [--only hymenoptera/flowers ...]
+
+A pair is a known set (a linear head and the detectors fitted on its training codes) and novel
+images: another dataset's held-out images (far) or the held-out images of classes left out of the
+known set's training (near: 12 of oxford17flowers' 17 classes trained, the other 5 novel; 7 of the
+10 digits). Known test images are the known classes' held-out images. MobileNetV2 pre_logits codes,
+at the known set's input size (digits 96 px). For each method: AUROC of novel against known test
+images; then at the threshold calibrated on the training images' out-of-fold scores (keep 95%),
+the share of known test images rejected, the share of novel images caught, and accuracy on the
+known test images accepted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+from sklearn.metrics import roc_auc_score
+
+sys.path.insert(0, str(Path(__file__).parent))
+import _datasets  # noqa: E402
+from _common import machine, subsampled, train_and_held_out  # noqa: E402
+
+from headstart import TransferClassifier  # noqa: E402
+from headstart.data import near_duplicate_groups  # noqa: E402
+from headstart.data.duplicates import stratified_folds  # noqa: E402
+from headstart.strategies import fit_linear_head  # noqa: E402
+from headstart.strategies.novelty import KNOWN_SHARE, fit_detector, out_of_fold_scores  # noqa: E402
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "datasets"
+SETS = {  # name: (folder, input size, training images per class, held-out images per class)
+    "hymenoptera": (lambda: SHARED / "hymenoptera", None, None, None),
+    "flowers": (lambda: SHARED / "oxford17flowers", None, None, 20),
+    "mri": (lambda: SHARED / "alzheimer_mri4", None, 50, 100),
+    "digits": (lambda: _datasets.digits(50), 96, None, None),
+}
+NOVEL_CAP = 300  # novel images per pair
+PAIRS = [  # (known set, novel set or None for held-out classes, classes held out)
+    ("hymenoptera", "flowers", 0), ("hymenoptera", "mri", 0), ("hymenoptera", "digits", 0),
+    ("flowers", "hymenoptera", 0), ("flowers", "mri", 0), ("flowers", "digits", 0),
+    ("mri", "hymenoptera", 0), ("mri", "flowers", 0), ("mri", "digits", 0),
+    ("digits", "flowers", 0), ("digits", "mri", 0),
+    ("flowers", None, 5), ("digits", None, 3),
+]
+VARIANTS = {  # name: (method, k, kNN calibrated by leaving out whole folds)
+    "msp": ("msp", 1, False), "energy": ("energy", 1, False), "mahalanobis": ("mahalanobis", 1, False),
+    "relative_mahalanobis": ("relative_mahalanobis", 1, False), "knn1": ("knn", 1, False), "knn5": ("knn", 5, False),
+    "knn1-folds": ("knn", 1, True), "knn1-std": ("knn", 1, False),
+}
+STANDARDISED = {"knn1-std"}  # codes standardised by the training codes' mean and spread first (as the head sees them)
+# Fusions: each part's score as its percentile among the training images' out-of-fold scores; the
+# image is as novel as its most novel part (novel if either part says so), calibrated the same way.
+FUSIONS = {"knn1+msp": ("knn1", "msp"), "knn1+energy": ("knn1", "energy")}
+
+
+def percentile(reference: np.ndarray, scores: np.ndarray) -> np.ndarray:
+    """Share of ``reference`` below each score, continued past the largest by the reference's spread
+    (so that images beyond every training image still rank among themselves)."""
+    ordered = np.sort(reference)
+    share = np.searchsorted(ordered, scores, side="right") / len(ordered)
+    spread = max(ordered[-1] - ordered[0], 1e-12)
+    return share + np.maximum(scores - ordered[-1], 0) / spread
+
+
+def load(name):
+    locate, input_size, train_per_class, test_per_class = SETS[name]
+    _, X, y, X_test, y_test = train_and_held_out(locate())
+    X, y = subsampled(X, y, train_per_class)
+    X_test, y_test = subsampled(X_test, y_test, test_per_class)
+    return X, y, X_test, y_test, input_size
+
+
+def codes_of(paths, input_size):
+    codes = TransferClassifier("mobilenet_v2", input_size=input_size).extract(paths)
+    assert not codes.failures
+    return codes
+
+
+def out_of_fold_logits(codes, labels, C, groups):
+    logits = np.empty((len(labels), labels.max() + 1))
+    for train, held in stratified_folds(labels, 5, groups=groups):
+        head, _ = fit_linear_head(codes[train], labels[train], Cs=(C,))
+        logits[held] = head.decision_function(codes[held])
+    return logits
+
+
+def run_pair(known, novel, held_out_classes, data, methods) -> list[dict]:
+    X, y, X_test, y_test, input_size = data[known]
+    if novel is None:  # near: the last classes are novel
+        classes = np.unique(y)
+        trained = classes[: len(classes) - held_out_classes]
+        X_novel = [p for p, label in zip(X_test, y_test) if label not in trained]
+        keep, keep_test = np.isin(y, trained), np.isin(y_test, trained)
+        X, y = [p for p, k in zip(X, keep) if k], y[keep]
+        X_test, y_test = [p for p, k in zip(X_test, keep_test) if k], y_test[keep_test]
+        label = f"{known}: {len(trained)} classes trained, {held_out_classes} novel"
+    else:
+        X_novel = data[novel][2]
+        X_novel = [X_novel[i] for i in np.random.default_rng(0).permutation(len(X_novel))[:NOVEL_CAP]]
+        label = f"{known} vs {novel}"
+    classes, y_index = np.unique(y, return_inverse=True)
+    truth = np.searchsorted(classes, y_test)
+    train = codes_of(X, input_size)
+    test, other = codes_of(X_test, input_size).codes, codes_of(X_novel, input_size).codes
+    groups = near_duplicate_groups(train.content_hashes, train.phashes)
+    head, report = fit_linear_head(train.codes, y_index, groups=groups)
+    oof_logits = out_of_fold_logits(train.codes, y_index, report.C, groups)
+    test_logits, other_logits = head.decision_function(test), head.decision_function(other)
+    rows, parts = [], {}
+    for variant in methods:
+        method, k, by_fold = VARIANTS[variant]
+        tick = time.perf_counter()
+        view = (lambda c: (c - head.mean) / head.scale) if variant in STANDARDISED else (lambda c: c)
+        detector = fit_detector(view(train.codes), y_index, method, k=k)
+        oof = out_of_fold_scores(view(train.codes), y_index, method, k=k, groups=groups, oof_logits=oof_logits, knn_by_fold=by_fold)
+        parts[variant] = (oof, detector.score(view(test), test_logits), detector.score(view(other), other_logits))
+        rows.append(_row(label, novel is None, variant, *parts[variant], test_logits, truth, time.perf_counter() - tick))
+    for fusion, members in FUSIONS.items():
+        if all(m in parts for m in members):
+            fused = [np.max([percentile(parts[m][0], parts[m][i]) for m in members], axis=0) for i in range(3)]
+            rows.append(_row(label, novel is None, fusion, *fused, test_logits, truth, 0.0))
+    return rows
+
+
+def _row(label, near, variant, oof, known_scores, novel_scores, test_logits, truth, seconds) -> dict:
+    threshold = np.quantile(oof, KNOWN_SHARE)
+    auroc = roc_auc_score(np.r_[np.zeros(len(known_scores)), np.ones(len(novel_scores))], np.r_[known_scores, novel_scores])
+    accepted = known_scores <= threshold
+    r = {
+        "pair": label, "near": near, "method": variant, "auroc": auroc, "rejected": 1 - accepted.mean(), "caught": (novel_scores > threshold).mean(),
+        "accuracy": (test_logits.argmax(1) == truth).mean(), "accepted_accuracy": (test_logits[accepted].argmax(1) == truth[accepted]).mean(),
+    }
+    print(f"  {label:42s} {variant:22s} AUROC {auroc:.4f}  known rejected {r['rejected']:6.1%}  novel caught {r['caught']:6.1%}  "
+          f"accuracy {r['accuracy']:.1%} -> {r['accepted_accuracy']:.1%} on accepted  ({seconds:.2f} s)", flush=True)
+    return r
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--only", nargs="*", help="pairs as known/novel (or known/near)")
+    parser.add_argument("--methods", nargs="*", default=list(VARIANTS), choices=list(VARIANTS))
+    args = parser.parse_args()
+    print(machine(), flush=True)
+    data = {name: load(name) for name in SETS}
+    rows = []
+    for known, novel, held in PAIRS:
+        if args.only and f"{known}/{novel or 'near'}" not in args.only:
+            continue
+        rows += run_pair(known, novel, held, data, args.methods)
+    print("\n| method | far AUROC (min, mean) | near AUROC (each) | known rejected (max) | novel caught far (min) |\n|---|---|---|---|---|")
+    for variant in dict.fromkeys(r["method"] for r in rows):
+        mine = [r for r in rows if r["method"] == variant]
+        far, near = [r for r in mine if not r["near"]], [r for r in mine if r["near"]]
+        print(
+            f"| {variant} | {min(r['auroc'] for r in far):.4f}, {np.mean([r['auroc'] for r in far]):.4f} | "
+            + ", ".join(f"{r['auroc']:.4f}" for r in near)
+            + f" | {max(r['rejected'] for r in mine):.1%} | {min(r['caught'] for r in far):.1%} |"
+        )
+
+
+if __name__ == "__main__":
+    main()
