@@ -55,6 +55,7 @@ VARIANTS = {  # name: (method, k, kNN calibrated by leaving out whole folds)
 STANDARDISED = {"knn1-std"}  # codes standardised by the training codes' mean and spread first (as the head sees them)
 # Fusions: each part's score as its percentile among the training images' out-of-fold scores; the
 # image is as novel as its most novel part (novel if either part says so), calibrated the same way.
+VIM_SHARES = (0.9, 0.99)
 FUSIONS = {"knn1+msp": ("knn1", "msp"), "knn1+energy": ("knn1", "energy")}
 
 
@@ -120,6 +121,13 @@ def run_pair(known, novel, held_out_classes, data, methods) -> list[dict]:
         oof = out_of_fold_scores(view(train.codes), y_index, method, k=k, groups=groups, oof_logits=oof_logits, knn_by_fold=by_fold)
         parts[variant] = (oof, detector.score(view(test), test_logits), detector.score(view(other), other_logits))
         rows.append(_row(label, novel is None, variant, *parts[variant], test_logits, truth, time.perf_counter() - tick))
+    for share in VIM_SHARES:
+        score = vim_parts(train.codes, head, share)
+        oof = np.empty(len(y_index))
+        for fit_rows, held in stratified_folds(y_index, 5, groups=groups):
+            fold_head, _ = fit_linear_head(train.codes[fit_rows], y_index[fit_rows], Cs=(report.C,))
+            oof[held] = vim_parts(train.codes[fit_rows], fold_head, share)(train.codes[held], fold_head.decision_function(train.codes[held]))
+        rows.append(_row(label, novel is None, f"vim{share:g}", oof, score(test, test_logits), score(other, other_logits), test_logits, truth, 0.0))
     for fusion, members in FUSIONS.items():
         if all(m in parts for m in members):
             fused = [np.max([percentile(parts[m][0], parts[m][i]) for m in members], axis=0) for i in range(3)]
@@ -138,6 +146,20 @@ def _row(label, near, variant, oof, known_scores, novel_scores, test_logits, tru
     print(f"  {label:42s} {variant:22s} AUROC {auroc:.4f}  known rejected {r['rejected']:6.1%}  novel caught {r['caught']:6.1%}  "
           f"accuracy {r['accuracy']:.1%} -> {r['accepted_accuracy']:.1%} on accepted  ({seconds:.2f} s)", flush=True)
     return r
+
+
+def vim_parts(train_codes, head, share):
+    """ViM (Wang et al. 2022): the code's norm outside the training codes' principal subspace (the
+    components explaining ``share`` of the variance, about the head's origin), scaled so that on the
+    training images it matches the mean largest logit; its score is that virtual logit's softmax share."""
+    origin = -np.linalg.pinv(head.coef / head.scale) @ head.intercept  # the point where every logit is 0
+    centred = train_codes - origin
+    _, s, vt = np.linalg.svd(centred, full_matrices=False)
+    d = int(np.searchsorted(np.cumsum(s**2) / np.sum(s**2), share) + 1)
+    basis = vt[:d]
+    residual = lambda c: np.linalg.norm((c - origin) - ((c - origin) @ basis.T) @ basis, axis=1)  # noqa: E731
+    alpha = head.decision_function(train_codes).max(axis=1).mean() / max(residual(train_codes).mean(), 1e-12)
+    return lambda codes, logits: np.logaddexp.reduce(np.c_[logits, alpha * residual(codes)], axis=1) - np.logaddexp.reduce(logits, axis=1)
 
 
 def main() -> None:

@@ -213,10 +213,13 @@ def decide(
     if not (small and similar) and budget.allows(budget.final) and "augmentation" not in overrides:
         overrides["augmentation"], augmentation_line = choose_augmentation(spec, images, sample, preprocessing, random_state)
     advice_started = start - measurements.seconds
-    more_time = lambda seconds: (  # noqa: E731  another split of `seconds` fits first contact's bound and the budget
-        time.perf_counter() - advice_started + seconds <= ADVICE_SECONDS
-        and budget.allows(time.perf_counter() - advice_started + seconds + budget.final)
-    )
+
+    def more_time(seconds: float) -> bool:
+        """Whether another trial split of ``seconds`` keeps advice within first contact's bound, and
+        advice and the fit within the budget."""
+        elapsed = time.perf_counter() - advice_started + seconds
+        return elapsed <= ADVICE_SECONDS and budget.allows(elapsed + budget.final)
+
     trial = lambda: _trial(spec, budget.candidate, linear.tap, sample, images, {**overrides, "epochs": budget.epochs}, random_state, preprocessing, more_time)  # noqa: E731
     choice = _choose_strategy(small, similar, rule_strategy, linear, sample, budget, trial)
     strategy = choice.strategy
@@ -353,15 +356,14 @@ def _trial(spec, candidate, linear_tap, sample, images, overrides, random_state,
     ft_hits, linear_hits = [], []
     folds = stratified_folds(labels, TRIAL_FOLDS, groups=groups, random_state=random_state)
     for number, (fit_rows, held_rows) in enumerate(folds, 1):
-        if number > 1:
-            progress.announce(f"fine-tuning trial: split {number} of up to {len(folds)} (about {format_seconds(seconds)}; more splits while advice stays within {ADVICE_SECONDS:.0f} s)")
         tick = time.perf_counter()
         ft, linear = _trial_split(spec, candidate, linear_tap, sample, images, overrides, random_state, preprocessing, fit_rows, held_rows)
         ft_hits.append(ft)
         linear_hits.append(linear)
         seconds = time.perf_counter() - tick
-        if not more_time(seconds):
+        if number == len(folds) or not more_time(seconds):
             break
+        progress.announce(f"fine-tuning trial: split {number + 1} of up to {len(folds)} (about {format_seconds(seconds)}; more while advice stays within {ADVICE_SECONDS:.0f} s)")
     ft_correct, linear_correct = np.concatenate(ft_hits), np.concatenate(linear_hits)
     discordant = int((ft_correct != linear_correct).sum())
     noise = math.sqrt(discordant) / len(ft_correct)  # standard error of the paired difference
