@@ -5,11 +5,14 @@ from __future__ import annotations
 import platform
 import resource
 import sys
+from pathlib import Path
 
 import numpy as np
 import torch
 
 from headstart.data import load_dataset
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "datasets"  # the shared dev sets (never copied here)
 
 
 def peak_rss_mb(children: bool = False) -> float:
@@ -47,3 +50,10 @@ def per_class_sample(y: np.ndarray, per_class: int | None, seed: int = 0) -> np.
 def subsampled(X: list, y: np.ndarray, per_class: int | None) -> tuple[list, np.ndarray]:
     keep = per_class_sample(y, per_class)
     return [X[i] for i in keep], y[keep]
+
+
+def dev_set(locate, train_per_class: int | None = None, test_per_class: int | None = None):
+    """(dataset, X, y, X_test, y_test) of a benchmark row: ``locate()``'s training and held-out
+    splits, each cut to seeded per-class caps (None: whole)."""
+    dataset, X, y, X_test, y_test = train_and_held_out(locate())
+    return (dataset, *subsampled(X, y, train_per_class), *subsampled(X_test, y_test, test_per_class))

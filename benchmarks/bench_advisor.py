@@ -27,12 +27,11 @@ from sklearn.metrics import balanced_accuracy_score
 
 sys.path.insert(0, str(Path(__file__).parent))
 import _datasets  # noqa: E402
-from _common import machine, subsampled, train_and_held_out  # noqa: E402
+from _common import SHARED, dev_set, machine  # noqa: E402
 
 from headstart import TransferClassifier  # noqa: E402
 from headstart.backbones import PRE_LOGITS  # noqa: E402
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "datasets"
 MRI = lambda: SHARED / "alzheimer_mri4"  # noqa: E731
 ROWS = {  # name: (folder, input size, training images per class (None: all), held-out images per class)
     "hymenoptera": (lambda: SHARED / "hymenoptera", None, None, None),
@@ -61,9 +60,7 @@ def main() -> None:
     table = []
     for name in args.only:
         locate, input_size, train_per_class, test_per_class = ROWS[name]
-        dataset, X, y, X_test, y_test = train_and_held_out(locate())
-        X, y = subsampled(X, y, train_per_class)
-        X_test, y_test = subsampled(X_test, y_test, test_per_class)
+        dataset, X, y, X_test, y_test = dev_set(locate, train_per_class, test_per_class)
         print(f"\n{name}: train {len(X)}, {dataset.eval_split} {len(X_test)}, input {input_size or 224} px", flush=True)
 
         start = time.perf_counter()

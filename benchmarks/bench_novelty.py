@@ -24,7 +24,7 @@ from sklearn.metrics import roc_auc_score
 
 sys.path.insert(0, str(Path(__file__).parent))
 import _datasets  # noqa: E402
-from _common import machine, subsampled, train_and_held_out  # noqa: E402
+from _common import SHARED, dev_set, machine  # noqa: E402
 
 from headstart import TransferClassifier  # noqa: E402
 from headstart.data import near_duplicate_groups  # noqa: E402
@@ -32,7 +32,6 @@ from headstart.data.duplicates import stratified_folds  # noqa: E402
 from headstart.strategies import fit_linear_head  # noqa: E402
 from headstart.strategies.novelty import KNOWN_SHARE, fit_detector, out_of_fold_scores  # noqa: E402
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "datasets"
 SETS = {  # name: (folder, input size, training images per class, held-out images per class)
     "hymenoptera": (lambda: SHARED / "hymenoptera", None, None, None),
     "flowers": (lambda: SHARED / "oxford17flowers", None, None, 20),
@@ -70,9 +69,7 @@ def percentile(reference: np.ndarray, scores: np.ndarray) -> np.ndarray:
 
 def load(name):
     locate, input_size, train_per_class, test_per_class = SETS[name]
-    _, X, y, X_test, y_test = train_and_held_out(locate())
-    X, y = subsampled(X, y, train_per_class)
-    X_test, y_test = subsampled(X_test, y_test, test_per_class)
+    _, X, y, X_test, y_test = dev_set(locate, train_per_class, test_per_class)
     return X, y, X_test, y_test, input_size
 
 

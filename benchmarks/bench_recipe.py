@@ -30,20 +30,19 @@ from torchvision.transforms import functional as F
 
 sys.path.insert(0, str(Path(__file__).parent))
 import _datasets  # noqa: E402
-from _common import machine, subsampled, train_and_held_out  # noqa: E402
+from _common import SHARED, dev_set, machine  # noqa: E402
 
 import headstart.pipeline as pipeline  # noqa: E402
 from headstart import TransferClassifier  # noqa: E402
 from headstart.strategies.linear import softmax  # noqa: E402
 from headstart.strategies.finetune import network_scores  # noqa: E402
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "datasets"
-ROWS = {  # name: (folder, train images per class or None for all, held-out per class or None, input size)
+ROWS = {  # name: (folder, input size, training images per class (None: all), held-out images per class)
     "hymenoptera": (lambda: SHARED / "hymenoptera", None, None, None),
-    "flowers-20": (lambda: SHARED / "oxford17flowers", None, 20, None),
-    "mri-50": (lambda: SHARED / "alzheimer_mri4", 50, 100, None),
-    "digits-15": (lambda: _datasets.digits(15), None, None, 96),
-    "fashion-15": (lambda: _datasets.fashion(15), None, None, 96),
+    "flowers-20": (lambda: SHARED / "oxford17flowers", None, None, 20),
+    "mri-50": (lambda: SHARED / "alzheimer_mri4", None, 50, 100),
+    "digits-15": (lambda: _datasets.digits(15), 96, None, None),
+    "fashion-15": (lambda: _datasets.fashion(15), 96, None, None),
 }
 PATIENCE = 4  # the library default, replayed
 
@@ -80,10 +79,8 @@ def main() -> None:
     print(machine(), flush=True)
     table = []
     for name in args.only:
-        locate, train_per_class, test_per_class, input_size = ROWS[name]
-        _, X, y, X_test, y_test = train_and_held_out(locate())
-        X, y = subsampled(X, y, train_per_class)
-        X_test, y_test = subsampled(X_test, y_test, test_per_class)
+        locate, input_size, train_per_class, test_per_class = ROWS[name]
+        _, X, y, X_test, y_test = dev_set(locate, train_per_class, test_per_class)
         for strategy in args.strategy:
             row = run(name, strategy, X, y, X_test, y_test, input_size)
             table.append(row)

@@ -48,6 +48,7 @@ class FittedModel:
     finetune: dict | None = None  # fine-tuning settings, imbalance handling, bf16, mirror warning
     params: dict = field(default_factory=dict)  # the MODEL_PARAMS the estimator was given
     run: dict = field(default_factory=dict)  # how the fit ran: world_size, backend, device
+    _ensemble: nn.Module | None = field(default=None, init=False, repr=False)  # predictor()'s, built once
 
     @property
     def input_size(self) -> int | None:
@@ -68,7 +69,7 @@ class FittedModel:
             return None
         if not self.ensembled:
             return self.network
-        if getattr(self, "_ensemble", None) is None or self._ensemble.members[0] is not self.network:
+        if self._ensemble is None or self._ensemble.members[0] is not self.network:
             self._ensemble = ProbabilityAverage(self.network, self.linear_probe()).eval()
         return self._ensemble
 
