@@ -112,6 +112,16 @@ def test_the_trial_runs_one_split_when_advice_has_no_time_for_more(monkeypatch):
     assert any(line.startswith("Trial on 6 held-out images: ") for line in plan.explanation)
 
 
+def test_on_small_data_the_trial_fine_tunes_within_the_advice_bound_and_says_so(monkeypatch):
+    monkeypatch.setattr(planning, "ADVICE_SECONDS", 0.0)  # no time left: one epoch, then the schedule ends
+    monkeypatch.setattr(planning, "classify", lambda _: (True, False))  # small, unlike ImageNet: the rule is in doubt
+    X, y = colour_data(per_class=10)
+    plan = advise(TINY, X, y, finetune={"batch_size": 8, "precision": "fp32", "epochs": 3}, cache=False)
+    line = next(line for line in plan.explanation if line.startswith("Trial on 6 held-out images: "))
+    assert line.endswith("Its fine-tuning had time for 1 of 3 epochs within the 0 s advice bound, so it may understate fine-tuning.")
+    assert any(a.how.startswith("trial: 1 of 3 epochs (the 0 s advice bound)") for a in plan.alternatives)
+
+
 @pytest.mark.parametrize(
     "median, fine_tuned, chosen",
     [
@@ -122,7 +132,7 @@ def test_the_trial_runs_one_split_when_advice_has_no_time_for_more(monkeypatch):
     ],
 )
 def test_the_trial_overturns_the_rule_only_beyond_the_noise(monkeypatch, median, fine_tuned, chosen):
-    monkeypatch.setattr(planning, "_trial", lambda *args: (fine_tuned, 0.85, 0.02, 400))
+    monkeypatch.setattr(planning, "_trial", lambda *args: (fine_tuned, 0.85, 0.02, 400, 1, None))
     labels = np.repeat(np.arange(3), 10)
     sample = {"labels": labels, "index": np.arange(30), "codes": {}}
     plan = planning.decide(TINY, measurements(median, 0.1, 1.0), sample, [None] * 30, finetune_overrides={"augmentation": "none"})

@@ -100,7 +100,11 @@ def _model_commands(commands) -> None:
     predict.add_argument("run", help="run directory written by fit")
     predict.add_argument("images", nargs="+", help="image files or folders")
     predict.add_argument("--top-k", type=int, default=1, help="classes to show per image (default 1)")
-    predict.add_argument("--format", choices=("table", "csv", "json"), default="table")
+    predict.add_argument("--format", choices=("table", "csv", "json"), default="table", help="table (default), csv or json")
+    predict.add_argument(
+        "--no-reject", action="store_true",
+        help="always name a class; by default an image unlike every training image is answered 'unknown' (the model's calibrated threshold)",
+    )
     predict.set_defaults(handler=cmd_predict)
 
     evaluate = _command(
@@ -416,8 +420,8 @@ def cmd_predict(args) -> int:
 
     model = TransferClassifier.load(args.run)
     model.progress = args.show_progress
-    rows = predict_images(model, _expand_images(args.images), top_k=args.top_k)
-    print(format_predictions(rows, args.format))
+    rows = predict_images(model, _expand_images(args.images), top_k=args.top_k, reject=None if args.no_reject else "auto")
+    print(format_predictions(rows, args.format, len(model.classes_)))
     return EXIT_PARTIAL if any("error" in row for row in rows) else 0
 
 
@@ -821,6 +825,16 @@ def format_evaluation(ev, indent: str = "", all_classes: bool = False) -> str:
         f"{indent}{name} {ev.accuracy:.1%} on {ev.n_images} images (95% CI {low:.1%}-{high:.1%}); "
         f"chance {ev.chance_uniform:.1%} (1/K), {ev.chance_majority:.1%} (majority); balanced accuracy {ev.balanced_accuracy:.1%}\n"
         f"{indent}recall      {'lowest first: ' if len(recall) > limit else ''}{shown}"
+        + (f"\n{indent}{_rejection_line(ev.rejection, ev.accuracy, ev.n_images)}" if ev.rejection else "")
+    )
+
+
+def _rejection_line(r: dict, accuracy: float, n_images: int) -> str:
+    """How "none of these" fares on images of known classes: each rejection is a false one."""
+    accepted = f"{r['accuracy_on_accepted']:.1%}" if r["accuracy_on_accepted"] is not None else "none"
+    return (
+        f"unknown     {r['rejected']} of {n_images} known-class images flagged as none of these ({r['false_rejection_rate']:.1%} false rejections, "
+        f"threshold {r['threshold']:.3g}); accuracy {accuracy:.1%} -> {accepted} on the accepted, {r['accuracy_with_rejection']:.1%} counting flags as errors"
     )
 
 
@@ -831,23 +845,27 @@ def _duplicates_line(duplicates: dict) -> str:
     return f"duplicates  {within.get('exact', 0)} exact, {within.get('near', 0)} near within splits; {leak}"
 
 
-def format_predictions(rows: list[dict], fmt: str) -> str:
+def format_predictions(rows: list[dict], fmt: str, n_classes: int | None = None) -> str:
     if fmt == "json":
         return json.dumps(rows, indent=2)
     if fmt == "csv":
         buffer = io.StringIO()
         writer = csv.writer(buffer, lineterminator="\n")
-        writer.writerow(["path", "rank", "label", "probability", "error"])
+        writer.writerow(["path", "rank", "label", "probability", "error", "unknown", "novelty", "threshold"])
         for row in rows:
+            novelty = [row.get("unknown", ""), row.get("novelty", ""), row.get("threshold", "")]
             if "error" in row:
-                writer.writerow([row["path"], "", "", "", row["error"]])
+                writer.writerow([row["path"], "", "", "", row["error"], "", "", ""])
             for rank, p in enumerate(row["predictions"], start=1):
-                writer.writerow([row["path"], rank, p["label"], p["probability"], ""])
+                writer.writerow([row["path"], rank, p["label"], p["probability"], "", *novelty])
         return buffer.getvalue().rstrip("\n")
     width = max((len(r["path"]) for r in rows), default=4)
     lines = [f"{'path':<{width}}  prediction (probability)"]
     for row in rows:
         shown = row.get("error") or "  ".join(f"{p['label']} ({p['probability']:.1%})" for p in row["predictions"])
+        if row.get("unknown"):
+            kinds = f"the {n_classes} classes" if n_classes else "the classes"
+            shown = f"unknown: looks like none of {kinds} (score {row['novelty']:.3g}, threshold {row['threshold']:.3g}); nearest: {shown}"
         lines.append(f"{row['path']:<{width}}  {shown}")
     return "\n".join(lines)
 

@@ -1,4 +1,5 @@
-"""Export a fitted classifier as one ONNX graph: image tensor in, class probabilities out.
+"""Export a fitted classifier as one ONNX graph: image tensor in, class probabilities out (and a
+linear head's novelty score as a second output).
 
 Works for every strategy: the linear probe becomes backbone tap + standardisation + linear layer,
 a fine-tuned network is exported as it predicts (averaged with the linear probe when it is). The graph is checked against PyTorch before it is
@@ -20,6 +21,21 @@ from ._json import to_json_label
 from .errors import HeadstartError
 from .features.engine import export_verified
 from .fitted import as_record
+from .strategies.ensemble import LinearProbeNet
+from .strategies.novelty import NoveltyModule
+
+
+class _ProbabilitiesAndNovelty(nn.Module):
+    """A linear probe's probabilities and its novelty score, from one pass through the backbone."""
+
+    def __init__(self, probe: LinearProbeNet, novelty: NoveltyModule):
+        super().__init__()
+        self.probe, self.novelty = probe, novelty
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        codes = self.probe.codes_model(x)
+        logits = self.probe.linear((codes - self.probe.mean) / self.probe.scale)
+        return logits.softmax(dim=1), self.novelty(codes, logits)
 
 
 class _Probabilities(nn.Module):
@@ -35,13 +51,15 @@ class _Probabilities(nn.Module):
 
 def probability_module(model) -> nn.Module:
     """The fitted model (a TransferClassifier or its FittedModel) as one eval-mode module from a
-    preprocessed image batch to probabilities."""
+    preprocessed image batch to probabilities (and, with a novelty detector, its scores too)."""
     record = as_record(model)
     if "+" in record.backbone:
         raise HeadstartError(
             f"cannot export {record.backbone!r} as one graph: its backbones expect differently prepared inputs; export one backbone's model."
         )
     network = record.predictor()
+    if network is None and record.novelty is not None:
+        return _ProbabilitiesAndNovelty(record.linear_probe(), NoveltyModule(record.novelty)).eval()
     return _Probabilities(network if network is not None else record.linear_probe()).eval()
 
 
@@ -72,11 +90,17 @@ def export_onnx(model, path: str | os.PathLike) -> Path:
     path = Path(path)
     record = as_record(model)
     preprocessing = record.preprocessing
-    export_verified(probability_module(record), path, preprocessing.crop)
+    module = probability_module(record)
+    with_novelty = isinstance(module, _ProbabilitiesAndNovelty)
+    export_verified(module, path, preprocessing.crop, ["probabilities", "novelty"] if with_novelty else ["probabilities"])
     description = {
         "input": {"name": "x", "shape": ["batch", 3, preprocessing.crop, preprocessing.crop], "dtype": "float32"},
         "preprocessing": preprocessing.to_dict() | {"steps": recipe_steps(preprocessing)},
         "output": {"name": "probabilities", "shape": ["batch", len(record.classes)]},
+        **({"novelty": {
+            "name": "novelty", "shape": ["batch"], "threshold": record.novelty.threshold, "method": record.novelty.method,
+            "meaning": "how unlike the training images each image is; above the threshold it looks like none of the classes",
+        }} if with_novelty else {}),
         "labels": [to_json_label(c) for c in record.classes],
         "backbone": record.backbone,
         "strategy": record.strategy,

@@ -21,9 +21,11 @@ from .errors import ModelFileError
 from .strategies import LinearFitReport, LinearHead
 from .strategies.ensemble import LinearProbeNet, ProbabilityAverage
 from .strategies.finetune import FineTuneNet
+from .strategies.novelty import NoveltyDetector
 from .training import History
 
 NET_PREFIX = "net."  # fine-tuned network tensors, beside the linear head's
+NOVELTY_PREFIX = "novelty."  # the novelty detector's arrays
 # The estimator parameters that describe the model (the others describe the machine it ran on).
 MODEL_PARAMS = ("backbone", "tap", "classifier", "solver", "strategy", "finetune", "time_budget", "Cs", "class_weight", "input_size", "random_state")
 
@@ -48,6 +50,7 @@ class FittedModel:
     finetune: dict | None = None  # fine-tuning settings, imbalance handling, bf16, mirror warning
     params: dict = field(default_factory=dict)  # the MODEL_PARAMS the estimator was given
     run: dict = field(default_factory=dict)  # how the fit ran: world_size, backend, device
+    novelty: NoveltyDetector | None = None  # "none of these": scores images unlike the training ones (linear heads)
     _ensemble: nn.Module | None = field(default=None, init=False, repr=False)  # predictor()'s, built once
 
     @property
@@ -97,6 +100,7 @@ class FittedModel:
             "n_train": self.n_train,
             "skipped": {str(index): why for index, why in self.skipped.items()},
             "run": self.run,
+            "novelty": self.novelty.to_json() if self.novelty is not None else None,
             "params": {name: self.params[name] for name in MODEL_PARAMS if name in self.params},  # older files lack newer names
         })
 
@@ -104,6 +108,8 @@ class FittedModel:
         tensors = {k: np.ascontiguousarray(v) for k, v in self.head.to_tensors().items()}
         if self.network is not None:
             tensors |= {NET_PREFIX + k: v.detach().cpu().contiguous().numpy() for k, v in self.network.state_dict().items()}
+        if self.novelty is not None:
+            tensors |= self.novelty.to_tensors(NOVELTY_PREFIX)
         return tensors
 
     @classmethod
@@ -129,6 +135,7 @@ class FittedModel:
             finetune=meta.get("finetune"),
             params=meta["params"],
             run=meta.get("run") or {},
+            novelty=NoveltyDetector.from_saved(meta["novelty"], tensors, NOVELTY_PREFIX) if meta.get("novelty") else None,
         )
         if record.strategy != "linear":
             record.network = _network(record, tensors)

@@ -15,7 +15,7 @@ import os
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, NamedTuple, Sequence
 
 import numpy as np
 
@@ -32,7 +32,8 @@ from .hardware import resolve_device
 from .recipe import Recipe, Runtime, check_params, needs_plan, resolve
 from .strategies import LinearHead, fit_linear_head
 from .strategies.finetune import finetune, network_scores
-from .strategies.linear import choose_solver
+from .strategies.linear import choose_solver, out_of_fold_logits
+from .strategies.novelty import NoveltyDetector, fit_calibrated
 from .training.tensorboard import TensorBoardLog
 
 log = logging.getLogger(__name__)
@@ -97,7 +98,24 @@ def _fit_model(params: dict, images: Sequence, labels, groups, others: Sequence,
         run={**world.describe(), "device": resolve_device(params["device"]).type},
     )
     _train_network(record, recipe, params, [s for s, good in zip(sources, ok) if good], y_index, groups, started)
+    if record.network is None:
+        record.novelty = world.from_main(lambda: _novelty_detector(params, train.codes[ok], y_index, groups, report))
     return Fit(record, codes, extractor, seconds_codes, groups)
+
+
+def _novelty_detector(params: dict, codes: np.ndarray, y_index: np.ndarray, groups: np.ndarray, report) -> NoveltyDetector | None:
+    """The "none of these" detector on the head's codes, its threshold keeping 95% of the training
+    images' out-of-fold scores; None where it cannot be calibrated (a class of one image, or the
+    mini-batch solver's scale, whose head is not refitted per fold)."""
+    if report.solver != "sklearn" or np.bincount(y_index).min() < 2:
+        return None
+    progress.announce(f"novelty: out-of-fold scores of the {len(y_index):,} training images set the 'none of these' threshold")
+    try:
+        logits = out_of_fold_logits(codes, y_index, params["classifier"], report, groups=groups, random_state=params["random_state"])
+    except ValueError as exc:
+        log.info("no novelty detector: %s", exc)
+        return None
+    return fit_calibrated(codes, y_index, logits, groups=groups, random_state=params["random_state"] or 0)
 
 
 def _codes(extractor, images: list, progress: bool, world: distributed.World) -> Codes:
@@ -150,14 +168,33 @@ def make_plan(params: dict, images: Sequence, labels) -> advisor.Plan:
     return plan
 
 
-def predict_scores(record: FittedModel, images: Sequence, runtime: Runtime, extractor: Callable[[], object]) -> tuple[np.ndarray, dict[int, str]]:
-    """Logits for every image that can be read (NaN rows for the others) and why the others could
-    not: the one prediction path of every model, which never stops at a bad file. ``extractor()``
-    gives the code extractor (built only for a linear head)."""
+class Predicted(NamedTuple):
+    scores: np.ndarray  # logits, NaN rows for images that could not be read
+    failures: dict[int, str]  # image index -> why it could not be read
+    novelty: np.ndarray | None  # "none of these" scores (NaN where unreadable); None without a detector
+
+
+def predict_scores(record: FittedModel, images: Sequence, runtime: Runtime, extractor: Callable[[], object]) -> Predicted:
+    """Logits for every image that can be read (NaN rows for the others), why the others could
+    not, and novelty scores when the model has a detector: the one prediction path of every model,
+    which never stops at a bad file. ``extractor()`` gives the code extractor (built only for a
+    linear head)."""
     if record.network is not None:
-        return network_scores(record.predictor(), images, record.preprocessing, batch_size=runtime.batch_size, progress=runtime.progress)
+        scores, failures = network_scores(record.predictor(), images, record.preprocessing, batch_size=runtime.batch_size, progress=runtime.progress)
+        return Predicted(scores, failures, None)
     codes = extractor()(images, progress=runtime.progress)
-    return head_scores(record.head, codes), dict(codes.failures)
+    scores = head_scores(record.head, codes)
+    return Predicted(scores, dict(codes.failures), novelty_scores(record.novelty, codes, scores))
+
+
+def novelty_scores(detector: NoveltyDetector | None, codes: Codes, scores: np.ndarray) -> np.ndarray | None:
+    """The detector's score of every readable image (NaN for the others), from its codes and logits."""
+    if detector is None:
+        return None
+    novelty = np.full(len(scores), np.nan)
+    if codes.ok.any():
+        novelty[codes.ok] = detector.score(codes.codes[codes.ok], scores[codes.ok])
+    return novelty
 
 
 def head_scores(head: LinearHead, codes: Codes) -> np.ndarray:

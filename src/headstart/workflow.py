@@ -28,7 +28,7 @@ from .estimator import TransferClassifier
 from .features import Codes
 from .fitted import FittedModel
 from .persistence import CHECKPOINTS, TENSORBOARD
-from .pipeline import Fit, fit_model, head_scores
+from .pipeline import Fit, fit_model, head_scores, novelty_scores
 from .report import render_report
 from .strategies.linear import softmax
 from .training.tensorboard import TensorBoardLog
@@ -50,6 +50,8 @@ class Evaluation:
     mistakes: list[dict] = field(default_factory=list)
     unreadable: list[dict] = field(default_factory=list)
     analysis: dict | None = None
+    # a model with a novelty detector: false rejections at its threshold (rejection_figures)
+    rejection: dict | None = None
 
 
 @dataclass
@@ -223,11 +225,15 @@ def _evaluate_held_out(model: TransferClassifier, dataset: Dataset, codes: Codes
     held_out = np.flatnonzero(np.array([r.split == dataset.eval_split for r in records]) & codes.ok)
     if model.fitted_.network is None:  # the codes are already there: no need to read the images again
         scores = head_scores(model.fitted_.head, codes.subset(held_out))
+        novelty = novelty_scores(model.fitted_.novelty, codes.subset(held_out), scores)
     else:
-        scores, _ = model.scores_and_failures([records[i].path for i in held_out])
+        scores, _, novelty = model.predicted([records[i].path for i in held_out])
     finite = np.isfinite(scores).all(axis=1)
     scores, held_out = scores[finite], held_out[finite]
-    return evaluate_scores(model.classes_, scores, labels[held_out], dataset.eval_split), scores, held_out
+    evaluation = evaluate_scores(model.classes_, scores, labels[held_out], dataset.eval_split)
+    novelty = novelty[finite] if novelty is not None else None
+    evaluation.rejection = rejection_figures(scores, novelty, model.novelty_threshold_, np.searchsorted(model.classes_, labels[held_out]))
+    return evaluation, scores, held_out
 
 
 def _summary(data, dataset: Dataset, record: FittedModel, fit: Fit, codes: Codes, evaluation, report, comparison, classifier, start) -> FitSummary:
@@ -271,10 +277,11 @@ def evaluate_folder(model: TransferClassifier, data: str | os.PathLike, *, allow
             f"labels {', '.join(unknown[:5])} are not among the model's classes ({', '.join(map(str, model.classes_[:10]))}); "
             "evaluate on data with the same class names."
         )
-    scores, failures = model.scores_and_failures([r.path for r in records])
+    scores, failures, novelty = model.predicted([r.path for r in records])
     ok = np.isfinite(scores).all(axis=1)
     labels = _match_label_types(_labels(records), model.classes_)
     evaluation = evaluate_scores(model.classes_, scores[ok], labels[ok], split)
+    evaluation.rejection = rejection_figures(scores[ok], novelty[ok] if novelty is not None else None, model.novelty_threshold_, np.searchsorted(model.classes_, labels[ok]))
     kept = [r for r, good in zip(records, ok) if good]
     evaluation.mistakes = _mistakes(model.classes_, scores[ok], labels[ok], [r.path for r in kept])
     evaluation.unreadable = [{"path": str(records[i].path), "reason": why} for i, why in failures.items()]
@@ -300,15 +307,18 @@ def _mistakes(classes: np.ndarray, scores: np.ndarray, labels: np.ndarray, paths
     ]
 
 
-def predict_images(model: TransferClassifier, images, *, top_k: int = 1) -> list[dict]:
-    """Top-k predictions per image, as ``{"path", "predictions": [{"label", "probability"}]}``.
+def predict_images(model: TransferClassifier, images, *, top_k: int = 1, reject: str | float | None = "auto") -> list[dict]:
+    """Top-k predictions per image, as ``{"path", "predictions": [{"label", "probability"}]}``, and
+    for a model with a novelty detector ``"novelty"`` (the score), ``"threshold"`` and ``"unknown"``
+    (the image looks like none of the classes; ``reject=None`` never says so).
 
     An image that cannot be read gets ``"error"`` instead of predictions; the others still count.
     """
     if top_k < 1:
         raise DataError(f"top_k must be at least 1, got {top_k}.")
     images = list(images)
-    scores, failures = model.scores_and_failures(images)
+    scores, failures, novelty = model.predicted(images)
+    threshold = model._threshold(reject) if novelty is not None else None
     probabilities = np.full_like(scores, np.nan)
     ok = np.isfinite(scores).all(axis=1)
     if ok.any():
@@ -321,8 +331,26 @@ def predict_images(model: TransferClassifier, images, *, top_k: int = 1) -> list
             continue
         best = np.argsort(-probabilities[i])[:top_k]
         predictions = [{"label": to_json_label(model.classes_[j]), "probability": round(float(probabilities[i, j]), 4)} for j in best]
-        rows.append({"path": name, "predictions": predictions})
+        row = {"path": name, "predictions": predictions}
+        if novelty is not None:
+            row |= {"novelty": round(float(novelty[i]), 4), "threshold": None if threshold is None else round(threshold, 4)}
+            row["unknown"] = threshold is not None and bool(novelty[i] > threshold)
+        rows.append(row)
     return rows
+
+
+def rejection_figures(scores: np.ndarray, novelty: np.ndarray | None, threshold: float | None, truth_index: np.ndarray) -> dict | None:
+    """What "none of these" does on labelled images of known classes: the share rejected (every
+    one a false rejection), accuracy on the accepted ones, and accuracy counting a rejection as an error."""
+    if novelty is None or threshold is None or not len(scores):
+        return None
+    accepted = novelty <= threshold
+    right = scores.argmax(1) == truth_index
+    return {
+        "threshold": float(threshold), "rejected": int((~accepted).sum()), "false_rejection_rate": float(1 - accepted.mean()),
+        "accuracy_on_accepted": float(right[accepted].mean()) if accepted.any() else None,
+        "accuracy_with_rejection": float((right & accepted).mean()),
+    }
 
 
 def evaluate_scores(classes: np.ndarray, scores: np.ndarray, labels: np.ndarray, split: str) -> Evaluation:

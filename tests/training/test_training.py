@@ -299,3 +299,25 @@ def test_a_time_limit_ends_training_after_the_epoch_that_uses_it_up():
     budgeted = TransferClassifier("tiny", engine="torch", strategy="finetune_top", time_budget=0.0, finetune={"epochs": 5, "batch_size": 4})
     X, y = colour_set(8, seed=14)
     assert len(budgeted.fit(X, y).history_.records) == 1
+
+
+def test_a_deadline_shortens_the_schedule_so_the_rate_has_decayed_when_time_runs_out(monkeypatch):
+    from headstart.training import loop
+
+    clock = [0.0]  # each training step takes one second of this clock
+    monkeypatch.setattr(loop.time, "perf_counter", lambda: clock[0])
+
+    def factor(step, total):
+        clock[0] += 1.0
+        return warmup_cosine(step, total, 0)
+
+    net = torch.nn.Linear(2, 2)
+    optimizer = torch.optim.SGD(net.parameters(), lr=1.0)
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(torch.randn(4, 2), torch.tensor([0, 1, 0, 1])), batch_size=4)
+    history = loop.train(net, optimizer, loader, epochs=10, criterion=torch.nn.CrossEntropyLoss(), lr_factor=factor, deadline=4.5)
+    assert len(history.records) == 4 and history.time_bound == 4 and history.stopped_early
+    rates = [r.learning_rates["0"] for r in history.records]
+    assert rates[-1] == pytest.approx(warmup_cosine(3, 4, 0))  # the last step of a 4-step schedule, not of a 10-step one
+    assert rates[-1] < 0.2 < warmup_cosine(3, 10, 0)
+    unbounded = loop.train(torch.nn.Linear(2, 2), torch.optim.SGD(net.parameters(), lr=1.0), loader, epochs=3, criterion=torch.nn.CrossEntropyLoss(), lr_factor=factor)
+    assert len(unbounded.records) == 3 and unbounded.time_bound is None

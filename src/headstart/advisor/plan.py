@@ -179,6 +179,7 @@ class TrialResult(NamedTuple):
     noise: float  # standard error of the paired difference
     held: int  # images scored (each once)
     splits: int = 1
+    time_bound: int | None = None  # the fewest epochs a split's time left room for, when fewer than asked
 
 
 @dataclass
@@ -220,7 +221,14 @@ def decide(
         elapsed = time.perf_counter() - advice_started + seconds
         return elapsed <= ADVICE_SECONDS and budget.allows(elapsed + budget.final)
 
-    trial = lambda: _trial(spec, budget.candidate, linear.tap, sample, images, {**overrides, "epochs": budget.epochs}, random_state, preprocessing, more_time)  # noqa: E731
+    def seconds_left() -> float | None:
+        """How long the next split may fine-tune: on small data, what is left of first contact's
+        advice bound (its schedule is shortened to fit; the demo's one split took 54 s of a 67 s
+        fit); on large data no bound, since its fit takes many times longer than any advice and a
+        trial cut short would be unfair to the fine-tuning the rule asks for."""
+        return max(0.0, ADVICE_SECONDS - (time.perf_counter() - advice_started)) if small else None
+
+    trial = lambda: _trial(spec, budget.candidate, linear.tap, sample, images, {**overrides, "epochs": budget.epochs}, random_state, preprocessing, more_time, seconds_left)  # noqa: E731
     choice = _choose_strategy(small, similar, rule_strategy, linear, sample, budget, trial)
     strategy = choice.strategy
     alternatives = [Alternative("linear", s.tap, s.cv_accuracy, s.cv_std / math.sqrt(5), "cross-validated on the sample") for s in measurements.sweep]
@@ -291,7 +299,7 @@ def _choose_strategy(small, similar, rule_strategy, linear: TapScore, sample, bu
 
 
 def _judge_trial(result: TrialResult, budget: _Budget, rule_strategy: str, linear: TapScore) -> _Choice:
-    ft, lin, noise, held, splits = result
+    ft, lin, noise, held, splits, time_bound = result
     candidate, gain, margin = budget.candidate, ft - lin, max(MIN_GAIN, noise)
     if rule_strategy == "linear":  # fine-tuning must beat the rule's linear head beyond the noise
         choose_finetune = gain > margin
@@ -312,11 +320,14 @@ def _judge_trial(result: TrialResult, budget: _Budget, rule_strategy: str, linea
     else:
         verdict = f"fine-tuning does no better ({gain * 100:+.1f} points): the linear head."
     where = f"{held} held-out images" + (f" ({splits} splits, each image scored once)" if splits > 1 else "")
+    epochs = f"{budget.epochs} epochs" if time_bound is None else f"{time_bound} of {budget.epochs} epochs (the {ADVICE_SECONDS:.0f} s advice bound)"
     alternatives = [
-        Alternative(candidate, PRE_LOGITS, ft, noise, f"trial: {budget.epochs} epochs, scored on {where}"),
+        Alternative(candidate, PRE_LOGITS, ft, noise, f"trial: {epochs}, scored on {where}"),
         Alternative("linear", linear.tap, lin, noise, f"trial: same splits, scored on {where}"),
     ]
     line = f"Trial on {where}: {candidate} {ft:.1%} vs linear ({linear.tap}) {lin:.1%}: {verdict}"
+    if time_bound is not None:
+        line += f" Its fine-tuning had time for {time_bound} of {budget.epochs} epochs within the {ADVICE_SECONDS:.0f} s advice bound, so it may understate fine-tuning."
     return _Choice(candidate if choose_finetune else "linear", line, alternatives=alternatives)
 
 
@@ -346,20 +357,26 @@ def choose_augmentation(spec, images, sample, preprocessing, random_state) -> tu
     return "objects", f"Augmentation: objects, with mirroring (mirrored images look like originals: probe {accuracy:.0%}, chance 50%)."
 
 
-def _trial(spec, candidate, linear_tap, sample, images, overrides, random_state, preprocessing, more_time: Callable[[float], bool] = lambda _: False) -> TrialResult:
+def _trial(
+    spec, candidate, linear_tap, sample, images, overrides, random_state, preprocessing,
+    more_time: Callable[[float], bool] = lambda _: False, seconds_left: Callable[[], float | None] = lambda: None,
+) -> TrialResult:
     """Fine-tune ``candidate`` as the real run would, on four fifths of the sample, and score it (averaged
     with the top codes' linear head, as the real run predicts, unless ``ensemble`` is off) and the
     linear head on ``linear_tap`` on the same held-out fifth; then the next fifth, while
     ``more_time(seconds of the last split)`` says another fits. Every image is held out at most once,
-    so the splits' hits pool into one paired comparison."""
+    so the splits' hits pool into one paired comparison. Each split fine-tunes for at most
+    ``seconds_left()`` (None: no bound), its schedule shortened to the epochs that fit."""
     labels, groups = sample["labels"], sample.get("groups")
-    ft_hits, linear_hits = [], []
+    ft_hits, linear_hits, bounds = [], [], []
     folds = stratified_folds(labels, TRIAL_FOLDS, groups=groups, random_state=random_state)
     for number, (fit_rows, held_rows) in enumerate(folds, 1):
         tick = time.perf_counter()
-        ft, linear = _trial_split(spec, candidate, linear_tap, sample, images, overrides, random_state, preprocessing, fit_rows, held_rows)
+        split_overrides = {**overrides, "time_limit": seconds_left()}
+        ft, linear, bound = _trial_split(spec, candidate, linear_tap, sample, images, split_overrides, random_state, preprocessing, fit_rows, held_rows)
         ft_hits.append(ft)
         linear_hits.append(linear)
+        bounds += [bound] if bound is not None else []
         seconds = time.perf_counter() - tick
         if number == len(folds) or not more_time(seconds):
             break
@@ -367,11 +384,12 @@ def _trial(spec, candidate, linear_tap, sample, images, overrides, random_state,
     ft_correct, linear_correct = np.concatenate(ft_hits), np.concatenate(linear_hits)
     discordant = int((ft_correct != linear_correct).sum())
     noise = math.sqrt(discordant) / len(ft_correct)  # standard error of the paired difference
-    return TrialResult(float(ft_correct.mean()), float(linear_correct.mean()), noise, len(ft_correct), len(ft_hits))
+    return TrialResult(float(ft_correct.mean()), float(linear_correct.mean()), noise, len(ft_correct), len(ft_hits), min(bounds, default=None))
 
 
-def _trial_split(spec, candidate, linear_tap, sample, images, overrides, random_state, preprocessing, fit_rows, held_rows) -> tuple[np.ndarray, np.ndarray]:
-    """One split of the trial: which held-out images fine-tuning, and the linear head, get right."""
+def _trial_split(spec, candidate, linear_tap, sample, images, overrides, random_state, preprocessing, fit_rows, held_rows) -> tuple[np.ndarray, np.ndarray, int | None]:
+    """One split of the trial: which held-out images fine-tuning, and the linear head, get right,
+    and the epochs its time limit left room for (None: all it asked for)."""
     from ..strategies.finetune import FineTuneConfig, finetune, network_scores
 
     labels, index, groups = sample["labels"], sample["index"], sample.get("groups")
@@ -402,7 +420,7 @@ def _trial_split(spec, candidate, linear_tap, sample, images, overrides, random_
         top = head if linear_tap == PRE_LOGITS else fit_linear_head(codes[PRE_LOGITS][fit_rows], labels[fit_rows], random_state=random_state, groups=fit_groups)[0]
         scores = np.log(softmax(np.nan_to_num(scores)) + top.predict_proba(codes[PRE_LOGITS][held_rows]))
     ft_correct = np.nan_to_num(scores, nan=-np.inf).argmax(1) == labels[held_rows]
-    return ft_correct, linear_correct
+    return ft_correct, linear_correct, result.history.time_bound
 
 
 def _partner_check(spec: BackboneSpec, linear: TapScore, sample: dict, random_state: int) -> tuple[Alternative, bool, str]:

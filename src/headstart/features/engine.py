@@ -129,8 +129,9 @@ def export_graph(spec: BackboneSpec, tap: str, input_size: int, graph: Path) -> 
         raise HeadstartError(f"export failed: {lines[-1] if lines else done.returncode}")
 
 
-def export_verified(model: torch.nn.Module, path: Path, input_size: int) -> None:
-    """Export ``model`` to ONNX at ``path`` only if ONNX Runtime reproduces eager fp32 on it."""
+def export_verified(model: torch.nn.Module, path: Path, input_size: int, output_names: list[str] | None = None) -> None:
+    """Export ``model`` to ONNX at ``path`` only if ONNX Runtime reproduces eager fp32 on all its
+    outputs (named ``output_names`` when given)."""
     import onnxruntime  # noqa: F401  (fail early, before the slow export, if it is missing)
 
     example = torch.randn(2, 3, input_size, input_size, generator=torch.Generator().manual_seed(0))
@@ -145,12 +146,15 @@ def export_verified(model: torch.nn.Module, path: Path, input_size: int) -> None
                 dynamic_shapes=({0: torch.export.Dim("batch", min=1)},),
                 external_data=False,
                 verbose=False,
+                output_names=output_names,
             )
         check = torch.randn(3, 3, input_size, input_size, generator=torch.Generator().manual_seed(1))
         with torch.inference_mode():
-            expected = model(check).numpy()
-        got = OnnxEngine(tmp)(check)
-        error = float(np.abs(got - expected).max()) / (1.0 + float(np.abs(expected).max()))
+            outputs = model(check)
+        expected = [o.numpy() for o in (outputs if isinstance(outputs, tuple) else (outputs,))]
+        engine = OnnxEngine(tmp)
+        got = engine.session.run(None, {engine.input_name: check.numpy()})
+        error = max(float(np.abs(g - e).max()) / (1.0 + float(np.abs(e).max())) for g, e in zip(got, expected))
         if not error <= PARITY_TOLERANCE:
             raise HeadstartError(f"exported graph differs from eager PyTorch by {error:.2e}")
 

@@ -328,9 +328,9 @@ def _finetune(spec, train_images, train_labels, val_images, val_labels, config, 
         if on_epoch_end is not None:
             on_epoch_end(record, net)
 
-    total, warmup = len(train_loader) * config.epochs, int(round(config.warmup_epochs * len(train_loader)))
+    warmup = int(round(config.warmup_epochs * len(train_loader)))
     history = train(
-        net, optimizer, train_loader, epochs=config.epochs, criterion=criterion, lr_factor=lambda step: warmup_cosine(step, total, warmup),
+        net, optimizer, train_loader, epochs=config.epochs, criterion=criterion, lr_factor=lambda step, total: warmup_cosine(step, total, warmup),
         val_loader=val_loader, set_train_mode=lambda n, epoch: set_train_mode(n, spec, config, epoch), early_stopping=stopper,
         device=device, bf16=bf16, progress=config.progress and world.main, on_epoch_end=end_of_epoch, mixup=config.mixup, start_epoch=start_epoch,
         history=history, deadline=time.perf_counter() + config.time_limit if config.time_limit is not None else None, wrap=_wrapper(world, device), name=name,

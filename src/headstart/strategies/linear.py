@@ -262,3 +262,22 @@ def _logits_form(coef: np.ndarray, intercept: np.ndarray) -> tuple[np.ndarray, n
     if coef.shape[0] == 1:
         return np.vstack([np.zeros_like(coef), coef]), np.concatenate([[0.0], intercept])
     return coef, intercept
+
+
+def out_of_fold_logits(codes: np.ndarray, y: np.ndarray, kind: str, report: LinearFitReport, *, groups: np.ndarray | None = None, random_state: int | None = 0) -> np.ndarray:
+    """Every image's logits from a head of the chosen C fitted without its fold (near-duplicate
+    groups kept inside one): what the head says of images it has not seen, for calibration. Every
+    class needs at least 2 images (each fold's head must know every class)."""
+    y = np.asarray(y)
+    counts = np.bincount(y)
+    if counts.min() < 2:
+        raise ValueError("out-of-fold logits need at least 2 images of every class")
+    logits = np.empty((len(y), len(counts)))
+    for train, held in stratified_folds(y, min(MAX_CV_FOLDS, int(counts.min())), groups=groups, random_state=random_state):
+        weight = "balanced" if report.class_weight else None
+        head, _ = fit_linear_head(codes[train], y[train], kind=kind, Cs=(report.C,), class_weight=weight, solver="sklearn", random_state=random_state)
+        fold_logits = head.decision_function(codes[held])
+        if fold_logits.shape[1] != len(counts):  # a group put a whole class in one fold
+            raise ValueError("a fold's training images lack a class")
+        logits[held] = fold_logits
+    return logits

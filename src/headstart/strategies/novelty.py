@@ -11,7 +11,12 @@ benchmarks/bench_novelty.py:
   so the sample covariance is singular; Lee et al. 2018);
 - ``relative_mahalanobis``: that distance minus the distance under one Gaussian fitted to every
   training code (Ren et al. 2021), which discounts directions every image varies in;
-- ``knn``: one minus the cosine similarity to the k-th nearest training code (Sun et al. 2022).
+- ``knn``: one minus the cosine similarity to the k-th nearest training code (Sun et al. 2022);
+- fusions such as ``knn+msp`` (the default): each part as its percentile among the training images'
+  out-of-fold scores, the image as novel as its most novel part. kNN finds other kinds of images
+  (AUROC 1.000 on 9 of 11 far pairs, where the classifier's confidence is high on photos for a
+  model of grey scans); confidence finds look-alikes kNN cannot tell apart (hymenoptera against
+  flowers: kNN 0.766, MSP 0.907, fused 0.850; held-out flowers 0.545, 0.887, 0.822).
 
 The threshold needs no novel images: it is the ``known_share`` quantile of out-of-fold scores of the
 training images themselves (a training image scored by a detector that never saw it, or its near
@@ -23,6 +28,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
+import torch
 from scipy.special import logsumexp
 from sklearn.covariance import LedoitWolf
 
@@ -31,23 +37,37 @@ from .linear import softmax
 
 METHODS = ("msp", "energy", "mahalanobis", "relative_mahalanobis", "knn")
 FROM_LOGITS = ("msp", "energy")
+DEFAULT_METHOD = "knn+msp"
+BANK_LIMIT = 50_000  # training codes kept for kNN (a stratified sample beyond): 256 MB of 1,280 float32 codes
 KNOWN_SHARE = 0.95  # share of known-class images the calibrated threshold keeps
 CHUNK = 4096  # codes scored at a time: a chunk's similarities to the bank stay a few hundred MB
 
 
 @dataclass
 class NoveltyDetector:
-    """A fitted novelty score and its calibrated threshold; ``state`` holds its arrays."""
+    """A fitted novelty score and its calibrated threshold; ``state`` holds its arrays (for a fusion,
+    each part's sorted out-of-fold scores as ``reference.<part>`` beside the parts' own arrays)."""
 
-    method: str
+    method: str  # one of METHODS, or parts joined by "+"
     threshold: float = float("inf")
     known_share: float = KNOWN_SHARE
     k: int = 1
     state: dict[str, np.ndarray] = field(default_factory=dict)
 
+    @property
+    def parts(self) -> list[str]:
+        return self.method.split("+")
+
+    @property
+    def needs_codes(self) -> bool:
+        return any(part not in FROM_LOGITS for part in self.parts)
+
     def score(self, codes: np.ndarray | None = None, logits: np.ndarray | None = None) -> np.ndarray:
-        """Novelty of each image (higher: less like the training images), from its codes, or for
-        ``msp`` and ``energy`` from its logits."""
+        """Novelty of each image (higher: less like the training images), from its codes and, for
+        ``msp`` and ``energy``, its logits."""
+        if len(self.parts) > 1:
+            raw = {part: self._part(part).score(codes, logits) for part in self.parts}
+            return np.max([percentile(self.state[f"reference.{part}"], raw[part]) for part in self.parts], axis=0)
         if self.method in FROM_LOGITS:
             return _logit_score(self.method, np.asarray(logits, dtype=np.float64))
         codes = np.asarray(codes, dtype=np.float64)
@@ -56,10 +76,62 @@ class NoveltyDetector:
     def is_novel(self, scores: np.ndarray) -> np.ndarray:
         return np.asarray(scores) > self.threshold
 
+    def _part(self, part: str) -> "NoveltyDetector":
+        return NoveltyDetector(part, k=self.k, state={k: v for k, v in self.state.items() if not k.startswith("reference.")})
+
+    def to_json(self) -> dict:
+        return {"method": self.method, "threshold": self.threshold, "known_share": self.known_share, "k": self.k}
+
+    def to_tensors(self, prefix: str) -> dict[str, np.ndarray]:
+        return {prefix + name: np.ascontiguousarray(array) for name, array in self.state.items()}
+
+    @classmethod
+    def from_saved(cls, meta: dict, tensors: dict[str, np.ndarray], prefix: str) -> "NoveltyDetector":
+        state = {name.removeprefix(prefix): array for name, array in tensors.items() if name.startswith(prefix)}
+        return cls(meta["method"], float(meta["threshold"]), float(meta["known_share"]), int(meta["k"]), state)
+
+
+def percentile(reference: np.ndarray, scores: np.ndarray) -> np.ndarray:
+    """Share of ``reference`` at or below each score, continued past the largest by the reference's
+    spread (so that images beyond every training image still rank among themselves)."""
+    ordered = np.sort(reference)
+    share = np.searchsorted(ordered, scores, side="right") / len(ordered)
+    spread = max(float(ordered[-1] - ordered[0]), 1e-12)
+    return share + np.maximum(scores - ordered[-1], 0) / spread
+
+
+def fit_calibrated(
+    codes: np.ndarray, labels: np.ndarray, oof_logits: np.ndarray, method: str = DEFAULT_METHOD, *, k: int = 1,
+    groups: np.ndarray | None = None, known_share: float = KNOWN_SHARE, random_state: int = 0,
+) -> NoveltyDetector:
+    """A detector fitted on training codes (integer labels) with its threshold set from their
+    out-of-fold scores; ``oof_logits`` are the head's out-of-fold logits of the same images. Beyond
+    ``BANK_LIMIT`` images a stratified sample is kept (and calibrated on)."""
+    codes, labels = np.asarray(codes), np.asarray(labels)
+    if len(labels) > BANK_LIMIT:
+        from sklearn.model_selection import train_test_split
+
+        keep, _ = train_test_split(np.arange(len(labels)), train_size=BANK_LIMIT, stratify=labels, random_state=random_state)
+        codes, labels, oof_logits = codes[keep], labels[keep], oof_logits[keep]
+        groups = groups[keep] if groups is not None else None
+    parts = method.split("+")
+    detector = NoveltyDetector(method, k=k)
+    oof = {}
+    for part in parts:
+        detector.state |= fit_detector(codes, labels, part, k=k).state
+        oof[part] = out_of_fold_scores(codes, labels, part, k=k, groups=groups, oof_logits=oof_logits, random_state=random_state)
+    if len(parts) == 1:
+        return calibrate(detector, oof[parts[0]], known_share)
+    detector.state |= {f"reference.{part}": np.sort(scores).astype(np.float64) for part, scores in oof.items()}
+    fused = np.max([percentile(oof[part], oof[part]) for part in parts], axis=0)
+    return calibrate(detector, fused, known_share)
+
 
 def fit_detector(codes: np.ndarray, labels: np.ndarray, method: str = "knn", *, k: int = 1) -> NoveltyDetector:
     """The detector's state from training codes with integer labels (uncalibrated: threshold inf)."""
     codes = np.asarray(codes, dtype=np.float64)
+    if "+" in method:
+        raise ValueError(f"fit a fusion ({method!r}) with fit_calibrated, which keeps each part's out-of-fold scores")
     if method in FROM_LOGITS:
         return NoveltyDetector(method)
     if method == "knn":
@@ -152,3 +224,41 @@ def _min_distance(codes: np.ndarray, means: np.ndarray, precision: np.ndarray) -
     cross = projected @ means.T
     mean_terms = np.einsum("ij,ij->i", means @ precision, means)
     return (quadratic[:, None] - 2 * cross + mean_terms[None, :]).min(axis=1)
+
+
+# ------------------------------------------------------------------------------ as a module
+class NoveltyModule(torch.nn.Module):
+    """A kNN, MSP or energy detector (or their fusion) as a module from (codes, logits) to scores:
+    the same numbers as :meth:`NoveltyDetector.score`, for the exported ONNX graph."""
+
+    def __init__(self, detector: NoveltyDetector):
+        super().__init__()
+        unsupported = [part for part in detector.parts if part not in ("knn", *FROM_LOGITS)]
+        if unsupported:
+            raise ValueError(f"cannot export the {', '.join(unsupported)} score; kNN, msp and energy (and their fusions) export")
+        self.parts, self.k = detector.parts, detector.k
+        if "knn" in self.parts:
+            self.register_buffer("bank", torch.as_tensor(detector.state["bank"], dtype=torch.float32))
+        for part in self.parts if len(self.parts) > 1 else ():
+            self.register_buffer(f"reference_{part}", torch.as_tensor(detector.state[f"reference.{part}"], dtype=torch.float32))
+
+    def forward(self, codes: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+        raw = {part: self._raw(part, codes, logits) for part in self.parts}
+        if len(self.parts) == 1:
+            return raw[self.parts[0]]
+        return torch.stack([_percentile(getattr(self, f"reference_{part}"), raw[part]) for part in self.parts]).amax(0)
+
+    def _raw(self, part: str, codes: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+        if part == "knn":
+            unit = codes / codes.norm(dim=1, keepdim=True).clamp_min(1e-12)
+            return 1.0 - (unit @ self.bank.T).topk(min(self.k, self.bank.shape[0]), dim=1).values[:, -1]
+        if part == "msp":
+            return -logits.softmax(dim=1).amax(dim=1)
+        return -torch.logsumexp(logits, dim=1)
+
+
+def _percentile(ordered: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+    """:func:`percentile` for a sorted reference, in torch."""
+    share = (ordered[None, :] <= scores[:, None]).float().mean(dim=1)
+    spread = (ordered[-1] - ordered[0]).clamp_min(1e-12)
+    return share + (scores - ordered[-1]).clamp_min(0) / spread

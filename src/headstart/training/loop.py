@@ -40,6 +40,7 @@ class History:
     records: list[EpochRecord] = field(default_factory=list)
     best_epoch: int | None = None  # whose weights the model holds after training
     stopped_early: bool = False
+    time_bound: int | None = None  # the epochs a deadline left room for, when fewer than asked
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -47,7 +48,7 @@ class History:
     @classmethod
     def from_dict(cls, d: dict) -> "History":
         """The history :meth:`to_dict` gave (as read back from JSON)."""
-        return cls([EpochRecord(**r) for r in d["records"]], d["best_epoch"], d["stopped_early"])
+        return cls([EpochRecord(**r) for r in d["records"]], d["best_epoch"], d["stopped_early"], d.get("time_bound"))
 
     def kept(self) -> EpochRecord | None:
         """The record of the epoch whose weights the model holds (the last one without early stopping)."""
@@ -137,7 +138,7 @@ def train(
     *,
     epochs: int,
     criterion: nn.Module,
-    lr_factor: Callable[[int], float],
+    lr_factor: Callable[[int, int], float],
     val_loader=None,
     set_train_mode: Callable[[nn.Module, int], None] | None = None,
     early_stopping: EarlyStopping | None = None,
@@ -154,14 +155,15 @@ def train(
 ) -> History:
     """Train ``net`` for up to ``epochs``; returns the per-epoch history.
 
-    ``lr_factor(step)`` multiplies every group's initial learning rate (see
+    ``lr_factor(step, total_steps)`` multiplies every group's initial learning rate (see
     :func:`~headstart.training.warmup_cosine`). With ``early_stopping`` and a ``val_loader``, the
     model ends with the weights of its best validation loss. ``mixup`` > 0 trains on convex
     mixtures of image pairs with the same mixture of their labels (Zhang et al. 2018). ``on_epoch_end`` runs after each
     epoch's bookkeeping (a checkpoint written there holds the whole state); ``start_epoch`` and
     ``history`` continue a run restored from such a checkpoint. ``deadline`` (a
-    ``time.perf_counter()`` value) ends training after the epoch past which another one would not
-    finish in time. ``wrap(net)``, called each epoch after ``set_train_mode``, gives the module
+    ``time.perf_counter()`` value) shortens the schedule, after every epoch, to the epochs that still
+    fit at the last epoch's pace, so the learning rate has decayed when time runs out (a run merely
+    cut off would end at a high rate, mid-schedule); ``history.time_bound`` then says to how many. ``wrap(net)``, called each epoch after ``set_train_mode``, gives the module
     the training steps run through (DistributedDataParallel under several processes). With a
     ``name``, each epoch ends with one line (losses, accuracies, learning rate, seconds) while
     :mod:`headstart.progress` is on.
@@ -170,23 +172,32 @@ def train(
     for group in optimizer.param_groups:
         group.setdefault("initial_lr", group["lr"])  # restored with the optimizer's state on resume
     history = history if history is not None else History()
+    planned = epochs
     for epoch in range(start_epoch, epochs):
         start = time.perf_counter()
         (set_train_mode or (lambda n, _e: n.train()))(net, epoch)
         _set_epoch(train_loader, net, epoch)
         bar = tqdm(train_loader, disable=not progress, desc=f"epoch {epoch + 1}/{epochs}", leave=False, unit="batch", dynamic_ncols=True)
-        sums = _train_epoch(wrap(net) if wrap else net, optimizer, bar, criterion, lr_factor, epoch * len(train_loader), device, bf16, mixup)
+        factor = lambda step, total=planned * len(train_loader): lr_factor(step, total)  # noqa: E731
+        sums = _train_epoch(wrap(net) if wrap else net, optimizer, bar, criterion, factor, epoch * len(train_loader), device, bf16, mixup)
         total_loss, correct, count = world.sum(list(sums))  # every rank's share of the epoch
         val_loss, val_accuracy = evaluate(net, val_loader, criterion, device, bf16=bf16) if val_loader is not None else (None, None)
         record = _record(epoch, total_loss / count, correct / count, val_loss, val_accuracy, optimizer, net, start)
         history.records.append(record)
         stop = early_stopping is not None and val_loss is not None and early_stopping.update(epoch + 1, val_loss, net)
         if name is not None:
-            announce(epoch_line(name, record, epochs, best=early_stopping is not None and early_stopping.best_epoch == epoch + 1))
+            announce(epoch_line(name, record, planned, best=early_stopping is not None and early_stopping.best_epoch == epoch + 1))
         if on_epoch_end is not None:
             on_epoch_end(record)
-        out_of_time = deadline is not None and time.perf_counter() + record.seconds > deadline
-        if world.sum([float(stop or out_of_time)])[0] > 0:  # one decision for every rank (clocks differ)
+        if deadline is not None:  # rank 0's clock decides, so every rank keeps one schedule
+            fits = world.from_main(lambda: epoch + 1 + int(max(0.0, deadline - time.perf_counter()) // max(record.seconds, 1e-6)))
+            if epoch == start_epoch and fits > epoch + 1:
+                fits = epochs  # the first epoch pays for warming up (6-8 s against 3-4 s after): pace is judged from the next
+            if fits < epochs and history.time_bound is None and name is not None:
+                announce(f"{name}: about {max(fits, epoch + 1)} of {epochs} epochs fit in the time left; the learning rate's schedule is shortened to end there")
+            planned = max(epoch + 1, min(fits, epochs))
+            history.time_bound = planned if planned < epochs else None
+        if world.sum([float(stop)])[0] > 0 or epoch + 1 >= planned:  # one decision for every rank
             history.stopped_early = epoch + 1 < epochs
             break
     return _keep_best(net, history, early_stopping)

@@ -1,0 +1,126 @@
+"""'None of these' in the model: scoring, the calibrated threshold, predict's marker, saving, the
+ONNX graph's second output and the CLI."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from sklearn.exceptions import NotFittedError
+
+from headstart import TransferClassifier
+from headstart.cli import main
+from headstart.errors import DataError
+from headstart.export import export_onnx
+from headstart.strategies.novelty import NoveltyModule, fit_calibrated
+from tests.test_estimator import FAST_FINETUNE, colour_data, tiny
+
+
+def noise_images(n: int, seed: int = 0) -> list[Image.Image]:
+    """Images of no class: coloured noise, unlike the flat colours every class is."""
+    rng = np.random.default_rng(seed)
+    return [Image.fromarray(rng.integers(0, 256, (40, 40, 3), dtype=np.uint8)) for _ in range(n)]
+
+
+@pytest.fixture(scope="module")
+def fitted():
+    X, y = colour_data(per_class=10)
+    return tiny().fit(X, y)
+
+
+def test_the_threshold_keeps_most_images_like_the_training_ones_and_flags_unlike_ones(fitted):
+    X_known, y_known = colour_data(per_class=10, seed=5)
+    known, novel = fitted.novelty_score(X_known), fitted.novelty_score(noise_images(6))
+    assert np.isfinite(fitted.novelty_threshold_)
+    assert (known > fitted.novelty_threshold_).mean() <= 0.2  # calibrated to keep 95% of the training images' out-of-fold scores
+    assert novel.min() > known.max()  # every noise image is less like the training images than any known one
+    predicted = fitted.predict(noise_images(6))
+    assert predicted.tolist() == ["unknown"] * 6
+    assert set(fitted.predict(noise_images(6), reject=None)) <= set(fitted.classes_)  # rejection off: always a class
+    assert fitted.score(X_known, y_known) == 1.0  # score() compares the classes alone, as model selection needs
+
+
+def test_the_marker_is_never_a_real_class():
+    X, y = colour_data(per_class=8, labels=[0, 1, 2])
+    model = tiny().fit(X, y)
+    predicted = model.predict(noise_images(3))
+    assert predicted.dtype.kind == "i" and predicted.tolist() == [-1, -1, -1]  # not class 0
+    assert model.predict(noise_images(1), unknown=99).tolist() == [99]
+    with pytest.raises(DataError, match="the unknown marker 1 is one of the model's classes"):
+        model.predict(noise_images(1), unknown=1)
+    strict = model.predict(X[:3], reject=-1.0)  # a threshold of one's own: below every score, so all are flagged
+    assert strict.tolist() == [-1, -1, -1]
+    with pytest.raises(DataError, match="reject must be 'auto'"):
+        model.predict(X[:1], reject="yes")
+
+
+def test_the_detector_is_saved_as_data_and_scores_the_same_after_loading(fitted, tmp_path):
+    fitted.save(tmp_path / "run")
+    meta = json.loads((tmp_path / "run" / "model.json").read_text())
+    assert meta["novelty"]["method"] == "knn+msp" and meta["novelty"]["threshold"] == fitted.novelty_threshold_
+    loaded = TransferClassifier.load(tmp_path / "run")
+    images = colour_data(per_class=2, seed=3)[0] + noise_images(2)
+    np.testing.assert_allclose(loaded.novelty_score(images), fitted.novelty_score(images))
+    assert loaded.novelty_threshold_ == fitted.novelty_threshold_
+
+
+def test_fine_tuned_models_have_no_detector_yet_and_say_so():
+    X, y = colour_data(per_class=8)
+    model = tiny(strategy="finetune_top", finetune=FAST_FINETUNE).fit(X, y)
+    assert model.novelty_threshold_ is None
+    assert set(model.predict(noise_images(2))) <= set(model.classes_)
+    with pytest.raises(NotFittedError, match="no novelty detector"):
+        model.novelty_score(X[:1])
+
+
+def test_the_module_gives_the_detectors_scores():
+    rng = np.random.default_rng(0)
+    codes, labels = rng.normal(size=(40, 8)), np.repeat(np.arange(4), 10)
+    codes[labels == 1] += 3
+    logits = rng.normal(size=(40, 4))
+    detector = fit_calibrated(codes, labels, logits)
+    probe_codes, probe_logits = rng.normal(size=(12, 8)) * 2, rng.normal(size=(12, 4))
+    module = NoveltyModule(detector)
+    got = module(torch.as_tensor(probe_codes, dtype=torch.float32), torch.as_tensor(probe_logits, dtype=torch.float32)).numpy()
+    np.testing.assert_allclose(got, detector.score(probe_codes, probe_logits), atol=1e-5)
+    oof_kept = (detector.score(codes, logits) <= detector.threshold).mean()
+    assert oof_kept >= 0.9  # in-sample scores are at most the out-of-fold ones the threshold keeps 95% of
+
+
+def test_the_onnx_graph_outputs_the_novelty_score_beside_the_probabilities(fitted, tmp_path):
+    onnxruntime = pytest.importorskip("onnxruntime")
+    path = export_onnx(fitted, tmp_path / "model.onnx")
+    description = json.loads((tmp_path / "model.onnx.json").read_text())
+    assert description["novelty"]["name"] == "novelty" and description["novelty"]["threshold"] == fitted.novelty_threshold_
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    images = colour_data(per_class=3, seed=8)[0] + noise_images(3)
+    batch = torch.stack([fitted.preprocessing_.transform()(image) for image in images]).numpy()
+    probabilities, novelty = session.run(["probabilities", "novelty"], {"x": batch})
+    np.testing.assert_allclose(probabilities, fitted.predict_proba(images), atol=1e-4)
+    expected = fitted.novelty_score(images)
+    # Equal but where a score lies within float32's rounding of a training reference (one step of 1/n)
+    step = 1 / fitted.fitted_.n_train
+    assert np.abs(novelty - expected).max() <= step + 1e-4
+    assert ((novelty > fitted.novelty_threshold_) == (expected > fitted.novelty_threshold_)).all()
+
+
+def test_cli_predict_says_unknown_and_evaluate_reports_false_rejections(colour_splits, tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main(["-q", "fit", str(colour_splits), "-o", str(run), "--backbone", "tiny", "--engine", "torch", "--strategy", "linear"]) == 0
+    fit_output = capsys.readouterr().out
+    assert "known-class images flagged as none of these" in fit_output
+    odd = tmp_path / "noise.png"
+    noise_images(1)[0].save(odd)
+    known = next((colour_splits / "test" / "red").iterdir())
+    assert main(["-q", "predict", str(run), str(odd), str(known)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert "unknown: looks like none of the 3 classes (score" in lines[1] and "; nearest: " in lines[1]
+    assert lines[2].split()[1] == "red"
+    assert main(["-q", "predict", str(run), str(odd), "--no-reject"]) == 0
+    assert "looks like none" not in capsys.readouterr().out
+    assert main(["-q", "evaluate", str(run), str(colour_splits)]) == 0
+    out = capsys.readouterr().out
+    assert "false rejections, threshold" in out and "on the accepted" in out
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["evaluation"]["rejection"]["false_rejection_rate"] <= 1.0
