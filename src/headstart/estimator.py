@@ -24,8 +24,7 @@ from .features import Codes, ImageInput
 from .fitted import FittedModel
 from .persistence import load_model, save_model
 from .pipeline import as_image_list as _as_list
-from .errors import DataError
-from .pipeline import Predicted, fit_model, make_plan, predict_scores, unreadable_error
+from .pipeline import Predicted, fit_model, make_plan, predict_scores, predicted_labels, rejection_threshold, unreadable_error
 from .recipe import Runtime, check_params, resolve
 from .strategies.linear import softmax
 
@@ -34,23 +33,54 @@ def _view(field: str) -> property:
     """A fitted attribute: a field of the record (AttributeError before fit, as scikit-learn expects)."""
 
     def get(self):
-        if "fitted_" not in self.__dict__:
-            raise AttributeError(f"this TransferClassifier has no {field} yet; call fit first")
-        return getattr(self.fitted_, field)
+        return getattr(self._record(field), field)
 
     return property(get)
 
 
-def unknown_marker(classes: np.ndarray, unknown=None):
-    """What marks a rejected image: ``unknown`` when given, else -1 for numeric classes and
-    "unknown" for names; never one of ``classes`` (a rejected image must not read as class 0)."""
-    marker = unknown if unknown is not None else (-1 if np.issubdtype(np.asarray(classes).dtype, np.number) else "unknown")
-    if any(marker == c for c in classes.tolist()):
-        raise DataError(f"the unknown marker {marker!r} is one of the model's classes; pass predict(..., unknown=...) another value.")
-    return marker
+class RejectionMixin:
+    """The "none of these" part of the estimator's API: predict with an unknown marker, the novelty
+    score and its calibrated threshold, and ``score`` without rejection. Every method delegates to
+    :mod:`headstart.pipeline`; the class needs ``predicted(X)`` and ``fitted_``."""
+
+    def predict(self, X: Sequence[ImageInput], *, reject: str | float | None = "auto", unknown=None) -> np.ndarray:
+        """The class of each image, or ``unknown`` (default -1 for numeric classes, "unknown" for
+        names; never a class) where it looks like none of them: :func:`~headstart.pipeline.predicted_labels`."""
+        X = _as_list(X)
+        scores, failures, novelty = self.predicted(X)
+        if failures:
+            raise unreadable_error(failures, X)
+        return predicted_labels(self.fitted_, scores, novelty, reject, unknown)
+
+    def novelty_score(self, X: Sequence[ImageInput]) -> np.ndarray:
+        """How unlike the training images each image is (higher: less like them; see ``novelty_threshold_``)."""
+        X = _as_list(X)
+        check_is_fitted(self)
+        if self.fitted_.novelty is None:  # said before any image is read
+            raise NotFittedError("this model has no novelty detector (fine-tuned models and mini-batch heads have none yet); fit a linear one: strategy='linear'.")
+        _, failures, novelty = self.predicted(X)
+        if failures:
+            raise unreadable_error(failures, X)
+        return novelty
+
+    @property
+    def novelty_threshold_(self) -> float | None:
+        """The calibrated threshold of :meth:`novelty_score` (None without a detector)."""
+        return rejection_threshold(self._record("novelty_threshold_"), "auto")
+
+    def score(self, X, y, sample_weight=None) -> float:
+        """Accuracy of the classes predicted without rejection (what model selection compares)."""
+        from sklearn.metrics import accuracy_score
+
+        return float(accuracy_score(y, self.predict(X, reject=None), sample_weight=sample_weight))
+
+    def _record(self, name: str) -> FittedModel:
+        if "fitted_" not in self.__dict__:
+            raise AttributeError(f"this TransferClassifier has no {name} yet; call fit first")
+        return self.fitted_
 
 
-class TransferClassifier(ClassifierMixin, BaseEstimator):
+class TransferClassifier(RejectionMixin, ClassifierMixin, BaseEstimator):
     """Image classifier: CNN codes from a pretrained backbone, then a linear classifier.
 
     Parameters
@@ -266,65 +296,6 @@ class TransferClassifier(ClassifierMixin, BaseEstimator):
     def predict_proba(self, X: Sequence[ImageInput]) -> np.ndarray:
         """Class probabilities, columns in the order of ``classes_``."""
         return softmax(self.decision_function(X))
-
-    def predict(self, X: Sequence[ImageInput], *, reject: str | float | None = "auto", unknown=None) -> np.ndarray:
-        """The class of each image, or ``unknown`` for an image that looks like none of them.
-
-        ``reject="auto"`` flags images whose :meth:`novelty_score` is above ``novelty_threshold_``
-        (calibrated to keep 95% of images like the training ones); a number is a threshold of your
-        own; ``None`` always answers a class. ``unknown`` marks flagged images: by default -1 for
-        numeric classes and ``"unknown"`` for names, and never one of ``classes_``. A model without a
-        detector (fine-tuned ones, for now) flags nothing."""
-        X = _as_list(X)
-        scores, failures, novelty = self.predicted(X)
-        if failures:
-            raise unreadable_error(failures, X)
-        labels = self.classes_[np.argmax(scores, axis=1)]
-        threshold = self._threshold(reject)
-        if threshold is None or novelty is None:
-            return labels
-        marker = unknown_marker(self.classes_, unknown)
-        flagged = novelty > threshold
-        common = np.result_type(labels.dtype, np.asarray([marker]).dtype)
-        out = labels.astype(common if common.kind == labels.dtype.kind else object)  # "unknown" among integers: object
-        out[flagged] = marker
-        return out
-
-    def novelty_score(self, X: Sequence[ImageInput]) -> np.ndarray:
-        """How unlike the training images each image is (higher: less like them); compare with
-        ``novelty_threshold_``. kNN distance on the codes fused with the head's confidence
-        (:mod:`headstart.strategies.novelty`)."""
-        X = _as_list(X)
-        check_is_fitted(self)
-        if self.fitted_.novelty is None:
-            raise NotFittedError("this model has no novelty detector (fine-tuned models and mini-batch heads have none yet); fit a linear one: strategy='linear'.")
-        _, failures, novelty = self.predicted(X)
-        if failures:
-            raise unreadable_error(failures, X)
-        return novelty
-
-    @property
-    def novelty_threshold_(self) -> float | None:
-        """The calibrated threshold of :meth:`novelty_score` (None without a detector)."""
-        if "fitted_" not in self.__dict__:
-            raise AttributeError("this TransferClassifier has no novelty_threshold_ yet; call fit first")
-        return self.fitted_.novelty.threshold if self.fitted_.novelty is not None else None
-
-    def score(self, X, y, sample_weight=None) -> float:
-        """Accuracy of the classes predicted without rejection: what model selection compares (a
-        rejected image is neither right nor wrong about its class)."""
-        from sklearn.metrics import accuracy_score
-
-        return float(accuracy_score(y, self.predict(X, reject=None), sample_weight=sample_weight))
-
-    def _threshold(self, reject) -> float | None:
-        if reject is None:
-            return None
-        if reject == "auto":
-            return self.novelty_threshold_
-        if isinstance(reject, (int, float)) and not isinstance(reject, bool):
-            return float(reject)
-        raise DataError(f"reject must be 'auto', a threshold (a number) or None, got {reject!r}.")
 
     # ------------------------------------------------------------ persistence
     def save(self, directory: str | os.PathLike, *, metrics: dict | None = None, report: str | None = None) -> Path:

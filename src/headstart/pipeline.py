@@ -197,6 +197,41 @@ def novelty_scores(detector: NoveltyDetector | None, codes: Codes, scores: np.nd
     return novelty
 
 
+def rejection_threshold(record: FittedModel, reject: str | float | None) -> float | None:
+    """The novelty threshold ``reject`` means: "auto" the calibrated one (None without a
+    detector), a number itself, None no rejection."""
+    if reject is None:
+        return None
+    if reject == "auto":
+        return record.novelty.threshold if record.novelty is not None else None
+    if isinstance(reject, (int, float)) and not isinstance(reject, bool):
+        return float(reject)
+    raise DataError(f"reject must be 'auto', a threshold (a number) or None, got {reject!r}.")
+
+
+def predicted_labels(record: FittedModel, scores: np.ndarray, novelty: np.ndarray | None, reject: str | float | None = "auto", unknown=None) -> np.ndarray:
+    """Each image's class, or the unknown marker where its novelty is above the threshold
+    ``reject`` names (a model without a detector flags nothing)."""
+    labels = record.classes[np.argmax(scores, axis=1)]
+    threshold = rejection_threshold(record, reject)
+    if threshold is None or novelty is None:
+        return labels
+    marker = unknown_marker(record.classes, unknown)
+    common = np.result_type(labels.dtype, np.asarray([marker]).dtype)
+    labels = labels.astype(common if common.kind == labels.dtype.kind else object)  # "unknown" among integers: object
+    labels[novelty > threshold] = marker
+    return labels
+
+
+def unknown_marker(classes: np.ndarray, unknown=None):
+    """What marks a rejected image: ``unknown`` when given, else -1 for numeric classes and
+    "unknown" for names; never one of ``classes`` (a rejected image must not read as class 0)."""
+    marker = unknown if unknown is not None else (-1 if np.issubdtype(np.asarray(classes).dtype, np.number) else "unknown")
+    if any(marker == c for c in classes.tolist()):
+        raise DataError(f"the unknown marker {marker!r} is one of the model's classes; pass predict(..., unknown=...) another value.")
+    return marker
+
+
 def head_scores(head: LinearHead, codes: Codes) -> np.ndarray:
     """The linear head's logits on ``codes``; NaN rows where an image could not be read."""
     scores = np.full((len(codes.content_hashes), len(head.intercept)), np.nan)

@@ -28,7 +28,7 @@ from .estimator import TransferClassifier
 from .features import Codes
 from .fitted import FittedModel
 from .persistence import CHECKPOINTS, TENSORBOARD
-from .pipeline import Fit, fit_model, head_scores, novelty_scores
+from .pipeline import Fit, fit_model, head_scores, novelty_scores, rejection_threshold
 from .report import render_report
 from .strategies.linear import softmax
 from .training.tensorboard import TensorBoardLog
@@ -318,7 +318,7 @@ def predict_images(model: TransferClassifier, images, *, top_k: int = 1, reject:
         raise DataError(f"top_k must be at least 1, got {top_k}.")
     images = list(images)
     scores, failures, novelty = model.predicted(images)
-    threshold = model._threshold(reject) if novelty is not None else None
+    threshold = rejection_threshold(model.fitted_, reject) if novelty is not None else None
     probabilities = np.full_like(scores, np.nan)
     ok = np.isfinite(scores).all(axis=1)
     if ok.any():

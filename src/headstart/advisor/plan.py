@@ -213,22 +213,8 @@ def decide(
     augmentation_line = None
     if not (small and similar) and budget.allows(budget.final) and "augmentation" not in overrides:
         overrides["augmentation"], augmentation_line = choose_augmentation(spec, images, sample, preprocessing, random_state)
-    advice_started = start - measurements.seconds
-
-    def more_time(seconds: float) -> bool:
-        """Whether another trial split of ``seconds`` keeps advice within first contact's bound, and
-        advice and the fit within the budget."""
-        elapsed = time.perf_counter() - advice_started + seconds
-        return elapsed <= ADVICE_SECONDS and budget.allows(elapsed + budget.final)
-
-    def seconds_left() -> float | None:
-        """How long the next split may fine-tune: on small data, what is left of first contact's
-        advice bound (its schedule is shortened to fit; the demo's one split took 54 s of a 67 s
-        fit); on large data no bound, since its fit takes many times longer than any advice and a
-        trial cut short would be unfair to the fine-tuning the rule asks for."""
-        return max(0.0, ADVICE_SECONDS - (time.perf_counter() - advice_started)) if small else None
-
-    trial = lambda: _trial(spec, budget.candidate, linear.tap, sample, images, {**overrides, "epochs": budget.epochs}, random_state, preprocessing, more_time, seconds_left)  # noqa: E731
+    clock = _AdviceClock(start - measurements.seconds, budget, small)
+    trial = lambda: _trial(spec, budget.candidate, linear.tap, sample, images, {**overrides, "epochs": budget.epochs}, random_state, preprocessing, clock.more_time, clock.seconds_left)  # noqa: E731
     choice = _choose_strategy(small, similar, rule_strategy, linear, sample, budget, trial)
     strategy = choice.strategy
     alternatives = [Alternative("linear", s.tap, s.cv_accuracy, s.cv_std / math.sqrt(5), "cross-validated on the sample") for s in measurements.sweep]
@@ -256,6 +242,28 @@ def decide(
         explanation=lines,
         seconds=measurements.seconds + time.perf_counter() - start,
     )
+
+
+@dataclass
+class _AdviceClock:
+    """How much more of the trial advice has time for, from when advice started."""
+
+    started: float  # time.perf_counter() when measuring began
+    budget: _Budget
+    small: bool
+
+    def more_time(self, seconds: float) -> bool:
+        """Whether another trial split of ``seconds`` keeps advice within first contact's bound, and
+        advice and the fit within the budget."""
+        elapsed = time.perf_counter() - self.started + seconds
+        return elapsed <= ADVICE_SECONDS and self.budget.allows(elapsed + self.budget.final)
+
+    def seconds_left(self) -> float | None:
+        """How long the next split may fine-tune: on small data, what is left of first contact's
+        advice bound (its schedule is shortened to fit; the demo's one split took 54 s of a 67 s
+        fit); on large data no bound, since its fit takes many times longer than any advice and a
+        trial cut short would be unfair to the fine-tuning the rule asks for."""
+        return max(0.0, ADVICE_SECONDS - (time.perf_counter() - self.started)) if self.small else None
 
 
 def _linear_choice(sweep: list[TapScore], prefer_earlier: bool, tap: str | None) -> TapScore:

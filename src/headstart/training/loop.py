@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import time
+from functools import partial
 from dataclasses import asdict, dataclass, field
 from typing import Callable
 
@@ -160,13 +161,10 @@ def train(
     model ends with the weights of its best validation loss. ``mixup`` > 0 trains on convex
     mixtures of image pairs with the same mixture of their labels (Zhang et al. 2018). ``on_epoch_end`` runs after each
     epoch's bookkeeping (a checkpoint written there holds the whole state); ``start_epoch`` and
-    ``history`` continue a run restored from such a checkpoint. ``deadline`` (a
-    ``time.perf_counter()`` value) shortens the schedule, after every epoch, to the epochs that still
-    fit at the last epoch's pace, so the learning rate has decayed when time runs out (a run merely
-    cut off would end at a high rate, mid-schedule); ``history.time_bound`` then says to how many. ``wrap(net)``, called each epoch after ``set_train_mode``, gives the module
-    the training steps run through (DistributedDataParallel under several processes). With a
-    ``name``, each epoch ends with one line (losses, accuracies, learning rate, seconds) while
-    :mod:`headstart.progress` is on.
+    ``history`` continue a run restored from such a checkpoint. ``deadline`` (a ``time.perf_counter()``
+    value) shortens the schedule to the epochs that fit (:func:`_epochs_that_fit`), so the rate has
+    decayed when time runs out. ``wrap(net)`` gives the module the steps run through (DDP under
+    several processes). With a ``name``, each epoch ends with one line while progress is on.
     """
     world = distributed.current()
     for group in optimizer.param_groups:
@@ -178,8 +176,7 @@ def train(
         (set_train_mode or (lambda n, _e: n.train()))(net, epoch)
         _set_epoch(train_loader, net, epoch)
         bar = tqdm(train_loader, disable=not progress, desc=f"epoch {epoch + 1}/{epochs}", leave=False, unit="batch", dynamic_ncols=True)
-        factor = lambda step, total=planned * len(train_loader): lr_factor(step, total)  # noqa: E731
-        sums = _train_epoch(wrap(net) if wrap else net, optimizer, bar, criterion, factor, epoch * len(train_loader), device, bf16, mixup)
+        sums = _train_epoch(wrap(net) if wrap else net, optimizer, bar, criterion, partial(_bound, lr_factor, planned * len(train_loader)), epoch * len(train_loader), device, bf16, mixup)
         total_loss, correct, count = world.sum(list(sums))  # every rank's share of the epoch
         val_loss, val_accuracy = evaluate(net, val_loader, criterion, device, bf16=bf16) if val_loader is not None else (None, None)
         record = _record(epoch, total_loss / count, correct / count, val_loss, val_accuracy, optimizer, net, start)
@@ -189,18 +186,30 @@ def train(
             announce(epoch_line(name, record, planned, best=early_stopping is not None and early_stopping.best_epoch == epoch + 1))
         if on_epoch_end is not None:
             on_epoch_end(record)
-        if deadline is not None:  # rank 0's clock decides, so every rank keeps one schedule
-            fits = world.from_main(lambda: epoch + 1 + int(max(0.0, deadline - time.perf_counter()) // max(record.seconds, 1e-6)))
-            if epoch == start_epoch and fits > epoch + 1:
-                fits = epochs  # the first epoch pays for warming up (6-8 s against 3-4 s after): pace is judged from the next
-            if fits < epochs and history.time_bound is None and name is not None:
-                announce(f"{name}: about {max(fits, epoch + 1)} of {epochs} epochs fit in the time left; the learning rate's schedule is shortened to end there")
-            planned = max(epoch + 1, min(fits, epochs))
-            history.time_bound = planned if planned < epochs else None
+        if deadline is not None:
+            planned = _epochs_that_fit(deadline, epoch, start_epoch, epochs, record.seconds, history, name, world)
         if world.sum([float(stop)])[0] > 0 or epoch + 1 >= planned:  # one decision for every rank
             history.stopped_early = epoch + 1 < epochs
             break
     return _keep_best(net, history, early_stopping)
+
+
+def _bound(lr_factor: Callable[[int, int], float], total_steps: int, step: int) -> float:
+    return lr_factor(step, total_steps)
+
+
+def _epochs_that_fit(deadline: float, epoch: int, start_epoch: int, epochs: int, seconds: float, history: History, name: str | None, world) -> int:
+    """The schedule's length after ``epoch`` (0-based): the epochs that still fit before ``deadline``
+    at ``seconds`` an epoch, at most ``epochs``; sets ``history.time_bound``. Rank 0's clock
+    decides, so every rank keeps one schedule."""
+    fits = world.from_main(lambda: epoch + 1 + int(max(0.0, deadline - time.perf_counter()) // max(seconds, 1e-6)))
+    if epoch == start_epoch and fits > epoch + 1:
+        fits = epochs  # the first epoch pays for warming up (6-8 s against 3-4 s after): pace is judged from the next
+    if fits < epochs and history.time_bound is None and name is not None:
+        announce(f"{name}: about {max(fits, epoch + 1)} of {epochs} epochs fit in the time left; the learning rate's schedule is shortened to end there")
+    planned = max(epoch + 1, min(fits, epochs))
+    history.time_bound = planned if planned < epochs else None
+    return planned
 
 
 def epoch_line(name: str, record: EpochRecord, epochs: int, best: bool = False) -> str:
