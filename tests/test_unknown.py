@@ -13,7 +13,7 @@ from headstart import TransferClassifier
 from headstart.cli import main
 from headstart.errors import DataError
 from headstart.export import export_onnx
-from headstart.strategies.novelty import NoveltyModule, fit_calibrated
+from headstart.strategies.novelty import NoveltyDetector, NoveltyModule, calibrate, fit_calibrated
 from tests.test_estimator import FAST_FINETUNE, colour_data, tiny
 
 
@@ -65,13 +65,40 @@ def test_the_detector_is_saved_as_data_and_scores_the_same_after_loading(fitted,
     assert loaded.novelty_threshold_ == fitted.novelty_threshold_
 
 
-def test_fine_tuned_models_have_no_detector_yet_and_say_so():
-    X, y = colour_data(per_class=8)
+@pytest.fixture(scope="module")
+def fine_tuned():
+    X, y = colour_data(per_class=24)  # 72 images: 11 held out for early stopping calibrate the detector
+    return tiny(strategy="finetune_top", finetune=FAST_FINETUNE).fit(X, y)
+
+
+def test_a_fine_tuned_network_flags_unlike_images_from_its_own_codes(fine_tuned, tmp_path):
+    detector = fine_tuned.fitted_.novelty
+    assert detector is not None and np.isfinite(fine_tuned.novelty_threshold_)
+    width = fine_tuned.fitted_.network.head.in_features
+    assert detector.state["bank"].shape == (72, width)  # the network's penultimate codes of every training image
+    X_known, _ = colour_data(per_class=6, seed=5)
+    known, novel = fine_tuned.novelty_score(X_known), fine_tuned.novelty_score(noise_images(6))
+    assert novel.min() > known.max()
+    assert (known > fine_tuned.novelty_threshold_).mean() <= 0.2
+    assert set(fine_tuned.predict(noise_images(6))) == {"unknown"}
+    fine_tuned.save(tmp_path / "run")
+    loaded = TransferClassifier.load(tmp_path / "run")
+    np.testing.assert_allclose(loaded.novelty_score(X_known[:3] + noise_images(2)), fine_tuned.novelty_score(X_known[:3] + noise_images(2)), rtol=1e-5)
+
+
+def test_too_few_held_out_images_leave_a_fine_tuned_model_without_a_detector_and_it_says_so():
+    X, y = colour_data(per_class=8)  # 24 images: 4 held out cannot place a 95% threshold
     model = tiny(strategy="finetune_top", finetune=FAST_FINETUNE).fit(X, y)
     assert model.novelty_threshold_ is None
     assert set(model.predict(noise_images(2))) <= set(model.classes_)
     with pytest.raises(NotFittedError, match="no novelty detector"):
         model.novelty_score(X[:1])
+
+
+def test_the_threshold_is_the_conformal_quantile_of_unseen_scores():
+    detector = calibrate(NoveltyDetector("msp"), np.arange(1.0, 35.0))  # 34 scores
+    assert detector.threshold == 34.0  # ceil(35 * 0.95) = 34th smallest: the plain quantile would be 32.35
+    assert calibrate(NoveltyDetector("msp"), np.arange(1.0, 201.0)).threshold == 191.0  # ceil(201 * 0.95)
 
 
 def test_the_module_gives_the_detectors_scores():
@@ -105,11 +132,30 @@ def test_the_onnx_graph_outputs_the_novelty_score_beside_the_probabilities(fitte
     assert ((novelty > fitted.novelty_threshold_) == (expected > fitted.novelty_threshold_)).all()
 
 
+def test_a_fine_tuned_models_onnx_graph_gives_its_novelty_score(fine_tuned, tmp_path):
+    onnxruntime = pytest.importorskip("onnxruntime")
+    path = export_onnx(fine_tuned, tmp_path / "model.onnx")
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    images = colour_data(per_class=2, seed=8)[0] + noise_images(3)
+    batch = torch.stack([fine_tuned.preprocessing_.transform()(image) for image in images]).numpy()
+    probabilities, novelty = session.run(["probabilities", "novelty"], {"x": batch})
+    np.testing.assert_allclose(probabilities, fine_tuned.predict_proba(images), atol=1e-4)
+    expected = fine_tuned.novelty_score(images)
+    assert ((novelty > fine_tuned.novelty_threshold_) == (expected > fine_tuned.novelty_threshold_)).all()
+    assert np.abs(novelty - expected).max() <= 1 / 11 + 1e-4  # within one step of the 11 held-out references
+
+
 def test_cli_predict_says_unknown_and_evaluate_reports_false_rejections(colour_splits, tmp_path, capsys):
     run = tmp_path / "run"
     assert main(["-q", "fit", str(colour_splits), "-o", str(run), "--backbone", "tiny", "--engine", "torch", "--strategy", "linear"]) == 0
     fit_output = capsys.readouterr().out
     assert "known-class images flagged as none of these" in fit_output
+    rejection = json.loads((run / "metrics.json").read_text())["evaluation"]["rejection"]
+    test_images = json.loads((run / "metrics.json").read_text())["evaluation"]["n_images"]
+    assert sum(rejection["histogram"]["counts"]) == test_images  # the last bin holds the scores beyond it
+    assert len(rejection["rejected_images"]) == rejection["rejected"]
+    report = (run / "report.html").read_text()
+    assert "<h2>None of these</h2>" in report and 'alt="novelty scores" src="data:image/png;base64,' in report
     odd = tmp_path / "noise.png"
     noise_images(1)[0].save(odd)
     known = next((colour_splits / "test" / "red").iterdir())

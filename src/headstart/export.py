@@ -1,5 +1,5 @@
-"""Export a fitted classifier as one ONNX graph: image tensor in, class probabilities out (and a
-linear head's novelty score as a second output).
+"""Export a fitted classifier as one ONNX graph: image tensor in, class probabilities out (and the
+model's novelty score as a second output).
 
 Works for every strategy: the linear probe becomes backbone tap + standardisation + linear layer,
 a fine-tuned network is exported as it predicts (averaged with the linear probe when it is). The graph is checked against PyTorch before it is
@@ -21,20 +21,19 @@ from ._json import to_json_label
 from .errors import HeadstartError
 from .features.engine import export_verified
 from .fitted import as_record
-from .strategies.ensemble import LinearProbeNet
 from .strategies.novelty import NoveltyModule
 
 
 class _ProbabilitiesAndNovelty(nn.Module):
-    """A linear probe's probabilities and its novelty score, from one pass through the backbone."""
+    """Probabilities and the novelty score from one pass: ``model`` (a linear probe, a fine-tuned
+    network or its ensemble) gives its logits and the codes its detector scores."""
 
-    def __init__(self, probe: LinearProbeNet, novelty: NoveltyModule):
+    def __init__(self, model: nn.Module, novelty: NoveltyModule):
         super().__init__()
-        self.probe, self.novelty = probe, novelty
+        self.model, self.novelty = model, novelty
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        codes = self.probe.codes_model(x)
-        logits = self.probe.linear((codes - self.probe.mean) / self.probe.scale)
+        logits, codes = self.model.logits_and_codes(x)
         return logits.softmax(dim=1), self.novelty(codes, logits)
 
 
@@ -58,9 +57,10 @@ def probability_module(model) -> nn.Module:
             f"cannot export {record.backbone!r} as one graph: its backbones expect differently prepared inputs; export one backbone's model."
         )
     network = record.predictor()
-    if network is None and record.novelty is not None:
-        return _ProbabilitiesAndNovelty(record.linear_probe(), NoveltyModule(record.novelty)).eval()
-    return _Probabilities(network if network is not None else record.linear_probe()).eval()
+    model = network if network is not None else record.linear_probe()
+    if record.novelty is not None:
+        return _ProbabilitiesAndNovelty(model, NoveltyModule(record.novelty)).eval()
+    return _Probabilities(model).eval()
 
 
 def recipe_steps(p) -> list[str]:

@@ -50,7 +50,7 @@ class FittedModel:
     finetune: dict | None = None  # fine-tuning settings, imbalance handling, bf16, mirror warning
     params: dict = field(default_factory=dict)  # the MODEL_PARAMS the estimator was given
     run: dict = field(default_factory=dict)  # how the fit ran: world_size, backend, device
-    novelty: NoveltyDetector | None = None  # "none of these": scores images unlike the training ones (linear heads)
+    novelty: NoveltyDetector | None = None  # "none of these": scores images unlike the training ones
     _ensemble: nn.Module | None = field(default=None, init=False, repr=False)  # predictor()'s, built once
 
     @property

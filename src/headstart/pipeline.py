@@ -31,9 +31,9 @@ from .fitted import MODEL_PARAMS, FittedModel
 from .hardware import resolve_device
 from .recipe import Recipe, Runtime, check_params, needs_plan, resolve
 from .strategies import LinearHead, fit_linear_head
-from .strategies.finetune import finetune, network_scores
+from .strategies.finetune import finetune, network_outputs
 from .strategies.linear import choose_solver, out_of_fold_logits
-from .strategies.novelty import NoveltyDetector, fit_calibrated
+from .strategies.novelty import BANK_LIMIT, NoveltyDetector, fit_calibrated, fit_on_held_out
 from .training.tensorboard import TensorBoardLog
 
 log = logging.getLogger(__name__)
@@ -97,9 +97,12 @@ def _fit_model(params: dict, images: Sequence, labels, groups, others: Sequence,
         plan=plan, params=copy.deepcopy({name: params[name] for name in MODEL_PARAMS}),
         run={**world.describe(), "device": resolve_device(params["device"]).type},
     )
-    _train_network(record, recipe, params, [s for s, good in zip(sources, ok) if good], y_index, groups, started)
+    readable = [s for s, good in zip(sources, ok) if good]
+    held = _train_network(record, recipe, params, readable, y_index, groups, started)
     if record.network is None:
         record.novelty = world.from_main(lambda: _novelty_detector(params, train.codes[ok], y_index, groups, report))
+    else:
+        record.novelty = world.from_main(lambda: _network_novelty_detector(record, params, readable, y_index, groups, held))
     return Fit(record, codes, extractor, seconds_codes, groups)
 
 
@@ -116,6 +119,41 @@ def _novelty_detector(params: dict, codes: np.ndarray, y_index: np.ndarray, grou
         log.info("no novelty detector: %s", exc)
         return None
     return fit_calibrated(codes, y_index, logits, groups=groups, random_state=params["random_state"] or 0)
+
+
+# Images a fine-tuned network's detector is made from, at most: its bank, and of those the
+# held-out ones that calibrate it (a pass of the network over each; beyond, a random sample).
+HELD_LIMIT = 10_000
+MIN_HELD = 10  # fewer held-out images cannot place a 95% threshold
+
+
+def _network_novelty_detector(
+    record: FittedModel, params: dict, images: list, y_index: np.ndarray, groups: np.ndarray, held: np.ndarray,
+) -> NoveltyDetector | None:
+    """The "none of these" detector of a fine-tuned network, on its penultimate codes: kNN over the
+    training images' codes (the network's, not the pretrained ones), calibrated on early stopping's
+    held-out images, which the weights never learnt from (with the network's, or the ensemble's, logits)."""
+    if len(held) < MIN_HELD:
+        log.info("no novelty detector: %d held-out images are too few to calibrate one", len(held))
+        return None
+    rng = np.random.default_rng(params["random_state"] or 0)
+    held = _sample(rng, held, HELD_LIMIT)
+    learnt = _sample(rng, np.setdiff1d(np.arange(len(images)), held), BANK_LIMIT - len(held))
+    progress.announce(f"novelty: the fine-tuned network's codes of {len(learnt) + len(held):,} training images, its threshold from the {len(held):,} held out")
+    batch, shown = params["batch_size"] or 32, params["progress"]
+    _, learnt_codes, _ = network_outputs(record.network, [images[i] for i in learnt], record.preprocessing, with_codes=True, batch_size=batch, progress=shown, desc="novelty bank")
+    held_logits, held_codes, _ = network_outputs(record.predictor(), [images[i] for i in held], record.preprocessing, with_codes=True, batch_size=batch, progress=shown, desc="novelty threshold")
+    # Both passes read images fine-tuning already read; a file changed since is left out.
+    learnt_ok, held_ok = np.isfinite(learnt_codes).all(axis=1), np.isfinite(held_codes).all(axis=1)
+    rows = np.concatenate([learnt[learnt_ok], held[held_ok]])
+    held_index = np.arange(learnt_ok.sum(), len(rows))
+    return fit_on_held_out(
+        np.concatenate([learnt_codes[learnt_ok], held_codes[held_ok]]), y_index[rows], held_index, held_logits[held_ok], groups=groups[rows],
+    )
+
+
+def _sample(rng: np.random.Generator, rows: np.ndarray, limit: int) -> np.ndarray:
+    return rows if len(rows) <= limit else np.sort(rng.choice(rows, size=limit, replace=False))
 
 
 def _codes(extractor, images: list, progress: bool, world: distributed.World) -> Codes:
@@ -180,8 +218,11 @@ def predict_scores(record: FittedModel, images: Sequence, runtime: Runtime, extr
     which never stops at a bad file. ``extractor()`` gives the code extractor (built only for a
     linear head)."""
     if record.network is not None:
-        scores, failures = network_scores(record.predictor(), images, record.preprocessing, batch_size=runtime.batch_size, progress=runtime.progress)
-        return Predicted(scores, failures, None)
+        with_codes = record.novelty is not None and record.novelty.needs_codes
+        scores, codes, failures = network_outputs(
+            record.predictor(), images, record.preprocessing, with_codes=with_codes, batch_size=runtime.batch_size, progress=runtime.progress,
+        )
+        return Predicted(scores, failures, _network_novelty(record.novelty, codes, scores))
     codes = extractor()(images, progress=runtime.progress)
     scores = head_scores(record.head, codes)
     return Predicted(scores, dict(codes.failures), novelty_scores(record.novelty, codes, scores))
@@ -194,6 +235,16 @@ def novelty_scores(detector: NoveltyDetector | None, codes: Codes, scores: np.nd
     novelty = np.full(len(scores), np.nan)
     if codes.ok.any():
         novelty[codes.ok] = detector.score(codes.codes[codes.ok], scores[codes.ok])
+    return novelty
+
+
+def _network_novelty(detector: NoveltyDetector | None, codes: np.ndarray | None, scores: np.ndarray) -> np.ndarray | None:
+    if detector is None:
+        return None
+    ok = np.isfinite(scores).all(axis=1)
+    novelty = np.full(len(scores), np.nan)
+    if ok.any():
+        novelty[ok] = detector.score(codes[ok] if codes is not None else None, scores[ok])
     return novelty
 
 
@@ -271,18 +322,21 @@ def _checked_input(images, labels) -> tuple[list[ImageSource], np.ndarray]:
     return sources, labels
 
 
-def _train_network(record: FittedModel, recipe: Recipe, params: dict, images: list, y_index: np.ndarray, groups: np.ndarray, started: float) -> None:
-    """Fine-tune (or train from scratch) as the recipe says, into ``record``; log to TensorBoard."""
+def _train_network(record: FittedModel, recipe: Recipe, params: dict, images: list, y_index: np.ndarray, groups: np.ndarray, started: float) -> np.ndarray:
+    """Fine-tune (or train from scratch) as the recipe says, into ``record``; log to TensorBoard.
+    Returns the indices of the images held out for early stopping (none without fine-tuning)."""
     board = TensorBoardLog(params["tensorboard_dir"]) if params["tensorboard_dir"] and distributed.current().main else None
+    held = np.zeros(0, dtype=int)
     try:
         if recipe.finetune is not None:
-            record.network, record.history, record.finetune = _fine_tune(recipe, params, images, y_index, groups, record, started, board)
+            record.network, record.history, record.finetune, held = _fine_tune(recipe, params, images, y_index, groups, record, started, board)
         if board is not None:
             step = len(record.history.records) if record.history is not None else 0
             board.final({"accuracy/cross_validation": record.head_report.cv_score}, {"linear_head": record.head.coef}, step)
     finally:
         if board is not None:
             board.close()
+    return held
 
 
 def _fine_tune(recipe: Recipe, params: dict, images: list, y_index: np.ndarray, groups: np.ndarray, record: FittedModel, started: float, board):
@@ -306,7 +360,7 @@ def _fine_tune(recipe: Recipe, params: dict, images: list, y_index: np.ndarray, 
     )
     warning = distributed.current().from_main(lambda: _mirror_warning(recipe, images, record, config)) if recipe.check_mirroring else None
     settings = {**asdict(config), "imbalance_plan": result.imbalance.reason, "bf16": result.bf16, "mirror_warning": warning}
-    return result.net, result.history, settings
+    return result.net, result.history, settings, stop
 
 
 def _mirror_warning(recipe: Recipe, images: list, record: FittedModel, config) -> str | None:

@@ -11,6 +11,7 @@ import time
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 from sklearn.metrics import recall_score
@@ -232,7 +233,9 @@ def _evaluate_held_out(model: TransferClassifier, dataset: Dataset, codes: Codes
     scores, held_out = scores[finite], held_out[finite]
     evaluation = evaluate_scores(model.classes_, scores, labels[held_out], dataset.eval_split)
     novelty = novelty[finite] if novelty is not None else None
-    evaluation.rejection = rejection_figures(scores, novelty, model.novelty_threshold_, np.searchsorted(model.classes_, labels[held_out]))
+    evaluation.rejection = rejection_figures(
+        scores, novelty, model.novelty_threshold_, np.searchsorted(model.classes_, labels[held_out]), model.classes_, [records[i].path for i in held_out],
+    )
     return evaluation, scores, held_out
 
 
@@ -281,8 +284,11 @@ def evaluate_folder(model: TransferClassifier, data: str | os.PathLike, *, allow
     ok = np.isfinite(scores).all(axis=1)
     labels = _match_label_types(_labels(records), model.classes_)
     evaluation = evaluate_scores(model.classes_, scores[ok], labels[ok], split)
-    evaluation.rejection = rejection_figures(scores[ok], novelty[ok] if novelty is not None else None, model.novelty_threshold_, np.searchsorted(model.classes_, labels[ok]))
     kept = [r for r, good in zip(records, ok) if good]
+    evaluation.rejection = rejection_figures(
+        scores[ok], novelty[ok] if novelty is not None else None, model.novelty_threshold_, np.searchsorted(model.classes_, labels[ok]),
+        model.classes_, [r.path for r in kept],
+    )
     evaluation.mistakes = _mistakes(model.classes_, scores[ok], labels[ok], [r.path for r in kept])
     evaluation.unreadable = [{"path": str(records[i].path), "reason": why} for i, why in failures.items()]
     evaluation.analysis = error_analysis(np.searchsorted(model.classes_, labels[ok]), scores[ok], [str(to_json_label(c)) for c in model.classes_])
@@ -339,18 +345,48 @@ def predict_images(model: TransferClassifier, images, *, top_k: int = 1, reject:
     return rows
 
 
-def rejection_figures(scores: np.ndarray, novelty: np.ndarray | None, threshold: float | None, truth_index: np.ndarray) -> dict | None:
+# The rejected images a report lists (metrics.json keeps them all in the histogram's counts).
+REJECTED_LISTED = 24
+HISTOGRAM_BINS = 30
+
+
+def rejection_figures(
+    scores: np.ndarray, novelty: np.ndarray | None, threshold: float | None, truth_index: np.ndarray,
+    classes: np.ndarray | None = None, paths: Sequence | None = None,
+) -> dict | None:
     """What "none of these" does on labelled images of known classes: the share rejected (every
-    one a false rejection), accuracy on the accepted ones, and accuracy counting a rejection as an error."""
+    one a false rejection), accuracy on the accepted ones, accuracy counting a rejection as an
+    error, the scores' histogram and the rejected images, the most novel first (with ``classes``
+    and ``paths``)."""
     if novelty is None or threshold is None or not len(scores):
         return None
     accepted = novelty <= threshold
     right = scores.argmax(1) == truth_index
-    return {
+    figures = {
         "threshold": float(threshold), "rejected": int((~accepted).sum()), "false_rejection_rate": float(1 - accepted.mean()),
         "accuracy_on_accepted": float(right[accepted].mean()) if accepted.any() else None,
         "accuracy_with_rejection": float((right & accepted).mean()),
+        "histogram": score_histogram(novelty, threshold),
     }
+    if classes is not None and paths is not None:
+        order = [i for i in np.argsort(-novelty) if not accepted[i]][:REJECTED_LISTED]
+        figures["rejected_images"] = [
+            {"path": str(paths[i]), "label": to_json_label(classes[truth_index[i]]), "predicted": to_json_label(classes[scores[i].argmax()]), "score": float(novelty[i])}
+            for i in order
+        ]
+    return figures
+
+
+def score_histogram(novelty: np.ndarray, threshold: float) -> dict:
+    """Counts of the scores in equal bins from the lowest to a little past the threshold (or the
+    99th percentile, if higher); the last bin holds every score beyond (an image far from all the
+    training ones scores orders of magnitude above the rest)."""
+    threshold = float(threshold)
+    top = max(float(np.quantile(novelty, 0.99)), threshold + 0.25 * max(abs(threshold), 1e-6))
+    low = min(float(novelty.min()), threshold)
+    edges = np.linspace(low, top if top > low else low + 1e-6, HISTOGRAM_BINS + 1)
+    counts, _ = np.histogram(np.clip(novelty, low, edges[-1]), bins=edges)
+    return {"edges": [round(float(e), 6) for e in edges], "counts": counts.astype(int).tolist(), "beyond": int((novelty > edges[-1]).sum())}
 
 
 def evaluate_scores(classes: np.ndarray, scores: np.ndarray, labels: np.ndarray, split: str) -> Evaluation:

@@ -28,10 +28,13 @@ def render_report(metrics: dict) -> str:
         "learning_curve": plots.learning_curve_plot(diagnostics.get("learning_curve")),
         "confusion": plots.confusion_plot(errors),
         "reliability": plots.reliability_plot(errors["calibration"]) if errors else None,
+        "novelty": plots.novelty_plot((metrics.get("evaluation") or {}).get("rejection")),
         "weights": plots.weight_histograms_plot(weights["histograms"]) if weights else None,
         "filters": plots.filters_plot(weights.get("first_conv")) if weights else None,
         "init_filters": plots.filters_by_scheme_plot(weights.get("init_filters") or {}) if weights else None,
     }
+    rejection = (metrics.get("evaluation") or {}).get("rejection")
+    rejected = [{**r, "thumbnail": plots.thumbnail(r["path"])} for r in (rejection or {}).get("rejected_images", [])]
     shown_suspects = [{**s, "thumbnail": plots.thumbnail(s.get("path"))} for s in suspects["top"]]
     per_class = errors["per_class"] if errors else []
     # Past WORST_CLASSES classes the weakest come first, and the whole table folds away behind a filter.
@@ -50,6 +53,8 @@ def render_report(metrics: dict) -> str:
         sampled=probed.get("images", 0) < probed.get("of_images", 0),
         suspects=suspects,
         shown_suspects=shown_suspects,
+        rejection=rejection,
+        rejected=rejected,
         weights=weights,
         leakage=[{**pair, "thumbnails": [plots.thumbnail(p) for p in pair["paths"]]} for pair in leakage[:20]],
         leakage_total=len(leakage),

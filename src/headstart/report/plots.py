@@ -114,6 +114,26 @@ def reliability_plot(calibration: dict) -> str | None:
     return _data_uri(fig)
 
 
+def novelty_plot(rejection: dict | None) -> str | None:
+    """The known-class test images' novelty scores, with the threshold above which an image is
+    flagged as none of the classes."""
+    histogram = (rejection or {}).get("histogram")
+    if not histogram:
+        return None
+    plt = _pyplot()
+    edges, counts = np.array(histogram["edges"]), np.array(histogram["counts"])
+    fig, ax = plt.subplots(figsize=(5.5, 2.8))
+    kept = edges[:-1] < rejection["threshold"]
+    ax.bar(edges[:-1], counts, width=np.diff(edges), align="edge", color=np.where(kept, "#4c72b0", "#c44e52"))
+    ax.axvline(rejection["threshold"], color="black", linestyle="--", label=f"threshold {rejection['threshold']:.3g}")
+    if histogram.get("beyond"):
+        ax.set_title(f"{histogram['beyond']} image(s) beyond the last bar", fontsize=9)
+    ax.set_xlabel("novelty score (higher: less like the training images)")
+    ax.set_ylabel("known-class test images")
+    ax.legend(fontsize=8)
+    return _data_uri(fig)
+
+
 def weight_histograms_plot(histograms: list[dict]) -> str | None:
     if not histograms:
         return None

@@ -139,8 +139,13 @@ class FineTuneNet(nn.Module):
         return self.head.out_features
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        codes = (self.pool(self.backbone(x)) - self.code_mean) / self.code_scale
-        return self.head(self.dropout(codes))
+        return self.logits_and_codes(x)[0]
+
+    def logits_and_codes(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The logits and the pooled codes they are read from (the penultimate layer, before
+        standardisation): what the "none of these" detector of a fine-tuned network scores."""
+        codes = self.pool(self.backbone(x))
+        return self.head(self.dropout((codes - self.code_mean) / self.code_scale)), codes
 
     @torch.no_grad()
     def warm_start(self, linear: LinearHead) -> None:
@@ -395,14 +400,28 @@ def _find_lr(net, optimizer, train_loader, criterion, device, bf16) -> RangeTest
     return lr_test
 
 
-@torch.no_grad()
 def network_scores(net: nn.Module, images, preprocessing, *, batch_size: int = 32, progress: bool = False) -> tuple[np.ndarray, dict[int, str]]:
     """Logits of a network that predicts (a FineTuneNet, or one averaged with its linear head: it
     has ``out_features``) for paths, PIL images or arrays; unreadable images get NaN rows and a
     reason, so one bad file never stops the others."""
+    scores, _, failures = network_outputs(net, images, preprocessing, batch_size=batch_size, progress=progress)
+    return scores, failures
+
+
+@torch.no_grad()
+def network_outputs(
+    net: nn.Module, images, preprocessing, *, with_codes: bool = False, batch_size: int = 32, progress: bool = False, desc: str = "predicting",
+) -> tuple[np.ndarray, np.ndarray | None, dict[int, str]]:
+    """:func:`network_scores`, and with ``with_codes`` the penultimate codes too, from the same
+    pass (``net.logits_and_codes``; NaN rows where unreadable)."""
     net.eval()
     scores = np.full((len(images), net.out_features), np.nan)
-    batches = ImageBatches(images, preprocessing.transform(), batch_size=batch_size, draft_size=preprocessing.resize, hashes=False, progress=progress, desc="predicting")
+    codes = None
+    batches = ImageBatches(images, preprocessing.transform(), batch_size=batch_size, draft_size=preprocessing.resize, hashes=False, progress=progress, desc=desc)
     for batch in batches:
-        scores[batch.indices] = net(batch.tensors).float().numpy()
-    return scores, dict(batches.failures)
+        logits, batch_codes = net.logits_and_codes(batch.tensors) if with_codes else (net(batch.tensors), None)
+        scores[batch.indices] = logits.float().numpy()
+        if with_codes:
+            codes = np.full((len(images), batch_codes.shape[1]), np.nan, dtype=np.float32) if codes is None else codes
+            codes[batch.indices] = batch_codes.float().numpy()
+    return scores, codes, dict(batches.failures)
