@@ -115,15 +115,20 @@ def test_the_module_gives_the_detectors_scores():
     assert oof_kept >= 0.9  # in-sample scores are at most the out-of-fold ones the threshold keeps 95% of
 
 
-def test_the_onnx_graph_outputs_the_novelty_score_beside_the_probabilities(fitted, tmp_path):
+def onnx_outputs(model, path, images) -> list[np.ndarray]:
+    """The exported graph's probabilities and novelty scores of ``images``, prepared as the model prepares them."""
     onnxruntime = pytest.importorskip("onnxruntime")
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    batch = torch.stack([model.preprocessing_.transform()(image) for image in images]).numpy()
+    return session.run(["probabilities", "novelty"], {"x": batch})
+
+
+def test_the_onnx_graph_outputs_the_novelty_score_beside_the_probabilities(fitted, tmp_path):
     path = export_onnx(fitted, tmp_path / "model.onnx")
     description = json.loads((tmp_path / "model.onnx.json").read_text())
     assert description["novelty"]["name"] == "novelty" and description["novelty"]["threshold"] == fitted.novelty_threshold_
-    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     images = colour_data(per_class=3, seed=8)[0] + noise_images(3)
-    batch = torch.stack([fitted.preprocessing_.transform()(image) for image in images]).numpy()
-    probabilities, novelty = session.run(["probabilities", "novelty"], {"x": batch})
+    probabilities, novelty = onnx_outputs(fitted, path, images)
     np.testing.assert_allclose(probabilities, fitted.predict_proba(images), atol=1e-4)
     expected = fitted.novelty_score(images)
     # Equal but where a score lies within float32's rounding of a training reference (one step of 1/n)
@@ -133,12 +138,9 @@ def test_the_onnx_graph_outputs_the_novelty_score_beside_the_probabilities(fitte
 
 
 def test_a_fine_tuned_models_onnx_graph_gives_its_novelty_score(fine_tuned, tmp_path):
-    onnxruntime = pytest.importorskip("onnxruntime")
     path = export_onnx(fine_tuned, tmp_path / "model.onnx")
-    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     images = colour_data(per_class=2, seed=8)[0] + noise_images(3)
-    batch = torch.stack([fine_tuned.preprocessing_.transform()(image) for image in images]).numpy()
-    probabilities, novelty = session.run(["probabilities", "novelty"], {"x": batch})
+    probabilities, novelty = onnx_outputs(fine_tuned, path, images)
     np.testing.assert_allclose(probabilities, fine_tuned.predict_proba(images), atol=1e-4)
     expected = fine_tuned.novelty_score(images)
     assert ((novelty > fine_tuned.novelty_threshold_) == (expected > fine_tuned.novelty_threshold_)).all()

@@ -222,7 +222,7 @@ def predict_scores(record: FittedModel, images: Sequence, runtime: Runtime, extr
         scores, codes, failures = network_outputs(
             record.predictor(), images, record.preprocessing, with_codes=with_codes, batch_size=runtime.batch_size, progress=runtime.progress,
         )
-        return Predicted(scores, failures, _network_novelty(record.novelty, codes, scores))
+        return Predicted(scores, failures, _readable_novelty(record.novelty, codes, scores, np.isfinite(scores).all(axis=1)))
     codes = extractor()(images, progress=runtime.progress)
     scores = head_scores(record.head, codes)
     return Predicted(scores, dict(codes.failures), novelty_scores(record.novelty, codes, scores))
@@ -230,18 +230,14 @@ def predict_scores(record: FittedModel, images: Sequence, runtime: Runtime, extr
 
 def novelty_scores(detector: NoveltyDetector | None, codes: Codes, scores: np.ndarray) -> np.ndarray | None:
     """The detector's score of every readable image (NaN for the others), from its codes and logits."""
-    if detector is None:
-        return None
-    novelty = np.full(len(scores), np.nan)
-    if codes.ok.any():
-        novelty[codes.ok] = detector.score(codes.codes[codes.ok], scores[codes.ok])
-    return novelty
+    return _readable_novelty(detector, codes.codes, scores, codes.ok)
 
 
-def _network_novelty(detector: NoveltyDetector | None, codes: np.ndarray | None, scores: np.ndarray) -> np.ndarray | None:
+def _readable_novelty(detector: NoveltyDetector | None, codes: np.ndarray | None, scores: np.ndarray, ok: np.ndarray) -> np.ndarray | None:
+    """The detector's scores of the rows ``ok`` marks readable, NaN for the others (``codes`` may be
+    None for a detector that reads only logits); None without a detector."""
     if detector is None:
         return None
-    ok = np.isfinite(scores).all(axis=1)
     novelty = np.full(len(scores), np.nan)
     if ok.any():
         novelty[ok] = detector.score(codes[ok] if codes is not None else None, scores[ok])
