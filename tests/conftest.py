@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -60,3 +61,28 @@ def colour_splits(tmp_path) -> Path:
     write_class_folders(root / "train", per_class=6, seed=1)
     write_class_folders(root / "test", per_class=3, seed=2)
     return root
+
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+DRIVER = shutil.which("chromedriver")
+browser_needed = pytest.mark.skipif(
+    not (CHROMIUM and DRIVER),
+    reason="headless Chromium not found: install the Debian packages chromium and chromium-driver (apt-get install chromium chromium-driver)",
+)
+
+
+@pytest.fixture
+def browser():
+    """Headless Chromium driven by Selenium (the report's and the server page's browser tests)."""
+    webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is a test extra: pip install -e '.[test]'")
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for argument in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--window-size=1200,1600"):
+        options.add_argument(argument)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    # The explicit driver path keeps Selenium Manager from trying to download one.
+    driver = webdriver.Chrome(service=Service(DRIVER), options=options)
+    yield driver
+    driver.quit()

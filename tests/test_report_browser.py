@@ -2,35 +2,10 @@
 
 Needs the Debian packages chromium and chromium-driver (`make test` installs them where it can)."""
 
-import shutil
-
-import pytest
-
 from headstart import fit_folder
+from tests.conftest import browser_needed
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-DRIVER = shutil.which("chromedriver")
-
-pytestmark = pytest.mark.skipif(
-    not (CHROMIUM and DRIVER),
-    reason="headless Chromium not found: install the Debian packages chromium and chromium-driver (apt-get install chromium chromium-driver)",
-)
-
-
-@pytest.fixture
-def browser():
-    webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is a test extra: pip install -e '.[test]'")
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for argument in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--window-size=1200,1600"):
-        options.add_argument(argument)
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    # The explicit driver path keeps Selenium Manager from trying to download one.
-    driver = webdriver.Chrome(service=Service(DRIVER), options=options)
-    yield driver
-    driver.quit()
+pytestmark = browser_needed
 
 
 def test_report_renders_without_console_errors_and_shows_the_verdict(colour_splits, tmp_path, browser):

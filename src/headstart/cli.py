@@ -132,6 +132,24 @@ def _model_commands(commands) -> None:
     demo.add_argument("--backbone", default="mobilenet_v2")
     demo.set_defaults(handler=cmd_demo)
 
+    serve = _command(
+        commands, "serve", help="answer predictions over HTTP (JSON API, a page to try the model at /)",
+        description="Serve saved runs: POST /v1/models/NAME/predict (an image as the body, or multipart files), GET /v1/models, "
+        "/healthz, /metrics, the page at / and the API docs at /docs. Each model is named by its run directory.",
+    )
+    serve.add_argument("runs", nargs="+", metavar="RUN", help="run directories written by fit")
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1, this machine only; any other needs --token)")
+    serve.add_argument("--port", type=int, default=8000, help="port (default 8000; 0 picks a free one and prints it)")
+    serve.add_argument("--token", default=None, help="bearer token every /v1 request must carry (default: $HEADSTART_TOKEN)")
+    serve.add_argument("--max-upload-mb", type=float, default=20.0, help="largest request body in MB (default 20)")
+    serve.add_argument("--batch-size", type=int, default=32, help="most images run through the model together (default 32)")
+    serve.add_argument("--max-wait-ms", type=float, default=5.0, help="how long a batch waits for more images, ms (default 5)")
+    serve.add_argument("--queue", type=int, default=256, help="most images waiting; past it requests are answered 429 (default 256)")
+    serve.add_argument("--timeout", type=float, default=30.0, help="seconds a request may take, queueing included (default 30)")
+    serve.add_argument("--max-connections", type=int, default=128, help="open connections at once; past it uvicorn answers 503 (default 128)")
+    serve.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="auto (default): PyTorch on CUDA when present, else ONNX Runtime on the CPU")
+    serve.set_defaults(handler=cmd_serve)
+
 
 def _advise_command(commands) -> None:
     advise = _command(commands, "advise", help="measure a dataset and say how to transfer (what fit --strategy auto does)")
@@ -524,6 +542,25 @@ def cmd_demo(args) -> int:
         "  headstart fit PATH/TO/IMAGES -o runs/mine\n"
         "  headstart predict runs/mine NEW_IMAGE.jpg --top-k 3"
     )
+    return 0
+
+
+def cmd_serve(args) -> int:
+    from .serve import Settings, check_exposure, load_runs, serve
+    from .serve.app import MB
+    from .serve.server import TOKEN_VARIABLE
+
+    token = args.token or os.environ.get(TOKEN_VARIABLE) or None
+    check_exposure(args.host, token)
+    for name in ("batch_size", "queue", "max_connections"):
+        if getattr(args, name) < 1:
+            raise HeadstartError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}.")
+    settings = Settings(
+        token=token, max_upload=int(args.max_upload_mb * MB), timeout=args.timeout, max_batch=args.batch_size,
+        max_wait=args.max_wait_ms / 1000, max_queue=args.queue, device=args.device,
+    )
+    announce = (lambda line: None) if args.quiet else (lambda line: print(line, file=sys.stderr, flush=True))
+    serve(load_runs(args.runs, args.device, announce), settings, args.host, args.port, quiet=args.quiet, max_connections=args.max_connections)
     return 0
 
 

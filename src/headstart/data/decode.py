@@ -47,19 +47,20 @@ def sniff_format(head: bytes) -> str | None:
     return None
 
 
-def decode_image(data: bytes, *, draft_size: int | None = None) -> Image.Image:
+def decode_image(data: bytes, *, draft_size: int | None = None, max_pixels: int = MAX_PIXELS) -> Image.Image:
     """Decode ``data`` into an 8-bit RGB image with EXIF orientation applied.
 
     ``draft_size`` lets JPEG decoding skip detail that a later resize to that size would throw away
     (DCT scaling, the trick behind PIL's ``thumbnail``); the result is never smaller than it.
+    ``max_pixels`` refuses larger images before any pixel is decoded (the server sets it lower).
     """
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             image = Image.open(io.BytesIO(data))
-            if image.width * image.height > MAX_PIXELS:
+            if image.width * image.height > max_pixels:
                 raise UnreadableImage(
-                    f"{image.width}x{image.height} pixels exceeds the {MAX_PIXELS:,}-pixel limit "
+                    f"{image.width}x{image.height} pixels exceeds the {max_pixels:,}-pixel limit "
                     "(possible decompression bomb)"
                 )
             image.seek(0)  # first frame of animated GIF/WebP/TIFF

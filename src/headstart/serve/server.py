@@ -1,0 +1,88 @@
+"""Start the app on uvicorn: check the address is safe to bind, load the runs, serve until
+SIGTERM or Ctrl+C, which stop accepting and let the requests in flight finish."""
+
+from __future__ import annotations
+
+import copy
+import ipaddress
+import signal
+import socket
+from pathlib import Path
+from typing import Callable
+
+import uvicorn
+from uvicorn.config import LOGGING_CONFIG
+
+from ..errors import HeadstartError
+from .app import Settings, create_app
+from .models import ServedModel, load_served
+
+TOKEN_VARIABLE = "HEADSTART_TOKEN"
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def check_exposure(host: str, token: str | None) -> None:
+    """Anyone who can reach a non-loopback address could use the model: require a token there."""
+    if not is_loopback(host) and not token:
+        raise HeadstartError(
+            f"binding {host} lets other machines use the model: give --token SECRET (or set {TOKEN_VARIABLE}), or bind 127.0.0.1."
+        )
+
+
+def load_runs(runs: list[str | Path], device: str, announce: Callable[[str], None]) -> dict[str, ServedModel]:
+    """Each run under its directory's name (two runs of one name are an error, not a shadowing)."""
+    models: dict[str, ServedModel] = {}
+    for run in runs:
+        name = Path(run).resolve().name
+        if name in models:
+            raise HeadstartError(f"two runs are named {name!r} ({models[name].run} and {run}); rename one directory.")
+        announce(f"loading {run} (its ONNX graph is exported and checked when RUN/model.onnx is missing or older)")
+        models[name] = load_served(run, name, device)
+    return models
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """A listening socket (port 0: a free one, chosen by the system)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    try:
+        sock = socket.create_server((host, port), family=family, backlog=2048)
+    except OSError as exc:
+        raise HeadstartError(f"cannot listen on {host}:{port}: {exc.strerror or exc}; choose another --port (0 picks a free one).") from None
+    return sock
+
+
+def serve(models: dict[str, ServedModel], settings: Settings, host: str, port: int, *, quiet: bool = False, max_connections: int = 128) -> None:
+    sock = bind(host, port)
+    shown = f"[{host}]" if ":" in host else host
+    url = f"http://{shown}:{sock.getsockname()[1]}"
+    print(
+        f"serving {', '.join(models)} at {url}/  (page /, API /v1/models, docs /docs, metrics /metrics); "
+        "Ctrl+C or SIGTERM stops after the requests in flight",
+        flush=True,
+    )
+    config = uvicorn.Config(
+        create_app(models, settings), log_config=_log_config(quiet), access_log=not quiet, lifespan="on",
+        limit_concurrency=max_connections, timeout_graceful_shutdown=int(settings.timeout) + 1,
+    )
+    # uvicorn drains on SIGTERM, then raises the signal again for the handler it found: a no-op
+    # one lets a drained server exit 0 (a failure status would read as a crash to systemd or k8s).
+    signal.signal(signal.SIGTERM, lambda number, frame: None)
+    uvicorn.Server(config).run(sockets=[sock])
+    print("stopped: the requests in flight were answered", flush=True)
+
+
+def _log_config(quiet: bool) -> dict:
+    """uvicorn's own logging, less its start-up chatter (our line above says where it listens);
+    one access line per request unless -q."""
+    config = copy.deepcopy(LOGGING_CONFIG)
+    config["loggers"]["uvicorn.error"]["level"] = "WARNING"
+    config["loggers"]["uvicorn.access"]["level"] = "WARNING" if quiet else "INFO"
+    return config
