@@ -152,7 +152,7 @@ def test_every_bad_request_is_a_4xx_with_a_one_line_reason(run, served):
         "not an image": ("/v1/models/colours/predict", b"hello, I am a text file", 400, "not a recognised image format"),
         "truncated": ("/v1/models/colours/predict", png[: len(png) // 2], 400, "truncated"),
         "bomb": ("/v1/models/colours/predict", png_claiming(30_000, 30_000), 400, "decompression bomb"),
-        "over the limit": ("/v1/models/colours/predict", png + bytes(60_000), 413, "limit is"),
+        "over the limit": ("/v1/models/colours/predict", png + bytes(60_000), 413, "over the 0.0476837 MB limit"),
         "empty": ("/v1/models/colours/predict", b"", 400, "empty request"),
         "no such model": ("/v1/models/../../etc/passwd/predict", png, 404, "Not Found"),
         "unknown name": ("/v1/models/nope/predict", png, 404, "no model named 'nope'"),

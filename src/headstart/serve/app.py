@@ -227,12 +227,12 @@ async def _images(request: Request, settings: Settings) -> list[tuple[str | None
 async def _capped_body(request: Request, limit: int) -> bytes:
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > limit:
-        raise HTTPException(413, f"the request is {int(declared) / MB:.1f} MB; the limit is {limit / MB:g} MB (serve --max-upload-mb)")
+        raise HTTPException(413, f"the request is {int(declared):,} bytes, over the {limit / MB:g} MB limit (serve --max-upload-mb)")
     chunks, size = [], 0
     async for chunk in request.stream():
         size += len(chunk)
         if size > limit:
-            raise HTTPException(413, f"the request is over the {limit / MB:g} MB limit (serve --max-upload-mb)")
+            raise HTTPException(413, f"the request is over the {limit / MB:g} MB limit (serve --max-upload-mb)")  # chunked: no length said
         chunks.append(chunk)
     return b"".join(chunks)
 
