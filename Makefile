@@ -57,6 +57,8 @@ benchmarks: install
 	$(BIN)/python benchmarks/bench_scratch.py ../shared/datasets/oxford17flowers ../shared/datasets/hymenoptera
 	$(BIN)/python benchmarks/bench_style.py
 	$(BIN)/python benchmarks/bench_style_index.py
+	$(BIN)/headstart -q fit ../shared/datasets/hymenoptera -o runs/hym --strategy linear
+	$(BIN)/python benchmarks/bench_serve.py runs/hym ../shared/datasets/hymenoptera
 	$(BIN)/python benchmarks/bench_cold_fit.py ../shared/datasets/hymenoptera --baseline 584aa58 --repeats 5
 	$(BIN)/python benchmarks/bench_first_contact.py --repeats 3
 	$(BIN)/python benchmarks/bench_scale.py

@@ -186,7 +186,7 @@ def batches_run(metrics: str) -> float:
     return float(re.search(r"^headstart_batch_size_count (\S+)$", metrics, re.M).group(1))
 
 
-def test_concurrent_requests_share_batches_and_a_full_queue_answers_429(run, served):
+def test_concurrent_requests_share_batches_a_full_queue_answers_429_and_a_slow_one_503(run, served):
     png = held_images(run)[0].read_bytes()
     with running(served_app(served, max_wait=0.2)) as url:  # a batch waits 200 ms for company
         answers = asyncio.run(post_all(f"{url}/v1/models/colours/predict", [png] * 8))
@@ -204,6 +204,11 @@ def test_concurrent_requests_share_batches_and_a_full_queue_answers_429(run, ser
     statuses = sorted(a.status_code for a in answers)
     assert set(statuses) == {200, 429} and statuses.count(200) >= 2
     assert all("busy" in a.json()["error"] and a.headers["retry-after"] for a in answers if a.status_code == 429)
+    with running(create_app({"colours": replace(served, runner=slow)}, Settings(timeout=0.1))) as url:
+        late = httpx.post(f"{url}/v1/models/colours/predict", content=png)
+        health = httpx.get(f"{url}/healthz")
+    assert late.status_code == 503 and "timed out after 0.1 s" in late.json()["error"]
+    assert health.status_code == 200  # the abandoned image was skipped, the server goes on
 
 
 def test_a_reload_under_load_loses_no_request(run, served):
