@@ -123,6 +123,8 @@ def test_models_health_and_prometheus_metrics(run, served):
         report = httpx.get(f"{url}{models[0]['report']}")
         page = httpx.get(f"{url}/").text
         docs = httpx.get(f"{url}/openapi.json").json()
+        swagger = httpx.get(f"{url}/docs").text
+        assets = [httpx.get(url + asset).status_code for asset in re.findall(r'(?:src|href)="(/[^"]+\.(?:js|css))"', swagger)]
     (model,) = models
     assert model["name"] == "colours" and model["classes"] == ["blue", "green", "red"]
     assert model["strategy"] == "linear" and model["engine"] == "onnxruntime" and model["novelty"]["method"]
@@ -133,6 +135,7 @@ def test_models_health_and_prometheus_metrics(run, served):
     assert report.status_code == 200 and 'id="verdict"' in report.text
     assert 'id="files"' in page and "/v1/models" in page
     assert "/v1/models/{name}/predict" in docs["paths"]
+    assert len(assets) == 2 and assets == [200, 200]  # /docs works offline: Swagger UI from the package, not a CDN
 
 
 def png_claiming(width: int, height: int) -> bytes:

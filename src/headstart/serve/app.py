@@ -25,6 +25,7 @@ import numpy as np
 from fastapi import Depends, FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response
+from fastapi_offline import FastAPIOffline
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from starlette.exceptions import HTTPException
 from starlette.formparsers import MultiPartException, MultiPartParser
@@ -109,7 +110,9 @@ def create_app(models: dict[str, ServedModel], settings: Settings = Settings()) 
         await batcher.stop()
         decoding.shutdown(wait=False, cancel_futures=True)
 
-    app = FastAPI(title="headstart", version=__version__, lifespan=lifespan, description="Image classifiers fitted by headstart, served.")
+    # /docs served from files in the package: FastAPI's own page fetches Swagger UI from a CDN,
+    # blank on a machine without internet
+    app = FastAPIOffline(title="headstart", version=__version__, lifespan=lifespan, description="Image classifiers fitted by headstart, served.")
     app.add_middleware(_Measured, metrics=metrics)
     app.add_exception_handler(HTTPException, _error_response)
     app.add_exception_handler(RequestValidationError, _validation_response)
