@@ -183,6 +183,10 @@ def test_a_token_guards_the_api_and_is_required_beyond_loopback(run, served, cap
     assert right.status_code == 200 and health.status_code == 200
     assert main(["serve", str(run), "--host", "0.0.0.0"]) == 2
     assert "give --token" in capsys.readouterr().err
+    busy = bind("127.0.0.1", 0)
+    assert main(["serve", str(run), "--port", str(busy.getsockname()[1])]) == 2  # said before any model loads
+    assert "cannot listen on 127.0.0.1" in capsys.readouterr().err
+    busy.close()
 
 
 def batches_run(metrics: str) -> float:

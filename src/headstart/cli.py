@@ -548,7 +548,7 @@ def cmd_demo(args) -> int:
 def cmd_serve(args) -> int:
     from .serve import Settings, check_exposure, load_runs, serve
     from .serve.app import MB
-    from .serve.server import TOKEN_VARIABLE
+    from .serve.server import TOKEN_VARIABLE, bind
 
     token = args.token or os.environ.get(TOKEN_VARIABLE) or None
     check_exposure(args.host, token)
@@ -560,7 +560,8 @@ def cmd_serve(args) -> int:
         max_wait=args.max_wait_ms / 1000, max_queue=args.queue, device=args.device,
     )
     announce = (lambda line: None) if args.quiet else (lambda line: print(line, file=sys.stderr, flush=True))
-    serve(load_runs(args.runs, args.device, announce), settings, args.host, args.port, quiet=args.quiet, max_connections=args.max_connections)
+    sock = bind(args.host, args.port)
+    serve(load_runs(args.runs, args.device, announce), settings, sock, quiet=args.quiet, max_connections=args.max_connections)
     return 0
 
 

@@ -61,12 +61,14 @@ def bind(host: str, port: int) -> socket.socket:
         sock.listen(2048)
     except OSError as exc:
         sock.close()
-        raise HeadstartError(f"cannot listen on {host}:{port}: {exc.strerror or exc}; choose another --port (0 picks a free one).") from None
+        raise HeadstartError(f"cannot listen on {host}:{port}: {exc.strerror or exc}; choose another --host or --port (--port 0 picks a free one).") from None
     return sock
 
 
-def serve(models: dict[str, ServedModel], settings: Settings, host: str, port: int, *, quiet: bool = False, max_connections: int = 128) -> None:
-    sock = bind(host, port)
+def serve(models: dict[str, ServedModel], settings: Settings, sock: socket.socket, *, quiet: bool = False, max_connections: int = 128) -> None:
+    """Serve ``models`` on ``sock`` (from :func:`bind`, taken before the models load, so a busy port
+    is said at once) until SIGTERM or Ctrl+C."""
+    host = sock.getsockname()[0]
     shown = f"[{host}]" if ":" in host else host
     url = f"http://{shown}:{sock.getsockname()[1]}"
     print(
