@@ -140,7 +140,7 @@ def _model_commands(commands) -> None:
     serve.add_argument("runs", nargs="+", metavar="RUN", help="run directories written by fit")
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1, this machine only; any other needs --token)")
     serve.add_argument("--port", type=int, default=8000, help="port (default 8000; 0 picks a free one and prints it)")
-    serve.add_argument("--token", default=None, help="bearer token every /v1 request must carry (default: $HEADSTART_TOKEN)")
+    serve.add_argument("--token", default=None, help="bearer token every /v1 request must carry (default: $HEADSTART_TOKEN, which other users cannot read in ps)")
     serve.add_argument("--max-upload-mb", type=float, default=20.0, help="largest request body in MB (default 20)")
     serve.add_argument("--batch-size", type=int, default=32, help="most images run through the model together (default 32)")
     serve.add_argument("--max-wait-ms", type=float, default=5.0, help="how long a batch waits for more images, ms (default 5)")

@@ -94,52 +94,74 @@ class _Measured:
             self.metrics.latency.labels(path).observe(time.perf_counter() - started)
 
 
-def create_app(models: dict[str, ServedModel], settings: Settings = Settings()) -> FastAPI:
-    """The ASGI app serving ``models`` (name -> model); run it with uvicorn."""
-    batcher = Batcher(max_batch=settings.max_batch, max_wait=settings.max_wait, max_queue=settings.max_queue)
-    metrics = _Metrics(batcher)
-    batcher.on_batch = metrics.batch_size.observe
-    decoding = ThreadPoolExecutor(max_workers=settings.decode_threads, thread_name_prefix="headstart-decode")
-    reloading = asyncio.Lock()
+class _Serving:
+    """What the routes share: the models by name (each replaced whole on reload), the batcher, the
+    decoding threads and the metrics."""
+
+    def __init__(self, models: dict[str, ServedModel], settings: Settings):
+        self.models, self.settings = models, settings
+        self.batcher = Batcher(max_batch=settings.max_batch, max_wait=settings.max_wait, max_queue=settings.max_queue)
+        self.metrics = _Metrics(self.batcher)
+        self.batcher.on_batch = self.metrics.batch_size.observe
+        self.decoding = ThreadPoolExecutor(max_workers=settings.decode_threads, thread_name_prefix="headstart-decode")
+        self.reloading = asyncio.Lock()
+
+    def model(self, name: str) -> ServedModel:
+        if name not in self.models:
+            raise HTTPException(404, f"no model named {name!r}; GET /v1/models lists them")
+        return self.models[name]
+
+    async def predict(self, name: str, request: Request, top_k: int) -> dict:
+        model, settings = self.model(name), self.settings
+        try:
+            async with asyncio.timeout(settings.timeout):
+                images = await _images(request, settings)
+                rows = await asyncio.gather(*(_prepared(model, data, filename, self.decoding, settings) for filename, data in images))
+                answers = await self.batcher.submit(model, list(rows))
+        except QueueFull as exc:
+            raise HTTPException(429, f"busy: {exc}", headers={"Retry-After": "1"}) from None
+        except TimeoutError:
+            raise HTTPException(503, f"timed out after {settings.timeout:g} s (the server is overloaded); retry later", headers={"Retry-After": "5"}) from None
+        self.metrics.images.labels(name).inc(len(answers))
+        return {"model": name, "predictions": [_prediction(model, filename, *answer, top_k) for (filename, _), answer in zip(images, answers)]}
+
+    async def reload(self, name: str) -> ServedModel:
+        async with self.reloading:
+            old = self.model(name)
+            try:
+                new = await asyncio.get_running_loop().run_in_executor(None, load_served, old.run, name, self.settings.device)
+            except Exception as exc:
+                raise HTTPException(409, f"could not reload {name!r} from {old.run}: {_one_line(exc)}; still serving the model loaded before") from None
+            self.models[name] = new  # one assignment: a request sees the old model or the new, never a mix
+            return new
+
+    async def reload_all(self) -> None:
+        for name in list(self.models):
+            try:
+                await self.reload(name)
+            except HTTPException as exc:
+                log.warning("%s", exc.detail)  # the old model keeps serving
 
     @asynccontextmanager
-    async def lifespan(app):
-        batcher.start()
-        _on_sighup(lambda: asyncio.ensure_future(reload_all()))
+    async def lifespan(self, app):
+        self.batcher.start()
+        _on_sighup(lambda: asyncio.ensure_future(self.reload_all()))
         yield
-        await batcher.stop()
-        decoding.shutdown(wait=False, cancel_futures=True)
+        await self.batcher.stop()  # uvicorn has drained the requests by now
+        self.decoding.shutdown(wait=False, cancel_futures=True)
 
+
+def create_app(models: dict[str, ServedModel], settings: Settings = Settings()) -> FastAPI:
+    """The ASGI app serving ``models`` (name -> model); run it with uvicorn."""
+    serving = _Serving(models, settings)
     # /docs served from files in the package: FastAPI's own page fetches Swagger UI from a CDN,
     # blank on a machine without internet
-    app = FastAPIOffline(title="headstart", version=__version__, lifespan=lifespan, description="Image classifiers fitted by headstart, served.")
-    app.add_middleware(_Measured, metrics=metrics)
+    app = FastAPIOffline(title="headstart", version=__version__, lifespan=serving.lifespan, description="Image classifiers fitted by headstart, served.")
+    app.add_middleware(_Measured, metrics=serving.metrics)
     app.add_exception_handler(HTTPException, _error_response)
     app.add_exception_handler(RequestValidationError, _validation_response)
     authorised = [Depends(_bearer(settings.token))]
     page = resources.files(__package__).joinpath("static/index.html").read_text(encoding="utf-8")
-
-    def served(name: str) -> ServedModel:
-        if name not in models:
-            raise HTTPException(404, f"no model named {name!r}; GET /v1/models lists them")
-        return models[name]
-
-    async def reload_all() -> None:
-        for name in list(models):
-            try:
-                await reload(name)
-            except HTTPException as exc:
-                log.warning("%s", exc.detail)  # the old model keeps serving
-
-    async def reload(name: str) -> ServedModel:
-        async with reloading:
-            old = served(name)
-            try:
-                new = await asyncio.get_running_loop().run_in_executor(None, load_served, old.run, name, settings.device)
-            except Exception as exc:
-                raise HTTPException(409, f"could not reload {name!r} from {old.run}: {_one_line(exc)}; still serving the model loaded before") from None
-            models[name] = new  # one assignment: a request sees the old model or the new, never a mix
-            return new
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     async def index():
@@ -147,11 +169,11 @@ def create_app(models: dict[str, ServedModel], settings: Settings = Settings()) 
 
     @app.get("/healthz")
     async def healthz():
-        return {"status": "ok", "models": sorted(models), "queue": batcher.pending}
+        return {"status": "ok", "models": sorted(models), "queue": serving.batcher.pending}
 
     @app.get("/metrics", include_in_schema=False)
     async def prometheus():
-        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+        return Response(generate_latest(serving.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     @app.get("/v1/models", dependencies=authorised)
     async def list_models():
@@ -159,35 +181,24 @@ def create_app(models: dict[str, ServedModel], settings: Settings = Settings()) 
 
     @app.get("/v1/models/{name}", dependencies=authorised)
     async def one_model(name: str):
-        return _about(served(name))
+        return _about(serving.model(name))
 
     @app.get("/v1/models/{name}/report", response_class=HTMLResponse, dependencies=authorised)
     async def report(name: str):
-        path = served(name).report
+        path = serving.model(name).report
         if path is None:
             raise HTTPException(404, f"model {name!r} has no report.html (headstart report RUN writes one)")
         return HTMLResponse(path.read_text(encoding="utf-8"))
 
     @app.post("/v1/models/{name}/reload", dependencies=authorised)
     async def reload_model(name: str):
-        new = await reload(name)
+        new = await serving.reload(name)
         return {"model": name, "reloaded": True, "loaded_at": new.loaded_at}
 
     @app.post("/v1/models/{name}/predict", dependencies=authorised)
     async def predict(name: str, request: Request, top_k: int = Query(5, ge=1, description="classes to return per image")):
         """One image as the raw body (any Content-Type but multipart), or several as multipart files."""
-        model = served(name)
-        try:
-            async with asyncio.timeout(settings.timeout):
-                images = await _images(request, settings)
-                rows = await asyncio.gather(*(_prepared(model, data, filename, decoding, settings) for filename, data in images))
-                answers = await batcher.submit(model, list(rows))
-        except QueueFull as exc:
-            raise HTTPException(429, f"busy: {exc}", headers={"Retry-After": "1"}) from None
-        except TimeoutError:
-            raise HTTPException(503, f"timed out after {settings.timeout:g} s (the server is overloaded); retry later", headers={"Retry-After": "5"}) from None
-        metrics.images.labels(name).inc(len(answers))
-        return {"model": name, "predictions": [_prediction(model, filename, *answer, top_k) for (filename, _), answer in zip(images, answers)]}
+        return await serving.predict(name, request, top_k)
 
     return app
 
