@@ -54,15 +54,15 @@ class ProbabilityAverage(nn.Module):
         return self.members[0].out_features
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return _mean_log_probability([member(x) for member in self.members])
+        return mean_log_probability([member(x) for member in self.members])
 
     def logits_and_codes(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The averaged output and the first member's codes (the fine-tuned network's, whose
         detector scores them)."""
         first, codes = self.members[0].logits_and_codes(x)
-        return _mean_log_probability([first, *(member(x) for member in self.members[1:])]), codes
+        return mean_log_probability([first, *(member(x) for member in self.members[1:])]), codes
 
 
-def _mean_log_probability(outputs: list[torch.Tensor]) -> torch.Tensor:
+def mean_log_probability(outputs: list[torch.Tensor]) -> torch.Tensor:
     probabilities = torch.stack([output.float().softmax(dim=1) for output in outputs]).mean(0)
     return probabilities.clamp_min(torch.finfo(torch.float32).tiny).log()
