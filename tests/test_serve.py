@@ -277,6 +277,7 @@ def test_the_command_drains_requests_on_sigterm_and_reloads_on_sighup(run, expor
         server.kill()
         stderr = server.stderr.read()
     assert [a.status_code for a in answers] == [200] * 6, stderr
+    assert "Traceback" not in stderr
     assert all(json.loads(a.text)["predictions"][0]["label"] in ("blue", "green", "red") for a in answers)
 
 

@@ -540,7 +540,8 @@ def cmd_demo(args) -> int:
         "\nNext, with your own images: put them in one folder per class (like "
         f"{images}/train/<class>/), then\n"
         "  headstart fit PATH/TO/IMAGES -o runs/mine\n"
-        "  headstart predict runs/mine NEW_IMAGE.jpg --top-k 3"
+        "  headstart predict runs/mine NEW_IMAGE.jpg --top-k 3\n"
+        "  headstart serve runs/mine             # a page to try it at http://127.0.0.1:8000/, and a JSON API"
     )
     return 0
 

@@ -80,9 +80,11 @@ def serve(models: dict[str, ServedModel], settings: Settings, sock: socket.socke
         create_app(models, settings), log_config=_log_config(quiet), access_log=not quiet, lifespan="on",
         limit_concurrency=max_connections, timeout_graceful_shutdown=int(settings.timeout) + 1,
     )
-    # uvicorn drains on SIGTERM, then raises the signal again for the handler it found: a no-op
-    # one lets a drained server exit 0 (a failure status would read as a crash to systemd or k8s).
-    signal.signal(signal.SIGTERM, lambda number, frame: None)
+    # uvicorn drains on SIGTERM or Ctrl+C, then raises the signal again for the handler it found:
+    # no-op ones let a drained server exit 0 (a failure status would read as a crash to systemd or
+    # k8s) and keep asyncio's SIGINT handler from turning the re-raised signal into a traceback.
+    for number in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(number, lambda number, frame: None)
     uvicorn.Server(config).run(sockets=[sock])
     print("stopped: the requests in flight were answered", flush=True)
 
