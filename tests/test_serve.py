@@ -237,15 +237,19 @@ def test_a_reload_under_load_loses_no_request(run, served):
     assert [a.status_code for a in answers] == [200] * 80
 
 
-def test_a_saved_graph_is_used_only_while_it_is_newer_than_the_model(exported_run, monkeypatch):
+def test_a_graph_is_exported_once_and_a_saved_one_used_only_while_newer_than_the_model(run, exported_run, monkeypatch, tmp_path):
+    load_served(run)  # exports, and keeps the graph in the cache folder
+
     def no_export(*args, **kwargs):
         raise AssertionError("exported again")
 
     monkeypatch.setattr("headstart.export.export_onnx", no_export)
+    assert load_served(run).engine == "onnxruntime"  # the cached graph: same model.json, same weights
     assert load_served(exported_run).engine == "onnxruntime"  # read RUN/model.onnx
     weights = exported_run / "model.safetensors"
     later = (exported_run / "model.onnx").stat().st_mtime + 10
     os.utime(weights, (later, later))  # a refit after the export: the saved graph is stale
+    monkeypatch.setenv("HEADSTART_CACHE", str(tmp_path / "empty"))  # and no graph of this model is cached
     with pytest.raises(AssertionError, match="exported again"):
         load_served(exported_run)
     os.utime(weights, (later - 20, later - 20))

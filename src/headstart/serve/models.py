@@ -2,14 +2,16 @@
 turns a batch of prepared images into probabilities (and novelty scores).
 
 The runner is the exported ONNX graph in ONNX Runtime (RUN/model.onnx when it is newer than the
-model, else exported on the fly into memory: the run directory is only ever read), or the PyTorch
+model, else exported on the fly and kept in the cache folder: the run directory is only ever read), or the PyTorch
 module on CUDA when ``device`` says so. Either way the graph is the one ``headstart export`` checks
 against PyTorch, so the server answers what ``predict`` answers.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import logging
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -18,12 +20,16 @@ from typing import Callable
 
 import numpy as np
 
+from .._atomic import atomic_path
 from .._json import to_json_label
+from .._version import __version__
 from ..data.decode import decode_image
 from ..errors import HeadstartError
+from ..features.cache import default_cache_dir
 from ..fitted import FittedModel
-from ..persistence import METRICS_FILE, REPORT_FILE, WEIGHTS_FILE, load_model
+from ..persistence import META_FILE, METRICS_FILE, REPORT_FILE, WEIGHTS_FILE, load_model
 
+log = logging.getLogger(__name__)
 ONNX_FILE = "model.onnx"
 # Refused before decoding: 40 megapixels (a 7,300 x 5,500 photo) is larger than any camera image a
 # person uploads to try a model, and bounds what one request can make the server allocate (~120 MB).
@@ -103,14 +109,26 @@ def _onnx_runner(record: FittedModel, run: Path) -> tuple[Runner, str]:
 
 
 def _onnx_graph(record: FittedModel, run: Path) -> bytes:
-    """RUN/model.onnx when it was exported from the model now in RUN, else a fresh export."""
+    """RUN/model.onnx when it was exported from the model now in RUN, else the graph exported for
+    this very model before (in the cache folder, keyed by model.json, which names the weights'
+    hash), else a fresh export, kept there for the next start (11 s against 3.5 s on 2 cores)."""
     saved = run / ONNX_FILE
     if saved.is_file() and saved.stat().st_mtime >= (run / WEIGHTS_FILE).stat().st_mtime:
         return saved.read_bytes()
+    key = hashlib.sha256(__version__.encode() + (run / META_FILE).read_bytes()).hexdigest()
+    cached = default_cache_dir() / "served" / f"{key}.onnx"
+    if cached.is_file():
+        return cached.read_bytes()
     from ..export import export_onnx
 
     with tempfile.TemporaryDirectory(prefix="headstart-serve-") as folder:
-        return export_onnx(record, Path(folder) / ONNX_FILE).read_bytes()
+        graph = export_onnx(record, Path(folder) / ONNX_FILE).read_bytes()
+    try:
+        with atomic_path(cached) as partial:
+            partial.write_bytes(graph)
+    except OSError as exc:  # a read-only cache costs the next start an export, nothing more
+        log.info("could not keep the exported graph in %s: %s", cached.parent, exc)
+    return graph
 
 
 def _torch_cuda_runner(record: FittedModel) -> tuple[Runner, str]:

@@ -44,7 +44,7 @@ def load_runs(runs: list[str | Path], device: str, announce: Callable[[str], Non
         name = Path(run).resolve().name
         if name in models:
             raise HeadstartError(f"two runs are named {name!r} ({models[name].run} and {run}); rename one directory.")
-        announce(f"loading {run} (its ONNX graph is exported and checked when RUN/model.onnx is missing or older)")
+        announce(f"loading {run} (the first time, its ONNX graph is exported and checked: about 10 s)")
         models[name] = load_served(run, name, device)
     return models
 
