@@ -560,9 +560,12 @@ def cmd_serve(args) -> int:
         token=token, max_upload=int(args.max_upload_mb * MB), timeout=args.timeout, max_batch=args.batch_size,
         max_wait=args.max_wait_ms / 1000, max_queue=args.queue, device=args.device,
     )
-    announce = (lambda line: None) if args.quiet else (lambda line: print(line, file=sys.stderr, flush=True))
+    from .progress import shown
+
     sock = bind(args.host, args.port)
-    serve(load_runs(args.runs, args.device, announce), settings, sock, quiet=args.quiet, max_connections=args.max_connections)
+    with shown(args.show_progress):
+        models = load_runs(args.runs, args.device)
+    serve(models, settings, sock, quiet=args.quiet, max_connections=args.max_connections)
     return 0
 
 

@@ -20,6 +20,7 @@ from typing import Callable
 
 import numpy as np
 
+from .. import progress
 from .._atomic import atomic_path
 from .._json import to_json_label
 from .._version import __version__
@@ -121,6 +122,7 @@ def _onnx_graph(record: FittedModel, run: Path) -> bytes:
         return cached.read_bytes()
     from ..export import export_onnx
 
+    progress.announce(f"exporting {run}'s ONNX graph and checking it against PyTorch, once: later starts reuse it", seconds=10)
     with tempfile.TemporaryDirectory(prefix="headstart-serve-") as folder:
         graph = export_onnx(record, Path(folder) / ONNX_FILE).read_bytes()
     try:

@@ -8,11 +8,11 @@ import ipaddress
 import signal
 import socket
 from pathlib import Path
-from typing import Callable
 
 import uvicorn
 from uvicorn.config import LOGGING_CONFIG
 
+from .. import progress
 from ..errors import HeadstartError
 from .app import Settings, create_app
 from .models import ServedModel, load_served
@@ -37,14 +37,14 @@ def check_exposure(host: str, token: str | None) -> None:
         )
 
 
-def load_runs(runs: list[str | Path], device: str, announce: Callable[[str], None]) -> dict[str, ServedModel]:
+def load_runs(runs: list[str | Path], device: str) -> dict[str, ServedModel]:
     """Each run under its directory's name (two runs of one name are an error, not a shadowing)."""
     models: dict[str, ServedModel] = {}
     for run in runs:
         name = Path(run).resolve().name
         if name in models:
             raise HeadstartError(f"two runs are named {name!r} ({models[name].run} and {run}); rename one directory.")
-        announce(f"loading {run} (the first time, its ONNX graph is exported and checked: about 10 s)")
+        progress.announce(f"loading {run}")
         models[name] = load_served(run, name, device)
     return models
 
