@@ -559,6 +559,7 @@ def cmd_serve(args) -> int:
     settings = Settings(
         token=token, max_upload=int(args.max_upload_mb * MB), timeout=args.timeout, max_batch=args.batch_size,
         max_wait=args.max_wait_ms / 1000, max_queue=args.queue, device=args.device,
+        max_images=min(Settings.max_images, args.queue),  # a request the queue could never hold is refused as too large
     )
     from .progress import shown
 
