@@ -2,9 +2,9 @@
 turns a batch of prepared images into probabilities (and novelty scores).
 
 The runner is the exported ONNX graph in ONNX Runtime (RUN/model.onnx when it is newer than the
-model, else exported on the fly and kept in the cache folder: the run directory is only ever read), or the PyTorch
-module on CUDA when ``device`` says so. Either way the graph is the one ``headstart export`` checks
-against PyTorch, so the server answers what ``predict`` answers.
+model, else exported on the fly and kept in the cache folder: the run directory is only ever read),
+or the PyTorch module on CUDA when ``device`` says so. Either way the graph is the one
+``headstart export`` checks against PyTorch, so the server answers what ``predict`` answers.
 """
 
 from __future__ import annotations
