@@ -115,9 +115,10 @@ class _Serving:
         model, settings = self.model(name), self.settings
         try:
             async with asyncio.timeout(settings.timeout):
-                images = await _images(request, settings)
-                rows = await asyncio.gather(*(_prepared(model, data, filename, self.decoding, settings) for filename, data in images))
-                answers = await self.batcher.submit(model, list(rows))
+                with self.batcher.coming():
+                    images = await _images(request, settings)
+                    rows = await asyncio.gather(*(_prepared(model, data, filename, self.decoding, settings) for filename, data in images))
+                answers = await self.batcher.submit(model, list(rows))  # no await between: never counted as neither
         except QueueFull as exc:
             raise HTTPException(429, f"busy: {exc}", headers={"Retry-After": "1"}) from None
         except TimeoutError:

@@ -1,8 +1,10 @@
 """Dynamic batching: concurrent requests' images are run through the model together.
 
-One worker task takes the first waiting image, gathers whatever else is waiting or arrives within
-``max_wait`` seconds (up to ``max_batch``), and runs the batch in one thread of its own, so the event loop keeps
-accepting and decoding requests meanwhile; under load the next batch fills while this one runs. The
+One worker task takes the first waiting image, gathers whatever else is waiting and, while other
+requests are still being decoded, what arrives within ``max_wait`` seconds (up to ``max_batch``);
+it runs the batch in one thread of its own, so the event loop keeps accepting and decoding requests
+meanwhile, and under load the next batch fills while this one runs. A lone request does not wait
+for company that is not coming (1 client: 9.4 ms a request, 17 ms when it waited; docs/benchmarks.md). The
 queue is bounded by the number of images waiting or running: past it, ``submit`` refuses at once
 (the server answers 429) instead of letting memory grow with the backlog, as TorchServe and Triton
 do.
@@ -15,8 +17,9 @@ from __future__ import annotations
 
 import asyncio
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Iterator
 
 import numpy as np
 
@@ -37,9 +40,19 @@ class Batcher:
         self.max_batch, self.max_wait, self.max_queue = max_batch, max_wait, max_queue
         self.on_batch = on_batch or (lambda size: None)
         self.pending = 0  # images queued or running
+        self.preparing = 0  # requests admitted and being read or decoded: images on their way
         self._queue: asyncio.Queue[_Waiting] = asyncio.Queue()
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="headstart-batch")
         self._worker: asyncio.Task | None = None
+
+    @contextmanager
+    def coming(self) -> Iterator[None]:
+        """Around a request's reading and decoding: the worker waits for its images only meanwhile."""
+        self.preparing += 1
+        try:
+            yield
+        finally:
+            self.preparing -= 1
 
     def start(self) -> None:
         self._worker = asyncio.get_running_loop().create_task(self._work())
@@ -75,12 +88,12 @@ class Batcher:
                 self.pending -= len(batch)
 
     async def _gather(self) -> list[_Waiting]:
-        """The first waiting image and what else is there; if that is not a full batch, what else
-        arrives within ``max_wait`` (under load the queue fills while the previous batch runs, so
-        full batches go without waiting)."""
+        """The first waiting image and what else is there; if that is not a full batch and other
+        requests are on their way, what else arrives within ``max_wait`` (under load the queue fills
+        while the previous batch runs, so full batches go without waiting)."""
         batch = [await self._queue.get()]
         self._take_waiting(batch)
-        if len(batch) < self.max_batch and self.max_wait > 0:
+        if len(batch) < self.max_batch and self.max_wait > 0 and self.preparing > 0:
             await asyncio.sleep(self.max_wait)
             self._take_waiting(batch)
         return batch
