@@ -143,7 +143,7 @@ def _model_commands(commands) -> None:
     serve.add_argument("--token", default=None, help="bearer token every /v1 request must carry (default: $HEADSTART_TOKEN, which other users cannot read in ps)")
     serve.add_argument("--max-upload-mb", type=float, default=20.0, help="largest request body in MB (default 20)")
     serve.add_argument("--batch-size", type=int, default=32, help="most images run through the model together (default 32)")
-    serve.add_argument("--max-wait-ms", type=float, default=5.0, help="how long a batch waits for more images, ms (default 5)")
+    serve.add_argument("--max-wait-ms", type=float, default=5.0, help="how long a batch waits for more images while other requests are being decoded, ms (default 5)")
     serve.add_argument("--queue", type=int, default=256, help="most images waiting; past it requests are answered 429 (default 256)")
     serve.add_argument("--timeout", type=float, default=30.0, help="seconds a request may take, queueing included (default 30)")
     serve.add_argument("--max-connections", type=int, default=128, help="open connections at once; past it uvicorn answers 503 (default 128)")
