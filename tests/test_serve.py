@@ -202,6 +202,11 @@ def test_concurrent_requests_share_batches_a_full_queue_answers_429_and_a_slow_o
         batches = batches_run(httpx.get(f"{url}/metrics").text)
     assert [a.status_code for a in answers] == [200] * 8
     assert batches < 8  # eight requests, fewer runs of the model
+    with running(served_app(served, max_wait=5.0)) as url:
+        started = time.monotonic()
+        alone = httpx.post(f"{url}/v1/models/colours/predict", content=png)
+        waited = time.monotonic() - started
+    assert alone.status_code == 200 and waited < 2.5  # nothing else on its way: no 5 s wait for company
 
     def slow(batch):
         time.sleep(0.3)
