@@ -32,6 +32,7 @@ from headstart.export import export_onnx
 from headstart.serve import Settings, create_app, load_served
 from headstart.serve.server import bind
 from tests.conftest import browser_needed, write_class_folders
+from tests.test_estimator import FAST_FINETUNE, colour_data, tiny
 
 
 @pytest.fixture(scope="module")
@@ -112,6 +113,26 @@ def test_the_server_answers_what_predict_answers_and_leaves_the_run_as_it_was(ru
     assert [p["file"] for p in multipart] == [path.name for path in images]
     assert [p["label"] for p in multipart] == [p["label"] for p in raw]
     assert sorted(p.name for p in run.iterdir()) == before  # the graph was exported in memory, nothing written
+
+
+def test_a_fine_tuned_ensemble_is_served_as_it_predicts(tmp_path):
+    X, y = colour_data(per_class=24)  # enough held-out images for the network's novelty detector
+    model = tiny(strategy="finetune_top", finetune=FAST_FINETUNE).fit(X, y)
+    model.save(tmp_path / "tuned")
+    assert model.fitted_.ensembled and model.fitted_.novelty is not None
+    images, _ = colour_data(per_class=2, seed=9)
+    bodies = []
+    for image in images:
+        buffer = io.BytesIO()
+        image.save(buffer, format="PNG")
+        bodies.append(buffer.getvalue())
+    with running(create_app({"tuned": load_served(tmp_path / "tuned")})) as url:
+        answers = [httpx.post(f"{url}/v1/models/tuned/predict?top_k=3", content=body).json()["predictions"][0] for body in bodies]
+    expected = model.predict_proba(images)
+    for answer, row in zip(answers, expected):
+        top = {t["label"]: t["probability"] for t in answer["top"]}
+        np.testing.assert_allclose([top[c] for c in model.classes_], row, atol=1e-4)
+    np.testing.assert_allclose([a["novelty"] for a in answers], model.novelty_score(images), atol=1e-4)
 
 
 def test_models_health_and_prometheus_metrics(run, served):
