@@ -155,7 +155,7 @@ def test_models_health_and_prometheus_metrics(run, served):
     assert "headstart_batch_size_count 1.0" in metrics and "headstart_queue_images 0.0" in metrics
     assert report.status_code == 200 and 'id="verdict"' in report.text
     assert 'id="files"' in page and "/v1/models" in page
-    assert "/v1/models/{name}/predict" in docs["paths"]
+    assert "multipart/form-data" in docs["paths"]["/v1/models/{name}/predict"]["post"]["requestBody"]["content"]  # /docs can upload
     assert len(assets) == 2 and assets == [200, 200]  # /docs works offline: Swagger UI from the package, not a CDN
 
 

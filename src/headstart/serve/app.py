@@ -53,6 +53,15 @@ class Settings:
     decode_threads: int = max(1, min(8, os.cpu_count() or 1))
 
 
+# The body predict reads itself (raw, or multipart), described for /docs, whose "Try it out" then
+# offers a file chooser.
+_BINARY = {"schema": {"type": "string", "format": "binary"}}
+_PREDICT_BODY = {"requestBody": {"required": True, "content": {
+    "image/jpeg": _BINARY, "image/png": _BINARY, "application/octet-stream": _BINARY,
+    "multipart/form-data": {"schema": {"type": "object", "properties": {"images": {"type": "array", "items": {"type": "string", "format": "binary"}}}}},
+}}}
+
+
 class _Metrics:
     """Prometheus series, in a registry of this app's own (two apps in one process stay apart)."""
 
@@ -196,7 +205,7 @@ def create_app(models: dict[str, ServedModel], settings: Settings = Settings()) 
         new = await serving.reload(name)
         return {"model": name, "reloaded": True, "loaded_at": new.loaded_at}
 
-    @app.post("/v1/models/{name}/predict", dependencies=authorised)
+    @app.post("/v1/models/{name}/predict", dependencies=authorised, openapi_extra=_PREDICT_BODY)
     async def predict(name: str, request: Request, top_k: int = Query(5, ge=1, description="classes to return per image")):
         """One image as the raw body (any Content-Type but multipart), or several as multipart files."""
         return await serving.predict(name, request, top_k)
