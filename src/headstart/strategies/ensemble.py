@@ -64,5 +64,7 @@ class ProbabilityAverage(nn.Module):
 
 
 def mean_log_probability(outputs: list[torch.Tensor]) -> torch.Tensor:
+    """The log of the members' mean softmax probabilities: the ensemble's output (also what the
+    pipeline computes for calibrating its detector, from out-of-fold logits)."""
     probabilities = torch.stack([output.float().softmax(dim=1) for output in outputs]).mean(0)
     return probabilities.clamp_min(torch.finfo(torch.float32).tiny).log()
