@@ -11,7 +11,7 @@ import os
 import sys
 from pathlib import Path
 
-from .errors import HeadstartError
+from .errors import HeadstartError, one_line
 
 log = logging.getLogger("headstart")
 
@@ -39,7 +39,7 @@ def main(argv: list[str] | None = None) -> int:
     except (HeadstartError, FileNotFoundError, PermissionError) as exc:
         if args.debug:
             raise
-        print(f"error: {_one_line(exc)}", file=sys.stderr)
+        print(f"error: {one_line(exc)}", file=sys.stderr)
         return EXIT_ERROR
 
 
@@ -377,7 +377,7 @@ def _fit_on_this_rank(args, world) -> int:
     except RuntimeError as exc:  # a collective that failed or timed out: another rank died or hangs
         if not world.active or args.debug:
             raise
-        print(f"error: rank {world.rank} of {world.size}: lost the other processes ({_one_line(exc)[:200]}); the whole job stops.", file=sys.stderr)
+        print(f"error: rank {world.rank} of {world.size}: lost the other processes ({one_line(exc)[:200]}); the whole job stops.", file=sys.stderr)
         return EXIT_ERROR
     finally:
         distributed.stop()
@@ -935,11 +935,6 @@ def _expand_images(items: list[str]) -> list[Path]:
 def _ellipsis(values, limit: int) -> str:
     shown = ", ".join(map(str, values[:limit]))
     return shown + (f", ... ({len(values) - limit} more)" if len(values) > limit else "")
-
-
-def _one_line(exc: BaseException) -> str:
-    text = str(exc).strip() or type(exc).__name__
-    return " ".join(text.split())
 
 
 class _LowercaseLevelFormatter(logging.Formatter):

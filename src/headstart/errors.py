@@ -21,6 +21,13 @@ class ModelFileError(HeadstartError, OSError):
     """A saved model directory is missing, incomplete or from an incompatible version."""
 
 
+def one_line(reason) -> str:
+    """An error (or its text) as the single line the CLI prints and the server answers; an error
+    without a message is named by its type."""
+    text = str(reason).strip() or (type(reason).__name__ if isinstance(reason, BaseException) else "")
+    return " ".join(text.split())
+
+
 def check_choice(name: str, value, allowed) -> None:
     """Raise a DataError naming ``value``, the allowed values and the nearest one, unless allowed."""
     if value in allowed:

@@ -32,6 +32,7 @@ from starlette.formparsers import MultiPartException, MultiPartParser
 
 from .._version import __version__
 from ..data.decode import UnreadableImage
+from ..errors import one_line
 from .batching import Batcher, QueueFull
 from .models import SERVE_MAX_PIXELS, ServedModel, load_served
 
@@ -141,7 +142,7 @@ class _Serving:
             try:
                 new = await asyncio.get_running_loop().run_in_executor(None, load_served, old.run, name, self.settings.device)
             except Exception as exc:
-                raise HTTPException(409, f"could not reload {name!r} from {old.run}: {_one_line(exc)}; still serving the model loaded before") from None
+                raise HTTPException(409, f"could not reload {name!r} from {old.run}: {one_line(exc)}; still serving the model loaded before") from None
             self.models[name] = new  # one assignment: a request sees the old model or the new, never a mix
             return new
 
@@ -289,17 +290,13 @@ def _about(model: ServedModel) -> dict:
 
 
 async def _error_response(request: Request, exc: HTTPException) -> JSONResponse:
-    return JSONResponse({"error": _one_line(exc.detail)}, status_code=exc.status_code, headers=exc.headers)
+    return JSONResponse({"error": one_line(exc.detail)}, status_code=exc.status_code, headers=exc.headers)
 
 
 async def _validation_response(request: Request, exc: RequestValidationError) -> JSONResponse:
     first = exc.errors()[0]
     where = ".".join(str(part) for part in first.get("loc", ()) if part not in ("query", "path", "body"))
     return JSONResponse({"error": f"{where}: {first.get('msg', 'invalid')}"}, status_code=422)
-
-
-def _one_line(value) -> str:
-    return " ".join(str(value).split())
 
 
 def _on_sighup(reload) -> None:

@@ -54,7 +54,8 @@ class ServedModel:
 
     @property
     def classes(self) -> list:
-        return [to_json_label(c) for c in self.record.classes]
+        """The labels as JSON has them, made once at load (every prediction reads them)."""
+        return self.description["classes"]
 
     @property
     def threshold(self) -> float | None:
