@@ -308,6 +308,8 @@ def test_the_command_drains_requests_on_sigterm_and_reloads_on_sighup(run, expor
     finally:
         server.kill()
         stderr = server.stderr.read()
+        server.stdout.close()
+        server.stderr.close()
     assert [a.status_code for a in answers] == [200] * 6, stderr
     assert "Traceback" not in stderr
     assert all(json.loads(a.text)["predictions"][0]["label"] in ("blue", "green", "red") for a in answers)

@@ -243,7 +243,10 @@ async def _images(request: Request, settings: Settings) -> list[tuple[str | None
         form = await MultiPartParser(request.headers, once(), max_files=settings.max_images, max_part_size=settings.max_upload).parse()
     except MultiPartException as exc:
         raise HTTPException(400, f"bad multipart body: {exc.message}") from None
-    files = [(value.filename, await value.read()) for _, value in form.multi_items() if not isinstance(value, str)]
+    try:
+        files = [(value.filename, await value.read()) for _, value in form.multi_items() if not isinstance(value, str)]
+    finally:
+        await form.close()  # each file part is a SpooledTemporaryFile
     if not files:
         raise HTTPException(400, "the multipart body holds no file: send each image as a file field")
     return files
