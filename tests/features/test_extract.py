@@ -130,6 +130,35 @@ def test_failed_export_falls_back_to_pytorch(image_paths, monkeypatch, caplog):
     assert "using PyTorch" in caplog.text
 
 
+def test_a_graph_tracing_cannot_export_comes_from_the_dynamo_exporter_and_agrees(monkeypatch, tmp_path, caplog):
+    pytest.importorskip("onnxruntime")
+    import logging
+
+    import torch
+
+    from headstart.backbones import PRE_LOGITS, build_tap_model
+    from headstart.features import engine
+
+    real, used = engine._export, []
+
+    def tracing_fails(model, example, path, names, *, dynamo):
+        used.append(dynamo)
+        if not dynamo:
+            raise RuntimeError("tracing cannot export this")
+        real(model, example, path, names, dynamo=dynamo)
+
+    monkeypatch.setattr(engine, "_export", tracing_fails)
+    model = build_tap_model(get_backbone("tiny"), PRE_LOGITS)
+    with caplog.at_level(logging.INFO, logger="headstart.features.engine"):
+        engine.export_verified(model, tmp_path / "graph.onnx", 32)
+    assert used == [False, True] and "using the dynamo exporter" in caplog.text
+    # 19 images: ONNX Runtime takes them ONNX_BATCH at a time, and every row lands where it belongs.
+    batch = torch.rand(19, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    with torch.inference_mode():
+        expected = model(batch).numpy()
+    np.testing.assert_allclose(engine.OnnxEngine(tmp_path / "graph.onnx")(batch), expected, rtol=1e-4, atol=1e-5)
+
+
 def test_a_pass_too_small_to_pay_for_an_export_runs_eagerly_and_a_large_one_exports(image_paths, monkeypatch, tmp_path):
     pytest.importorskip("onnxruntime")
     from headstart.features import engine
