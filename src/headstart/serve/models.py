@@ -113,7 +113,7 @@ def _onnx_runner(record: FittedModel, run: Path) -> tuple[Runner, str]:
 def _onnx_graph(record: FittedModel, run: Path) -> bytes:
     """RUN/model.onnx when it was exported from the model now in RUN, else the graph exported for
     this very model before (in the cache folder, keyed by model.json, which names the weights'
-    hash), else a fresh export, kept there for the next start (11 s against 3.5 s on 2 cores)."""
+    hash), else a fresh export, kept there for the next start (5.2 s against 3.5 s on 2 cores)."""
     saved = run / ONNX_FILE
     if saved.is_file() and saved.stat().st_mtime >= (run / WEIGHTS_FILE).stat().st_mtime:
         return saved.read_bytes()
@@ -123,7 +123,7 @@ def _onnx_graph(record: FittedModel, run: Path) -> bytes:
         return cached.read_bytes()
     from ..export import export_onnx
 
-    progress.announce(f"exporting {run}'s ONNX graph and checking it against PyTorch, once: later starts reuse it", seconds=10)
+    progress.announce(f"exporting {run}'s ONNX graph and checking it against PyTorch, once: later starts reuse it", seconds=2)
     with tempfile.TemporaryDirectory(prefix="headstart-serve-") as folder:
         graph = export_onnx(record, Path(folder) / ONNX_FILE).read_bytes()
     try:
