@@ -180,7 +180,7 @@ def test_the_partner_backbone_joins_only_beyond_the_noise(partner_informative, c
         partner[:, :3] += 3.0 * np.eye(3)[labels]
     _, alone = fit_linear_head(weak, labels)
     sweep = [TapScore(PRE_LOGITS, 1.0, 32, alone.cv_score, alone.cv_score_std), TapScore("features.1", 0.5, 16, 0.3, 0.05)]
-    sample = {"labels": labels, "index": np.arange(60), "codes": {PRE_LOGITS: weak, "features.1": weak[:, :16]}, "partner": ("partner", partner)}
+    sample = {"labels": labels, "index": np.arange(60), "codes": {PRE_LOGITS: weak, "features.1": weak[:, :16]}, "partner": ("partner", partner, PRE_LOGITS)}
     plan = planning.decide(TINY, measurements(20, sweep=sweep), sample, [None] * 60)
     assert plan.case == "small, similar" and plan.strategy == "linear" and plan.backbone == chosen
     line = next(line for line in plan.explanation if line.startswith("Second embedded backbone"))
@@ -189,17 +189,39 @@ def test_the_partner_backbone_joins_only_beyond_the_noise(partner_informative, c
     assert ("top-layer codes of tiny and partner" in plan.describe()) == partner_informative
 
 
-def test_a_plan_that_joins_two_backbones_fits_saves_and_reloads(monkeypatch, tmp_path):
+def test_unlike_imagenet_the_partner_joins_at_its_own_best_tap():
+    rng = np.random.default_rng(0)
+    labels = np.repeat(np.arange(3), 20)
+    weak = np.abs(rng.normal(size=(60, 16)))
+    weak[:, :3] += 0.7 * np.eye(3)[labels]
+    partner = np.abs(rng.normal(size=(60, 24)))
+    partner[:, :3] += 3.0 * np.eye(3)[labels]
+    _, alone = fit_linear_head(weak, labels)
+    sweep = [TapScore(PRE_LOGITS, 1.0, 32, 0.3, 0.05), TapScore("features.1", 0.5, 16, alone.cv_score, alone.cv_score_std)]
+    codes = {PRE_LOGITS: np.abs(rng.normal(size=(60, 32))), "features.1": weak}
+    sample = {"labels": labels, "index": np.arange(60), "codes": codes, "partner": ("partner", partner, "blocks.5")}
+    # no time for a fine-tuning trial: the rule's linear head on an earlier tap
+    plan = planning.decide(TINY, measurements(20, confidence=0.1, bn=0.9, sweep=sweep), sample, [None] * 60, time_budget=1e-6)
+    assert plan.case == "small, different" and plan.strategy == "linear"
+    assert (plan.backbone, plan.tap) == ("tiny+partner", "features.1+blocks.5")
+    assert "the features.1 codes of tiny and the blocks.5 codes of partner" in plan.describe()
+    assert any(line.startswith("Second embedded backbone: tiny features.1 and partner blocks.5 codes joined") for line in plan.explanation)
+
+
+@pytest.mark.parametrize("tap, width", [(PRE_LOGITS, 64), ("features.1+pre_logits", 48)])
+def test_a_plan_that_joins_two_backbones_fits_saves_and_reloads(tap, width, monkeypatch, tmp_path):
     import headstart.advisor as advisor
 
     real = advisor.advise
-    monkeypatch.setattr(advisor, "advise", lambda *a, **k: replace(real(*a, **k), backbone="tiny+tiny@he_normal", tap=PRE_LOGITS))
+    monkeypatch.setattr(advisor, "advise", lambda *a, **k: replace(real(*a, **k), strategy="linear", backbone="tiny+tiny@he_normal", tap=tap))
     X, y = colour_data()
     model = TransferClassifier("tiny", engine="torch").fit(X, y)
     assert model.backbone_ == model.fitted_.backbone == "tiny+tiny@he_normal"
-    assert model.head_.coef.shape == (3, 64) and model.tap_ == PRE_LOGITS
+    assert model.head_.coef.shape == (3, width) and model.tap_ == tap  # one tap for both, or one each
     codes = model.transform(X)
-    np.testing.assert_allclose(np.linalg.norm(codes[:, :32], axis=1), 1.0, rtol=1e-5)  # each backbone's part has unit rows
+    first = width - 32
+    np.testing.assert_allclose(np.linalg.norm(codes[:, :first], axis=1), 1.0, rtol=1e-5)  # each backbone's part has unit rows
+    np.testing.assert_allclose(np.linalg.norm(codes[:, first:], axis=1), 1.0, rtol=1e-5)
     model.save(tmp_path / "run")
     loaded = TransferClassifier.load(tmp_path / "run")
     assert loaded.backbone_ == "tiny+tiny@he_normal"

@@ -118,8 +118,11 @@ def test_concatenated_backbones(tmp_path):
     assert model.transform(X[:2]).shape == (2, 64)
     model.save(tmp_path / "run")
     np.testing.assert_array_equal(TransferClassifier.load(tmp_path / "run").predict_proba(X), model.predict_proba(X))
-    with pytest.raises(DataError, match="ambiguous"):
-        TransferClassifier("tiny+tiny", tap="features.1", engine="torch").fit(X, y)
+    # one tap for both backbones, or one each
+    assert TransferClassifier("tiny+tiny", tap="features.1", engine="torch").fit(X, y).transform(X[:2]).shape == (2, 32)
+    assert TransferClassifier("tiny+tiny", tap="features.0+features.1", engine="torch").fit(X, y).transform(X[:2]).shape == (2, 24)
+    with pytest.raises(DataError, match="does not fit the joined backbone"):
+        TransferClassifier("tiny+tiny", tap="features.0+features.1+features.2", engine="torch").fit(X, y)
 
 
 FAST_FINETUNE = {"epochs": 2, "batch_size": 8, "precision": "fp32", "augmentation": "none", "head_lr": 1e-3}

@@ -37,10 +37,35 @@ def test_cli_exports_a_saved_run(colour_splits, tmp_path, capsys):
     assert (tmp_path / "run" / "model.onnx").exists() and (tmp_path / "run" / "model.onnx.json").exists()
 
 
-def test_concatenated_backbones_cannot_be_one_graph(tmp_path):
+def tiny_prepared(name: str, **changes):
+    """A backbone registered as ``name``: tiny's network, its input prepared otherwise."""
+    from dataclasses import replace
+
+    from headstart.backbones import get_backbone
+
+    spec = get_backbone("tiny")
+    return lambda: replace(spec, name=name, preprocessing=replace(spec.preprocessing, **changes), weights_id=f"{spec.weights_id}-{name}")
+
+
+def test_joined_backbones_export_as_one_graph_that_predicts_like_the_model(tmp_path, monkeypatch):
+    from headstart.backbones import registry
+
+    # Another mean and std: the graph takes the first backbone's input and re-normalises it for the second.
+    monkeypatch.setitem(registry._REGISTRY, "tiny_other_norm", tiny_prepared("tiny_other_norm", mean=(0.2, 0.4, 0.6), std=(0.3, 0.2, 0.1)))
+    X, y = colour_data(per_class=8)
+    model = TransferClassifier("tiny+tiny_other_norm", tap="features.1+pre_logits", engine="torch").fit(X, y)
+    path = export_onnx(model, tmp_path / "model.onnx")
+    X_test, _ = colour_data(per_class=3, seed=9)
+    np.testing.assert_allclose(onnx_probabilities(path, X_test, model.preprocessing_), model.predict_proba(X_test), atol=1e-4)
+
+
+def test_joined_backbones_that_crop_differently_cannot_be_one_graph(tmp_path, monkeypatch):
+    from headstart.backbones import registry
+
+    monkeypatch.setitem(registry._REGISTRY, "tiny_other_crop", tiny_prepared("tiny_other_crop", resize=40))
     X, y = colour_data()
-    model = TransferClassifier("tiny+tiny", engine="torch").fit(X, y)
-    with pytest.raises(HeadstartError, match="cannot export 'tiny\\+tiny'"):
+    model = TransferClassifier("tiny+tiny_other_crop", engine="torch").fit(X, y)
+    with pytest.raises(HeadstartError, match="resize, crop or scale their inputs differently"):
         export_onnx(model, tmp_path / "model.onnx")
 
 

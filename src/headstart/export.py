@@ -18,7 +18,6 @@ from torch import nn
 
 from ._atomic import write_text
 from ._json import to_json_label
-from .errors import HeadstartError
 from .features.engine import export_verified
 from .fitted import as_record
 from .strategies.novelty import NoveltyModule
@@ -52,10 +51,6 @@ def probability_module(model) -> nn.Module:
     """The fitted model (a TransferClassifier or its FittedModel) as one eval-mode module from a
     preprocessed image batch to probabilities (and, with a novelty detector, its scores too)."""
     record = as_record(model)
-    if "+" in record.backbone:
-        raise HeadstartError(
-            f"cannot export {record.backbone!r} as one graph: its backbones expect differently prepared inputs; export one backbone's model."
-        )
     network = record.predictor()
     model = network if network is not None else record.linear_probe()
     if record.novelty is not None:

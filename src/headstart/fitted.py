@@ -16,7 +16,7 @@ from torch import nn
 
 from ._json import as_json, to_json_label
 from .advisor import Plan
-from .backbones import Preprocessing, build_tap_model, get_backbone
+from .backbones import Preprocessing, backbone_taps, build_joined_model, build_tap_model, get_backbone
 from .errors import ModelFileError
 from .strategies import LinearFitReport, LinearHead
 from .strategies.ensemble import LinearProbeNet, ProbabilityAverage
@@ -77,9 +77,15 @@ class FittedModel:
         return self._ensemble
 
     def linear_probe(self) -> LinearProbeNet:
-        """The linear head on its backbone's codes as one module (one backbone: joined ones expect
-        differently prepared inputs)."""
-        return LinearProbeNet(build_tap_model(get_backbone(self.backbone), self.tap), self.head)
+        """The linear head on its backbone's codes as one module, from an input prepared as
+        :attr:`preprocessing` says (joined backbones: the first one's preparation, re-normalised
+        inside for the others)."""
+        if "+" not in self.backbone:
+            return LinearProbeNet(build_tap_model(get_backbone(self.backbone), self.tap), self.head)
+        specs, taps = zip(*[(get_backbone(name), part or get_backbone(name).default_tap) for name, part in backbone_taps(self.backbone, self.tap)])
+        size = self.input_size
+        preprocessings = [spec.preprocessing.with_size(size) if size else spec.preprocessing for spec in specs]
+        return LinearProbeNet(build_joined_model(list(specs), list(taps), preprocessings), self.head)
 
     def to_json(self) -> dict:
         """Everything but the arrays, the plan and the history (each saved beside it)."""

@@ -14,7 +14,7 @@ import numbers
 from dataclasses import dataclass, fields
 
 from .advisor import Plan
-from .backbones import PRE_LOGITS, get_backbone
+from .backbones import backbone_taps, get_backbone
 from .backbones.scratch import DEFAULT_INIT
 from .errors import DataError, HeadstartError, check_choice
 from .features import code_extractor
@@ -162,18 +162,18 @@ def _check_backbone_and_tap(params: dict) -> None:
     if not isinstance(backbone, str) or not backbone:
         raise DataError(f"backbone={backbone!r} must name a backbone, e.g. 'mobilenet_v2' (see headstart.list_backbones()).")
     names = backbone.split("+")
-    if len(names) > 1 and tap not in (None, PRE_LOGITS):
-        raise DataError(f"tap={tap!r} is ambiguous for the concatenated backbone {backbone!r}; leave tap unset.")
+    taps = (tap or "").split("+")
+    if len(names) > 1 and len(taps) not in (1, len(names)):
+        raise DataError(f"tap={tap!r} does not fit the joined backbone {backbone!r}: give one tap for all, or one per backbone joined by '+', in order.")
     if len(names) > 1 and strategy not in ("auto", "linear"):
         raise DataError(f"strategy {strategy!r} trains one network, but backbone={backbone!r} joins several; give one backbone, or strategy='linear'.")
     if strategy == "scratch":
         names = [_scratch_backbone(params)]
     try:
-        for name in names:
+        for name, part in backbone_taps("+".join(names), tap):
             spec = get_backbone(name)
-            for part in (tap or "").split("+"):
-                if part:
-                    spec.require_tap(part)
+            if part:
+                spec.require_tap(part)
     except HeadstartError as exc:
         raise DataError(str(exc)) from None
 

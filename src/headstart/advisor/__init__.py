@@ -64,7 +64,8 @@ def advise(
     if (cached := _cached(root, key, start)) is not None:  # the same content, seen under other names or dates
         return cached
     if _partner_worth_reading(spec, measurements, tap, time_budget):
-        _add_partner(sample, PARTNERS[spec.name], images, input_size, device, batch_size, cache, cache_dir)
+        similar = classify(measurements)[1]
+        _add_partner(sample, PARTNERS[spec.name], images, input_size, device, batch_size, cache, cache_dir, similar, random_state)
     plan = decide(
         spec, measurements, sample, images, time_budget=time_budget, tap=tap, finetune_overrides=finetune,
         random_state=random_state, preprocessing=preprocessing,
@@ -96,33 +97,54 @@ def _cached(root, key: str | None, start: float) -> Plan | None:
 
 
 def _partner_worth_reading(spec: BackboneSpec, measurements: Measurements, tap: str | None, time_budget: float | None) -> bool:
-    """Whether decide() may offer the partner backbone's codes: small data like ImageNet's, the top
-    tap chosen (only a head on the top codes is offered them; ask before paying for them), and time
-    for them (about one more pass over the sample; they are cached for the fit)."""
+    """Whether decide() may offer the partner backbone's codes: small data, the tap left to the
+    advisor and one tap chosen (only a head on one tap is offered them; ask before paying for
+    them), the top tap for data like ImageNet's, and time for them (about one more pass over the
+    sample; they are cached for the fit)."""
     small, similar = classify(measurements)
     affordable = time_budget is None or measurements.seconds + 2 * measurements.n_measured * measurements.seconds_per_image <= time_budget
-    top_chosen = best_linear(measurements.sweep, prefer_earlier=False).tap == PRE_LOGITS
-    return small and similar and tap is None and spec.name in PARTNERS and affordable and top_chosen
+    chosen = best_linear(measurements.sweep, prefer_earlier=small and not similar).tap
+    return small and tap is None and spec.name in PARTNERS and affordable and "+" not in chosen and (chosen == PRE_LOGITS or not similar)
 
 
-def _add_partner(sample: dict, name: str, images, input_size, device, batch_size, cache, cache_dir) -> None:
-    """The partner's top codes of the sample, as ``sample["partner"]``, when it can give them all."""
-    codes = _partner_codes(name, [images[i] for i in sample["index"]], input_size, device, batch_size, cache, cache_dir)
-    if codes is not None:
-        sample["partner"] = (name, codes)
+def _add_partner(sample: dict, name: str, images, input_size, device, batch_size, cache, cache_dir, similar: bool, random_state: int) -> None:
+    """The partner's codes of the sample, as ``sample["partner"] = (name, codes, tap)``, when it can
+    give them all: its top codes for data like ImageNet's (where the top tap is chosen), else those
+    of its own sweep's best single tap, from one measuring pass of the partner."""
+    sources = [images[i] for i in sample["index"]]
+    try:
+        if similar:
+            codes, tap = _partner_codes(name, sources, input_size, device, batch_size, cache, cache_dir), PRE_LOGITS
+        else:
+            codes, tap = _partner_sweep_codes(name, sources, sample["labels"], input_size, device, batch_size, cache, cache_dir, random_state)
+    except HeadstartError:
+        return  # e.g. its weights package is missing: the plan stays on one backbone
+    if codes is not None and len(codes) == len(sources):
+        sample["partner"] = (name, codes, tap)
 
 
 def _partner_codes(name, images, input_size, device, batch_size, cache, cache_dir) -> np.ndarray | None:
     """Top codes of the sample from the partner backbone; None if it cannot give them all."""
     from ..features import CodeExtractor
 
-    try:
-        extractor = CodeExtractor(get_backbone(name), PRE_LOGITS, input_size=input_size, device=device, batch_size=batch_size, cache=cache, cache_dir=cache_dir)
-        progress.announce(f"second backbone: {name}'s codes of the {len(images)} measured images, to try beside the first's")
-        codes = extractor(images, progress=progress.enabled(), desc=f"codes [{name}]")
-    except HeadstartError:
-        return None  # e.g. its weights package is missing: the plan stays on one backbone
+    extractor = CodeExtractor(get_backbone(name), PRE_LOGITS, input_size=input_size, device=device, batch_size=batch_size, cache=cache, cache_dir=cache_dir)
+    progress.announce(f"second backbone: {name}'s codes of the {len(images)} measured images, to try beside the first's")
+    codes = extractor(images, progress=progress.enabled(), desc=f"codes [{name}]")
     return None if codes.failures else codes.codes
+
+
+def _partner_sweep_codes(name, images, labels, input_size, device, batch_size, cache, cache_dir, random_state) -> tuple[np.ndarray, str]:
+    """The partner's codes of the sample at its sweep's best single tap (data unlike ImageNet: which
+    depth transfers best differs between networks), and that tap."""
+    spec = get_backbone(name)
+    progress.announce(f"second backbone: {name} measured on the same images, to try its best depth beside the first's")
+    preprocessing = spec.preprocessing.with_size(input_size) if input_size else spec.preprocessing
+    measurements, sample = measure(
+        spec, images, labels, preprocessing=preprocessing, device=device, batch_size=batch_size, cache=cache, cache_dir=cache_dir,
+        max_images=len(images), random_state=random_state,  # the images the first backbone's codes are of, all of them
+    )
+    best = max((s for s in measurements.sweep if "+" not in s.tap), key=lambda s: s.cv_accuracy)
+    return sample["codes"][best.tap], best.tap
 
 
 __all__ = ["Alternative", "Measurements", "Plan", "Similarity", "SizeStats", "TapScore", "advise", "mirror_probe", "sweep_taps"]

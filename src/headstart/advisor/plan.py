@@ -106,7 +106,7 @@ class Plan:
         if self.strategy != "linear":
             return f"{self.strategy} (head warm-started from the linear classifier)"
         if "+" in self.backbone:
-            return "linear classifier on the top-layer codes of " + " and ".join(self.backbone.split("+"))
+            return describe_joined(self.backbone, self.tap)
         return "linear classifier on " + ("top-layer codes" if self.tap == PRE_LOGITS else f"the {self.tap} codes")
 
 
@@ -219,19 +219,22 @@ def decide(
     strategy = choice.strategy
     alternatives = [Alternative("linear", s.tap, s.cv_accuracy, s.cv_std / math.sqrt(5), "cross-validated on the sample") for s in measurements.sweep]
     alternatives += choice.alternatives
-    backbone, partner_line = spec.name, None
-    if strategy == "linear" and linear.tap == PRE_LOGITS and "partner" in sample:
+    backbone, linear_tap, partner_line = spec.name, linear.tap, None
+    if strategy == "linear" and "partner" in sample and "+" not in linear.tap:
         joined, wins, partner_line = _partner_check(spec, linear, sample, random_state)
         alternatives.append(joined)
-        backbone = f"{spec.name}+{sample['partner'][0]}" if wins else backbone
+        if wins:
+            partner, _, partner_tap = sample["partner"]
+            backbone = f"{spec.name}+{partner}"
+            linear_tap = linear.tap if partner_tap == linear.tap else f"{linear.tap}+{partner_tap}"  # one tap for both, or one each
     case = f"{'small' if small else 'large'}, {'similar' if similar else 'different'}"
     lines = [_size_line(measurements, small), _similarity_line(measurements, similar), _sweep_line(measurements), f"Rule of thumb ({case}): {rule_words}."]
     lines += [line for line in (choice.line, augmentation_line if strategy != "linear" else None, partner_line) if line]
-    lines += _closing_lines(spec, strategy, backbone, linear, measurements.sweep, rule_strategy, small, similar, choice.budget_bound)
+    lines += _closing_lines(spec, strategy, backbone, linear, linear_tap, measurements.sweep, rule_strategy, small, similar, choice.budget_bound)
     settings = {"epochs": budget.epochs, "head_lr": DEFAULT_CONFIG.head_lr, "lr_mult": DEFAULT_CONFIG.lr_mult, **overrides} if strategy != "linear" else {}
     return Plan(
         strategy=strategy,
-        tap=PRE_LOGITS if strategy != "linear" else linear.tap,
+        tap=PRE_LOGITS if strategy != "linear" else linear_tap,
         backbone=backbone,
         case=case,
         rule="linear (earlier tap)" if small and not similar else rule_strategy,
@@ -339,13 +342,13 @@ def _judge_trial(result: TrialResult, budget: _Budget, rule_strategy: str, linea
     return _Choice(candidate if choose_finetune else "linear", line, alternatives=alternatives)
 
 
-def _closing_lines(spec, strategy, backbone, linear, sweep, rule_strategy, small, similar, budget_bound) -> list[str]:
+def _closing_lines(spec, strategy, backbone, linear, linear_tap, sweep, rule_strategy, small, similar, budget_bound) -> list[str]:
     """The "Plan:" line, and for small similar data what fine-tuning might still add."""
     top = next(s for s in sweep if s.tap == PRE_LOGITS)
     if backbone == spec.name:
         lines = [_plan_line(strategy, linear, top, rule_strategy, small, similar, budget_bound)]
     else:
-        lines = [f"Plan: linear classifier on the top-layer codes of {' and '.join(backbone.split('+'))}, joined."]
+        lines = [f"Plan: {describe_joined(backbone, linear_tap)}, joined."]
     if strategy == "linear" and small and similar:
         # On flowers (20 per class) finetune_top beat this head by 1.6 points; on hymenoptera it tied.
         lines.append("Fine-tuning is not tried at this size (too few images to score it fairly); it may add a point or two: --strategy finetune_top.")
@@ -431,25 +434,40 @@ def _trial_split(spec, candidate, linear_tap, sample, images, overrides, random_
     return ft_correct, linear_correct, result.history.time_bound
 
 
+def describe_joined(backbone: str, tap: str) -> str:
+    """A joined-backbone linear plan in words: one tap for all (the top one), or one tap each."""
+    names, taps = backbone.split("+"), tap.split("+")
+    if len(taps) != len(names):
+        return f"linear classifier on the {'top-layer' if tap == PRE_LOGITS else tap} codes of " + " and ".join(names)
+    return "linear classifier on " + " and ".join(f"{_tap_words(t)} of {n}" for n, t in zip(names, taps))
+
+
+def _tap_words(tap: str) -> str:
+    return "the top-layer codes" if tap == PRE_LOGITS else f"the {tap} codes"
+
+
 def _partner_check(spec: BackboneSpec, linear: TapScore, sample: dict, random_state: int) -> tuple[Alternative, bool, str]:
-    """Cross-validate a linear head on the top codes of ``spec`` and of its partner joined (as
-    ConcatExtractor joins them), against ``spec``'s alone. Returns the joined alternative (its
-    ``tap`` reads "A+B pre_logits"), whether it wins beyond the noise, and the line that says so."""
+    """Cross-validate a linear head on ``spec``'s codes at the chosen tap and its partner's at
+    ``sample["partner"]``'s tap joined (as ConcatExtractor joins them), against ``spec``'s alone.
+    Returns the joined alternative (its ``tap`` reads "A+B pre_logits", or "A+B features.13+blocks.5"
+    where each has its own), whether it wins beyond the noise, and the line that says so."""
     from ..features.extract import join_parts
 
-    partner, partner_codes = sample["partner"]
-    joined = join_parts([sample["codes"][PRE_LOGITS], partner_codes])
+    partner, partner_codes, partner_tap = sample["partner"]
+    joined = join_parts([_tap_codes(sample["codes"], linear.tap), partner_codes])
     _, report = fit_linear_head(joined, sample["labels"], random_state=random_state, groups=sample.get("groups"))
     accuracy, std = report.cv_score or 0.0, report.cv_score_std or 0.0
     noise = max(std, linear.cv_std) / math.sqrt(5)
     gain = accuracy - linear.cv_accuracy
-    alternative = Alternative("linear", f"{spec.name}+{partner} {PRE_LOGITS}", accuracy, noise, "cross-validated on the sample")
+    taps = linear.tap if partner_tap == linear.tap else f"{linear.tap}+{partner_tap}"
+    alternative = Alternative("linear", f"{spec.name}+{partner} {taps}", accuracy, noise, "cross-validated on the sample")
     wins = gain > max(noise, MIN_GAIN / 2)
     if wins:
         verdict = f"+{gain * 100:.1f} points, beyond the noise ({noise * 100:.1f}): the head reads both"
     else:
         verdict = f"{gain * 100:+.1f} points, within the noise ({noise * 100:.1f}): {spec.name} alone"
-    line = f"Second embedded backbone: {spec.name} and {partner} codes joined score {accuracy:.1%} +- {std * 100:.1f} (5-fold CV): {verdict}."
+    what = f"{spec.name} and {partner} codes" if partner_tap == linear.tap else f"{spec.name} {linear.tap} and {partner} {partner_tap} codes"
+    line = f"Second embedded backbone: {what} joined score {accuracy:.1%} +- {std * 100:.1f} (5-fold CV): {verdict}."
     return alternative, wins, line
 
 

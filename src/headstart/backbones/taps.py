@@ -5,9 +5,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..errors import BackboneError
+from ..errors import BackboneError, HeadstartError
 from .hooks import LayerCapture
-from .spec import FORWARD_FEATURES, PRE_LOGITS, BackboneSpec
+from .spec import FORWARD_FEATURES, PRE_LOGITS, BackboneSpec, Preprocessing
 
 
 def global_pool(out: torch.Tensor) -> torch.Tensor:
@@ -95,6 +95,52 @@ def build_tap_model(spec: BackboneSpec, tap: str, model: nn.Module | None = None
     if tap == PRE_LOGITS:
         return PreLogitsTap(_without_classifier(spec, model)).eval()
     return ModuleTap(model, tap).eval()
+
+
+def backbone_taps(backbone: str, tap: str | None) -> list[tuple[str, str | None]]:
+    """(backbone, tap) of each part of codes joined by "+": one backbone at one or several taps,
+    or several backbones, each at the one tap given or at its own (as many taps as backbones, in
+    their order: ``"mobilenet_v2+efficientnet_lite0"`` at ``"features.13+blocks.5"``)."""
+    names = backbone.split("+")
+    taps = tap.split("+") if tap else [None]
+    if len(names) > 1 and len(taps) == len(names):
+        return list(zip(names, taps))
+    return [(name, part) for name in names for part in taps]
+
+
+def joined_signed_root(codes: torch.Tensor) -> torch.Tensor:
+    """One backbone's codes made ready to sit beside another's: signed square root, unit rows
+    (the torch twin of headstart.features.extract.normalise_part)."""
+    rooted = torch.sign(codes) * torch.sqrt(torch.abs(codes))
+    return rooted / torch.clamp(torch.linalg.vector_norm(rooted, dim=1, keepdim=True), min=1e-12)
+
+
+class JoinedCodes(nn.Module):
+    """Several backbones' codes side by side from one input tensor, joined as the feature
+    extractor joins them. The input is prepared for the first backbone; every other one takes it
+    re-normalised for itself, ``(x * std_1 + mean_1 - mean_k) / std_k``, which is exact where the
+    backbones' preparations differ only in mean and std."""
+
+    def __init__(self, parts: list[nn.Module], preprocessings: list[Preprocessing]):
+        super().__init__()
+        first = preprocessings[0]
+        for other in preprocessings[1:]:
+            if {**other.to_dict(), "mean": first.mean, "std": first.std} != first.to_dict():
+                raise HeadstartError(
+                    "these backbones resize, crop or scale their inputs differently, so one input tensor cannot feed them all; use one backbone."
+                )
+        self.parts = nn.ModuleList(parts)
+        std, mean = torch.tensor([p.std for p in preprocessings]), torch.tensor([p.mean for p in preprocessings])
+        self.register_buffer("scales", (std[0] / std).view(-1, 1, 3, 1, 1))
+        self.register_buffer("shifts", ((mean[0] - mean) / std).view(-1, 1, 3, 1, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.cat([joined_signed_root(part(x * self.scales[i] + self.shifts[i])) for i, part in enumerate(self.parts)], dim=1)
+
+
+def build_joined_model(specs: list[BackboneSpec], taps: list[str], preprocessings: list[Preprocessing]) -> JoinedCodes:
+    """The codes of several backbones, each at its tap, joined, from the first one's input."""
+    return JoinedCodes([build_tap_model(spec, tap) for spec, tap in zip(specs, taps)], preprocessings).eval()
 
 
 def build_feature_map_model(spec: BackboneSpec) -> FeatureMapTap:

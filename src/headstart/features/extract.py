@@ -16,7 +16,7 @@ from typing import Sequence
 
 import numpy as np
 
-from ..backbones import BackboneSpec, Preprocessing, get_backbone
+from ..backbones import BackboneSpec, Preprocessing, backbone_taps, get_backbone
 from ..data.batches import ImageBatches
 from ..data.images import ImageInput, as_sources, hash_memo
 from .cache import FeatureCache, default_cache_dir
@@ -141,13 +141,13 @@ class CodeExtractor:
 
 def code_extractor(backbone: str, tap: str | None = None, *, input_size: int | None = None, **options) -> "CodeExtractor | ConcatExtractor":
     """The extractor of ``backbone``'s codes at ``tap``: one network at one tap, or (names or taps
-    joined by "+") several side by side. ``options`` go to every :class:`CodeExtractor`."""
-    names = backbone.split("+")
-    taps = tap.split("+") if tap else [None]
-    # Taps joined by "+" (the advisor's "features.13+pre_logits") read one backbone at several
-    # depths; each part keeps its own cache entries.
-    parts = [CodeExtractor(get_backbone(name), part, input_size=input_size, **options) for name in names for part in taps]
-    return parts[0] if len(parts) == 1 else ConcatExtractor(parts, across_backbones=len(names) > 1)
+    joined by "+") several side by side: one backbone at several taps (``"features.13+pre_logits"``),
+    or several backbones, each at the one tap given, or at its own (``backbone="mobilenet_v2+
+    efficientnet_lite0", tap="features.13+blocks.5"``, in the same order). ``options`` go to every
+    :class:`CodeExtractor`."""
+    # Each part keeps its own cache entries.
+    parts = [CodeExtractor(get_backbone(name), part, input_size=input_size, **options) for name, part in backbone_taps(backbone, tap)]
+    return parts[0] if len(parts) == 1 else ConcatExtractor(parts, across_backbones="+" in backbone)
 
 
 def normalise_part(codes: np.ndarray) -> np.ndarray:

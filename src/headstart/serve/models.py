@@ -76,10 +76,6 @@ def load_served(run: str | Path, name: str | None = None, device: str = "auto") 
     """Load ``run`` for serving under ``name`` (default: the run directory's name)."""
     run = Path(run)
     record = load_model(run)
-    if "+" in record.backbone:
-        raise HeadstartError(
-            f"cannot serve {run}: its joined backbones {record.backbone!r} expect differently prepared inputs; fit one backbone's model to serve it."
-        )
     runner, engine = _torch_cuda_runner(record) if _use_cuda(device) else _onnx_runner(record, run)
     return ServedModel(
         name=name or run.resolve().name, run=run, record=record, prepare=record.preprocessing.transform(),
