@@ -232,7 +232,7 @@ def _style_options(parser: argparse.ArgumentParser) -> None:
 
 def _model_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--backbone", default="mobilenet_v2", help="backbone name (default mobilenet_v2; see 'headstart backbones')")
-    parser.add_argument("--tap", default=None, help="feature tap (default pre_logits)")
+    parser.add_argument("--tap", default=None, help="feature tap (default pre_logits); with backbones joined by +, one tap for all or one per backbone joined by +")
     parser.add_argument("--classifier", choices=("logistic", "svm"), default="logistic")
     parser.add_argument(
         "--solver", choices=("auto", "sklearn", "minibatch"), default="auto",

@@ -93,7 +93,9 @@ class TransferClassifier(RejectionMixin, ClassifierMixin, BaseEstimator):
         itself (``backbone_`` says which ran).
     tap : str, optional
         Where to read the codes; default ``"pre_logits"``, the pooled activations feeding the
-        ImageNet classifier.
+        ImageNet classifier. Taps joined by ``+`` read one backbone at several depths; with
+        joined backbones, one tap for all or one per backbone in their order
+        (``"features.13+blocks.5"``).
     classifier : {"logistic", "svm"}, default="logistic"
         Multinomial logistic regression, or a linear SVM (one-vs-rest).
     solver : {"auto", "sklearn", "minibatch"}, default="auto"
