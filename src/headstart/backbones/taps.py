@@ -110,7 +110,7 @@ def backbone_taps(backbone: str, tap: str | None) -> list[tuple[str, str | None]
 
 def joined_signed_root(codes: torch.Tensor) -> torch.Tensor:
     """One backbone's codes made ready to sit beside another's: signed square root, unit rows
-    (the torch twin of headstart.features.extract.normalise_part)."""
+    (why: headstart.features.extract.normalise_part, which calls this)."""
     rooted = torch.sign(codes) * torch.sqrt(torch.abs(codes))
     return rooted / torch.clamp(torch.linalg.vector_norm(rooted, dim=1, keepdim=True), min=1e-12)
 
