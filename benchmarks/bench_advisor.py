@@ -61,18 +61,18 @@ def main() -> None:
     for name in args.only:
         locate, input_size, train_per_class, test_per_class = ROWS[name]
         dataset, X, y, X_test, y_test = dev_set(locate, train_per_class, test_per_class)
-        print(f"\n{name}: train {len(X)}, {dataset.eval_split} {len(X_test)}, input {input_size or 224} px", flush=True)
+        print(f"\n{name}: train {len(X)}, {dataset.eval_split} {len(X_test)}", flush=True)
 
         start = time.perf_counter()
         # A fresh cache: the advisor measures (a plan cached by an earlier run would be reused).
         with tempfile.TemporaryDirectory(prefix="headstart-advisor-bench-") as cache:
             auto = TransferClassifier(strategy="auto", input_size=input_size, time_budget=args.time_budget, cache_dir=cache).fit(X, y)
             auto_seconds = time.perf_counter() - start
-            auto_accuracy = balanced_accuracy_score(y_test, auto.predict(X_test))
+            auto_accuracy = balanced_accuracy_score(y_test, auto.predict(X_test, reject=None))
         plan = auto.plan_
         for line in plan.explanation:
             print(f"  | {line}", flush=True)
-        print(f"  auto -> {plan.describe()}: {auto_accuracy:.2%}, fit {auto_seconds:.0f} s (advisor {plan.seconds:.0f} s)", flush=True)
+        print(f"  auto -> {plan.describe()} at {auto.fitted_.input_size} px: {auto_accuracy:.2%}, fit {auto_seconds:.0f} s (advisor {plan.seconds:.0f} s)", flush=True)
 
         if args.auto_only:
             table.append((name, plan.case, plan.describe(), auto_accuracy, auto_seconds, "-", float("nan"), float("nan")))
@@ -90,7 +90,7 @@ def main() -> None:
             start = time.perf_counter()
             model = TransferClassifier(strategy=strategy, tap=tap if strategy == "linear" else None, input_size=input_size).fit(X, y)
             seconds = time.perf_counter() - start
-            scores[label] = balanced_accuracy_score(y_test, model.predict(X_test))
+            scores[label] = balanced_accuracy_score(y_test, model.predict(X_test, reject=None))
             print(f"  {label:32s} {scores[label]:7.2%}  fit {seconds:5.0f} s", flush=True)
         best = max(scores, key=scores.get)
         regret = (scores[best] - auto_accuracy) * 100

@@ -110,7 +110,7 @@ def bench_help(repeats: int, tmp: Path) -> None:
 def bench_demo(tmp: Path) -> None:
     with tempfile.TemporaryDirectory(dir=tmp) as cache:
         seconds, done = timed(HEADSTART + ["-q", "demo", "-o", str(tmp / "demo")], cache)
-    fit = float(re.search(r"backbone \S+, ([\d.]+) s", done.stdout).group(1))
+    fit = float(re.search(r"backbone \S+ at \d+ px, ([\d.]+) s", done.stdout).group(1))
     accuracy = re.search(r"test accuracy ([\d.]+%)", done.stdout).group(1)
     print(f"headstart demo from an empty cache: {seconds:.1f} s, its fit {fit:.1f} s, test {accuracy} (targets < 75 s, < 60 s)")
 

@@ -53,7 +53,7 @@ def main() -> None:
 
     for name, weight in (("linear, imbalance auto", "auto"), ("linear, imbalance off ", None)):
         model = TransferClassifier(strategy="linear", class_weight=weight).fit(X, y)
-        predicted = model.predict(X_test)
+        predicted = model.predict(X_test, reject=None)
         minority = np.isin(y_test, small)
         print(
             f"{name}  balanced accuracy {balanced_accuracy_score(y_test, predicted):.2%}  accuracy {np.mean(predicted == y_test):.2%}  "

@@ -51,7 +51,7 @@ def main() -> None:
         for name in args.settings:
             start = time.perf_counter()
             model = TransferClassifier(args.backbone, strategy="finetune_top", finetune=SETTINGS[name]).fit(X, y)
-            predicted = model.predict(X_test)
+            predicted = model.predict(X_test, reject=None)
             history = model.history_
             print(
                 f"  {name:20s} {np.mean(predicted == y_test):7.2%}  balanced {balanced_accuracy_score(y_test, predicted):7.2%}  "

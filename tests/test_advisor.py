@@ -39,7 +39,9 @@ def test_sweep_taps_end_stages_from_the_top_down():
         (20, 0.6, 0.2, (True, True), "linear"),
         (20, 0.1, 1.0, (True, False), "linear"),
         (500, 0.6, 0.2, (False, True), "finetune_top"),
-        (500, 0.6, 1.0, (False, False), "finetune_all"),  # one signal says different: different
+        (500, 0.6, 1.0, (False, False), "finetune_all"),
+        (20, 0.3, 0.3, (True, True), "linear"),  # the BN distance decides (the confidence moves with the input size)
+        (20, 0.3, None, (True, False), "linear"),  # without BatchNorm statistics, the confidence
     ],
 )
 def test_the_four_cases_and_their_rule_of_thumb(median, confidence, bn, case, rule):
@@ -315,3 +317,4 @@ def test_a_small_dataset_is_measured_whole_and_a_larger_one_in_proportion():
     np.testing.assert_array_equal(sample_index(labels[:500], max_images=2000), np.arange(500))
     taken = np.bincount(labels[sample_index(labels, max_images=2000)])
     assert taken.sum() == 2000 and abs(taken[0] / taken[1] - 5) < 0.2 and taken[3] >= 2
+

@@ -6,9 +6,12 @@ import numpy as np
 import pytest
 
 import headstart.advisor as advisor
+import headstart.data.images as images_module
 from headstart import DataError, TransferClassifier
-from headstart.backbones import PRE_LOGITS
-from headstart.recipe import SCRATCH_DEFAULTS, resolve
+from headstart.backbones import PRE_LOGITS, get_backbone, register_backbone
+from headstart.data.images import as_sources
+from headstart.recipe import SCRATCH_DEFAULTS, input_size, resolve
+from tests.conftest import CLASS_COLOURS, colour_image
 from tests.test_estimator import colour_data
 
 
@@ -91,3 +94,46 @@ def test_labels_stay_numpy_friendly():
     X, _ = colour_data()
     model = TransferClassifier("tiny", engine="torch", strategy="linear").fit(X, np.repeat([3, 1, 2], 6))
     assert model.classes_.tolist() == [1, 2, 3]
+
+
+# ------------------------------------------------------------------ the input size
+@register_backbone("tiny_fixres")
+def _tiny_with_a_test_size():
+    """The tiny backbone (trained at 32 px) with a larger test size, as the embedded ones have (288 for 224)."""
+    return replace(get_backbone("tiny"), name="tiny_fixres", test_crop=40)
+
+
+def _files(tmp_path, size: int, per_class: int = 4) -> tuple[list, np.ndarray]:
+    paths, labels = [], []
+    for c, (name, colour) in enumerate(CLASS_COLOURS.items()):
+        for i in range(per_class):
+            path = tmp_path / f"{name}{i}.png"
+            colour_image(colour, seed=c * 100 + i, size=size).resize((size + 10, size)).save(path)  # shorter side: size
+            paths.append(path)
+            labels.append(name)
+    return paths, np.array(labels)
+
+
+@pytest.mark.parametrize("side, given, expected", [(40, None, 40), (24, None, 32), (40, 36, 36)])
+def test_the_input_size_is_the_test_size_where_the_images_carry_it(tmp_path, side, given, expected):
+    X, y = _files(tmp_path, side)
+    model = TransferClassifier("tiny_fixres", engine="torch", strategy="linear", input_size=given).fit(X, y)
+    assert model.fitted_.input_size == expected and model.fitted_.preprocessing.crop == expected
+    assert model.get_params()["input_size"] == given  # fit chose; the parameter stays as given
+    fresh = TransferClassifier("tiny_fixres", engine="torch", input_size=expected).transform(X)
+    np.testing.assert_allclose(model.transform(X), fresh, atol=1e-5)  # predict reads them at the fit's size
+    model.save(tmp_path / "run")
+    loaded = TransferClassifier.load(tmp_path / "run")
+    assert loaded.fitted_.input_size == expected and loaded.get_params()["input_size"] == given
+    np.testing.assert_allclose(loaded.predict_proba(X), model.predict_proba(X), atol=1e-5)
+
+
+def test_the_input_size_reads_only_image_headers(tmp_path, monkeypatch):
+    X, _ = _files(tmp_path, 40)
+    monkeypatch.setattr(images_module, "_read_file", lambda path: pytest.fail(f"{path} was read whole to learn its size"))
+    assert input_size(params(backbone="tiny_fixres"), as_sources(X)) == 40
+    assert input_size(params(backbone="tiny"), as_sources(X)) == 32  # no test size: the training crop
+    assert input_size(params(backbone="tiny_fixres", strategy="scratch"), as_sources(X)) is None
+    unreadable = tmp_path / "notes.png"
+    unreadable.write_text("not an image")
+    assert input_size(params(backbone="tiny_fixres"), as_sources([unreadable])) == 32

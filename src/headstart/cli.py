@@ -19,6 +19,7 @@ EXIT_ERROR = 2  # bad input or a failed run
 EXIT_PARTIAL = 1  # finished, but some images could not be read
 # headstart.hardware.PRECISIONS, spelled out here so that parsing arguments imports no torch.
 PRECISION_CHOICES = ("auto", "bf16", "fp32")
+INPUT_SIZE_HELP = "crop side fed to the backbone (default: its test size, 288 px, where the images' median shorter side is at least the 224 px it learnt at; else 224)"
 PRECISION_HELP = "arithmetic of the network (default auto: bf16 where the hardware has it natively, ~4x faster on such CPUs)"
 
 
@@ -156,7 +157,7 @@ def _advise_command(commands) -> None:
     advise.add_argument("data", help="root/CLASS/img, root/SPLIT/CLASS/img, or a CSV/TSV of path,label (its train split is measured)")
     advise.add_argument("--backbone", default="mobilenet_v2")
     advise.add_argument("--time-budget", type=float, default=None, metavar="S", help="seconds for measuring, a fine-tuning trial and the fit")
-    advise.add_argument("--input-size", type=int, default=None, help="crop side fed to the backbone")
+    advise.add_argument("--input-size", type=int, default=None, help=INPUT_SIZE_HELP)
     advise.add_argument("--device", default="auto")
     advise.add_argument("--seed", type=int, default=0)
     advise.add_argument("--no-cache", action="store_true")
@@ -258,7 +259,7 @@ def _model_options(parser: argparse.ArgumentParser) -> None:
         metavar="KEY=VALUE",
         help="fine-tuning: any FineTuneConfig setting, e.g. --set dropout=0.3 --set pooling=stochastic (repeatable)",
     )
-    parser.add_argument("--input-size", type=int, default=None, help="crop side fed to the backbone")
+    parser.add_argument("--input-size", type=int, default=None, help=INPUT_SIZE_HELP)
     parser.add_argument("--engine", choices=("auto", "onnx", "torch"), default="auto")
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
     parser.add_argument("--batch-size", type=int, default=32)
@@ -500,26 +501,24 @@ def format_evaluation_command(ev, args, report: Path | None) -> str:
 
 
 def cmd_advise(args) -> int:
-    from .advisor import advise
-    from .backbones import get_backbone
     from .data import load_dataset
-
+    from .estimator import TransferClassifier
     from .progress import announce, shown
 
     dataset = load_dataset(args.data, random_state=args.seed, allow_outside=args.allow_outside)
     train = dataset.split("train")
     with shown(args.show_progress):
         announce(f"found {len(train)} training images of {len(dataset.classes)} classes in {args.data}")
-        plan = advise(
-            get_backbone(args.backbone), [r.path for r in train], [r.label for r in train], time_budget=args.time_budget,
-            input_size=args.input_size, device=args.device, cache=not args.no_cache, random_state=args.seed,
+        model = TransferClassifier(
+            args.backbone, time_budget=args.time_budget, input_size=args.input_size, device=args.device, cache=not args.no_cache, random_state=args.seed
         )
+        plan = model.advise([r.path for r in train], [r.label for r in train])
     if args.json:
         print(json.dumps(plan.to_dict(), indent=2))
         return 0
     m = plan.measurements
     how = "plan reused from the cache (same images, labels and settings; --no-cache measures again)" if plan.from_cache else f"{m.n_measured} images measured in {plan.seconds:.1f} s"
-    print(f"headstart advise: {args.data}, backbone {args.backbone}, {how}")
+    print(f"headstart advise: {args.data}, backbone {args.backbone} at {plan.input_size} px, {how}")
     print(f"  case        {plan.case}")
     print(f"  plan        {plan.describe()}" + (f"; imbalance: {plan.imbalance}" if m.size.imbalance_ratio > 1.5 else ""))
     for line in plan.explanation:
@@ -764,7 +763,8 @@ def cmd_backbones(args) -> int:
 
     for name in list_backbones():
         spec = get_backbone(name)
-        print(f"{name:20s} {spec.preprocessing.crop}px  taps: {len(spec.taps)}  {spec.source}")
+        sizes = f"{spec.preprocessing.crop}px" + (f" ({spec.test_crop}px on images that carry it)" if spec.test_crop else "")
+        print(f"{name:20s} {sizes:32s} taps: {len(spec.taps)}  {spec.source}")
     print("Any torchvision or timm model name also works where its weights can be downloaded or are cached.")
     return 0
 
@@ -778,7 +778,7 @@ def format_summary(summary, output) -> str:
     used = ", ".join(f"{split} {n}" for split, n in counts["used"].items())
     unreadable = [s for s in summary.skipped if s["reason"] != "not an image"]
     lines = [
-        f"headstart fit: {summary.data} ({summary.layout} layout), backbone {summary.backbone}, {summary.seconds:.1f} s "
+        f"headstart fit: {summary.data} ({summary.layout} layout), backbone {summary.backbone} at {summary.input_size} px, {summary.seconds:.1f} s "
         f"({counts['codes_computed']} codes computed, {counts['codes_cached']} read from the cache; engine {summary.engine})",
         f"  images      {counts['found']} found, used: {used}; skipped {counts['not_images']} non-image file(s), {counts['unreadable']} unreadable",
     ]

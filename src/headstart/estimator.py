@@ -130,7 +130,9 @@ class TransferClassifier(RejectionMixin, ClassifierMixin, BaseEstimator):
         "auto" weights classes by inverse frequency when the largest has more than 1.5x the images
         of the smallest.
     input_size : int, optional
-        Side of the square crop fed to the backbone; default: the backbone's own.
+        Side of the square crop fed to the backbone. Default: chosen from the training images,
+        the backbone's test size (288 px for the embedded ones, which learnt at 224: FixRes) when
+        their median shorter side is at least the size it learnt at, else that size.
     engine : {"auto", "onnx", "torch"}, default="auto"
         "auto" runs ONNX Runtime on the CPU after checking it matches eager PyTorch.
     device : str, default="auto"
@@ -265,8 +267,10 @@ class TransferClassifier(RejectionMixin, ClassifierMixin, BaseEstimator):
         return codes.codes
 
     def _extractor_key(self) -> tuple:
-        source = self.__dict__.get("fitted_") or resolve(self.get_params())  # unfitted: the parameters' backbone and tap
-        return (source.backbone, source.tap, self.input_size, replace(Runtime.from_params(self.get_params()), progress=False))
+        fitted = self.__dict__.get("fitted_")
+        source = fitted or resolve(self.get_params())  # unfitted: the parameters' backbone and tap
+        size = fitted.input_size if fitted else self.input_size  # a fit may have chosen the size from the images
+        return (source.backbone, source.tap, size, replace(Runtime.from_params(self.get_params()), progress=False))
 
     def _extractor(self):
         # Built lazily and dropped from pickles: it holds a network or an ONNX Runtime session.

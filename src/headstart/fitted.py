@@ -54,8 +54,9 @@ class FittedModel:
     _ensemble: nn.Module | None = field(default=None, init=False, repr=False)  # predictor()'s, built once
 
     @property
-    def input_size(self) -> int | None:
-        return self.params.get("input_size")
+    def input_size(self) -> int:
+        """The side images are read at (given, or chosen from the images by recipe.input_size)."""
+        return self.preprocessing.crop
 
     @property
     def ensembled(self) -> bool:

@@ -30,7 +30,7 @@ from .errors import DataError
 from .features import Codes
 from .fitted import MODEL_PARAMS, FittedModel
 from .hardware import resolve_device
-from .recipe import Recipe, Runtime, check_params, needs_plan, resolve
+from .recipe import Recipe, Runtime, check_params, input_size, needs_plan, resolve
 from .strategies import LinearHead, fit_linear_head
 from .strategies.ensemble import mean_log_probability
 from .strategies.finetune import finetune, network_outputs
@@ -70,6 +70,7 @@ def _fit_model(params: dict, images: Sequence, labels, groups, others: Sequence,
     sources, labels = _checked_input(images, labels)
     if groups is not None and len(groups) != len(sources):
         raise DataError(f"got {len(groups)} groups for {len(sources)} images; give one group per image (a subject id, say), or none.")
+    asked, params = params, {**params, "input_size": input_size(params, sources)}  # the record keeps what was asked
     plan = world.from_main(lambda: make_plan(params, sources, labels)) if needs_plan(params) else None
     recipe = resolve(params, plan)
     extractor = Runtime.from_params(params).extractor(recipe.backbone, recipe.tap, params["input_size"])
@@ -96,7 +97,7 @@ def _fit_model(params: dict, images: Sequence, labels, groups, others: Sequence,
     record = FittedModel(
         classes=classes, head=head, head_report=report, strategy=recipe.strategy, backbone=recipe.backbone, tap=extractor.tap,
         preprocessing=extractor.preprocessing, fingerprint=extractor.fingerprint, n_train=int(ok.sum()), skipped=dict(train.failures),
-        plan=plan, params=copy.deepcopy({name: params[name] for name in MODEL_PARAMS}),
+        plan=plan, params=copy.deepcopy({name: asked[name] for name in MODEL_PARAMS}),
         run={**world.describe(), "device": resolve_device(params["device"]).type},
     )
     readable = [s for s, good in zip(sources, ok) if good]
@@ -217,6 +218,8 @@ def make_plan(params: dict, images: Sequence, labels) -> advisor.Plan:
     """The advisor's plan for these training images under ``params``."""
     if "+" in params["backbone"]:
         raise DataError(f"the advisor measures one backbone; give one, not {params['backbone']!r}.")
+    images = as_sources(images)
+    params = {**params, "input_size": input_size(params, images)}
     plan = advisor.advise(
         get_backbone(params["backbone"]), images, labels, time_budget=params["time_budget"], tap=params["tap"], finetune=params["finetune"],
         input_size=params["input_size"], device=params["device"], batch_size=params["batch_size"], cache=params["cache"],

@@ -68,6 +68,7 @@ class FitSummary:
     duplicates: dict = field(default_factory=dict)
     classifier: dict = field(default_factory=dict)
     backbone: str = ""
+    input_size: int = 0  # the side images were read at
     engine: str = ""
     finetune: dict | None = None  # strategy, epochs, best epoch, time per epoch (fine-tuning only)
     plan: dict | None = None  # strategy="auto": what the advisor chose and why (all of it in plan.json)
@@ -257,6 +258,7 @@ def _summary(data, dataset: Dataset, record: FittedModel, fit: Fit, codes: Codes
         diagnostics=report,
         comparison=comparison,
         backbone=record.backbone,
+        input_size=record.input_size,
         engine=codes.engine,
         computed_codes=codes.computed,
         counts=image_counts(dataset, codes),

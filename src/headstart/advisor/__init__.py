@@ -70,7 +70,7 @@ def advise(
         spec, measurements, sample, images, time_budget=time_budget, tap=tap, finetune_overrides=finetune,
         random_state=random_state, preprocessing=preprocessing,
     )
-    plan.seconds = time.perf_counter() - start
+    plan.seconds, plan.input_size = time.perf_counter() - start, preprocessing.crop
     if key:
         store_plan(root, key, plan)
     return plan

@@ -30,8 +30,11 @@ from .measure import Measurements, Similarity, SizeStats, TapScore, mirror_probe
 # Median images per class below which a dataset is "small" (docs/advisor.md: on photos, fine-tuning
 # gained under a point over the linear head at 20 and at ~120 images per class).
 SMALL_PER_CLASS = 150
-# "Similar to ImageNet" needs both signals on the ImageNet side of these thresholds, set midway
-# between the photo datasets and the digit/clothing datasets (docs/advisor.md).
+# "Similar to ImageNet": the BatchNorm-statistics distance on ImageNet's side of its threshold, set
+# midway between the photo datasets and the nearest grey one (docs/advisor.md). The ImageNet head's
+# confidence decides only for a backbone without BatchNorm statistics: it moves with the input size
+# (oxford17flowers 0.45 at 224 px and 0.34 at 288; digits 0.12 at 224 and 0.62 at 96), where the
+# distance stays on its side (flowers 0.32 and 0.34; digits 1.05 and 0.92).
 SIMILAR_CONFIDENCE = 0.38  # mean max-probability of the ImageNet head
 SIMILAR_BN_DISTANCE = 0.45  # BatchNorm-statistics distance
 DEFAULT_CONFIG = FineTuneConfig()
@@ -80,6 +83,7 @@ class Plan:
     explanation: list[str] = field(default_factory=list)
     seconds: float = 0.0
     from_cache: bool = False  # reused: made before from the same images, labels and settings
+    input_size: int | None = None  # the side the images were measured at (None in plans from before it was kept)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -114,12 +118,12 @@ def classify(measurements: Measurements) -> tuple[bool, bool]:
     """(small, similar) from the measurements and the calibrated thresholds."""
     small = measurements.size.median_per_class < SMALL_PER_CLASS
     s = measurements.similarity
-    votes = []
-    if s.head_confidence is not None:
-        votes.append(s.head_confidence >= SIMILAR_CONFIDENCE)
     if s.bn_distance is not None:
-        votes.append(s.bn_distance <= SIMILAR_BN_DISTANCE)
-    similar = all(votes) if votes else True  # no signal: assume the usual case, photos
+        similar = s.bn_distance <= SIMILAR_BN_DISTANCE
+    elif s.head_confidence is not None:
+        similar = s.head_confidence >= SIMILAR_CONFIDENCE
+    else:
+        similar = True  # no signal: assume the usual case, photos
     return small, similar
 
 
@@ -487,10 +491,10 @@ def _size_line(m: Measurements, small: bool) -> str:
 def _similarity_line(m: Measurements, similar: bool) -> str:
     s = m.similarity
     parts = []
-    if s.head_confidence is not None:
-        parts.append(f"ImageNet head confidence {s.head_confidence:.2f} (similar >= {SIMILAR_CONFIDENCE})")
     if s.bn_distance is not None:
         parts.append(f"BN-statistics distance {s.bn_distance:.2f} (similar <= {SIMILAR_BN_DISTANCE})")
+    if s.head_confidence is not None:  # it decides only without the distance
+        parts.append(f"ImageNet head confidence {s.head_confidence:.2f}" + (" (recorded)" if s.bn_distance is not None else f" (similar >= {SIMILAR_CONFIDENCE})"))
     if not parts:
         return "Similarity to ImageNet: not measurable with this backbone (no ImageNet head, no BatchNorm statistics); assumed high, as for photos."
     return f"Similarity to ImageNet: {'high' if similar else 'low'} ({'; '.join(parts)})."

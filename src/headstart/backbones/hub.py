@@ -146,4 +146,11 @@ def timm_spec(name: str) -> BackboneSpec:
         license=str(cfg.get("license", "see timm's model card")),
         categories=None,
         feature_map=FORWARD_FEATURES,
+        test_crop=_larger_test_crop(cfg, crop),
     )
+
+
+def _larger_test_crop(cfg: dict, crop: int) -> int | None:
+    """timm's ``test_input_size`` where a model card gives one larger than the training crop."""
+    test = (cfg.get("test_input_size") or (None,))[-1]
+    return test if test and test > crop else None

@@ -100,6 +100,12 @@ class BackboneSpec:
     categories: tuple[str, ...] | None = None  # ImageNet class names, when the head is kept
     default_tap: str = PRE_LOGITS
     feature_map: str | None = None
+    # The input size at which the pretrained network reads images best, when larger than its
+    # training crop (timm's ``test_input_size``). Training on random resized crops shows objects
+    # larger than a centre crop of the same size does, so at test time a larger input brings them
+    # back to the size the filters learnt (Touvron et al. 2019, "Fixing the train-test resolution
+    # discrepancy": 288 px for 224 px training). None: the training crop.
+    test_crop: int | None = None
 
     def require_tap(self, tap: str) -> None:
         """Raise a one-line error naming the real taps when ``tap`` is not one of them."""

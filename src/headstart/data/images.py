@@ -140,6 +140,21 @@ class ImageSource:
         """Read and decode the input (one read)."""
         return self.open(memo).rgb(draft_size)
 
+    def pixel_size(self) -> tuple[int, int] | None:
+        """Width and height, for a file from its header alone (the first few kB: no decoding, and
+        not the one read that hashes and decodes it); None when it cannot be read."""
+        if isinstance(self.image, Image.Image):
+            return self.image.size
+        if isinstance(self.image, np.ndarray):
+            return (self.image.shape[1], self.image.shape[0]) if self.image.ndim >= 2 else None
+        if self.path is None:
+            return None
+        try:
+            with Image.open(self.path) as header:
+                return header.size
+        except (*READ_ERRORS, Image.DecompressionBombError):  # PIL's UnidentifiedImageError is an OSError
+            return None
+
     def _remember(self, digest: str) -> None:
         self._hash = digest
 
