@@ -6,8 +6,8 @@ A pair is a known set (a linear head and the detectors fitted on its training co
 images: another dataset's held-out images (far) or the held-out images of classes left out of the
 known set's training (near: 12 of oxford17flowers' 17 classes trained, the other 5 novel; 7 of the
 10 digits). Known test images are the known classes' held-out images. MobileNetV2 pre_logits codes,
-at the known set's input size (digits 96 px). For each method: AUROC of novel against known test
-images; then at the threshold calibrated on the training images' out-of-fold scores (keep 95%),
+at the input size a fit chooses (photos 288 px, MRI 224, digits 96). For each method: AUROC of
+novel against known test images; then at the threshold calibrated on the training images' out-of-fold scores (keep 95%),
 the share of known test images rejected, the share of novel images caught, and accuracy on the
 known test images accepted. Then the shipped default end to end ("model (knn+msp)": a linear
 TransferClassifier's own ``novelty_score`` and ``novelty_threshold_``), and what scoring adds to
@@ -30,6 +30,8 @@ from _common import SHARED, dev_set, machine  # noqa: E402
 
 from headstart import TransferClassifier  # noqa: E402
 from headstart.data import near_duplicate_groups  # noqa: E402
+from headstart.data.images import as_sources  # noqa: E402
+from headstart.recipe import input_size as input_size_for  # noqa: E402
 from headstart.data.duplicates import stratified_folds  # noqa: E402
 from headstart.strategies import fit_linear_head  # noqa: E402
 from headstart.strategies.novelty import KNOWN_SHARE, fit_detector, out_of_fold_scores, percentile  # noqa: E402
@@ -51,19 +53,21 @@ PAIRS = [  # (known set, novel set or None for held-out classes, classes held ou
 VARIANTS = {  # name: (method, k, kNN calibrated by leaving out whole folds)
     "msp": ("msp", 1, False), "energy": ("energy", 1, False), "mahalanobis": ("mahalanobis", 1, False),
     "relative_mahalanobis": ("relative_mahalanobis", 1, False), "knn1": ("knn", 1, False), "knn5": ("knn", 5, False),
-    "knn1-folds": ("knn", 1, True), "knn1-std": ("knn", 1, False),
+    "knn1-folds": ("knn", 1, True), "knn1-std": ("knn", 1, False), "ncm": ("ncm", 1, False),
 }
 STANDARDISED = {"knn1-std"}  # codes standardised by the training codes' mean and spread first (as the head sees them)
 # Fusions: each part's score as its percentile among the training images' out-of-fold scores; the
 # image is as novel as its most novel part (novel if either part says so), calibrated the same way.
 VIM_SHARES = (0.9, 0.99)
-FUSIONS = {"knn1+msp": ("knn1", "msp"), "knn1+energy": ("knn1", "energy")}
+FUSIONS = {"knn1+msp": ("knn1", "msp"), "knn1+energy": ("knn1", "energy"), "ncm+msp": ("ncm", "msp"), "knn1+ncm+msp": ("knn1", "ncm", "msp")}
 
 
 def load(name):
+    """A known set's images at the input size a fit chooses for them (288 px for the photos)."""
     locate, input_size, train_per_class, test_per_class = SETS[name]
     _, X, y, X_test, y_test = dev_set(locate, train_per_class, test_per_class)
-    return X, y, X_test, y_test, input_size
+    chosen = input_size_for(TransferClassifier("mobilenet_v2", input_size=input_size).get_params(), as_sources(X))
+    return X, y, X_test, y_test, chosen
 
 
 def codes_of(paths, input_size):

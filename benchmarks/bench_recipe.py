@@ -7,6 +7,7 @@ stopping split, grouped by near duplicates) for the full schedule, keeping every
 Early stopping is deterministic given the run, so its choice (patience 4 on the split's loss) is
 replayed on the records: "today" is exactly what ``fit`` returns. From the same run:
 
+- ``best``: the epoch of the lowest split loss over the whole schedule (early stopping without patience);
 - ``last``: the schedule's last epoch, no selection by the noisy split;
 - ``swa``: the mean of the weights of the schedule's second half (BatchNorm statistics are frozen,
   so the averaged network needs no recalibration);
@@ -120,8 +121,10 @@ def run(name, strategy, X, y, X_test, y_test, input_size) -> dict:
     epochs = sorted(snapshots)
     kept = replay_early_stopping(record.history.records)
     second_half = epochs[len(epochs) // 2 :]
+    best = min(record.history.records, key=lambda r: r.val_loss).epoch  # the whole schedule, no patience
     weights = {
         "today": snapshots[kept],
+        "best": snapshots[best],
         "last": snapshots[epochs[-1]],
         "swa": {k: torch.stack([snapshots[e][k].float() for e in second_half]).mean(0).to(snapshots[kept][k].dtype) for k in snapshots[kept]},
     }
@@ -135,7 +138,7 @@ def run(name, strategy, X, y, X_test, y_test, input_size) -> dict:
             scores[label + suffix] = balanced_accuracy_score(truth, probs.argmax(1))
             scores[label + suffix + "+head"] = balanced_accuracy_score(truth, (probs + head_probs).argmax(1))
     scores["head"] = balanced_accuracy_score(truth, head_probs.argmax(1))
-    print(f"{name} {strategy}: train {len(X)}, held out {len(X_test)}, kept epoch {kept} of {len(epochs)}; " + ", ".join(f"{k} {v:.2%}" for k, v in scores.items()) + f"; {seconds:.0f} s", flush=True)
+    print(f"{name} {strategy}: train {len(X)}, held out {len(X_test)}, kept epoch {kept} (best of the schedule {best}) of {len(epochs)}; " + ", ".join(f"{k} {v:.2%}" for k, v in scores.items()) + f"; {seconds:.0f} s", flush=True)
     return {"name": name, "strategy": strategy, "scores": scores, "seconds": seconds}
 
 

@@ -24,7 +24,7 @@ def data():
     return train, labels, known, known_labels, novel, head
 
 
-@pytest.mark.parametrize("method", ["msp", "mahalanobis", "knn"])
+@pytest.mark.parametrize("method", ["msp", "mahalanobis", "knn", "ncm"])
 def test_novel_images_score_higher_than_known_ones(data, method):
     train, labels, known, _, novel, head = data
     detector = fit_detector(train, labels, method, k=3)
@@ -33,7 +33,7 @@ def test_novel_images_score_higher_than_known_ones(data, method):
     assert roc_auc_score(truth, scores) > 0.95
 
 
-@pytest.mark.parametrize("method", ["mahalanobis", "knn"])
+@pytest.mark.parametrize("method", ["mahalanobis", "knn", "ncm"])
 def test_the_threshold_from_training_images_keeps_most_known_images(data, method):
     train, labels, known, _, novel, _ = data
     detector = calibrate(fit_detector(train, labels, method), out_of_fold_scores(train, labels, method), known_share=0.95)
@@ -77,3 +77,13 @@ def test_the_relative_distance_is_the_class_distance_less_the_global_one(data):
     np.testing.assert_allclose(relative.score(points), plain.score(points) - global_distance, rtol=1e-6, atol=1e-6)
     direct = min(((points[0] - m) @ state["precision"] @ (points[0] - m) for m in state["means"]))
     assert plain.score(points[:1])[0] == pytest.approx(direct, rel=1e-8)
+
+
+def test_ncm_is_the_cosine_distance_to_the_nearest_class_mean_of_unit_codes(data):
+    train, labels, known, _, _, _ = data
+    unit = train / np.linalg.norm(train, axis=1, keepdims=True)
+    means = np.stack([unit[labels == c].mean(axis=0) for c in range(3)])
+    means /= np.linalg.norm(means, axis=1, keepdims=True)
+    point = known[0] / np.linalg.norm(known[0])
+    expected = 1 - max(point @ m for m in means)
+    assert fit_detector(train, labels, "ncm").score(known[:1])[0] == pytest.approx(expected, abs=1e-5)
