@@ -294,6 +294,16 @@ def test_plan_lines_cover_size_similarity_sweep_and_decision():
     assert large.strategy == "linear" and "budget" in large.explanation[-1]
 
 
+def test_the_plan_says_why_a_better_tap_within_the_noise_lost_to_the_top_one():
+    close = [TapScore(PRE_LOGITS, 1.0, 32, 0.900, 0.02), TapScore("features.1", 0.5, 16, 0.904, 0.02)]
+    labels = {"labels": np.repeat([0, 1, 2], 20)}
+    plan = planning.decide(TINY, measurements(sweep=close), labels, [], time_budget=0)
+    assert plan.tap == PRE_LOGITS
+    assert "features.1's 90.4% in the sweep is within the noise of the top tap's 90.0%" in plan.explanation[-2]
+    asked = planning.decide(TINY, measurements(sweep=close), labels, [], time_budget=0, tap=PRE_LOGITS)
+    assert asked.tap == PRE_LOGITS and "within the noise" not in asked.explanation[-2]
+
+
 def test_the_measuring_sample_covers_every_class_of_thousands_within_its_bound():
     from headstart.advisor.measure import MAX_COVERING, MIN_PER_CLASS, sample_index, sweep_classes
 

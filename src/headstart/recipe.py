@@ -108,8 +108,9 @@ def input_size(params: dict, images: Sequence[ImageSource]) -> int | None:
     the network learnt at; else that crop. None for a network trained from scratch (its own size).
 
     Measured (docs/benchmarks.md, "Input size"): at 288 px instead of 224 the linear head gained on
-    9 of 10 photo rows, the same photos shrunk to a 224 px shorter side included; on images smaller
-    than that (grey digits, clothes, MRI slices) it was a wash for MobileNetV2 at 1.65 times the cost."""
+    11 of 12 photo rows (both backbones; the same photos shrunk to a 224 px shorter side included).
+    On smaller images (photos shrunk to 160 px, grey digits, clothes, MRI slices) the gain was gone
+    for MobileNetV2, at 1.65 times the cost."""
     if params["input_size"] is not None or params["strategy"] == "scratch":
         return params["input_size"]
     spec = get_backbone(params["backbone"].split("+")[0])
