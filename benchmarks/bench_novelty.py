@@ -7,8 +7,8 @@ images: another dataset's held-out images (far) or the held-out images of classe
 known set's training (near: 12 of oxford17flowers' 17 classes trained, the other 5 novel; 7 of the
 10 digits). Known test images are the known classes' held-out images. MobileNetV2 pre_logits codes,
 at the input size a fit chooses (photos 288 px, MRI 224, digits 96). For each method: AUROC of
-novel against known test images; then at the threshold calibrated on the training images' out-of-fold scores (keep 95%),
-the share of known test images rejected, the share of novel images caught, and accuracy on the
+novel against known test images; then at the threshold calibrated on the training images'
+out-of-fold scores (keep 95%), the share of known test images rejected, the share of novel images caught, and accuracy on the
 known test images accepted. Then the shipped default end to end ("model (knn+msp)": a linear
 TransferClassifier's own ``novelty_score`` and ``novelty_threshold_``), and what scoring adds to
 ``predict``'s time on flowers' test images.
@@ -30,9 +30,9 @@ from _common import SHARED, dev_set, machine  # noqa: E402
 
 from headstart import TransferClassifier  # noqa: E402
 from headstart.data import near_duplicate_groups  # noqa: E402
+from headstart.data.duplicates import stratified_folds  # noqa: E402
 from headstart.data.images import as_sources  # noqa: E402
 from headstart.recipe import input_size as input_size_for  # noqa: E402
-from headstart.data.duplicates import stratified_folds  # noqa: E402
 from headstart.strategies import fit_linear_head  # noqa: E402
 from headstart.strategies.novelty import KNOWN_SHARE, fit_detector, out_of_fold_scores, percentile  # noqa: E402
 

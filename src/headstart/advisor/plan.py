@@ -234,8 +234,7 @@ def decide(
     case = f"{'small' if small else 'large'}, {'similar' if similar else 'different'}"
     lines = [_size_line(measurements, small), _similarity_line(measurements, similar), _sweep_line(measurements), f"Rule of thumb ({case}): {rule_words}."]
     lines += [line for line in (choice.line, augmentation_line if strategy != "linear" else None, partner_line) if line]
-    sweep_best = max(measurements.sweep, key=lambda s: s.cv_accuracy) if tap is None else linear
-    lines += _closing_lines(spec, strategy, backbone, linear, linear_tap, measurements.sweep, sweep_best, rule_strategy, small, similar, choice.budget_bound)
+    lines += _closing_lines(spec, strategy, backbone, linear, linear_tap, measurements.sweep, tap is None, rule_strategy, small, similar, choice.budget_bound)
     settings = {"epochs": budget.epochs, "head_lr": DEFAULT_CONFIG.head_lr, "lr_mult": DEFAULT_CONFIG.lr_mult, **overrides} if strategy != "linear" else {}
     return Plan(
         strategy=strategy,
@@ -347,10 +346,11 @@ def _judge_trial(result: TrialResult, budget: _Budget, rule_strategy: str, linea
     return _Choice(candidate if choose_finetune else "linear", line, alternatives=alternatives)
 
 
-def _closing_lines(spec, strategy, backbone, linear, linear_tap, sweep, sweep_best, rule_strategy, small, similar, budget_bound) -> list[str]:
+def _closing_lines(spec, strategy, backbone, linear, linear_tap, sweep, tap_chosen, rule_strategy, small, similar, budget_bound) -> list[str]:
     """The "Plan:" line, and for small similar data what fine-tuning might still add."""
     top = next(s for s in sweep if s.tap == PRE_LOGITS)
     if backbone == spec.name:
+        sweep_best = max(sweep, key=lambda s: s.cv_accuracy) if tap_chosen else None  # an asked tap needs no reason
         lines = [_plan_line(strategy, linear, top, sweep_best, rule_strategy, small, similar, budget_bound)]
     else:
         lines = [f"Plan: {describe_joined(backbone, linear_tap)}, joined."]
@@ -509,7 +509,7 @@ def _sweep_line(m: Measurements) -> str:
     return f"Layer sweep (5-fold CV{on}): top tap {top.cv_accuracy:.1%} +- {top.cv_std * 100:.1f}" + (f", {others}." if others else ".")
 
 
-def _plan_line(strategy: str, linear: TapScore, top: TapScore, sweep_best: TapScore, rule_strategy: str, small: bool, similar: bool, budget_bound: bool) -> str:
+def _plan_line(strategy: str, linear: TapScore, top: TapScore, sweep_best: TapScore | None, rule_strategy: str, small: bool, similar: bool, budget_bound: bool) -> str:
     if strategy != "linear":
         verdict = "as the rule says" if strategy == rule_strategy else "the trial overturned the rule"
         return f"Plan: {strategy}, head warm-started from the linear classifier ({verdict})."
@@ -517,7 +517,7 @@ def _plan_line(strategy: str, linear: TapScore, top: TapScore, sweep_best: TapSc
         where = "top-layer codes"
         if small and not similar:
             where += " (the sweep overturned the rule: no earlier tap beat the top one beyond the noise)"
-        elif sweep_best.cv_accuracy > top.cv_accuracy:  # say why the sweep's best tap is not the plan's
+        elif sweep_best is not None and sweep_best.cv_accuracy > top.cv_accuracy:  # say why the sweep's best tap is not the plan's
             where += f" ({sweep_best.tap}'s {sweep_best.cv_accuracy:.1%} in the sweep is within the noise of the top tap's {top.cv_accuracy:.1%})"
     elif math.isnan(linear.cv_accuracy):
         where = f"{linear.tap} codes (as asked)"
