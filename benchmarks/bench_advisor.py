@@ -1,6 +1,6 @@
 """Does strategy="auto" choose well? Regret against every alternative, on the same split.
 
-    python benchmarks/bench_advisor.py [--only hymenoptera digits-15 ...] [--auto-only]
+    python benchmarks/bench_advisor.py [--only hymenoptera digits-15 ...] [--auto-only | --alternatives finetune_all ...]
 
 Rows: the shared datasets (their own splits; alzheimer_mri4's test split capped at 100 images per
 class to fit the CPU), seeded per-class subsamples of their training splits at 15 and 50 images per
@@ -12,7 +12,9 @@ tap concatenation), finetune_top and finetune_all, each with the library default
 balanced accuracy on the held-out split (alzheimer_mri4 is 49:1 imbalanced); every fit's time is
 printed. Regret = best alternative - auto, in points (negative: auto beat every fixed recipe).
 ``--auto-only`` fits auto alone (its plan and score), to set beside a full run's alternatives after
-a change that touches only the advisor or the fitting path.
+a change that touches only the advisor or the fitting path; ``--alternatives`` fits auto and the
+named alternatives only (after a change to one strategy's defaults; the regret then needs the other
+columns from a full run).
 """
 
 from __future__ import annotations
@@ -55,6 +57,8 @@ def main() -> None:
     parser.add_argument("--only", nargs="*", default=list(ROWS), choices=list(ROWS))
     parser.add_argument("--time-budget", type=float, default=None)
     parser.add_argument("--auto-only", action="store_true", help="fit auto alone: its plan and score, no alternatives")
+    parser.add_argument("--alternatives", nargs="*", default=None, choices=["linear", "linear_other", "finetune_top", "finetune_all"],
+                        help="fit auto and only these alternatives (default: all four)")
     args = parser.parse_args()
     print(machine(), flush=True)
     table = []
@@ -80,13 +84,15 @@ def main() -> None:
         other_taps = [s for s in plan.measurements.sweep if s.tap != PRE_LOGITS]
         best_other = max(other_taps, key=lambda s: s.cv_accuracy).tap
         alternatives = {
-            f"linear {PRE_LOGITS}": ("linear", PRE_LOGITS),
-            f"linear {best_other}": ("linear", best_other),
-            "finetune_top": ("finetune_top", PRE_LOGITS),
-            "finetune_all": ("finetune_all", PRE_LOGITS),
+            f"linear {PRE_LOGITS}": ("linear", PRE_LOGITS, "linear"),
+            f"linear {best_other}": ("linear", best_other, "linear_other"),
+            "finetune_top": ("finetune_top", PRE_LOGITS, "finetune_top"),
+            "finetune_all": ("finetune_all", PRE_LOGITS, "finetune_all"),
         }
         scores = {}
-        for label, (strategy, tap) in alternatives.items():
+        for label, (strategy, tap, key) in alternatives.items():
+            if args.alternatives is not None and key not in args.alternatives:
+                continue
             start = time.perf_counter()
             model = TransferClassifier(strategy=strategy, tap=tap if strategy == "linear" else None, input_size=input_size).fit(X, y)
             seconds = time.perf_counter() - start

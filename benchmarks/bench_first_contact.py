@@ -1,6 +1,6 @@
 """What a new user waits for, from an empty cache, each in a fresh process (issue 16's targets).
 
-    python benchmarks/bench_first_contact.py [--repeats 3] [--skip demo advise cold parity]
+    python benchmarks/bench_first_contact.py [--repeats 3] [--skip demo advise cold parity] [--input-size 224]
 
 - ``headstart --help``: wall time (target under 0.5 s), and the seconds until ``headstart fit``
   prints its first line (target under 2 s).
@@ -12,6 +12,7 @@
   folder written) against a plain eager fp32 torchvision loop over the same images (PIL decode,
   Resize/CenterCrop/Normalize, MobileNetV2 from the same weights, batch 32), both whole processes
   including imports, alternating, the median of ``--repeats``. Target: the fit at least 2x faster.
+  ``--input-size`` fixes the fit's input side (default: the fit chooses; photos like these at 288 px).
 - ONNX parity: fit a linear head on hymenoptera, export it, follow model.onnx.json with Pillow and
   numpy alone on every val image, and compare with ``predict``.
 """
@@ -59,7 +60,8 @@ print(len(paths))
 COLD_FIT = """
 import sys
 from headstart import fit_folder
-_, summary = fit_folder(sys.argv[1], None, diagnostics=False)
+size = int(sys.argv[2]) if len(sys.argv) > 2 else None
+_, summary = fit_folder(sys.argv[1], None, diagnostics=False, input_size=size)
 print(summary.evaluation.accuracy, summary.plan["strategy"] if summary.plan else None, summary.engine)
 """
 
@@ -124,17 +126,18 @@ def bench_advise(tmp: Path) -> None:
         print(f"headstart advise, {name} ({measured} images measured), cold: {seconds:.1f} s (target < {target} s); {plan.strip()}")
 
 
-def bench_cold_fit(repeats: int, tmp: Path) -> None:
+def bench_cold_fit(repeats: int, tmp: Path, input_size: int | None) -> None:
     data = str(SHARED / "hymenoptera" / "train")
+    size = [str(input_size)] if input_size else []
     fits, naive = [], []
     for _ in range(repeats):
         naive.append(timed([sys.executable, "-c", NAIVE, data])[0])
         with tempfile.TemporaryDirectory(dir=tmp) as cache:
-            seconds, done = timed([sys.executable, "-c", COLD_FIT, data], cache)
+            seconds, done = timed([sys.executable, "-c", COLD_FIT, data, *size], cache)
         fits.append(seconds)
         print(f"  naive eager fp32 loop {naive[-1]:.1f} s; cold auto fit {fits[-1]:.1f} s ({done.stdout.strip()})", flush=True)
     ratio = statistics.median(naive) / statistics.median(fits)
-    print(f"cold auto fit on hymenoptera/train: median {statistics.median(fits):.1f} s against the naive loop's "
+    print(f"cold auto fit on hymenoptera/train{f' at {input_size} px' if input_size else ''}: median {statistics.median(fits):.1f} s against the naive loop's "
           f"{statistics.median(naive):.1f} s: {ratio:.2f}x as fast (target >= 2x)")
 
 
@@ -167,12 +170,13 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--skip", nargs="*", default=[], choices=("help", "demo", "advise", "cold", "parity"))
+    parser.add_argument("--input-size", type=int, default=None, help="the cold fit's input side (default: the fit chooses)")
     args = parser.parse_args()
     print(machine(), flush=True)
     with tempfile.TemporaryDirectory(prefix="headstart-first-contact-") as folder:
         tmp = Path(folder)
         for name, run in (("help", lambda: bench_help(args.repeats, tmp)), ("demo", lambda: bench_demo(tmp)), ("advise", lambda: bench_advise(tmp)),
-                          ("cold", lambda: bench_cold_fit(args.repeats, tmp)), ("parity", lambda: bench_parity(tmp))):
+                          ("cold", lambda: bench_cold_fit(args.repeats, tmp, args.input_size)), ("parity", lambda: bench_parity(tmp))):
             if name not in args.skip:
                 run()
                 sys.stdout.flush()

@@ -70,6 +70,7 @@ def test_the_recipe_of_each_strategy():
     assert scratch.backbone == "scratch_cnn@glorot_uniform" and scratch.from_scratch
     assert scratch.finetune.strategy == "finetune_all" and scratch.finetune.epochs == 2
     assert scratch.finetune.batchnorm == SCRATCH_DEFAULTS["batchnorm"] and scratch.finetune.lr_mult == SCRATCH_DEFAULTS["lr_mult"]
+    assert scratch.finetune.kept_epoch == "best" and resolve(params(strategy="finetune_all")).finetune.kept_epoch == "last"
     assert resolve(params(backbone="tiny+tiny")).strategy == "linear"  # auto on joined codes: nothing to choose
 
 

@@ -32,8 +32,9 @@ STRATEGY_CHOICES = ("auto", "linear", "scratch", *STRATEGIES)
 CLASS_WEIGHTS = ("auto", "balanced", None)
 # strategy="scratch": a randomly initialised network needs every layer learning at the full rate,
 # BatchNorm statistics of its own, and more epochs than fine-tuning (finetune={...} overrides these);
-# no ensemble with the linear head, which reads a random network's codes (from scratch means no transfer).
-SCRATCH_DEFAULTS = {"lr_mult": 1.0, "batchnorm": "batch", "epochs": 30, "patience": 8, "ensemble": False}
+# no ensemble with the linear head, which reads a random network's codes (from scratch means no transfer);
+# early stopping's pick, since a random start's 30 epochs are not a schedule measured to end well.
+SCRATCH_DEFAULTS = {"lr_mult": 1.0, "batchnorm": "batch", "epochs": 30, "patience": 8, "ensemble": False, "keep": "best"}
 FINETUNE_SETTINGS = tuple(f.name for f in fields(FineTuneConfig))
 # Training images whose headers decide the input size, spread evenly over the list.
 SIZE_SAMPLE = 32

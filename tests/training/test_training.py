@@ -120,7 +120,7 @@ def test_early_stopping_restores_the_best_weights():
 def test_finetuning_learns_and_records_history(strategy):
     X, y = colour_set(8, seed=0)
     X_val, y_val = colour_set(3, seed=1)
-    config = FineTuneConfig(strategy=strategy, epochs=4, batch_size=8, head_lr=1e-2, freeze_epochs=1, patience=10, precision="fp32", augmentation="none")
+    config = FineTuneConfig(strategy=strategy, epochs=4, batch_size=8, head_lr=1e-2, freeze_epochs=1, patience=10, keep="best", precision="fp32", augmentation="none")
     result = finetune(SPEC, X, y, X_val, y_val, config)
     records = result.history.records
     assert len(records) == 4 and records[-1].val_accuracy == 1.0
@@ -128,6 +128,18 @@ def test_finetuning_learns_and_records_history(strategy):
     assert result.history.best_epoch == min(records, key=lambda r: r.val_loss).epoch
     if strategy == "gradual":
         assert records[0].trainable_parameters < records[1].trainable_parameters
+
+
+def test_finetune_all_keeps_the_schedules_last_epoch_by_default():
+    assert [FineTuneConfig(strategy=s).kept_epoch for s in ("finetune_all", "finetune_top", "gradual")] == ["last", "best", "best"]
+    assert FineTuneConfig(strategy="finetune_all", keep="best").kept_epoch == "best"
+    X, y = colour_set(4, seed=3)
+    config = FineTuneConfig(strategy="finetune_all", epochs=3, batch_size=8, patience=1, precision="fp32", augmentation="none")
+    result = finetune(SPEC, X, y, X[:6], y[:6], config)
+    assert len(result.history.records) == 3 and not result.history.stopped_early  # patience 1 never stops it
+    assert result.history.best_epoch == 3
+    with pytest.raises(HeadstartError, match="keep"):
+        FineTuneConfig(keep="first")
 
 
 def test_same_seed_same_weights():
