@@ -132,14 +132,24 @@ def test_finetuning_learns_and_records_history(strategy):
 
 def test_finetune_all_keeps_the_schedules_last_epoch_by_default():
     assert [FineTuneConfig(strategy=s).kept_epoch for s in ("finetune_all", "finetune_top", "gradual")] == ["last", "best", "best"]
-    assert FineTuneConfig(strategy="finetune_all", keep="best").kept_epoch == "best"
-    X, y = colour_set(4, seed=3)
-    config = FineTuneConfig(strategy="finetune_all", epochs=3, batch_size=8, patience=1, precision="fp32", augmentation="none")
-    result = finetune(SPEC, X, y, X[:6], y[:6], config)
-    assert len(result.history.records) == 3 and not result.history.stopped_early  # patience 1 never stops it
-    assert result.history.best_epoch == 3
     with pytest.raises(HeadstartError, match="keep"):
         FineTuneConfig(keep="first")
+    X, y = colour_set(4, seed=3)
+    wrong = (y + 1) % len(CLASS_COLOURS)  # a split the network gets worse at: early stopping fires at once
+
+    def run(**settings):
+        snapshots = []
+        config = FineTuneConfig(strategy="finetune_all", epochs=3, batch_size=8, head_lr=1e-2, patience=1, precision="fp32", augmentation="none", **settings)
+        result = finetune(SPEC, X, y, X, wrong, config, on_epoch_end=lambda record, net: snapshots.append({k: v.clone() for k, v in net.state_dict().items()}))
+        final = result.net.state_dict()
+        kept = snapshots[result.history.best_epoch - 1]
+        assert all(torch.equal(final[k], kept[k]) for k in final)
+        return result.history
+
+    stopped = run(keep="best")
+    assert stopped.stopped_early and stopped.best_epoch < len(stopped.records)
+    whole = run()
+    assert len(whole.records) == 3 and not whole.stopped_early and whole.best_epoch == 3
 
 
 def test_same_seed_same_weights():
