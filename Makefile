@@ -49,6 +49,7 @@ benchmarks: install
 	$(BIN)/python benchmarks/bench_regularisation.py ../shared/datasets/hymenoptera ../shared/datasets/oxford17flowers
 	$(BIN)/python benchmarks/bench_advisor.py
 	$(BIN)/python benchmarks/bench_joining.py
+	$(BIN)/python benchmarks/bench_ensemble_head.py
 	$(BIN)/python benchmarks/bench_imbalance.py ../shared/datasets/oxford17flowers --finetune
 	$(BIN)/python benchmarks/bench_finetune.py ../shared/datasets/hymenoptera
 	$(BIN)/python benchmarks/bench_verdicts.py

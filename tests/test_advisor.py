@@ -142,6 +142,19 @@ def test_the_trial_overturns_the_rule_only_beyond_the_noise(monkeypatch, median,
     assert any(line.startswith("Trial on 400 held-out images") for line in plan.explanation)
 
 
+@pytest.mark.parametrize("ensemble", [True, False])
+def test_a_fine_tuning_plan_keeps_the_tap_its_trial_averaged_it_with(monkeypatch, ensemble):
+    """Data unlike ImageNet: the sweep's earlier tap is the linear head the trial scored fine-tuning
+    with (averaged), so the plan keeps it for the fit to average the network with, and says so."""
+    monkeypatch.setattr(planning, "_trial", lambda *args: (0.95, 0.85, 0.02, 400, 1, None))
+    sweep = [TapScore(PRE_LOGITS, 1.0, 32, 0.70, 0.02), TapScore("features.1", 0.5, 16, 0.85, 0.02)]
+    sample = {"labels": np.repeat(np.arange(3), 10), "index": np.arange(30), "codes": {}}
+    overrides = {"augmentation": "none", "ensemble": ensemble}
+    plan = planning.decide(TINY, measurements(20, 0.1, 1.0, sweep), sample, [None] * 30, finetune_overrides=overrides)
+    assert plan.strategy == "finetune_all" and plan.tap == "features.1"
+    assert ("it predicts averaged with the linear classifier on the features.1 codes" in plan.explanation[-1]) is ensemble
+
+
 def test_the_trial_trains_at_the_input_size_it_scores_at(monkeypatch):
     from headstart.strategies import finetune as finetuning
 

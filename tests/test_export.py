@@ -19,10 +19,13 @@ def onnx_probabilities(path, images, preprocessing):
     return session.run(None, {session.get_inputs()[0].name: batch})[0]
 
 
-@pytest.mark.parametrize("strategy, pooling", [("linear", None), ("finetune_top", "avg"), ("finetune_top", "stochastic")])
-def test_exported_graph_predicts_like_the_model(strategy, pooling, tmp_path):
+@pytest.mark.parametrize(
+    "strategy, pooling, tap",
+    [("linear", None, None), ("finetune_top", "avg", None), ("finetune_top", "stochastic", None), ("finetune_top", "avg", "features.1")],
+)
+def test_exported_graph_predicts_like_the_model(strategy, pooling, tap, tmp_path):
     X, y = colour_data(per_class=8)
-    model = tiny(strategy=strategy, finetune={**FAST_FINETUNE, "pooling": pooling} if strategy != "linear" else None).fit(X, y)
+    model = tiny(strategy=strategy, tap=tap, finetune={**FAST_FINETUNE, "pooling": pooling} if strategy != "linear" else None).fit(X, y)
     path = export_onnx(model, tmp_path / "model.onnx")
     X_test, _ = colour_data(per_class=3, seed=9)
     np.testing.assert_allclose(onnx_probabilities(path, X_test, model.preprocessing_), model.predict_proba(X_test), atol=1e-4)

@@ -95,7 +95,8 @@ class TransferClassifier(RejectionMixin, ClassifierMixin, BaseEstimator):
         Where to read the codes; default ``"pre_logits"``, the pooled activations feeding the
         ImageNet classifier. Taps joined by ``+`` read one backbone at several depths; with
         joined backbones, one tap for all or one per backbone in their order
-        (``"features.13+blocks.5"``).
+        (``"features.13+blocks.5"``). A fine-tuned network predicts averaged with the linear
+        head on this tap (its own head starts from one on the top codes, which it reads).
     classifier : {"logistic", "svm"}, default="logistic"
         Multinomial logistic regression, or a linear SVM (one-vs-rest).
     solver : {"auto", "sklearn", "minibatch"}, default="auto"

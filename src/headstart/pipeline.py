@@ -368,10 +368,11 @@ def _fine_tune(recipe: Recipe, params: dict, images: list, y_index: np.ndarray, 
             "add images or use strategy='linear'."
         )
     fit, stop = grouped_hold_out(y_index, EARLY_STOPPING_SHARE, groups=groups, random_state=params["random_state"])
+    spec = get_backbone(recipe.backbone)
     result = finetune(
-        get_backbone(recipe.backbone), [images[i] for i in fit], y_index[fit], [images[i] for i in stop], y_index[stop], config,
+        spec, [images[i] for i in fit], y_index[fit], [images[i] for i in stop], y_index[stop], config,
         n_classes=len(record.classes),
-        head_init=None if recipe.from_scratch else record.head,  # from scratch means from scratch: no warm start
+        head_init=None if recipe.from_scratch else _warm_start_head(record, spec, params, images, y_index, groups),  # from scratch: no warm start
         checkpoint_dir=Path(params["checkpoint_dir"]) if params["checkpoint_dir"] else None,
         resume=params["resume"],
         preprocessing=record.preprocessing,
@@ -380,6 +381,19 @@ def _fine_tune(recipe: Recipe, params: dict, images: list, y_index: np.ndarray, 
     warning = distributed.current().from_main(lambda: _mirror_warning(recipe, images, record, config)) if recipe.check_mirroring else None
     settings = {**asdict(config), "imbalance_plan": result.imbalance.reason, "bf16": result.bf16, "mirror_warning": warning}
     return result.net, result.history, settings, stop
+
+
+def _warm_start_head(record: FittedModel, spec, params: dict, images: list, y_index: np.ndarray, groups: np.ndarray) -> LinearHead:
+    """The linear head the network's own head starts from: on the codes that head reads, the top
+    tap's. The record's head is it unless it reads another tap (the one the advisor's trial scored
+    fine-tuning with: the network predicts averaged with it); then one is fitted on the top codes
+    (the advisor's measuring pass left them in the feature cache)."""
+    if record.tap == spec.default_tap:
+        return record.head
+    progress.announce(f"warm start: a linear head on {spec.name}'s top codes, which the network's own head reads")
+    world = distributed.current()
+    top = _codes(Runtime.from_params(params).extractor(spec.name, spec.default_tap, params["input_size"]), images, params["progress"], world)
+    return _linear_head(params, np.nan_to_num(top.codes), y_index, world, groups)[0]
 
 
 def _mirror_warning(recipe: Recipe, images: list, record: FittedModel, config) -> str | None:

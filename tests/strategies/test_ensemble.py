@@ -56,3 +56,24 @@ def test_probability_average_gives_log_probabilities():
     expected = (members[0](x).softmax(1) + members[1](x).softmax(1)) / 2
     torch.testing.assert_close(averaged.softmax(1), expected)
     torch.testing.assert_close(averaged.exp().sum(1), torch.ones(5))
+
+
+def test_a_network_is_averaged_with_the_head_on_the_tap_asked_and_warm_started_from_the_top_one(monkeypatch, tmp_path):
+    """tap= names the linear head the network predicts with (the advisor passes the tap its trial
+    scored); the network's own head still starts from a head on the top codes, which it reads."""
+    from headstart import pipeline
+
+    warm_starts = []
+    real = pipeline.finetune
+    monkeypatch.setattr(pipeline, "finetune", lambda *a, **k: warm_starts.append(k["head_init"]) or real(*a, **k))
+    X, y = colour_data(per_class=8)
+    model = tiny(strategy="finetune_top", tap="features.1", finetune=FAST_FINETUNE).fit(X, y)
+    top = tiny(strategy="linear").fit(X, y)
+    assert model.tap_ == "features.1" and model.fitted_.ensembled
+    assert warm_starts[0].coef.shape == top.fitted_.head.coef.shape != model.fitted_.head.coef.shape  # the top codes' width
+    np.testing.assert_allclose(warm_starts[0].coef, top.fitted_.head.coef, atol=1e-6)  # the same head a linear fit gets
+    X_test, _ = colour_data(per_class=3, seed=7)
+    head = model.fitted_.head.predict_proba(model.transform(X_test))  # the head on features.1's codes
+    np.testing.assert_allclose(model.predict_proba(X_test), (network_probabilities(model, X_test) + head) / 2, atol=1e-5)
+    loaded = TransferClassifier.load(model.save(tmp_path / "run"))
+    np.testing.assert_allclose(loaded.predict_proba(X_test), model.predict_proba(X_test), atol=1e-6)

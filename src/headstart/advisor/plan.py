@@ -72,7 +72,7 @@ class Alternative:
 @dataclass
 class Plan:
     strategy: str  # "linear", "finetune_top" or "finetune_all"
-    tap: str  # codes the linear head reads (fine-tuning warm-starts from the head on pre_logits)
+    tap: str  # codes the linear head reads (fine-tuning: the head its network is averaged with; its warm start reads pre_logits)
     backbone: str  # whose codes: the measured backbone, or it and its partner ("mobilenet_v2+efficientnet_lite0")
     case: str  # the cs231n case, e.g. "small, similar"
     rule: str  # what the rule of thumb alone would do
@@ -108,7 +108,9 @@ class Plan:
 
     def describe(self) -> str:
         if self.strategy != "linear":
-            return f"{self.strategy} (head warm-started from the linear classifier)"
+            averaged = self.tap != PRE_LOGITS and self.settings.get("ensemble", DEFAULT_CONFIG.ensemble)
+            with_head = f", averaged with the linear classifier on the {self.tap} codes" if averaged else ""
+            return f"{self.strategy} (head warm-started from the linear classifier{with_head})"
         if "+" in self.backbone:
             return describe_joined(self.backbone, self.tap)
         return "linear classifier on " + ("top-layer codes" if self.tap == PRE_LOGITS else f"the {self.tap} codes")
@@ -234,11 +236,12 @@ def decide(
     case = f"{'small' if small else 'large'}, {'similar' if similar else 'different'}"
     lines = [_size_line(measurements, small), _similarity_line(measurements, similar), _sweep_line(measurements), f"Rule of thumb ({case}): {rule_words}."]
     lines += [line for line in (choice.line, augmentation_line if strategy != "linear" else None, partner_line) if line]
-    lines += _closing_lines(spec, strategy, backbone, linear, linear_tap, measurements.sweep, tap is None, rule_strategy, small, similar, choice.budget_bound)
+    ensemble = bool(overrides.get("ensemble", DEFAULT_CONFIG.ensemble))
+    lines += _closing_lines(spec, strategy, backbone, linear, linear_tap, measurements.sweep, tap is None, rule_strategy, small, similar, choice.budget_bound, ensemble)
     settings = {"epochs": budget.epochs, "head_lr": DEFAULT_CONFIG.head_lr, "lr_mult": DEFAULT_CONFIG.lr_mult, **overrides} if strategy != "linear" else {}
     return Plan(
         strategy=strategy,
-        tap=PRE_LOGITS if strategy != "linear" else linear_tap,
+        tap=linear_tap,  # fine-tuning predicts with this head averaged in, the head its trial was scored with
         backbone=backbone,
         case=case,
         rule="linear (earlier tap)" if small and not similar else rule_strategy,
@@ -346,12 +349,12 @@ def _judge_trial(result: TrialResult, budget: _Budget, rule_strategy: str, linea
     return _Choice(candidate if choose_finetune else "linear", line, alternatives=alternatives)
 
 
-def _closing_lines(spec, strategy, backbone, linear, linear_tap, sweep, tap_chosen, rule_strategy, small, similar, budget_bound) -> list[str]:
+def _closing_lines(spec, strategy, backbone, linear, linear_tap, sweep, tap_chosen, rule_strategy, small, similar, budget_bound, ensemble) -> list[str]:
     """The "Plan:" line, and for small similar data what fine-tuning might still add."""
     top = next(s for s in sweep if s.tap == PRE_LOGITS)
     if backbone == spec.name:
         sweep_best = max(sweep, key=lambda s: s.cv_accuracy) if tap_chosen else None  # an asked tap needs no reason
-        lines = [_plan_line(strategy, linear, top, sweep_best, rule_strategy, small, similar, budget_bound)]
+        lines = [_plan_line(strategy, linear, top, sweep_best, rule_strategy, small, similar, budget_bound, ensemble)]
     else:
         lines = [f"Plan: {describe_joined(backbone, linear_tap)}, joined."]
     if strategy == "linear" and small and similar:
@@ -378,8 +381,8 @@ def _trial(
     more_time: Callable[[float], bool] = lambda _: False, seconds_left: Callable[[], float | None] = lambda: None,
 ) -> TrialResult:
     """Fine-tune ``candidate`` as the real run would, on four fifths of the sample, and score it (averaged
-    with the top codes' linear head, as the real run predicts, unless ``ensemble`` is off) and the
-    linear head on ``linear_tap`` on the same held-out fifth; then the next fifth, while
+    with the linear head on ``linear_tap``, as the real run predicts, unless ``ensemble`` is off) and
+    that linear head alone on the same held-out fifth; then the next fifth, while
     ``more_time(seconds of the last split)`` says another fits. Every image is held out at most once,
     so the splits' hits pool into one paired comparison. Each split fine-tunes for at most
     ``seconds_left()`` (None: no bound), its schedule shortened to the epochs that fit."""
@@ -432,9 +435,8 @@ def _trial_split(spec, candidate, linear_tap, sample, images, overrides, random_
         name="trial",
     )
     scores, _ = network_scores(result.net, [images[index[r]] for r in held_rows], preprocessing)
-    if config.ensemble:  # as the real run predicts: with the top codes' linear head, fitted on what the network saw
-        top = head if linear_tap == PRE_LOGITS else fit_linear_head(codes[PRE_LOGITS][fit_rows], labels[fit_rows], random_state=random_state, groups=fit_groups)[0]
-        scores = np.log(softmax(np.nan_to_num(scores)) + top.predict_proba(codes[PRE_LOGITS][held_rows]))
+    if config.ensemble:  # as the real run predicts: averaged with the linear head it is compared with, fitted on what the network saw
+        scores = np.log(softmax(np.nan_to_num(scores)) + head.predict_proba(linear_codes[held_rows]))
     ft_correct = np.nan_to_num(scores, nan=-np.inf).argmax(1) == labels[held_rows]
     return ft_correct, linear_correct, result.history.time_bound
 
@@ -509,10 +511,13 @@ def _sweep_line(m: Measurements) -> str:
     return f"Layer sweep (5-fold CV{on}): top tap {top.cv_accuracy:.1%} +- {top.cv_std * 100:.1f}" + (f", {others}." if others else ".")
 
 
-def _plan_line(strategy: str, linear: TapScore, top: TapScore, sweep_best: TapScore | None, rule_strategy: str, small: bool, similar: bool, budget_bound: bool) -> str:
+def _plan_line(
+    strategy: str, linear: TapScore, top: TapScore, sweep_best: TapScore | None, rule_strategy: str, small: bool, similar: bool, budget_bound: bool, ensemble: bool,
+) -> str:
     if strategy != "linear":
         verdict = "as the rule says" if strategy == rule_strategy else "the trial overturned the rule"
-        return f"Plan: {strategy}, head warm-started from the linear classifier ({verdict})."
+        averaged = f"; it predicts averaged with the linear classifier on {_tap_words(linear.tap)}" if ensemble else ""
+        return f"Plan: {strategy}, head warm-started from the linear classifier ({verdict}){averaged}."
     if linear.tap == PRE_LOGITS:
         where = "top-layer codes"
         if small and not similar:
