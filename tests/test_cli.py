@@ -128,6 +128,9 @@ def test_demo_runs_offline(tmp_path, capsys):
     assert "headstart fit PATH/TO/IMAGES" in out
     assert (tmp_path / "demo" / "model.json").exists()
     assert len(list((tmp_path / "demo-images" / "train").rglob("*.png"))) == 150
+    # a first run: the fit is held to the demo's time budget, and says so
+    assert "Fitting within a 60 s time budget" in out
+    assert json.loads((tmp_path / "demo" / "model.json").read_text())["params"]["time_budget"] == 60.0
 
 
 def test_backbones_lists_the_offline_ones(capsys):

@@ -313,7 +313,12 @@ def _choose_strategy(small, similar, rule_strategy, linear: TapScore, sample, bu
         return _judge_trial(TrialResult(*trial()), budget, rule_strategy, linear)
     if rule_strategy != "linear" and budget.allows(budget.final):
         return _Choice(rule_strategy, f"No time for a trial within the {budget.limit:.0f} s budget; following the rule unconfirmed.")
-    return _Choice("linear", f"Fine-tuning would take about {budget.final:.0f} s, past the {budget.limit:.0f} s budget; staying linear.", budget_bound=True)
+    # On small data the fine-tuning the rule doubts is run only after a trial confirms it: both must fit.
+    needed, what = (budget.trial + budget.final, "A fine-tuning trial and run") if rule_strategy == "linear" else (budget.final, "Fine-tuning")
+    return _Choice(
+        "linear", f"{what} would take about {needed:.0f} s more, past the {budget.limit:.0f} s budget ({budget.spent:.0f} s spent measuring); staying linear.",
+        budget_bound=True,
+    )
 
 
 def _judge_trial(result: TrialResult, budget: _Budget, rule_strategy: str, linear: TapScore) -> _Choice:
