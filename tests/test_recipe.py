@@ -41,8 +41,8 @@ def params(**changes) -> dict:
         ({"finetune": {"dropout": 1.5}}, "dropout=1.5 and drop_connect=0.0 are shares"),
         ({"finetune": {"augmentation": "object"}}, "unknown augmentation policy 'object'"),
         ({"finetune": {"epochs": 0}}, "epochs must be a whole number of at least 1"),
-        ({"finetune": {"imbalance": "sampling"}}, "unknown imbalance 'sampling' (did you mean 'sampler'?)"),
-        ({"strategy": "scratch", "finetune": {"init": "he"}}, "unknown init 'he'"),
+        ({"finetune": {"imbalance": "sampling"}}, "unknown imbalance value 'sampling' (did you mean 'sampler'?)"),
+        ({"strategy": "scratch", "finetune": {"init": "he"}}, "unknown init value 'he'"),
         ({"strategy": "finetune_top", "resume": True}, "resume=True continues from checkpoint_dir"),
     ],
 )

@@ -283,7 +283,7 @@ def test_stochastic_pooling_refuses_a_feature_map_narrower_than_the_codes():
 
 @pytest.mark.parametrize(
     "settings, message",
-    [({"drop_connect": 1.0}, r"\[0, 1\)"), ({"mixup": -1}, "Beta distribution"), ({"pooling": "max"}, "unknown pooling 'max'")],
+    [({"drop_connect": 1.0}, r"\[0, 1\)"), ({"mixup": -1}, "Beta distribution"), ({"pooling": "max"}, "unknown pooling value 'max'")],
 )
 def test_bad_regularisation_settings(settings, message):
     with pytest.raises(HeadstartError, match=message):

@@ -102,7 +102,7 @@ class FineTuneConfig:
         """Every setting is checked here, before any work: one DataError line naming the setting."""
         choices = {"strategy": STRATEGIES, "keep": KEEP_CHOICES, "precision": PRECISIONS, "batchnorm": ("frozen", "batch"), "pooling": POOLINGS, "imbalance": IMBALANCE_HANDLING, "init": SCHEMES}
         for name, allowed in choices.items():
-            check_choice(name, getattr(self, name), allowed)
+            check_choice(f"{name} value", getattr(self, name), allowed)  # "unknown keep value ..." names the setting
         if not 0.0 <= self.drop_connect < 1.0 or not 0.0 <= self.dropout < 1.0:
             raise DataError(f"dropout={self.dropout!r} and drop_connect={self.drop_connect!r} are shares of units or weights dropped: use values in [0, 1).")
         if self.mixup < 0:
