@@ -10,8 +10,13 @@ at the input size a fit chooses (photos 288 px, MRI 224, digits 96). For each me
 novel against known test images; then at the threshold calibrated on the training images'
 out-of-fold scores (keep 95%), the share of known test images rejected, the share of novel images caught, and accuracy on the
 known test images accepted. Then the shipped default end to end ("model (knn+msp)": a linear
-TransferClassifier's own ``novelty_score`` and ``novelty_threshold_``), and what scoring adds to
-``predict``'s time on flowers' test images.
+TransferClassifier's own ``novelty_score`` and ``novelty_threshold_``; ``--strategy auto``: the model a
+default fit makes, joined backbones and earlier taps included), beside that model's own maximum
+softmax probability, and what scoring adds to ``predict``'s time on flowers' test images.
+
+Candidates beyond the shipped ones: kNN on other codes (``knn1-eff``, ``knn1-both``, ``knn1-f13``,
+``knn1-imagenet``; OTHER_CODES) and fusion rules other than the maximum (``mean:``, ``fisher:``,
+``tail:``; see ``fuse``).
 """
 
 from __future__ import annotations
@@ -29,11 +34,13 @@ import _datasets  # noqa: E402
 from _common import SHARED, dev_set, machine  # noqa: E402
 
 from headstart import TransferClassifier  # noqa: E402
+from headstart.backbones import get_backbone  # noqa: E402
 from headstart.data import near_duplicate_groups  # noqa: E402
 from headstart.data.duplicates import stratified_folds  # noqa: E402
 from headstart.data.images import as_sources  # noqa: E402
 from headstart.recipe import input_size as input_size_for  # noqa: E402
 from headstart.strategies import fit_linear_head  # noqa: E402
+from headstart.strategies.linear import softmax  # noqa: E402
 from headstart.strategies.novelty import KNOWN_SHARE, fit_detector, out_of_fold_scores, percentile  # noqa: E402
 
 SETS = {  # name: (folder, input size, training images per class, held-out images per class)
@@ -54,12 +61,22 @@ VARIANTS = {  # name: (method, k, kNN calibrated by leaving out whole folds)
     "msp": ("msp", 1, False), "energy": ("energy", 1, False), "mahalanobis": ("mahalanobis", 1, False),
     "relative_mahalanobis": ("relative_mahalanobis", 1, False), "knn1": ("knn", 1, False), "knn5": ("knn", 5, False),
     "knn1-folds": ("knn", 1, True), "knn1-std": ("knn", 1, False), "ncm": ("ncm", 1, False),
+    "knn1-eff": ("knn", 1, False), "knn1-both": ("knn", 1, False), "knn1-f13": ("knn", 1, False), "knn1-imagenet": ("knn", 1, False),
 }
 STANDARDISED = {"knn1-std"}  # codes standardised by the training codes' mean and spread first (as the head sees them)
+# Other codes for kNN (the head still reads MobileNetV2's pre_logits): EfficientNet-Lite0's top codes;
+# both backbones' joined as a fit joins them; MobileNetV2's features.13 pooled; the square root of
+# MobileNetV2's own ImageNet class probabilities (what ImageNet's 1,000 classes make of the image).
+OTHER_CODES = {"knn1-eff": "efficientnet_lite0", "knn1-both": "both", "knn1-f13": "features.13", "knn1-imagenet": "imagenet"}
 # Fusions: each part's score as its percentile among the training images' out-of-fold scores; the
 # image is as novel as its most novel part (novel if either part says so), calibrated the same way.
 VIM_SHARES = (0.9, 0.99)
-FUSIONS = {"knn1+msp": ("knn1", "msp"), "knn1+energy": ("knn1", "energy"), "ncm+msp": ("ncm", "msp"), "knn1+ncm+msp": ("knn1", "ncm", "msp")}
+FUSIONS = {"knn1+msp": ("knn1", "msp"), "knn1+energy": ("knn1", "energy"), "ncm+msp": ("ncm", "msp"), "knn1+ncm+msp": ("knn1", "ncm", "msp"),
+           "knn1-both+msp": ("knn1-both", "msp"), "knn1-imagenet+msp": ("knn1-imagenet", "msp"),
+           "mean:knn1+msp": ("knn1", "msp"), "fisher:knn1+msp": ("knn1", "msp"), "tail:knn1+msp": ("knn1", "msp")}
+# Fusion rules other than the default maximum of percentiles: "mean" of the percentiles; "fisher",
+# the sum of -log(share of training scores at or above), Fisher's combination of p-values; "tail",
+# the confidence's percentile unless kNN is beyond every training image's out-of-fold score.
 
 
 def load(name):
@@ -70,10 +87,24 @@ def load(name):
     return X, y, X_test, y_test, chosen
 
 
-def codes_of(paths, input_size):
-    codes = TransferClassifier("mobilenet_v2", input_size=input_size).extract(paths)
+def codes_of(paths, input_size, kind="pre_logits"):
+    """MobileNetV2's codes of the images (or, for OTHER_CODES, the other codes named there)."""
+    if kind == "both":
+        return np.hstack([_power_normalised(codes_of(paths, input_size, k)) for k in ("pre_logits", "efficientnet_lite0")])
+    if kind == "imagenet":
+        classifier = get_backbone("mobilenet_v2").build().classifier[-1]
+        logits = codes_of(paths, input_size).codes @ classifier.weight.detach().numpy().T + classifier.bias.detach().numpy()
+        return np.sqrt(softmax(logits))
+    backbone, tap = ("efficientnet_lite0", None) if kind == "efficientnet_lite0" else ("mobilenet_v2", kind)
+    codes = TransferClassifier(backbone, tap=tap, input_size=input_size).extract(paths)
     assert not codes.failures
-    return codes
+    return codes if kind == "pre_logits" else codes.codes
+
+
+def _power_normalised(codes):
+    codes = getattr(codes, "codes", codes)
+    codes = np.sign(codes) * np.sqrt(np.abs(codes))
+    return codes / np.linalg.norm(codes, axis=1, keepdims=True)
 
 
 def out_of_fold_logits(codes, labels, C, groups):
@@ -106,19 +137,24 @@ _MODELS: dict = {}  # (known set, classes held out, strategy): the fitted model,
 
 
 def model_row(known, novel, held_out_classes, data, strategy="linear") -> dict:
-    """The shipped default end to end: a TransferClassifier's own novelty_score and
-    novelty_threshold_ (kNN + MSP, calibrated in fit: out of fold for a linear head, on early
+    """The shipped default end to end, and the same model's maximum softmax probability beside it
+    (the baseline): a TransferClassifier's own novelty_score and novelty_threshold_ (kNN + MSP, calibrated in fit: out of fold for a linear head, on early
     stopping's held-out images for a fine-tuned network, whose own penultimate codes it scores)."""
     label, X, y, X_test, y_test, X_novel, input_size = pair_images(known, novel, held_out_classes, data)
     key = (known, held_out_classes, strategy)
     if key not in _MODELS:
         _MODELS[key] = TransferClassifier("mobilenet_v2", strategy=strategy, input_size=input_size).fit(X, y)
     model = _MODELS[key]
-    predicted = model.predicted(X_test)
-    known_scores, novel_scores = predicted.novelty, model.novelty_score(X_novel)
+    predicted, novel_predicted = model.predicted(X_test), model.predicted(X_novel)
     truth = np.searchsorted(model.classes_, y_test)
     name = "model (knn+msp)" if strategy == "linear" else f"{strategy} model (knn+msp)"
-    return _row(label, novel is None, name, None, known_scores, novel_scores, predicted.scores, truth, 0.0, threshold=model.novelty_threshold_)
+    default = _row(label, novel is None, name, None, predicted.novelty, novel_predicted.novelty, predicted.scores, truth, 0.0,
+                   threshold=model.novelty_threshold_)
+    # The same model's own confidence, the baseline the default is to beat (threshold: the default's share of known images kept).
+    msp = [-softmax(p.scores).max(axis=1) for p in (predicted, novel_predicted)]
+    baseline = _row(label, novel is None, name.replace("knn+msp", "its msp"), None, *msp, predicted.scores, truth, 0.0,
+                    threshold=np.quantile(msp[0], 1 - default["rejected"]))
+    return [default, baseline]
 
 
 def scoring_overhead(data, name="flowers", repeats=3, model=None) -> None:
@@ -164,9 +200,13 @@ def run_pair(known, novel, held_out_classes, data, methods) -> list[dict]:
         method, k, by_fold = VARIANTS[variant]
         tick = time.perf_counter()
         view = (lambda c: (c - head.mean) / head.scale) if variant in STANDARDISED else (lambda c: c)
-        detector = fit_detector(view(train.codes), y_index, method, k=k)
-        oof = out_of_fold_scores(view(train.codes), y_index, method, k=k, groups=groups, oof_logits=oof_logits, knn_by_fold=by_fold)
-        parts[variant] = (oof, detector.score(view(test), test_logits), detector.score(view(other), other_logits))
+        if variant in OTHER_CODES:
+            fit_codes, test_codes, other_codes = (codes_of(images, input_size, OTHER_CODES[variant]) for images in (X, X_test, X_novel))
+        else:
+            fit_codes, test_codes, other_codes = view(train.codes), view(test), view(other)
+        detector = fit_detector(fit_codes, y_index, method, k=k)
+        oof = out_of_fold_scores(fit_codes, y_index, method, k=k, groups=groups, oof_logits=oof_logits, knn_by_fold=by_fold)
+        parts[variant] = (oof, detector.score(test_codes, test_logits), detector.score(other_codes, other_logits))
         rows.append(_row(label, novel is None, variant, *parts[variant], test_logits, truth, time.perf_counter() - tick))
     for share in VIM_SHARES:
         score = vim_parts(train.codes, head, share)
@@ -177,9 +217,29 @@ def run_pair(known, novel, held_out_classes, data, methods) -> list[dict]:
         rows.append(_row(label, novel is None, f"vim{share:g}", oof, score(test, test_logits), score(other, other_logits), test_logits, truth, 0.0))
     for fusion, members in FUSIONS.items():
         if all(m in parts for m in members):
-            fused = [np.max([percentile(parts[m][0], parts[m][i]) for m in members], axis=0) for i in range(3)]
+            rule = fusion.split(":")[0] if ":" in fusion else "max"
+            fused = [fuse(rule, [parts[m][0] for m in members], [parts[m][i] for m in members]) for i in range(3)]
             rows.append(_row(label, novel is None, fusion, *fused, test_logits, truth, 0.0))
     return rows
+
+
+def fuse(rule, references, scores):
+    """One novelty score from several parts' scores, each read against its training images'
+    out-of-fold ``references``; ``max`` of percentiles is the shipped default's rule."""
+    if rule == "max":
+        return np.max([percentile(r, s) for r, s in zip(references, scores)], axis=0)
+    if rule == "mean":
+        return np.mean([percentile(r, s) for r, s in zip(references, scores)], axis=0)
+    if rule == "fisher":  # -log of each part's p-value (share of training scores at or above it), summed
+        def surprise(reference, score):
+            ordered = np.sort(reference)
+            above = len(ordered) - np.searchsorted(ordered, score, side="left")
+            return -np.log((above + 1) / (len(ordered) + 1)) + np.maximum(score - ordered[-1], 0) / max(ordered[-1] - ordered[0], 1e-12)
+        return np.sum([surprise(r, s) for r, s in zip(references, scores)], axis=0)
+    if rule == "tail":  # (kNN, confidence): kNN speaks only beyond every training image
+        (knn_reference, confidence_reference), (knn, confidence) = references, scores
+        return np.where(knn > knn_reference.max(), 1 + percentile(knn_reference, knn), percentile(confidence_reference, confidence))
+    raise ValueError(rule)
 
 
 def _row(label, near, variant, oof, known_scores, novel_scores, test_logits, truth, seconds, threshold=None) -> dict:
@@ -214,7 +274,7 @@ def main() -> None:
     parser.add_argument("--only", nargs="*", help="pairs as known/novel (or known/near)")
     parser.add_argument("--methods", nargs="*", default=list(VARIANTS), choices=list(VARIANTS))
     parser.add_argument("--model-only", action="store_true", help="only the shipped default, end to end (a TransferClassifier), and its predict overhead")
-    parser.add_argument("--strategy", default="linear", help="the end-to-end model's strategy (finetune_top: a fine-tuned network's detector)")
+    parser.add_argument("--strategy", default="linear", help="the end-to-end model's strategy (finetune_top: a fine-tuned network's detector; auto: what a fit chooses)")
     args = parser.parse_args()
     print(machine(), flush=True)
     data = {name: load(name) for name in SETS}
@@ -223,7 +283,7 @@ def main() -> None:
         if args.only and f"{known}/{novel or 'near'}" not in args.only:
             continue
         rows += [] if args.model_only else run_pair(known, novel, held, data, args.methods)
-        rows.append(model_row(known, novel, held, data, args.strategy))
+        rows += model_row(known, novel, held, data, args.strategy)
     print("\n| method | far AUROC (min, mean) | near AUROC (each) | known rejected (max) | novel caught far (min) |\n|---|---|---|---|---|")
     for variant in dict.fromkeys(r["method"] for r in rows):
         mine = [r for r in rows if r["method"] == variant]

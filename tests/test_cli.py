@@ -133,6 +133,13 @@ def test_demo_runs_offline(tmp_path, capsys):
     assert json.loads((tmp_path / "demo" / "model.json").read_text())["params"]["time_budget"] == 60.0
 
 
+
+def test_demo_refuses_a_negative_budget_before_writing_anything(tmp_path, capsys):
+    code, out, err = run(capsys, "demo", "-o", tmp_path / "demo", "--time-budget", "-1")
+    assert code == 2 and out == ""
+    assert err.count("\n") == 1 and "must be a number of seconds, 0 or more" in err
+    assert not list(tmp_path.iterdir())
+
 def test_backbones_lists_the_offline_ones(capsys):
     code, out, _ = run(capsys, "backbones")
     assert code == 0 and "mobilenet_v2" in out and "efficientnet_lite0" in out

@@ -535,8 +535,10 @@ def cmd_advise(args) -> int:
 
 def cmd_demo(args) -> int:
     from .demo import write_digits_folder
+    from .recipe import check_time_budget
     from .workflow import fit_folder
 
+    check_time_budget(args.time_budget)  # before anything is written or announced
     output = Path(args.output)
     images = write_digits_folder(output.parent / f"{output.name}-images")
     print(f"Wrote scikit-learn's handwritten digits to {images} (15 training images per class).")

@@ -144,6 +144,11 @@ def finetune_config(params: dict, strategy: str, planned: dict | None = None) ->
 
 
 # ------------------------------------------------------------------------------------ checks
+def check_time_budget(seconds) -> None:
+    if seconds is not None and not (_is_number(seconds) and seconds >= 0):
+        raise DataError(f"time_budget={seconds!r} must be a number of seconds, 0 or more; None (on the command line: no --time-budget) for no limit.")
+
+
 def check_params(params: dict) -> dict:
     """Raise one DataError line for the first bad parameter; return ``params`` when all are good."""
     check_choice("strategy", params["strategy"], STRATEGY_CHOICES)
@@ -157,8 +162,7 @@ def check_params(params: dict) -> dict:
     for name, minimum in (("input_size", 1), ("random_state", 0), ("n_jobs", None)):
         if params[name] is not None:
             _whole(name, params[name], minimum)
-    if params["time_budget"] is not None and not (_is_number(params["time_budget"]) and params["time_budget"] >= 0):
-        raise DataError(f"time_budget={params['time_budget']!r} must be a number of seconds, 0 or more; or None for no limit.")
+    check_time_budget(params["time_budget"])
     if params["Cs"] is not None and not (len(params["Cs"]) and all(_is_number(c) and c > 0 for c in params["Cs"])):
         raise DataError(f"Cs={params['Cs']!r} must be a non-empty list of positive inverse regularisation strengths, e.g. (0.01, 0.1, 1.0).")
     try:
