@@ -140,6 +140,22 @@ def test_demo_refuses_a_negative_budget_before_writing_anything(tmp_path, capsys
     assert err.count("\n") == 1 and "must be a number of seconds, 0 or more" in err
     assert not list(tmp_path.iterdir())
 
+
+def test_a_mirroring_warning_is_printed_once_in_the_summary(tmp_path, capsys):
+    from tests.data.test_augment import gradient
+
+    for i in range(24):  # dark-to-bright ramps: a probe tells them from their mirrors
+        (tmp_path / "images" / "ab"[i // 12]).mkdir(parents=True, exist_ok=True)
+        gradient(i).save(tmp_path / "images" / "ab"[i // 12] / f"{i}.png")
+    code = main([  # without -q, which would silence the logged warnings too
+        "fit", str(tmp_path / "images"), "-o", str(tmp_path / "run"), "--backbone", "tiny", "--engine", "torch", "--no-diagnostics",
+        "--strategy", "finetune_top", "--epochs", "1", "--augmentation", "objects", "--set", "precision=fp32",
+    ])
+    out, err = capsys.readouterr()
+    assert code == 0
+    assert out.count("consider augmentation 'text_signs'") == 1 and "  WARNING     augmentation 'objects' mirrors" in out
+    assert "consider augmentation" not in err
+
 def test_backbones_lists_the_offline_ones(capsys):
     code, out, _ = run(capsys, "backbones")
     assert code == 0 and "mobilenet_v2" in out and "efficientnet_lite0" in out

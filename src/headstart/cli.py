@@ -11,7 +11,7 @@ import os
 import sys
 from pathlib import Path
 
-from .errors import HeadstartError, one_line
+from .errors import SHOWN_IN_SUMMARY, HeadstartError, one_line
 
 log = logging.getLogger("headstart")
 
@@ -955,6 +955,8 @@ class _LowercaseLevelFormatter(logging.Formatter):
 def _configure_logging(quiet: bool) -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(_LowercaseLevelFormatter())
+    # A warning the fit's summary prints (its WARNING line) is not also logged in the middle of the run.
+    handler.addFilter(lambda record: not getattr(record, SHOWN_IN_SUMMARY, False))
     root = logging.getLogger("headstart")
     root.handlers[:] = [handler]
     root.setLevel(logging.ERROR if quiet else logging.WARNING)

@@ -4,6 +4,10 @@ Messages are one sentence that says what was expected, what was found, and how t
 prints them as a single line.
 """
 
+# A logged warning's record attribute (``log.warning(..., extra={SHOWN_IN_SUMMARY: True})``): a fit's
+# summary repeats this warning, so the CLI, which prints the summary, does not also log it.
+SHOWN_IN_SUMMARY = "headstart_in_summary"
+
 
 class HeadstartError(Exception):
     """Base class for errors raised by headstart."""

@@ -402,4 +402,4 @@ def _mirror_warning(recipe: Recipe, images: list, record: FittedModel, config) -
         return None
     spec = get_backbone(recipe.backbone.split("+")[0])
     accuracy, n_checked = advisor.mirror_probe(spec, images, record.preprocessing, config.seed)
-    return mirror_warning(config.augmentation, accuracy, n_checked)
+    return mirror_warning(config.augmentation, accuracy, n_checked, in_summary=True)  # the fit's summary carries it

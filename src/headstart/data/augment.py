@@ -15,7 +15,7 @@ import numpy as np
 from PIL import Image, ImageOps
 from torchvision.transforms import v2
 
-from ..errors import DataError
+from ..errors import SHOWN_IN_SUMMARY, DataError
 
 log = logging.getLogger(__name__)
 
@@ -119,9 +119,10 @@ def mirror_check_sample(n_images: int, random_state: int | None = 0) -> np.ndarr
     return rng.choice(n_images, min(MIRROR_CHECK_IMAGES, n_images), replace=False)
 
 
-def mirror_warning(policy: str | Sequence[str], accuracy: float, n_images: int) -> str | None:
-    """The warning (also logged) when ``policy`` mirrors images that a mirror probe scored
-    ``accuracy`` on (``n_images`` and their mirrors), else None."""
+def mirror_warning(policy: str | Sequence[str], accuracy: float, n_images: int, *, in_summary: bool = False) -> str | None:
+    """The warning (also logged; marked ``SHOWN_IN_SUMMARY`` when a fit's summary will carry it)
+    when ``policy`` mirrors images that a mirror probe scored ``accuracy`` on (``n_images`` and
+    their mirrors), else None."""
     if not MIRRORING_STEPS & set(policy_steps(policy)) or not is_mirror_sensitive(accuracy, n_images):
         return None
     message = (
@@ -129,7 +130,7 @@ def mirror_warning(policy: str | Sequence[str], accuracy: float, n_images: int) 
         f"{accuracy:.0%} of the time (chance 50%): mirroring may change their meaning; "
         "consider augmentation 'text_signs' (no flips)."
     )
-    log.warning(message)
+    log.warning(message, extra={SHOWN_IN_SUMMARY: in_summary})
     return message
 
 
