@@ -64,6 +64,7 @@ def test_fine_tuning_on_two_processes_ends_within_one_image_of_one(noisy_splits,
     one = headstart("fit", noisy_splits, "-o", tmp_path / "one", *FINETUNE, *TINY)
     two = headstart("fit", noisy_splits, "-o", tmp_path / "two", *FINETUNE, *TINY, "--nproc", "2")  # the shorthand
     assert one.returncode == 0 and two.returncode == 0, two.stderr[-2000:]
+    assert "OMP_NUM_THREADS" not in two.stderr  # --nproc shares the cores itself: torchrun's banner stays away under -q
     accuracy = [json.loads((tmp_path / run / "metrics.json").read_text())["evaluation"] for run in ("one", "two")]
     assert abs(accuracy[0]["accuracy"] - accuracy[1]["accuracy"]) * accuracy[0]["n_images"] <= 1
     history = json.loads((tmp_path / "two" / "history.json").read_text())

@@ -409,7 +409,10 @@ def _launch(args) -> int:
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={args.nproc}", "-m", "headstart", *argv]
     if args.show_progress:
         print(f"starting {args.nproc} processes: torchrun --standalone --nproc-per-node={args.nproc} -m headstart {' '.join(argv)}", file=sys.stderr)
-    code = subprocess.run(command).returncode
+    # Each process gets its share of the cores (torchrun would give each one thread, and print a
+    # banner saying so, even under -q); a value the user set is kept.
+    env = {"OMP_NUM_THREADS": str(max(1, (os.cpu_count() or 1) // args.nproc)), **os.environ}
+    code = subprocess.run(command, env=env).returncode
     if code != 0:
         print(f"error: {args.nproc} processes: the job failed (exit {code}); the first failing rank's error is above.", file=sys.stderr)
         return EXIT_ERROR
