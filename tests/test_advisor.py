@@ -92,6 +92,27 @@ def test_the_measuring_pass_fills_the_feature_cache():
     np.testing.assert_allclose(CodeExtractor(TINY, PRE_LOGITS, engine="torch")(X).codes, fresh.codes, rtol=1e-5, atol=1e-6)
 
 
+
+def test_the_measuring_pass_in_onnx_runtime_gives_the_eager_pass_figures(monkeypatch, private_cache):
+    import importlib
+
+    measuring = importlib.import_module("headstart.advisor.measure")
+    images, labels = noise_images(30, 0) + colour_data(per_class=10)[0], np.repeat([0, 1, 2, 3, 4, 5], 10)
+    order = np.random.default_rng(0).permutation(60)  # every batch a mixture, as in a folder of photos
+    images, labels = [images[i] for i in order], labels[order]
+    eager, eager_sample = measuring.measure(TINY, images, labels, batch_size=6, cache=False, cache_dir=private_cache)
+    monkeypatch.setattr("headstart.features.engine.EXPORT_PAYS_FROM", 0)  # 60 images pay for an export here
+    monkeypatch.setattr(measuring, "BN_SAMPLE", 12)  # two of the ten batches run eagerly, for the BatchNorm inputs
+    graph, graph_sample = measuring.measure(TINY, images, labels, batch_size=6, cache=False, cache_dir=str(private_cache))  # a str too
+    assert len(list((private_cache / "onnx").glob("*-measuring-32.onnx"))) == 1
+    for tap, codes in eager_sample["codes"].items():
+        np.testing.assert_allclose(graph_sample["codes"][tap], codes, rtol=1e-4, atol=1e-5)
+    assert [s.cv_accuracy for s in graph.sweep] == pytest.approx([s.cv_accuracy for s in eager.sweep])
+    # the moments of 12 images spread over the pass against all 60
+    assert abs(graph.similarity.bn_distance - eager.similarity.bn_distance) < 0.1 * eager.similarity.bn_distance
+    assert graph.similarity.bn_distance != eager.similarity.bn_distance  # the sample is not the whole
+    assert graph.seconds_per_image > 0  # timed on the eager batches: what fine-tuning estimates rest on
+
 def test_a_trial_decides_when_the_rule_is_in_doubt(monkeypatch):
     monkeypatch.setattr(planning, "SMALL_PER_CLASS", 4)  # 6 per class counts as large: fine-tuning is on the table
     monkeypatch.setattr(planning, "ADVICE_SECONDS", 1e9)  # time for every split, however busy the machine

@@ -74,9 +74,13 @@ class OnnxEngine:
         self.input_name = self.session.get_inputs()[0].name
 
     def __call__(self, batch: torch.Tensor) -> np.ndarray:
+        return self.outputs(batch)[0]
+
+    def outputs(self, batch: torch.Tensor) -> list[np.ndarray]:
+        """Every output of the graph for ``batch``, in the graph's order."""
         pixels = batch.numpy()
-        chunks = [pixels[i:i + ONNX_BATCH] for i in range(0, len(pixels), ONNX_BATCH)]
-        return np.concatenate([self.session.run(None, {self.input_name: chunk})[0] for chunk in chunks])
+        chunks = [self.session.run(None, {self.input_name: pixels[i:i + ONNX_BATCH]}) for i in range(0, len(pixels), ONNX_BATCH)]
+        return [np.concatenate(parts) for parts in zip(*chunks)]
 
 
 def create_engine(
