@@ -101,7 +101,7 @@ def test_the_measuring_pass_in_onnx_runtime_gives_the_eager_pass_figures(monkeyp
     order = np.random.default_rng(0).permutation(60)  # every batch a mixture, as in a folder of photos
     images, labels = [images[i] for i in order], labels[order]
     eager, eager_sample = measuring.measure(TINY, images, labels, batch_size=6, cache=False, cache_dir=private_cache)
-    monkeypatch.setattr("headstart.features.engine.EXPORT_PAYS_FROM", 0)  # 60 images pay for an export here
+    monkeypatch.setattr(measuring, "EXPORT_PAYS_FROM", 0)  # 60 images pay for an export here
     monkeypatch.setattr(measuring, "BN_SAMPLE", 12)  # two of the ten batches run eagerly, for the BatchNorm inputs
     graph, graph_sample = measuring.measure(TINY, images, labels, batch_size=6, cache=False, cache_dir=str(private_cache))  # a str too
     assert len(list((private_cache / "onnx").glob("*-measuring-32.onnx"))) == 1
