@@ -112,6 +112,11 @@ def test_the_measuring_pass_in_onnx_runtime_gives_the_eager_pass_figures(monkeyp
     assert abs(graph.similarity.bn_distance - eager.similarity.bn_distance) < 0.1 * eager.similarity.bn_distance
     assert graph.similarity.bn_distance != eager.similarity.bn_distance  # the sample is not the whole
     assert graph.seconds_per_image > 0  # timed on the eager batches: what fine-tuning estimates rest on
+    saved = next((private_cache / "onnx").glob("*-measuring-32.onnx"))
+    saved.write_bytes(b"damaged")  # a damaged graph in the cache is exported again, as the codes' graphs are
+    _, again = measuring.measure(TINY, images, labels, batch_size=6, cache=False, cache_dir=private_cache)
+    np.testing.assert_allclose(again["codes"][PRE_LOGITS], graph_sample["codes"][PRE_LOGITS])
+    assert saved.stat().st_size > 1000
 
 def test_a_trial_decides_when_the_rule_is_in_doubt(monkeypatch):
     monkeypatch.setattr(planning, "SMALL_PER_CLASS", 4)  # 6 per class counts as large: fine-tuning is on the table

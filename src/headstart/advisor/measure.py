@@ -37,7 +37,7 @@ from ..data.images import as_source, as_sources, hash_memo
 from ..data.subsample import class_subset, largest_remainder, median_count
 from ..errors import DataError
 from ..features.cache import FeatureCache, default_cache_dir
-from ..features.engine import EXPORT_PAYS_FROM, OnnxEngine, export_verified
+from ..features.engine import EXPORT_PAYS_FROM, cached_graph, export_verified
 from ..features.extract import CodeExtractor
 from ..hardware import resolve_device
 from ..strategies.linear import fit_linear_head
@@ -264,13 +264,12 @@ class _MeasuringOutputs(nn.Module):
 def _measuring_graph(spec, model, taps, preprocessing, n_images, cache_dir):
     """ONNX Runtime on the measuring graph (exported and checked against eager fp32, or read from the
     cache), when the images it would run are enough to pay for the export; else None (all eager)."""
+    if n_images <= BN_SAMPLE:
+        return None  # every batch runs eagerly for the BatchNorm sample
     graph = Path(cache_dir or default_cache_dir()) / "onnx" / f"{spec.fingerprint('+'.join(taps), preprocessing)}-measuring-{preprocessing.crop}.onnx"
-    if n_images <= BN_SAMPLE or (not graph.is_file() and n_images - BN_SAMPLE < EXPORT_PAYS_FROM):
-        return None  # every batch runs eagerly for the BatchNorm sample, or too few are left to pay for the export
+    pays = n_images - BN_SAMPLE >= EXPORT_PAYS_FROM  # the images left to the graph pay for exporting it
     try:
-        if not graph.is_file():
-            export_verified(_MeasuringOutputs(spec, model, taps).eval(), graph, preprocessing.crop)
-        return OnnxEngine(graph)
+        return cached_graph(graph, (lambda: export_verified(_MeasuringOutputs(spec, model, taps).eval(), graph, preprocessing.crop)) if pays else None)
     except Exception as exc:  # an op the exporters cannot take, or no ONNX Runtime: measure eagerly
         log.info("measuring eagerly: no ONNX graph for %s (%s)", spec.name, str(exc).splitlines()[0][:200])
         return None

@@ -14,6 +14,7 @@ import io
 import logging
 import warnings
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -102,21 +103,30 @@ def create_engine(
     if engine == "torch" or torch_device.type != "cpu":
         return TorchEngine(build_tap_model(spec, tap), torch_device)
     graph = cache_root / "onnx" / f"{fingerprint}-{input_size}.onnx"
+    pays = engine == "onnx" or images is None or images >= EXPORT_PAYS_FROM
+    try:
+        onnx = cached_graph(graph, (lambda: export_graph(spec, tap, input_size, graph)) if pays else None)
+    except Exception as exc:
+        if engine == "onnx":
+            raise HeadstartError(f"ONNX export of {spec.name} failed ({exc}); use engine='torch'.") from None
+        log.warning("ONNX Runtime unavailable for %s (%s); using PyTorch", spec.name, str(exc).splitlines()[0][:200])
+        onnx = None
+    return onnx if onnx is not None else TorchEngine(build_tap_model(spec, tap), torch_device)
+
+
+def cached_graph(graph: Path, export: Callable[[], None] | None) -> OnnxEngine | None:
+    """ONNX Runtime on the verified graph at ``graph``: the cached file (exported again if it is
+    damaged), else the one ``export()`` writes there; None where there is none and no ``export``.
+    Raises what the export (or loading what it wrote) raises."""
     if graph.is_file():
         try:
             return OnnxEngine(graph)
         except Exception as exc:  # a damaged graph file: export it again
             log.warning("re-exporting %s: %s", graph, exc)
-    if engine == "auto" and images is not None and images < EXPORT_PAYS_FROM:
-        return TorchEngine(build_tap_model(spec, tap), torch_device)
-    try:
-        export_graph(spec, tap, input_size, graph)
-        return OnnxEngine(graph)
-    except Exception as exc:
-        if engine == "onnx":
-            raise HeadstartError(f"ONNX export of {spec.name} failed ({exc}); use engine='torch'.") from None
-        log.warning("ONNX Runtime unavailable for %s (%s); using PyTorch", spec.name, str(exc).splitlines()[0][:200])
-        return TorchEngine(build_tap_model(spec, tap), torch_device)
+    if export is None:
+        return None
+    export()
+    return OnnxEngine(graph)
 
 
 def export_graph(spec: BackboneSpec, tap: str, input_size: int, graph: Path) -> None:
