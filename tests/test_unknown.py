@@ -13,7 +13,7 @@ from headstart import TransferClassifier
 from headstart.cli import main
 from headstart.errors import DataError
 from headstart.export import export_onnx
-from headstart.strategies.novelty import NoveltyDetector, NoveltyModule, calibrate, fit_calibrated
+from headstart.strategies.novelty import EXAMPLE_PARTS, NoveltyDetector, NoveltyModule, calibrate, fit_calibrated
 from tests.test_estimator import FAST_FINETUNE, colour_data, tiny
 
 
@@ -86,6 +86,16 @@ def test_a_fine_tuned_network_flags_unlike_images_from_its_own_codes(fine_tuned,
     np.testing.assert_allclose(loaded.novelty_score(X_known[:3] + noise_images(2)), fine_tuned.novelty_score(X_known[:3] + noise_images(2)), rtol=1e-5)
 
 
+def test_a_fine_tuned_networks_score_learns_from_examples_of_none_of_these():
+    X, y = colour_data(per_class=24)
+    model = tiny(strategy="finetune_top", finetune=FAST_FINETUNE).fit(X, y, none_of_these=noise_images(6, seed=4))
+    detector = model.fitted_.novelty
+    assert detector.examples == 6 and detector.learned == list(EXAMPLE_PARTS)
+    X_known, _ = colour_data(per_class=6, seed=5)
+    known, novel = model.novelty_score(X_known), model.novelty_score(noise_images(6, seed=9))
+    assert novel.min() > known.max() and (known > model.novelty_threshold_).mean() <= 0.2
+
+
 def test_too_few_held_out_images_leave_a_fine_tuned_model_without_a_detector_and_it_says_so():
     X, y = colour_data(per_class=8)  # 24 images: 4 held out cannot place a 95% threshold
     model = tiny(strategy="finetune_top", finetune=FAST_FINETUNE).fit(X, y)
@@ -95,10 +105,16 @@ def test_too_few_held_out_images_leave_a_fine_tuned_model_without_a_detector_and
         model.novelty_score(X[:1])
 
 
-def test_the_threshold_is_the_conformal_quantile_of_unseen_scores():
-    detector = calibrate(NoveltyDetector("msp"), np.arange(1.0, 35.0))  # 34 scores
-    assert detector.threshold == 34.0  # ceil(35 * 0.95) = 34th smallest: the plain quantile would be 32.35
-    assert calibrate(NoveltyDetector("msp"), np.arange(1.0, 201.0)).threshold == 191.0  # ceil(201 * 0.95)
+def test_the_threshold_keeps_95_percent_of_new_known_images_with_90_percent_confidence():
+    # Scores uniform on (0, 1): a threshold t keeps the share t of new images like the calibrating ones.
+    rng = np.random.default_rng(0)
+    kept = np.array([calibrate(NoveltyDetector("msp"), rng.random(200)).threshold for _ in range(2000)])
+    assert 0.88 <= (kept >= 0.95).mean() <= 0.95  # the split-conformal quantile (the 191st of 200): about 0.5
+    assert kept.mean() < 0.985  # and no more cautious than it needs to be
+    detector = calibrate(NoveltyDetector("msp"), np.arange(1.0, 201.0))
+    assert detector.threshold == 195.0 and detector.confidence >= 0.9
+    few = calibrate(NoveltyDetector("msp"), np.arange(1.0, 21.0))  # too few for 90%: the largest, and says so
+    assert few.threshold == 20.0 and abs(few.confidence - (1 - 0.95**20)) < 1e-9
 
 
 def test_the_module_gives_the_detectors_scores():
@@ -113,6 +129,54 @@ def test_the_module_gives_the_detectors_scores():
     np.testing.assert_allclose(got, detector.score(probe_codes, probe_logits), atol=1e-5)
     oof_kept = (detector.score(codes, logits) <= detector.threshold).mean()
     assert oof_kept >= 0.9  # in-sample scores are at most the out-of-fold ones the threshold keeps 95% of
+
+
+def energy_only_images(rng, n: int, offset: float):
+    """Codes of three classes and logits whose winner is as sure at any ``offset``: only the energy
+    (the logits' level) tells images at another offset apart; kNN and MSP cannot."""
+    labels = rng.integers(0, 3, n)
+    codes = np.eye(12)[labels] * 4 + rng.normal(size=(n, 12)) * 0.7
+    return codes, np.eye(3)[labels] * 4 + rng.normal(size=(n, 3)) * 0.3 + offset, labels
+
+
+def test_examples_of_none_of_these_teach_the_score_what_they_look_like():
+    rng = np.random.default_rng(0)
+    codes, logits, labels = energy_only_images(rng, 90, 10.0)
+    shown_codes, shown_logits, _ = energy_only_images(rng, 30, 0.0)
+    untaught = fit_calibrated(codes, labels, logits)
+    taught = fit_calibrated(codes, labels, logits, examples=(shown_codes, shown_logits))
+    assert taught.learned == list(EXAMPLE_PARTS) and taught.examples == 30 and untaught.examples == 0
+    known_codes, known_logits, _ = energy_only_images(rng, 60, 10.0)
+    new_codes, new_logits, _ = energy_only_images(rng, 100, 0.0)  # fresh images of the examples' kind
+    caught = lambda detector: (detector.score(new_codes, new_logits) > detector.threshold).mean()  # noqa: E731
+    assert caught(untaught) < 0.2 and caught(taught) >= 0.9
+    assert (taught.score(known_codes, known_logits) > taught.threshold).mean() <= 0.1
+    # The same numbers from the module the ONNX graph is made of, and after saving as data
+    module = NoveltyModule(taught)
+    got = module(torch.as_tensor(new_codes, dtype=torch.float32), torch.as_tensor(new_logits, dtype=torch.float32)).numpy()
+    np.testing.assert_allclose(got, taught.score(new_codes, new_logits), atol=1e-4)
+    loaded = NoveltyDetector.from_saved(json.loads(json.dumps(taught.to_json())), taught.to_tensors("novelty."), "novelty.")
+    np.testing.assert_allclose(loaded.score(new_codes, new_logits), taught.score(new_codes, new_logits))
+    assert loaded.examples == 30 and loaded.threshold == taught.threshold
+    with pytest.raises(ValueError, match="give at least 5"):
+        fit_calibrated(codes, labels, logits, examples=(shown_codes[:3], shown_logits[:3]))
+    with pytest.raises(ValueError, match="teach a fusion"):
+        fit_calibrated(codes, labels, logits, method="msp", examples=(shown_codes, shown_logits))
+
+
+def test_cli_fit_learns_from_a_folder_of_none_of_these(colour_splits, tmp_path, capsys):
+    others = tmp_path / "others"
+    others.mkdir()
+    for i, image in enumerate(noise_images(6, seed=4)):
+        image.save(others / f"{i}.png")
+    run = tmp_path / "run"
+    args = ["-q", "fit", str(colour_splits), "-o", str(run), "--backbone", "tiny", "--engine", "torch", "--strategy", "linear"]
+    assert main([*args, "--none-of-these", str(others)]) == 0
+    assert "the score learnt from 6 images of none of these" in capsys.readouterr().out
+    assert json.loads((run / "model.json").read_text())["novelty"]["examples"] == 6
+    assert TransferClassifier.load(run).predict(noise_images(2, seed=9)).tolist() == ["unknown", "unknown"]
+    assert main([*args, "--none-of-these", str(others / "0.png"), str(others / "1.png")]) == 2  # too few: a one-line error
+    assert "give at least 5" in capsys.readouterr().err
 
 
 def onnx_outputs(model, path, images) -> list[np.ndarray]:

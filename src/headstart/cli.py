@@ -95,6 +95,10 @@ def _fit_command(commands) -> None:
         help="run N processes on this machine through torchrun (one per GPU; on a CPU, gloo); several machines: run torchrun yourself (see README)",
     )
     fit.add_argument("--compare-scratch", action="store_true", help="also train the small CNN from scratch and show it in the report as a reference row")
+    fit.add_argument(
+        "--none-of-these", nargs="+", metavar="PATH", default=(),
+        help="images (files or folders) of none of the classes, such as backgrounds or other objects: the 'unknown' score learns what they look like",
+    )
     fit.set_defaults(handler=cmd_fit)
 
 
@@ -431,7 +435,7 @@ def _fit(args) -> int:
         _, summary = fit_folder(
             args.data, args.output, strict=args.strict, test_size=args.test_size, allow_outside=args.allow_outside,
             resume=args.resume, diagnostics=not args.no_diagnostics, tensorboard=args.tensorboard, compare_scratch=args.compare_scratch,
-            **params,
+            none_of_these=_expand_images(args.none_of_these) if args.none_of_these else (), **params,
         )
     except KeyboardInterrupt:
         resume = "; finished epochs are checkpointed: rerun the same command with --resume to continue" if args.strategy != "linear" else ""
@@ -891,6 +895,7 @@ def _rejection_line(r: dict, accuracy: float, n_images: int) -> str:
     return (
         f"unknown     {r['rejected']} of {n_images} known-class images flagged as none of these ({r['false_rejection_rate']:.1%} false rejections, "
         f"threshold {r['threshold']:.3g}); accuracy {accuracy:.1%} -> {accepted} on the accepted, {r['accuracy_with_rejection']:.1%} counting flags as errors"
+        + (f"; the score learnt from {r['examples']} images of none of these" if r.get("examples") else "")
     )
 
 

@@ -239,12 +239,15 @@ class TransferClassifier(RejectionMixin, ClassifierMixin, BaseEstimator):
         return model
 
     # ------------------------------------------------------------------- fit
-    def fit(self, X: Sequence[ImageInput], y, groups=None) -> "TransferClassifier":
+    def fit(self, X: Sequence[ImageInput], y, groups=None, none_of_these: Sequence[ImageInput] = ()) -> "TransferClassifier":
         """Fit on images ``X`` (paths, PIL images or arrays): the linear head on their codes, then,
         for a fine-tuning ``strategy``, the network itself. ``groups`` (one value per image, such as a
         subject id, as scikit-learn's group splitters take) keeps images of one group on one side of
-        every cross-validation and held-out split the fit makes; near duplicates are grouped anyway."""
-        fit = fit_model(self.get_params(), _as_list(X), y, groups=groups)
+        every cross-validation and held-out split the fit makes; near duplicates are grouped anyway.
+        ``none_of_these``: images of none of the classes (backgrounds, other objects: what the model
+        will meet), which teach the novelty score what they look like; its threshold
+        still comes from the training images."""
+        fit = fit_model(self.get_params(), _as_list(X), y, groups=groups, none_of_these=_as_list(none_of_these))
         self.fitted_ = fit.record
         self._extractor_cache = (self._extractor_key(), fit.extractor)  # its engine may be loaded: keep it
         return self

@@ -35,7 +35,7 @@ from .strategies import LinearHead, fit_linear_head
 from .strategies.ensemble import mean_log_probability
 from .strategies.finetune import finetune, network_outputs
 from .strategies.linear import choose_solver, out_of_fold_logits
-from .strategies.novelty import BANK_LIMIT, NoveltyDetector, fit_calibrated, fit_on_held_out
+from .strategies.novelty import BANK_LIMIT, MIN_EXAMPLES, NoveltyDetector, fit_calibrated, fit_on_held_out
 from .training.tensorboard import TensorBoardLog
 
 log = logging.getLogger(__name__)
@@ -53,32 +53,42 @@ class Fit:
     groups: np.ndarray  # a group number per readable training image: near duplicates and given groups share one
 
 
-def fit_model(params: dict, images: Sequence, labels, *, groups=None, others: Sequence = (), started: float | None = None) -> Fit:
+def fit_model(
+    params: dict, images: Sequence, labels, *, groups=None, others: Sequence = (), none_of_these: Sequence = (), started: float | None = None,
+) -> Fit:
     """Fit on ``images`` with ``labels`` as ``params`` (the estimator's) say. ``groups`` (one value per
     image, such as a subject id) keeps images that belong together on one side of every split made
     for choosing, as near duplicates are kept. ``others`` (a held-out
-    split, say) get their codes in the same pass and are never fitted on; ``started`` (a
+    split, say) get their codes in the same pass and are never fitted on; ``none_of_these``, images
+    of none of the classes, teach the novelty score what they look like; ``started`` (a
     ``time.perf_counter()`` value) is when the work began, for ``time_budget``. With
     ``params["progress"]`` every phase is announced and shows its progress."""
     with progress.shown(params["progress"]):
-        return _fit_model(params, images, labels, groups, others, time.perf_counter() if started is None else started)
+        return _fit_model(params, images, labels, groups, others, as_sources(none_of_these), time.perf_counter() if started is None else started)
 
 
-def _fit_model(params: dict, images: Sequence, labels, groups, others: Sequence, started: float) -> Fit:
+def _fit_model(params: dict, images: Sequence, labels, groups, others: Sequence, examples: list, started: float) -> Fit:
     check_params(params)
     world = distributed.current()
     sources, labels = _checked_input(images, labels)
     if groups is not None and len(groups) != len(sources):
         raise DataError(f"got {len(groups)} groups for {len(sources)} images; give one group per image (a subject id, say), or none.")
+    if 0 < len(examples) < MIN_EXAMPLES:
+        raise DataError(f"got {len(examples)} image(s) of none of these; give at least {MIN_EXAMPLES}, or none.")
     asked, params = params, {**params, "input_size": input_size(params, sources)}  # the record keeps what was asked
     plan = world.from_main(lambda: make_plan(params, sources, labels)) if needs_plan(params) else None
     recipe = resolve(params, plan)
     extractor = Runtime.from_params(params).extractor(recipe.backbone, recipe.tap, params["input_size"])
     tick = time.perf_counter()
     everything = sources + as_sources(others)
-    progress.announce(f"codes: {len(everything)} images through {recipe.backbone} at {extractor.tap} (those cached before are read back)")
-    codes = _codes(extractor, everything, params["progress"], world)
+    progress.announce(f"codes: {len(everything) + len(examples)} images through {recipe.backbone} at {extractor.tap} (those cached before are read back)")
+    codes, examples_given = _codes(extractor, everything + examples, params["progress"], world), examples
+    codes, examples = codes.subset(np.arange(len(everything))), codes.subset(np.arange(len(everything), len(everything) + len(examples)))
     seconds_codes = time.perf_counter() - tick
+    if examples.failures:
+        if params["strict"]:
+            raise DataError(f"{len(examples.failures)} of the images of none of these could not be read; fix or remove them, or fit without strict to skip them.")
+        log.warning("skipping %d unreadable image(s) of none of these", len(examples.failures))
     if codes.failures:
         if params["strict"]:
             raise unreadable_error(codes.failures, everything, "or fit without strict to skip them")
@@ -102,16 +112,20 @@ def _fit_model(params: dict, images: Sequence, labels, groups, others: Sequence,
     )
     readable = [s for s, good in zip(sources, ok) if good]
     held = _train_network(record, recipe, params, readable, y_index, groups, started)
+    none_of_these = Examples([s for s, good in zip(examples_given, examples.ok) if good], examples.codes[examples.ok])
     if record.network is None:
-        record.novelty = world.from_main(lambda: _novelty_detector(params, train.codes[ok], y_index, groups, report))
+        record.novelty = world.from_main(lambda: _novelty_detector(params, train.codes[ok], y_index, groups, head, report, none_of_these.codes))
     else:
-        record.novelty = world.from_main(lambda: _network_novelty_detector(record, params, readable, y_index, groups, held, train.codes[ok]))
+        record.novelty = world.from_main(lambda: _network_novelty_detector(record, params, readable, y_index, groups, held, train.codes[ok], none_of_these))
     return Fit(record, codes, extractor, seconds_codes, groups)
 
 
-def _novelty_detector(params: dict, codes: np.ndarray, y_index: np.ndarray, groups: np.ndarray, report) -> NoveltyDetector | None:
-    """The "none of these" detector on the head's codes, its threshold keeping 95% of the training
-    images' out-of-fold scores; None where it cannot be calibrated (a class of one image, or the
+def _novelty_detector(
+    params: dict, codes: np.ndarray, y_index: np.ndarray, groups: np.ndarray, head: LinearHead, report, shown: np.ndarray,
+) -> NoveltyDetector | None:
+    """The "none of these" detector on the head's codes (taught by the codes ``shown`` of images of
+    none of the classes, where there are some), its threshold set from the training
+    images' out-of-fold scores (keeping at least 95% of images like them, with 90% confidence); None where it cannot be calibrated (a class of one image, or the
     mini-batch solver's scale, whose head is not refitted per fold)."""
     if report.solver != "sklearn" or np.bincount(y_index).min() < 2:
         return None
@@ -121,7 +135,11 @@ def _novelty_detector(params: dict, codes: np.ndarray, y_index: np.ndarray, grou
     except ValueError as exc:
         log.info("no novelty detector: %s", exc)
         return None
-    return fit_calibrated(codes, y_index, logits, groups=groups, random_state=params["random_state"] or 0)
+    examples = (shown, head.decision_function(shown)) if len(shown) else None
+    try:
+        return fit_calibrated(codes, y_index, logits, groups=groups, random_state=params["random_state"] or 0, examples=examples)
+    except ValueError as exc:  # too few examples: say how many are needed
+        raise DataError(f"{exc}.") from exc
 
 
 # Images a fine-tuned network's detector is made from, at most: its bank, and of those the
@@ -130,8 +148,16 @@ HELD_LIMIT = 10_000
 MIN_HELD = 10  # fewer held-out images cannot place a 95% threshold
 
 
+class Examples(NamedTuple):
+    """Readable images of none of the classes, and their codes from the fit's extractor."""
+
+    images: list
+    codes: np.ndarray
+
+
 def _network_novelty_detector(
     record: FittedModel, params: dict, images: list, y_index: np.ndarray, groups: np.ndarray, held: np.ndarray, head_codes: np.ndarray,
+    none_of_these: Examples,
 ) -> NoveltyDetector | None:
     """The "none of these" detector of a fine-tuned network, on its penultimate codes: kNN over the
     training images' codes (the network's, not the pretrained ones), calibrated on early stopping's
@@ -156,7 +182,22 @@ def _network_novelty_detector(
     held_index = np.arange(learnt_ok.sum(), len(rows))
     return fit_on_held_out(
         np.concatenate([learnt_codes[learnt_ok], held_codes[held_ok]]), y_index[rows], held_index, held_logits[held_ok], groups=groups[rows],
+        examples=_network_examples(record, params, none_of_these) if none_of_these.images else None,
     )
+
+
+def _network_examples(record: FittedModel, params: dict, none_of_these: Examples) -> tuple[np.ndarray, np.ndarray]:
+    """The fine-tuned network's codes of the images of none of these, and the logits the model
+    predicts with (averaged with the linear head's, for an ensemble)."""
+    logits, codes, _ = network_outputs(
+        record.network, none_of_these.images, record.preprocessing, with_codes=True, batch_size=params["batch_size"] or 32,
+        progress=params["progress"], desc="none of these",
+    )
+    if record.ensembled:
+        both = mean_log_probability([torch.from_numpy(logits), torch.from_numpy(record.head.decision_function(none_of_these.codes))])
+        logits = both.numpy().astype(np.float64)
+    read = np.isfinite(codes).all(axis=1)  # a file changed since the codes pass is left out
+    return codes[read], logits[read]
 
 
 def _held_ensemble_logits(record: FittedModel, params: dict, network_logits: np.ndarray, head_codes: np.ndarray, y_index, groups, held) -> np.ndarray | None:

@@ -98,6 +98,7 @@ def fit_folder(
     diagnostics: bool = True,
     tensorboard: bool = False,
     compare_scratch: bool = False,
+    none_of_these: Sequence = (),
     **params,
 ) -> tuple[TransferClassifier, FitSummary]:
     """Fit a :class:`TransferClassifier` on a dataset folder or CSV and optionally save the run.
@@ -107,12 +108,15 @@ def fit_folder(
     the summary carries the verdict and everything the report shows; with ``output``, the run
     directory gets ``report.html`` too, and with ``tensorboard``, TensorBoard logs.
     ``compare_scratch`` also trains the small CNN from scratch on the same split, as a reference.
+    ``none_of_these``: images of none of the classes, which teach the novelty score what they look like.
     """
     with progress.shown(params.get("progress", False)):
-        return _fit_folder(data, output, strict, test_size, allow_outside, diagnostics, tensorboard, compare_scratch, params)
+        return _fit_folder(data, output, strict, test_size, allow_outside, diagnostics, tensorboard, compare_scratch, none_of_these, params)
 
 
-def _fit_folder(data, output, strict, test_size, allow_outside, diagnostics, tensorboard, compare_scratch, params) -> tuple[TransferClassifier, FitSummary]:
+def _fit_folder(
+    data, output, strict, test_size, allow_outside, diagnostics, tensorboard, compare_scratch, none_of_these, params,
+) -> tuple[TransferClassifier, FitSummary]:
     start = time.perf_counter()
     phases = _Phases()
     dataset = load_dataset(data, test_size=test_size, random_state=params.get("random_state") or 0, allow_outside=allow_outside)
@@ -121,7 +125,7 @@ def _fit_folder(data, output, strict, test_size, allow_outside, diagnostics, ten
     if strict:
         _check_every_image(dataset, output)
     model = TransferClassifier(strict=strict, **_run_directories(output, tensorboard, params))
-    fit, codes = _fit_split(model.get_params(), dataset, start)
+    fit, codes = _fit_split(model.get_params(), dataset, start, none_of_these)
     phases.done("fit", codes=fit.seconds_codes)
     record = fit.record
     model = TransferClassifier.from_fitted(record, **model.get_params())
@@ -202,7 +206,7 @@ def _run_directories(output, tensorboard: bool, params: dict) -> dict:
     return params
 
 
-def _fit_split(params: dict, dataset: Dataset, start: float) -> tuple[Fit, Codes]:
+def _fit_split(params: dict, dataset: Dataset, start: float, none_of_these: Sequence = ()) -> tuple[Fit, Codes]:
     """Fit on the training split; every other image gets its codes in the same pass. Returns the
     fit and the codes in the dataset's order."""
     records = dataset.records
@@ -210,7 +214,8 @@ def _fit_split(params: dict, dataset: Dataset, start: float) -> tuple[Fit, Codes
     others = [i for i, r in enumerate(records) if r.split != "train"]
     labels = _labels(records)
     given = _given_groups(records, train)
-    fit = fit_model(params, [records[i].path for i in train], labels[train], groups=given, others=[records[i].path for i in others], started=start)
+    fit = fit_model(params, [records[i].path for i in train], labels[train], groups=given, others=[records[i].path for i in others],
+                    none_of_these=none_of_these, started=start)
     return fit, fit.codes.subset(np.argsort(np.array(train + others, dtype=int)))
 
 
@@ -236,6 +241,7 @@ def _evaluate_held_out(model: TransferClassifier, dataset: Dataset, codes: Codes
     novelty = novelty[finite] if novelty is not None else None
     evaluation.rejection = rejection_figures(
         scores, novelty, model.novelty_threshold_, np.searchsorted(model.classes_, labels[held_out]), model.classes_, [records[i].path for i in held_out],
+        examples=_examples_taught(model),
     )
     return evaluation, scores, held_out
 
@@ -289,7 +295,7 @@ def evaluate_folder(model: TransferClassifier, data: str | os.PathLike, *, allow
     kept = [r for r, good in zip(records, ok) if good]
     evaluation.rejection = rejection_figures(
         scores[ok], novelty[ok] if novelty is not None else None, model.novelty_threshold_, np.searchsorted(model.classes_, labels[ok]),
-        model.classes_, [r.path for r in kept],
+        model.classes_, [r.path for r in kept], examples=_examples_taught(model),
     )
     evaluation.mistakes = _mistakes(model.classes_, scores[ok], labels[ok], [r.path for r in kept])
     evaluation.unreadable = [{"path": str(records[i].path), "reason": why} for i, why in failures.items()]
@@ -352,9 +358,14 @@ REJECTED_LISTED = 24
 HISTOGRAM_BINS = 30
 
 
+def _examples_taught(model: TransferClassifier) -> int:
+    """How many images of none of these the model's novelty score learnt from."""
+    return model.fitted_.novelty.examples if model.fitted_.novelty is not None else 0
+
+
 def rejection_figures(
     scores: np.ndarray, novelty: np.ndarray | None, threshold: float | None, truth_index: np.ndarray,
-    classes: np.ndarray | None = None, paths: Sequence | None = None,
+    classes: np.ndarray | None = None, paths: Sequence | None = None, examples: int = 0,
 ) -> dict | None:
     """What "none of these" does on labelled images of known classes: the share rejected (every
     one a false rejection), accuracy on the accepted ones, accuracy counting a rejection as an
@@ -368,7 +379,7 @@ def rejection_figures(
         "threshold": float(threshold), "rejected": int((~accepted).sum()), "false_rejection_rate": float(1 - accepted.mean()),
         "accuracy_on_accepted": float(right[accepted].mean()) if accepted.any() else None,
         "accuracy_with_rejection": float((right & accepted).mean()),
-        "histogram": score_histogram(novelty, threshold),
+        "histogram": score_histogram(novelty, threshold), "examples": examples,
     }
     if classes is not None and paths is not None:
         order = [i for i in np.argsort(-novelty) if not accepted[i]][:REJECTED_LISTED]
