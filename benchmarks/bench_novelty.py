@@ -19,7 +19,7 @@ entropy, largest logit, energy, logit margin, kNN, nearest class mean, code norm
 regression over all nine, fitted on the pair's own test labels (known against novel) and scored by
 5-fold cross-validation there, on MobileNetV2's top codes and on both backbones' joined codes.
 
-``--examples N``: a linear model taught by N images of one novel set (``fit(..., none_of_these=...)``)
+``--examples N``: a model (``--strategy``, linear by default; ``--only`` names known sets) taught by N images of one novel set (``fit(..., none_of_these=...)``)
 against the same model untaught: AUROC and the share caught at its threshold on that set's other
 images (up to 300) and on the other novel sets, and the known test images rejected.
 
@@ -316,23 +316,25 @@ def oracle_row(known, novel, held_out_classes, data, kind) -> None:
 TAUGHT = [("hymenoptera", "flowers"), ("flowers", "hymenoptera"), ("mri", "hymenoptera"), ("digits", "flowers")]  # (known set, the examples' set)
 
 
-def taught_rows(data, n_examples: int) -> None:
-    """Each known set's linear model untaught and taught by ``n_examples`` images of one novel set."""
+def taught_rows(data, n_examples: int, strategy: str = "linear", only=None) -> None:
+    """Each known set's model (``strategy``) untaught and taught by ``n_examples`` images of one novel set."""
     for known, shown_set in TAUGHT:
+        if only and known not in only:
+            continue
         X, y, X_test, _, input_size = data[known]
         pool = data[shown_set][2]
         order = np.random.default_rng(0).permutation(len(pool))
         shown, rest = [pool[i] for i in order[:n_examples]], [pool[i] for i in order[n_examples : n_examples + NOVEL_CAP]]
         novel = {f"{shown_set} (other images)": rest} | {name: data[name][2][:NOVEL_CAP] for name in SETS if name not in (known, shown_set)}
         for examples in ((), shown):
-            model = TransferClassifier("mobilenet_v2", strategy="linear", input_size=input_size).fit(X, y, none_of_these=examples)
+            model = TransferClassifier("mobilenet_v2", strategy=strategy, input_size=input_size).fit(X, y, none_of_these=examples)
             known_scores = model.novelty_score(X_test)
             cells = []
             for name, images in novel.items():
                 scores = model.novelty_score(images)
                 auroc = roc_auc_score(np.r_[np.zeros(len(known_scores)), np.ones(len(scores))], np.r_[known_scores, scores])
                 cells.append(f"{name} {auroc:.3f} ({(scores > model.novelty_threshold_).mean():.0%} caught)")
-            print(f"  {known:12s} {'taught by ' + str(len(examples)) + ' ' + shown_set if examples else 'untaught':26s} known rejected "
+            print(f"  {known:12s} {strategy:12s} {'taught by ' + str(len(examples)) + ' ' + shown_set if examples else 'untaught':26s} known rejected "
                   f"{(known_scores > model.novelty_threshold_).mean():5.1%}   " + "   ".join(cells), flush=True)
 
 
@@ -348,7 +350,7 @@ def main() -> None:
     print(machine(), flush=True)
     data = {name: load(name) for name in SETS}
     if args.examples:
-        return taught_rows(data, args.examples)
+        return taught_rows(data, args.examples, args.strategy, args.only)
     rows = []
     for known, novel, held in PAIRS:
         if args.only and f"{known}/{novel or 'near'}" not in args.only:
