@@ -175,7 +175,7 @@ def test_cli_fit_learns_from_a_folder_of_none_of_these(colour_splits, tmp_path, 
     assert "the score learnt from 6 images of none of these" in capsys.readouterr().out
     assert json.loads((run / "model.json").read_text())["novelty"]["examples"] == 6
     assert TransferClassifier.load(run).predict(noise_images(2, seed=9)).tolist() == ["unknown", "unknown"]
-    assert main([*args, "--none-of-these", str(others / "0.png"), str(others / "1.png")]) == 2  # too few: a one-line error
+    assert main([*args, "--none-of-these", str(others / "0.png"), "--none-of-these", str(others / "1.png")]) == 2  # too few: a one-line error
     assert "give at least 5" in capsys.readouterr().err
 
 

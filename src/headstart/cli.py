@@ -96,8 +96,8 @@ def _fit_command(commands) -> None:
     )
     fit.add_argument("--compare-scratch", action="store_true", help="also train the small CNN from scratch and show it in the report as a reference row")
     fit.add_argument(
-        "--none-of-these", nargs="+", metavar="PATH", default=(),
-        help="images (files or folders) of none of the classes, such as backgrounds or other objects: the 'unknown' score learns what they look like",
+        "--none-of-these", action="append", metavar="PATH", default=[],
+        help="a folder (or file) of images of none of the classes, such as backgrounds or other objects, repeatable: the 'unknown' score learns what they look like",
     )
     fit.set_defaults(handler=cmd_fit)
 
