@@ -231,8 +231,18 @@ def test_cli_predict_says_unknown_and_evaluate_reports_false_rejections(colour_s
     assert lines[2].split()[1] == "red"
     assert main(["-q", "predict", str(run), str(odd), "--no-reject"]) == 0
     assert "looks like none" not in capsys.readouterr().out
-    assert main(["-q", "evaluate", str(run), str(colour_splits)]) == 0
+    others = tmp_path / "others"
+    others.mkdir()
+    for i, image in enumerate(noise_images(4, seed=6)):
+        image.save(others / f"{i}.png")
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"not an image")
+    assert main(["-q", "evaluate", str(run), str(colour_splits), "--none-of-these", str(others)]) == 0
     out = capsys.readouterr().out
     assert "false rejections, threshold" in out and "on the accepted" in out
+    assert "4 of 4 images of none of the classes flagged (100.0%); AUROC 1.000 against the known-class images" in out
+    assert main(["-q", "evaluate", str(run), str(colour_splits), "--format", "json", "--none-of-these", str(others), "--none-of-these", str(broken)]) == 0
+    figures = json.loads(capsys.readouterr().out)["rejection"]["none_of_these"]
+    assert figures == {"images": 4, "unreadable": 1, "flagged": 4, "caught_rate": 1.0, "auroc": 1.0}
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["evaluation"]["rejection"]["false_rejection_rate"] <= 1.0

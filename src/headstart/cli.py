@@ -123,6 +123,10 @@ def _model_commands(commands) -> None:
     evaluate.add_argument("--format", choices=("table", "json"), default="table", help="table (default) or json (every figure, every mistake listed)")
     evaluate.add_argument("--report", default=None, metavar="DIR", help="also write DIR/report.html: confusion matrix, calibration, per-class table")
     evaluate.add_argument("--allow-outside", action="store_true", help="let CSV paths leave the CSV's folder")
+    evaluate.add_argument(
+        "--none-of-these", action="append", metavar="PATH", default=[],
+        help="a folder (or file) of images of none of the classes, repeatable: how many the model flags as unknown",
+    )
     evaluate.set_defaults(handler=cmd_evaluate)
 
     export = _command(commands, "export", help="write a saved run as one ONNX graph (probabilities out)")
@@ -464,7 +468,8 @@ def cmd_evaluate(args) -> int:
 
     model = TransferClassifier.load(args.run)
     model.progress = args.show_progress
-    evaluation = evaluate_folder(model, args.data, allow_outside=args.allow_outside)
+    others = _expand_images(args.none_of_these) if args.none_of_these else ()
+    evaluation = evaluate_folder(model, args.data, allow_outside=args.allow_outside, none_of_these=others)
     report = _write_evaluation_report(model, evaluation, args) if args.report else None
     if args.format == "json":
         from dataclasses import asdict
@@ -896,7 +901,15 @@ def _rejection_line(r: dict, accuracy: float, n_images: int) -> str:
         f"unknown     {r['rejected']} of {n_images} known-class images flagged as none of these ({r['false_rejection_rate']:.1%} false rejections, "
         f"threshold {r['threshold']:.3g}); accuracy {accuracy:.1%} -> {accepted} on the accepted, {r['accuracy_with_rejection']:.1%} counting flags as errors"
         + (f"; the score learnt from {r['examples']} images of none of these" if r.get("examples") else "")
+        + (_none_of_these_line(r["none_of_these"]) if r.get("none_of_these") else "")
     )
+
+
+def _none_of_these_line(figures: dict) -> str:
+    """How many images of none of the classes the threshold flags (each flag a right one)."""
+    auroc = f"; AUROC {figures['auroc']:.3f} against the known-class images" if figures["auroc"] is not None else ""
+    caught = f" ({figures['caught_rate']:.1%})" if figures["caught_rate"] is not None else ""
+    return f"\n              {figures['flagged']} of {figures['images']} images of none of the classes flagged{caught}{auroc}"
 
 
 def _duplicates_line(duplicates: dict) -> str:

@@ -274,10 +274,11 @@ def _summary(data, dataset: Dataset, record: FittedModel, fit: Fit, codes: Codes
     )
 
 
-def evaluate_folder(model: TransferClassifier, data: str | os.PathLike, *, allow_outside: bool = False) -> Evaluation:
+def evaluate_folder(model: TransferClassifier, data: str | os.PathLike, *, allow_outside: bool = False, none_of_these: Sequence = ()) -> Evaluation:
     """Accuracy of a fitted model on a labelled folder or CSV.
 
     With split folders, the test split is used (else val); with class folders, every image.
+    ``none_of_these``: images of none of the classes, to measure how many the model flags.
     """
     dataset = load_dataset(data, split=False, allow_outside=allow_outside)
     split = dataset.eval_split or dataset.splits[0]
@@ -297,6 +298,8 @@ def evaluate_folder(model: TransferClassifier, data: str | os.PathLike, *, allow
         scores[ok], novelty[ok] if novelty is not None else None, model.novelty_threshold_, np.searchsorted(model.classes_, labels[ok]),
         model.classes_, [r.path for r in kept], examples=_examples_taught(model),
     )
+    if none_of_these:
+        evaluation.rejection["none_of_these"] = _none_of_these_figures(model, novelty[ok], none_of_these)
     evaluation.mistakes = _mistakes(model.classes_, scores[ok], labels[ok], [r.path for r in kept])
     evaluation.unreadable = [{"path": str(records[i].path), "reason": why} for i, why in failures.items()]
     evaluation.analysis = error_analysis(np.searchsorted(model.classes_, labels[ok]), scores[ok], [str(to_json_label(c)) for c in model.classes_])
@@ -356,6 +359,24 @@ def predict_images(model: TransferClassifier, images, *, top_k: int = 1, reject:
 # The rejected images a report lists (metrics.json keeps them all in the histogram's counts).
 REJECTED_LISTED = 24
 HISTOGRAM_BINS = 30
+
+
+def _none_of_these_figures(model: TransferClassifier, known: np.ndarray, images: Sequence) -> dict:
+    """How the model's "none of these" fares on images of no class: the share flagged at its
+    threshold, and AUROC against the known-class images' scores (1: every one more novel)."""
+    from sklearn.metrics import roc_auc_score
+
+    if model.fitted_.novelty is None:
+        raise DataError("this model has no novelty detector to measure on images of none of the classes; refit it with a linear head or enough held-out images.")
+    novel = model.predicted(list(images)).novelty  # NaN where unreadable: counted, not fatal
+    read = np.isfinite(novel)
+    novel = novel[read]
+    truth = np.r_[np.zeros(len(known)), np.ones(len(novel))]
+    return {
+        "images": int(len(novel)), "unreadable": int((~read).sum()), "flagged": int((novel > model.novelty_threshold_).sum()),
+        "caught_rate": float((novel > model.novelty_threshold_).mean()) if len(novel) else None,
+        "auroc": float(roc_auc_score(truth, np.r_[known, novel])) if len(novel) and len(known) else None,
+    }
 
 
 def _examples_taught(model: TransferClassifier) -> int:
