@@ -14,6 +14,7 @@ from headstart.cli import main
 from headstart.errors import DataError
 from headstart.export import export_onnx
 from headstart.strategies.novelty import EXAMPLE_PARTS, NoveltyDetector, NoveltyModule, calibrate, fit_calibrated
+from headstart.workflow import evaluate_folder
 from tests.test_estimator import FAST_FINETUNE, colour_data, tiny
 
 
@@ -96,13 +97,15 @@ def test_a_fine_tuned_networks_score_learns_from_examples_of_none_of_these():
     assert novel.min() > known.max() and (known > model.novelty_threshold_).mean() <= 0.2
 
 
-def test_too_few_held_out_images_leave_a_fine_tuned_model_without_a_detector_and_it_says_so():
+def test_too_few_held_out_images_leave_a_fine_tuned_model_without_a_detector_and_it_says_so(tmp_path):
     X, y = colour_data(per_class=8)  # 24 images: 4 held out cannot place a 95% threshold
     model = tiny(strategy="finetune_top", finetune=FAST_FINETUNE).fit(X, y)
     assert model.novelty_threshold_ is None
     assert set(model.predict(noise_images(2))) <= set(model.classes_)
     with pytest.raises(NotFittedError, match="no novelty detector"):
         model.novelty_score(X[:1])
+    with pytest.raises(DataError, match="no novelty detector to measure"):  # before any image is read
+        evaluate_folder(model, tmp_path / "not read", none_of_these=noise_images(1))
 
 
 def test_the_threshold_keeps_95_percent_of_new_known_images_with_90_percent_confidence():

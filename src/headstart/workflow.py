@@ -280,6 +280,8 @@ def evaluate_folder(model: TransferClassifier, data: str | os.PathLike, *, allow
     With split folders, the test split is used (else val); with class folders, every image.
     ``none_of_these``: images of none of the classes, to measure how many the model flags.
     """
+    if none_of_these and model.fitted_.novelty is None:  # said before any image is read
+        raise DataError("this model has no novelty detector to measure on images of none of the classes; refit it with a linear head or enough held-out images.")
     dataset = load_dataset(data, split=False, allow_outside=allow_outside)
     split = dataset.eval_split or dataset.splits[0]
     records = dataset.split(split)
@@ -366,8 +368,6 @@ def _none_of_these_figures(model: TransferClassifier, known: np.ndarray, images:
     threshold, and AUROC against the known-class images' scores (1: every one more novel)."""
     from sklearn.metrics import roc_auc_score
 
-    if model.fitted_.novelty is None:
-        raise DataError("this model has no novelty detector to measure on images of none of the classes; refit it with a linear head or enough held-out images.")
     novel = model.predicted(list(images)).novelty  # NaN where unreadable: counted, not fatal
     read = np.isfinite(novel)
     novel = novel[read]
