@@ -55,7 +55,7 @@ KNOWN_SHARE = 0.95  # share of known-class images the calibrated threshold keeps
 CONFIDENCE = 0.9  # probability that it keeps at least that share (over the draw of the calibrating images)
 # Scores that examples of none of these weigh. Hymenoptera's model shown 40 flowers tells 300 other
 # flowers from its test images at AUROC 0.933 (0.873 untaught); energy and the nearest class mean
-# see what kNN and MSP miss (weighing those two alone gave 0.910 in a scratch run, these four 0.925).
+# see what kNN and MSP miss (in a scratch run, weighing kNN and MSP alone gave 0.910, these four 0.941).
 EXAMPLE_PARTS = ("knn", "msp", "energy", "ncm")
 MIN_EXAMPLES = 5
 # Taught, the fusion keeps kNN beside the weighed score, which replaces the rest: kNN still finds the
