@@ -97,10 +97,11 @@ def test_a_fine_tuned_networks_score_learns_from_examples_of_none_of_these():
     assert novel.min() > known.max() and (known > model.novelty_threshold_).mean() <= 0.2
 
 
-def test_too_few_held_out_images_leave_a_fine_tuned_model_without_a_detector_and_it_says_so(tmp_path):
+def test_too_few_held_out_images_leave_a_fine_tuned_model_without_a_detector_and_it_says_so(tmp_path, caplog):
     X, y = colour_data(per_class=8)  # 24 images: 4 held out cannot place a 95% threshold
-    model = tiny(strategy="finetune_top", finetune=FAST_FINETUNE).fit(X, y)
+    model = tiny(strategy="finetune_top", finetune=FAST_FINETUNE).fit(X, y, none_of_these=noise_images(5))
     assert model.novelty_threshold_ is None
+    assert "the 5 images of none of these were not used" in caplog.text
     assert set(model.predict(noise_images(2))) <= set(model.classes_)
     with pytest.raises(NotFittedError, match="no novelty detector"):
         model.novelty_score(X[:1])

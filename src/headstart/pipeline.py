@@ -117,6 +117,8 @@ def _fit_model(params: dict, images: Sequence, labels, groups, others: Sequence,
         record.novelty = world.from_main(lambda: _novelty_detector(params, train.codes[ok], y_index, groups, head, report, none_of_these.codes))
     else:
         record.novelty = world.from_main(lambda: _network_novelty_detector(record, params, readable, y_index, groups, held, train.codes[ok], none_of_these))
+    if none_of_these.images and record.novelty is None:
+        log.warning("the %d images of none of these were not used: this model has no novelty detector to teach", len(none_of_these.images))
     return Fit(record, codes, extractor, seconds_codes, groups)
 
 
