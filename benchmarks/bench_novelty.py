@@ -344,7 +344,7 @@ def main() -> None:
     parser.add_argument("--methods", nargs="*", default=list(VARIANTS), choices=list(VARIANTS))
     parser.add_argument("--model-only", action="store_true", help="only the shipped default, end to end (a TransferClassifier), and its predict overhead")
     parser.add_argument("--strategy", default="linear", help="the end-to-end model's strategy (finetune_top: a fine-tuned network's detector; auto: what a fit chooses)")
-    parser.add_argument("--examples", type=int, default=0, metavar="N", help="linear models untaught and taught by N images of a novel set")
+    parser.add_argument("--examples", type=int, default=0, metavar="N", help="models (--strategy; linear by default) untaught and taught by N images of a novel set")
     parser.add_argument("--oracle", action="store_true", help="each score and an upper bound for fusing them (fitted on the test labels), on two kinds of codes")
     args = parser.parse_args()
     print(machine(), flush=True)
