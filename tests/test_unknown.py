@@ -181,6 +181,11 @@ def test_cli_fit_learns_from_a_folder_of_none_of_these(colour_splits, tmp_path, 
     assert TransferClassifier.load(run).predict(noise_images(2, seed=9)).tolist() == ["unknown", "unknown"]
     assert main([*args, "--none-of-these", str(others / "0.png"), "--none-of-these", str(others / "1.png")]) == 2  # too few: a one-line error
     assert "give at least 5" in capsys.readouterr().err
+    (others / "5.png").write_bytes(b"not an image")  # 5 given, 4 readable after the codes pass
+    (others / "4.png").unlink()
+    named = [arg for path in sorted(others.iterdir()) for arg in ("--none-of-these", str(path))]  # files named are all read, broken or not
+    assert main([*args, *named]) == 2
+    assert "only 4 of the images of none of these could be read" in capsys.readouterr().err
 
 
 def onnx_outputs(model, path, images) -> list[np.ndarray]:

@@ -439,7 +439,7 @@ def _fit(args) -> int:
         _, summary = fit_folder(
             args.data, args.output, strict=args.strict, test_size=args.test_size, allow_outside=args.allow_outside,
             resume=args.resume, diagnostics=not args.no_diagnostics, tensorboard=args.tensorboard, compare_scratch=args.compare_scratch,
-            none_of_these=_expand_images(args.none_of_these) if args.none_of_these else (), **params,
+            none_of_these=_none_of_these(args), **params,
         )
     except KeyboardInterrupt:
         resume = "; finished epochs are checkpointed: rerun the same command with --resume to continue" if args.strategy != "linear" else ""
@@ -468,8 +468,7 @@ def cmd_evaluate(args) -> int:
 
     model = TransferClassifier.load(args.run)
     model.progress = args.show_progress
-    others = _expand_images(args.none_of_these) if args.none_of_these else ()
-    evaluation = evaluate_folder(model, args.data, allow_outside=args.allow_outside, none_of_these=others)
+    evaluation = evaluate_folder(model, args.data, allow_outside=args.allow_outside, none_of_these=_none_of_these(args))
     report = _write_evaluation_report(model, evaluation, args) if args.report else None
     if args.format == "json":
         from dataclasses import asdict
@@ -961,6 +960,11 @@ def _expand_images(items: list[str]) -> list[Path]:
     if not paths:
         raise HeadstartError(f"no images found in {', '.join(items)}.")
     return paths
+
+
+def _none_of_these(args) -> list[Path]:
+    """The images ``--none-of-these`` names (none when it is not given)."""
+    return _expand_images(args.none_of_these) if args.none_of_these else []
 
 
 def _ellipsis(values, limit: int) -> str:

@@ -82,13 +82,10 @@ def _fit_model(params: dict, images: Sequence, labels, groups, others: Sequence,
     tick = time.perf_counter()
     everything = sources + as_sources(others)
     progress.announce(f"codes: {len(everything) + len(examples)} images through {recipe.backbone} at {extractor.tap} (those cached before are read back)")
-    codes, examples_given = _codes(extractor, everything + examples, params["progress"], world), examples
-    codes, examples = codes.subset(np.arange(len(everything))), codes.subset(np.arange(len(everything), len(everything) + len(examples)))
+    every_code = _codes(extractor, everything + examples, params["progress"], world)
+    codes = every_code.subset(np.arange(len(everything)))
+    none_of_these = _readable_examples(examples, every_code.subset(np.arange(len(everything), len(everything) + len(examples))), params["strict"])
     seconds_codes = time.perf_counter() - tick
-    if examples.failures:
-        if params["strict"]:
-            raise DataError(f"{len(examples.failures)} of the images of none of these could not be read; fix or remove them, or fit without strict to skip them.")
-        log.warning("skipping %d unreadable image(s) of none of these", len(examples.failures))
     if codes.failures:
         if params["strict"]:
             raise unreadable_error(codes.failures, everything, "or fit without strict to skip them")
@@ -112,7 +109,6 @@ def _fit_model(params: dict, images: Sequence, labels, groups, others: Sequence,
     )
     readable = [s for s, good in zip(sources, ok) if good]
     held = _train_network(record, recipe, params, readable, y_index, groups, started)
-    none_of_these = Examples([s for s, good in zip(examples_given, examples.ok) if good], examples.codes[examples.ok])
     if record.network is None:
         record.novelty = world.from_main(lambda: _novelty_detector(params, train.codes[ok], y_index, groups, head, report, none_of_these.codes))
     else:
@@ -138,10 +134,7 @@ def _novelty_detector(
         log.info("no novelty detector: %s", exc)
         return None
     examples = (shown, head.decision_function(shown)) if len(shown) else None
-    try:
-        return fit_calibrated(codes, y_index, logits, groups=groups, random_state=params["random_state"] or 0, examples=examples)
-    except ValueError as exc:  # too few examples: say how many are needed
-        raise DataError(f"{exc}.") from exc
+    return fit_calibrated(codes, y_index, logits, groups=groups, random_state=params["random_state"] or 0, examples=examples)
 
 
 # Images a fine-tuned network's detector is made from, at most: its bank, and of those the
@@ -155,6 +148,19 @@ class Examples(NamedTuple):
 
     images: list
     codes: np.ndarray
+
+
+def _readable_examples(images: list, codes: Codes, strict: bool) -> Examples:
+    """The images of none of these that could be read (with ``strict``, all must be), at least
+    ``MIN_EXAMPLES`` of them when there are any."""
+    if codes.failures and strict:
+        raise DataError(f"{len(codes.failures)} of the images of none of these could not be read; fix or remove them, or fit without strict to skip them.")
+    if codes.failures:
+        log.warning("skipping %d unreadable image(s) of none of these", len(codes.failures))
+    readable = Examples([image for image, good in zip(images, codes.ok) if good], codes.codes[codes.ok])
+    if 0 < len(images) and len(readable.images) < MIN_EXAMPLES:
+        raise DataError(f"only {len(readable.images)} of the images of none of these could be read; give at least {MIN_EXAMPLES} readable ones, or none.")
+    return readable
 
 
 def _network_novelty_detector(
@@ -190,14 +196,11 @@ def _network_novelty_detector(
 
 def _network_examples(record: FittedModel, params: dict, none_of_these: Examples) -> tuple[np.ndarray, np.ndarray]:
     """The fine-tuned network's codes of the images of none of these, and the logits the model
-    predicts with (averaged with the linear head's, for an ensemble)."""
+    predicts with (its predictor: for an ensemble, averaged with the linear head's)."""
     logits, codes, _ = network_outputs(
-        record.network, none_of_these.images, record.preprocessing, with_codes=True, batch_size=params["batch_size"] or 32,
+        record.predictor(), none_of_these.images, record.preprocessing, with_codes=True, batch_size=params["batch_size"] or 32,
         progress=params["progress"], desc="none of these",
     )
-    if record.ensembled:
-        both = mean_log_probability([torch.from_numpy(logits), torch.from_numpy(record.head.decision_function(none_of_these.codes))])
-        logits = both.numpy().astype(np.float64)
     read = np.isfinite(codes).all(axis=1)  # a file changed since the codes pass is left out
     return codes[read], logits[read]
 

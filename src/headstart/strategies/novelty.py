@@ -96,17 +96,22 @@ class NoveltyDetector:
         """Novelty of each image (higher: less like the training images), from its codes and, for
         ``msp`` and ``energy``, its logits."""
         if len(self.parts) > 1:
-            raw = {part: self._part(part).score(codes, logits) for part in self.every_part}
-            kept = _kept_parts(self.parts, taught=bool(self.learned))
-            fused = np.max([percentile(self.state[f"reference.{part}"], raw[part]) for part in kept], axis=0) if kept else 0
-            if self.learned:
-                weighed = np.column_stack([percentile(self.state[f"reference.{part}"], raw[part]) for part in self.learned]) @ self.state["weights"]
-                fused = np.maximum(fused, percentile(self.state["reference.learned"], weighed))
-            return fused
+            return self._fuse({part: self._part(part).score(codes, logits) for part in self.every_part})
         if self.method in FROM_LOGITS:
             return _logit_score(self.method, np.asarray(logits, dtype=np.float64))
         codes = np.asarray(codes, dtype=np.float64)
         return np.concatenate([_code_score(self, codes[s : s + CHUNK]) for s in range(0, len(codes), CHUNK)]) if len(codes) else np.zeros(0)
+
+    def _fuse(self, raw: dict[str, np.ndarray]) -> np.ndarray:
+        """A fusion's score from each part's raw scores, each read as its percentile among the
+        part's references: the largest of the kept parts' and, taught, the weighed score's."""
+        share = {part: percentile(self.state[f"reference.{part}"], raw[part]) for part in self.every_part}
+        kept = _kept_parts(self.parts, taught=bool(self.learned))
+        fused = np.max([share[part] for part in kept], axis=0) if kept else 0
+        if self.learned:
+            weighed = np.column_stack([share[part] for part in self.learned]) @ self.state["weights"]
+            fused = np.maximum(fused, percentile(self.state["reference.learned"], weighed))
+        return fused
 
     def is_novel(self, scores: np.ndarray) -> np.ndarray:
         return np.asarray(scores) > self.threshold
@@ -158,7 +163,7 @@ def fit_calibrated(
         codes, labels, oof_logits = codes[keep], labels[keep], oof_logits[keep]
         groups = groups[keep] if groups is not None else None
     detector = NoveltyDetector(method, k=k)
-    parts = list(dict.fromkeys(detector.parts + list(EXAMPLE_PARTS))) if examples is not None else detector.parts
+    parts = _parts_to_fit(detector, taught=examples is not None)
     oof = {}
     for part in parts:
         detector.state |= fit_detector(codes, labels, part, k=k).state
@@ -182,7 +187,7 @@ def fit_on_held_out(
     groups = np.arange(len(codes)) if groups is None else np.asarray(groups)
     learnt = np.setdiff1d(np.arange(len(codes)), held)
     detector = NoveltyDetector(method, k=k)
-    parts = list(dict.fromkeys(detector.parts + list(EXAMPLE_PARTS))) if examples is not None else detector.parts
+    parts = _parts_to_fit(detector, taught=examples is not None)
     scores, shown = {}, {}
     for part in parts:
         if part == "knn":
@@ -206,11 +211,14 @@ def _calibrated(detector: NoveltyDetector, unseen: dict[str, np.ndarray], known_
     if len(detector.parts) == 1:
         raise ValueError(f"examples of none of these teach a fusion (such as {DEFAULT_METHOD!r}), not {detector.method!r} alone")
     detector.state |= {f"reference.{part}": np.sort(scores).astype(np.float64) for part, scores in unseen.items()}
-    kept = _kept_parts(detector.parts, taught=shown is not None)
-    fused = np.max([percentile(unseen[part], unseen[part]) for part in kept], axis=0) if kept else 0
     if shown is not None:
-        fused = np.maximum(fused, _learn_from_examples(detector, unseen, shown))
-    return calibrate(detector, fused, known_share)
+        _learn_from_examples(detector, unseen, shown)
+    return calibrate(detector, detector._fuse(unseen), known_share)
+
+
+def _parts_to_fit(detector: NoveltyDetector, taught: bool) -> list[str]:
+    """The detector's parts, and taught by examples, every part they weigh."""
+    return list(dict.fromkeys(detector.parts + list(EXAMPLE_PARTS))) if taught else detector.parts
 
 
 def _kept_parts(parts: list[str], taught: bool) -> list[str]:
@@ -218,10 +226,10 @@ def _kept_parts(parts: list[str], taught: bool) -> list[str]:
     return [part for part in parts if part in KEPT_WHEN_TAUGHT] if taught else parts
 
 
-def _learn_from_examples(detector: NoveltyDetector, unseen: dict[str, np.ndarray], shown: dict[str, np.ndarray]) -> np.ndarray:
+def _learn_from_examples(detector: NoveltyDetector, unseen: dict[str, np.ndarray], shown: dict[str, np.ndarray]) -> None:
     """Weights over ``EXAMPLE_PARTS``' percentiles that tell the examples from the training images'
     unseen scores (a logistic regression, the two sides weighed equally), kept in the detector's
-    state; returns the training images' weighed scores as percentiles among themselves."""
+    state with the training images' weighed scores as their reference."""
     from sklearn.linear_model import LogisticRegression
 
     n_examples = len(next(iter(shown.values())))
@@ -234,7 +242,6 @@ def _learn_from_examples(detector: NoveltyDetector, unseen: dict[str, np.ndarray
     weighed = known @ weights
     detector.learned, detector.examples = list(EXAMPLE_PARTS), n_examples
     detector.state |= {"weights": weights.astype(np.float64), "reference.learned": np.sort(weighed)}
-    return percentile(weighed, weighed)
 
 
 def fit_detector(codes: np.ndarray, labels: np.ndarray, method: str = "knn", *, k: int = 1) -> NoveltyDetector:
