@@ -11,7 +11,7 @@ from headstart.advisor import plan as planning
 from headstart.backbones import PRE_LOGITS, get_backbone
 from headstart.cli import main
 from headstart.errors import BackboneError, DataError
-from headstart.features import CodeExtractor
+from headstart.features import CodeExtractor, code_extractor
 from headstart.strategies.linear import fit_linear_head
 from tests.test_estimator import colour_data
 
@@ -104,7 +104,7 @@ def test_the_measuring_pass_in_onnx_runtime_gives_the_eager_pass_figures(monkeyp
     monkeypatch.setattr(measuring, "EXPORT_PAYS_FROM", 0)  # 60 images pay for an export here
     monkeypatch.setattr(measuring, "BN_SAMPLE", 12)  # two of the ten batches run eagerly, for the BatchNorm inputs
     graph, graph_sample = measuring.measure(TINY, images, labels, batch_size=6, cache=False, cache_dir=str(private_cache))  # a str too
-    assert len(list((private_cache / "onnx").glob("*-measuring-32.onnx"))) == 1
+    assert len(list((private_cache / "onnx").glob("*-taps-32.onnx"))) == 1
     for tap, codes in eager_sample["codes"].items():
         np.testing.assert_allclose(graph_sample["codes"][tap], codes, rtol=1e-4, atol=1e-5)
     assert [s.cv_accuracy for s in graph.sweep] == pytest.approx([s.cv_accuracy for s in eager.sweep])
@@ -112,11 +112,20 @@ def test_the_measuring_pass_in_onnx_runtime_gives_the_eager_pass_figures(monkeyp
     assert abs(graph.similarity.bn_distance - eager.similarity.bn_distance) < 0.1 * eager.similarity.bn_distance
     assert graph.similarity.bn_distance != eager.similarity.bn_distance  # the sample is not the whole
     assert graph.seconds_per_image > 0  # timed on the eager batches: what fine-tuning estimates rest on
-    saved = next((private_cache / "onnx").glob("*-measuring-32.onnx"))
+    saved = next((private_cache / "onnx").glob("*-taps-32.onnx"))
     saved.write_bytes(b"damaged")  # a damaged graph in the cache is exported again, as the codes' graphs are
     _, again = measuring.measure(TINY, images, labels, batch_size=6, cache=False, cache_dir=private_cache)
     np.testing.assert_allclose(again["codes"][PRE_LOGITS], graph_sample["codes"][PRE_LOGITS])
     assert saved.stat().st_size > 1000
+    # A later pass too small to pay for an export of its own (held-out images, a prediction) runs in
+    # the measuring graph at any of its taps, joined ones too, instead of eagerly.
+    few = images[:5]
+    for tap in (PRE_LOGITS, "features.1", "features.1+pre_logits"):
+        eager_codes = code_extractor(TINY.name, tap, engine="torch", cache=False)(few)
+        codes = code_extractor(TINY.name, tap, cache=False, cache_dir=private_cache)(few)
+        assert set(codes.engine.split("+")) == {"onnx"}, tap
+        np.testing.assert_allclose(codes.codes, eager_codes.codes, rtol=1e-4, atol=1e-5)
+    assert len(list((private_cache / "onnx").glob("*.onnx"))) == 1  # and exports nothing
 
 def test_a_trial_decides_when_the_rule_is_in_doubt(monkeypatch):
     monkeypatch.setattr(planning, "SMALL_PER_CLASS", 4)  # 6 per class counts as large: fine-tuning is on the table

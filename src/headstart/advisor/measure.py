@@ -37,7 +37,7 @@ from ..data.images import as_source, as_sources, hash_memo
 from ..data.subsample import class_subset, largest_remainder, median_count
 from ..errors import DataError
 from ..features.cache import FeatureCache, default_cache_dir
-from ..features.engine import EXPORT_PAYS_FROM, cached_graph, export_verified
+from ..features.engine import EXPORT_PAYS_FROM, LOGITS, cached_graph, export_verified, taps_graph
 from ..features.extract import CodeExtractor
 from ..hardware import resolve_device
 from ..strategies.linear import fit_linear_head
@@ -263,13 +263,15 @@ class _MeasuringOutputs(nn.Module):
 
 def _measuring_graph(spec, model, taps, preprocessing, n_images, cache_dir):
     """ONNX Runtime on the measuring graph (exported and checked against eager fp32, or read from the
-    cache), when the images it would run are enough to pay for the export; else None (all eager)."""
+    cache), when the images it would run are enough to pay for the export; else None (all eager).
+    Cached as the backbone's taps graph, it also serves the fit's later passes at any of its taps."""
     if n_images <= BN_SAMPLE:
         return None  # every batch runs eagerly for the BatchNorm sample
-    graph = Path(cache_dir or default_cache_dir()) / "onnx" / f"{spec.fingerprint('+'.join(taps), preprocessing)}-measuring-{preprocessing.crop}.onnx"
+    graph = taps_graph(Path(cache_dir or default_cache_dir()), spec, preprocessing)
     pays = n_images - BN_SAMPLE >= EXPORT_PAYS_FROM  # the images left to the graph pay for exporting it
+    export = lambda: export_verified(_MeasuringOutputs(spec, model, taps).eval(), graph, preprocessing.crop, [LOGITS, *taps])  # noqa: E731
     try:
-        return cached_graph(graph, (lambda: export_verified(_MeasuringOutputs(spec, model, taps).eval(), graph, preprocessing.crop)) if pays else None)
+        return cached_graph(graph, export if pays else None, taps)
     except Exception as exc:  # an op the exporters cannot take, or no ONNX Runtime: measure eagerly
         log.info("measuring eagerly: no ONNX graph for %s (%s)", spec.name, str(exc).splitlines()[0][:200])
         return None
@@ -296,7 +298,7 @@ def _run_pass(spec, model, sources, taps, preprocessing, batch_size, cache, cach
     with LayerCapture(model, taps_out, inputs, keep=_pooled) as seen, results.moments.capture():
         for number, batch in enumerate(batches):
             if number % eager_every:
-                logits, *codes = (torch.from_numpy(output) for output in graph.outputs(batch.tensors))
+                logits, *codes = (torch.from_numpy(output) for output in graph.outputs(batch.tensors, [LOGITS, *taps]))
                 results.add(batch, batches, logits, dict(zip(taps, codes)))
                 continue
             tick = time.perf_counter()

@@ -4,7 +4,8 @@ On this kind of CPU, ONNX Runtime runs MobileNetV2 ~5x faster than eager fp32 (c
 Every exported graph is checked against eager fp32 before first use and cached only if it agrees;
 if export or the check fails, extraction falls back to PyTorch and says so. Exporting costs about
 1 s (TorchScript tracing; the dynamo exporter, the fallback, takes ~11 s), so a pass with too few
-images to win that back runs eagerly instead.
+images to win that back runs eagerly instead, unless a graph that gives its codes is cached: its
+own, or the advisor's measuring graph (:func:`taps_graph`), whose outputs are named by tap.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import numpy as np
 import torch
 
 from .._atomic import atomic_path
-from ..backbones import BackboneSpec, build_tap_model
+from ..backbones import BackboneSpec, Preprocessing, build_tap_model
 from ..errors import HeadstartError
 from ..hardware import resolve_device
 
@@ -62,34 +63,49 @@ class TorchEngine:
 
 
 class OnnxEngine:
-    """ONNX Runtime on the CPU, from a graph exported by :func:`export_verified`."""
+    """ONNX Runtime on the CPU, from a graph exported by :func:`export_verified`. Called, it gives
+    the graph's first output, or its outputs named ``codes`` side by side (taps of a graph that has
+    several, as :class:`~headstart.backbones.MultiTap` joins them)."""
 
     name = "onnx"
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, codes: list[str] | None = None):
         import onnxruntime
 
         options = onnxruntime.SessionOptions()
         options.log_severity_level = 3
         self.session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         self.input_name = self.session.get_inputs()[0].name
+        self.output_names = [output.name for output in self.session.get_outputs()]
+        self.codes = codes
 
     def __call__(self, batch: torch.Tensor) -> np.ndarray:
-        return self.outputs(batch)[0]
+        return np.concatenate(self.outputs(batch, self.codes), axis=1) if self.codes else self.outputs(batch)[0]
 
-    def outputs(self, batch: torch.Tensor) -> list[np.ndarray]:
-        """Every output of the graph for ``batch``, in the graph's order."""
+    def outputs(self, batch: torch.Tensor, names: list[str] | None = None) -> list[np.ndarray]:
+        """The outputs ``names`` (default: all, in the graph's order) for ``batch``."""
         pixels = batch.numpy()
-        chunks = [self.session.run(None, {self.input_name: pixels[i:i + ONNX_BATCH]}) for i in range(0, len(pixels), ONNX_BATCH)]
+        chunks = [self.session.run(names, {self.input_name: pixels[i:i + ONNX_BATCH]}) for i in range(0, len(pixels), ONNX_BATCH)]
         return [np.concatenate(parts) for parts in zip(*chunks)]
+
+
+# The ImageNet logits' output in a taps graph; its other outputs are named by tap.
+LOGITS = "logits"
+
+
+def taps_graph(cache_root: Path, spec: BackboneSpec, preprocessing: Preprocessing) -> Path:
+    """Where the graph of ``spec`` that gives the ImageNet logits and the pooled codes of several
+    taps (outputs named ``logits`` and by tap) is cached: the advisor's measuring pass exports it,
+    and a later pass at any of its taps (the fit's held-out images, a prediction) runs in it
+    instead of eagerly or exporting a graph of its own."""
+    return cache_root / "onnx" / f"{spec.fingerprint('taps', preprocessing)}-taps-{preprocessing.crop}.onnx"
 
 
 def create_engine(
     spec: BackboneSpec,
     tap: str,
     *,
-    input_size: int,
-    fingerprint: str,
+    preprocessing: Preprocessing,
     cache_root: Path,
     engine: str = "auto",
     device: str = "auto",
@@ -102,10 +118,12 @@ def create_engine(
     torch_device = resolve_device(device)
     if engine == "torch" or torch_device.type != "cpu":
         return TorchEngine(build_tap_model(spec, tap), torch_device)
-    graph = cache_root / "onnx" / f"{fingerprint}-{input_size}.onnx"
+    input_size = preprocessing.crop
+    graph = cache_root / "onnx" / f"{spec.fingerprint(tap, preprocessing)}-{input_size}.onnx"
     pays = engine == "onnx" or images is None or images >= EXPORT_PAYS_FROM
     try:
-        onnx = cached_graph(graph, (lambda: export_graph(spec, tap, input_size, graph)) if pays else None)
+        onnx = None if graph.is_file() else cached_graph(taps_graph(cache_root, spec, preprocessing), None, tap.split("+"))
+        onnx = onnx or cached_graph(graph, (lambda: export_graph(spec, tap, input_size, graph)) if pays else None)
     except Exception as exc:
         if engine == "onnx":
             raise HeadstartError(f"ONNX export of {spec.name} failed ({exc}); use engine='torch'.") from None
@@ -114,19 +132,24 @@ def create_engine(
     return onnx if onnx is not None else TorchEngine(build_tap_model(spec, tap), torch_device)
 
 
-def cached_graph(graph: Path, export: Callable[[], None] | None) -> OnnxEngine | None:
-    """ONNX Runtime on the verified graph at ``graph``: the cached file (exported again if it is
-    damaged), else the one ``export()`` writes there; None where there is none and no ``export``.
-    Raises what the export (or loading what it wrote) raises."""
+def cached_graph(graph: Path, export: Callable[[], None] | None, codes: list[str] | None = None) -> OnnxEngine | None:
+    """ONNX Runtime on the verified graph at ``graph`` (giving its outputs ``codes`` side by side,
+    where named): the cached file (exported again if it is damaged or lacks one of ``codes``),
+    else the one ``export()`` writes there; None where there is none and no ``export``. Raises
+    what the export (or loading what it wrote) raises."""
     if graph.is_file():
         try:
-            return OnnxEngine(graph)
+            cached = OnnxEngine(graph, codes)
+            missing = set(codes or ()) - set(cached.output_names)
+            if not missing:
+                return cached
+            log.info("%s has no output %s", graph.name, sorted(missing))
         except Exception as exc:  # a damaged graph file: export it again
-            log.warning("re-exporting %s: %s", graph, exc)
+            log.warning("cannot use %s: %s", graph, exc)
     if export is None:
         return None
     export()
-    return OnnxEngine(graph)
+    return OnnxEngine(graph, codes)
 
 
 def export_graph(spec: BackboneSpec, tap: str, input_size: int, graph: Path) -> None:

@@ -108,8 +108,7 @@ class CodeExtractor:
             self._engine = create_engine(
                 self.spec,
                 self.tap,
-                input_size=self.preprocessing.crop,
-                fingerprint=self.fingerprint,
+                preprocessing=self.preprocessing,
                 cache_root=self.cache_root,
                 engine=self.engine_name,
                 device=self.device,
