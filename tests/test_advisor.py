@@ -101,7 +101,7 @@ def test_the_measuring_pass_in_onnx_runtime_gives_the_eager_pass_figures(monkeyp
     order = np.random.default_rng(0).permutation(60)  # every batch a mixture, as in a folder of photos
     images, labels = [images[i] for i in order], labels[order]
     eager, eager_sample = measuring.measure(TINY, images, labels, batch_size=6, cache=False, cache_dir=private_cache)
-    monkeypatch.setattr(measuring, "EXPORT_PAYS_FROM", 0)  # 60 images pay for an export here
+    monkeypatch.setattr(measuring, "export_pays_from", lambda size: 0)  # 60 images pay for an export here
     monkeypatch.setattr(measuring, "BN_SAMPLE", 12)  # two of the ten batches run eagerly, for the BatchNorm inputs
     graph, graph_sample = measuring.measure(TINY, images, labels, batch_size=6, cache=False, cache_dir=str(private_cache))  # a str too
     assert len(list((private_cache / "onnx").glob("*-taps-32.onnx"))) == 1
@@ -126,6 +126,13 @@ def test_the_measuring_pass_in_onnx_runtime_gives_the_eager_pass_figures(monkeyp
         assert set(codes.engine.split("+")) == {"onnx"}, tap
         np.testing.assert_allclose(codes.codes, eager_codes.codes, rtol=1e-4, atol=1e-5)
     assert len(list((private_cache / "onnx").glob("*.onnx"))) == 1  # and exports nothing
+    # So do the advisor's mirror probe's images, without the network ever being built eagerly.
+    from headstart.features import engine
+
+    eager_probe = measuring.mirror_probe(TINY, images, TINY.preprocessing, cache_dir=private_cache / "no-graph-here")
+    monkeypatch.setattr(engine, "build_tap_model", lambda *args: pytest.fail("built the network eagerly"))
+    assert measuring.mirror_probe(TINY, images, TINY.preprocessing, cache_dir=private_cache) == pytest.approx(eager_probe, abs=0.05)
+    assert len(list((private_cache / "onnx").glob("*.onnx"))) == 1
 
 def test_a_trial_decides_when_the_rule_is_in_doubt(monkeypatch):
     monkeypatch.setattr(planning, "SMALL_PER_CLASS", 4)  # 6 per class counts as large: fine-tuning is on the table

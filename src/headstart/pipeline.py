@@ -424,7 +424,7 @@ def _fine_tune(recipe: Recipe, params: dict, images: list, y_index: np.ndarray, 
         preprocessing=record.preprocessing,
         on_epoch_end=board,
     )
-    warning = distributed.current().from_main(lambda: _mirror_warning(recipe, images, record, config)) if recipe.check_mirroring else None
+    warning = distributed.current().from_main(lambda: _mirror_warning(recipe, images, record, config, params["cache_dir"])) if recipe.check_mirroring else None
     settings = {**asdict(config), "imbalance_plan": result.imbalance.reason, "bf16": result.bf16, "mirror_warning": warning}
     return result.net, result.history, settings, stop
 
@@ -442,10 +442,10 @@ def _warm_start_head(record: FittedModel, spec, params: dict, images: list, y_in
     return _linear_head(params, np.nan_to_num(top.codes), y_index, world, groups)[0]
 
 
-def _mirror_warning(recipe: Recipe, images: list, record: FittedModel, config) -> str | None:
+def _mirror_warning(recipe: Recipe, images: list, record: FittedModel, config, cache_dir) -> str | None:
     """Warn when the augmentation mirrors images that a probe can tell from their mirrors."""
     if not MIRRORING_STEPS & set(policy_steps(config.augmentation)) or len(images) < 10:
         return None
     spec = get_backbone(recipe.backbone.split("+")[0])
-    accuracy, n_checked = advisor.mirror_probe(spec, images, record.preprocessing, config.seed)
+    accuracy, n_checked = advisor.mirror_probe(spec, images, record.preprocessing, config.seed, cache_dir=cache_dir)
     return mirror_warning(config.augmentation, accuracy, n_checked, in_summary=True)  # the fit's summary carries it

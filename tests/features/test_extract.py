@@ -159,6 +159,15 @@ def test_a_graph_tracing_cannot_export_comes_from_the_dynamo_exporter_and_agrees
     np.testing.assert_allclose(engine.OnnxEngine(tmp_path / "graph.onnx")(batch), expected, rtol=1e-4, atol=1e-5)
 
 
+def test_what_pays_for_an_export_follows_the_pixels_an_image_saves_time_on():
+    from headstart.features.engine import EXPORT_PAYS_FROM, export_pays_from
+
+    assert export_pays_from(224) == EXPORT_PAYS_FROM
+    # A quarter of the pixels saves a quarter of the time per image: four times the images to pay.
+    assert export_pays_from(112) == pytest.approx(4 * EXPORT_PAYS_FROM)
+    assert export_pays_from(288) < EXPORT_PAYS_FROM < export_pays_from(96)
+
+
 def test_a_pass_too_small_to_pay_for_an_export_runs_eagerly_and_a_large_one_exports(image_paths, monkeypatch, tmp_path):
     pytest.importorskip("onnxruntime")
     from headstart.features import engine
@@ -167,8 +176,8 @@ def test_a_pass_too_small_to_pay_for_an_export_runs_eagerly_and_a_large_one_expo
     real = engine.export_graph
     monkeypatch.setattr(engine, "export_graph", lambda *args: (exports.append(args), real(*args)))
     small = extractor(cache=False, engine="auto", cache_dir=tmp_path)
-    assert small(image_paths).engine == "torch" and not exports  # 5 images: far below EXPORT_PAYS_FROM
-    monkeypatch.setattr(engine, "EXPORT_PAYS_FROM", len(image_paths))
+    assert small(image_paths).engine == "torch" and not exports  # 5 images: far below what pays for an export
+    monkeypatch.setattr(engine, "export_pays_from", lambda size: len(image_paths))
     large = extractor(cache=False, engine="auto", cache_dir=tmp_path)
     assert large(image_paths).engine == "onnx" and len(exports) == 1
     monkeypatch.setattr(engine, "EXPORT_PAYS_FROM", 10**9)  # an exported graph is used whatever the count

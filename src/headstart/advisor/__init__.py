@@ -68,7 +68,7 @@ def advise(
         _add_partner(sample, PARTNERS[spec.name], images, input_size, device, batch_size, cache, cache_dir, similar, random_state)
     plan = decide(
         spec, measurements, sample, images, time_budget=time_budget, tap=tap, finetune_overrides=finetune,
-        random_state=random_state, preprocessing=preprocessing,
+        random_state=random_state, preprocessing=preprocessing, cache_dir=cache_dir,
     )
     plan.seconds, plan.input_size = time.perf_counter() - start, preprocessing.crop
     if key:

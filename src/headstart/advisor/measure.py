@@ -37,7 +37,7 @@ from ..data.images import as_source, as_sources, hash_memo
 from ..data.subsample import class_subset, largest_remainder, median_count
 from ..errors import DataError
 from ..features.cache import FeatureCache, default_cache_dir
-from ..features.engine import EXPORT_PAYS_FROM, LOGITS, cached_graph, export_verified, taps_graph
+from ..features.engine import LOGITS, cached_graph, export_pays_from, export_verified, taps_graph
 from ..features.extract import CodeExtractor
 from ..hardware import resolve_device
 from ..strategies.linear import fit_linear_head
@@ -65,7 +65,7 @@ MEASURE_BATCH = 16
 # against 0.334, hymenoptera 0.234 against 0.221), within 0.012 with 128; the threshold is 0.45, the
 # nearest sets 0.11 and 0.16 from it, so 64 leave every set on its side with room. 128 would cost
 # 1 to 3 s more at 288 px, and leave a first contact's few hundred images all eager (the rest must
-# pay for the export: EXPORT_PAYS_FROM). The eager batches also time the forward pass that
+# pay for the export: export_pays_from). The eager batches also time the forward pass that
 # fine-tuning estimates rest on.
 BN_SAMPLE = 64
 
@@ -268,7 +268,7 @@ def _measuring_graph(spec, model, taps, preprocessing, n_images, cache_dir):
     if n_images <= BN_SAMPLE:
         return None  # every batch runs eagerly for the BatchNorm sample
     graph = taps_graph(Path(cache_dir or default_cache_dir()), spec, preprocessing)
-    pays = n_images - BN_SAMPLE >= EXPORT_PAYS_FROM  # the images left to the graph pay for exporting it
+    pays = n_images - BN_SAMPLE >= export_pays_from(preprocessing.crop)  # the images left to the graph pay for exporting it
     export = lambda: export_verified(_MeasuringOutputs(spec, model, taps).eval(), graph, preprocessing.crop, [LOGITS, *taps])  # noqa: E731
     try:
         return cached_graph(graph, export if pays else None, taps)
@@ -323,14 +323,16 @@ def _similarity(spec: BackboneSpec, model: nn.Module, results: _Pass) -> Similar
 
 
 def mirror_probe(
-    spec: BackboneSpec, images: list, preprocessing: Preprocessing, random_state: int = 0, codes: np.ndarray | None = None
+    spec: BackboneSpec, images: list, preprocessing: Preprocessing, random_state: int = 0, codes: np.ndarray | None = None, cache_dir=None,
 ) -> tuple[float, int]:
     """How well a linear probe tells the mirror-check sample of ``images`` from their mirror images
     (cross-validated accuracy; chance 0.5), and the sample's size. ``codes``: the top codes of
-    ``images`` from the measuring pass (the same pixels), so that only the mirrors are computed."""
+    ``images`` from the measuring pass (the same pixels), so that only the mirrors are computed;
+    they run in the measuring pass's graph where it was exported (in ``cache_dir``), else eagerly."""
     chosen = mirror_check_sample(len(images), random_state)
-    # Decoded images, not files, go in: their cache keys would differ from the files', so skip the cache.
-    extractor = CodeExtractor(spec, PRE_LOGITS, input_size=preprocessing.crop, engine="torch", cache=False)
+    # Decoded images, not files, go in: their cache keys would differ from the files', so skip the code
+    # cache; a graph already exported is still used (too few to pay for a new export, they run eagerly).
+    extractor = CodeExtractor(spec, PRE_LOGITS, input_size=preprocessing.crop, cache=False, cache_dir=cache_dir)
     rgb = [as_source(images[i]).rgb(preprocessing.resize) for i in chosen]
     return mirror_sensitivity(extractor, rgb, random_state=random_state, codes=codes[chosen] if codes is not None else None), len(chosen)
 

@@ -207,8 +207,10 @@ def decide(
     finetune_overrides: dict | None = None,
     random_state: int = 0,
     preprocessing=None,
+    cache_dir=None,
 ) -> Plan:
-    """Choose the plan; runs the fine-tuning trial when the rule is in doubt and time allows."""
+    """Choose the plan; runs the fine-tuning trial when the rule is in doubt and time allows.
+    ``cache_dir``: where the measuring pass cached its graph (the mirror probe runs in it)."""
     start = time.perf_counter()
     preprocessing = preprocessing or spec.preprocessing
     small, similar = classify(measurements)
@@ -218,7 +220,7 @@ def decide(
     budget = _budget(measurements, sample, similar, int(overrides.get("epochs", FINETUNE_EPOCHS)), time_budget)
     augmentation_line = None
     if not (small and similar) and budget.allows(budget.final) and "augmentation" not in overrides:
-        overrides["augmentation"], augmentation_line = choose_augmentation(spec, images, sample, preprocessing, random_state)
+        overrides["augmentation"], augmentation_line = choose_augmentation(spec, images, sample, preprocessing, random_state, cache_dir)
     clock = _AdviceClock(start - measurements.seconds, budget, small)
     trial = lambda: _trial(spec, budget.candidate, linear.tap, sample, images, {**overrides, "epochs": budget.epochs}, random_state, preprocessing, clock.more_time, clock.seconds_left)  # noqa: E731
     choice = _choose_strategy(small, similar, rule_strategy, linear, sample, budget, trial)
@@ -368,14 +370,14 @@ def _closing_lines(spec, strategy, backbone, linear, linear_tap, sweep, tap_chos
     return lines
 
 
-def choose_augmentation(spec, images, sample, preprocessing, random_state) -> tuple[str, str]:
+def choose_augmentation(spec, images, sample, preprocessing, random_state, cache_dir=None) -> tuple[str, str]:
     """``objects`` (which mirrors images), unless a probe tells up to 100 training images from their
     mirror images well above chance: then ``text_signs``, which never mirrors."""
     index = sample["index"]
     if len(index) < 10:
         return "objects", "Augmentation: objects (too few images to check whether mirroring changes their meaning)."
     progress.announce("augmentation: can a probe tell the images from their mirror images?")
-    accuracy, n_checked = mirror_probe(spec, [images[i] for i in index], preprocessing, random_state, codes=sample["codes"].get(PRE_LOGITS))
+    accuracy, n_checked = mirror_probe(spec, [images[i] for i in index], preprocessing, random_state, codes=sample["codes"].get(PRE_LOGITS), cache_dir=cache_dir)
     if is_mirror_sensitive(accuracy, n_checked):
         return "text_signs", f"Augmentation: text_signs, no mirroring (a probe tells mirrored images from originals {accuracy:.0%} of the time)."
     return "objects", f"Augmentation: objects, with mirroring (mirrored images look like originals: probe {accuracy:.0%}, chance 50%)."

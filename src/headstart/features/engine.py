@@ -34,10 +34,11 @@ warnings.filterwarnings("ignore", message="You are using the legacy TorchScript-
 ENGINES = ("auto", "onnx", "torch")
 # Largest tolerated |onnx - eager| relative to the codes' magnitude.
 PARITY_TOLERANCE = 1e-4
-# Images a pass must have to compute before exporting a graph pays for itself. Measured on the
+# Images a 224 px pass must compute before exporting its graph pays for itself. Measured on the
 # 2-core CPU (batch 32, 224 px): tracing, exporting and checking 1.1 s (MobileNetV2) and 0.9 s
 # (EfficientNet-Lite0); eager channels_last 17.8 and 19.9 ms per image, ONNX Runtime 3.6 and 5.6 ms:
 # the export is worth 80 and 65 images. Both costs scale with the CPU alike, so the ratio travels.
+# What an image saves grows with its pixels while the export's cost does not (export_pays_from).
 # A graph already exported is used whatever the count.
 EXPORT_PAYS_FROM = 100
 # Images per ONNX Runtime call. Its arena keeps the largest call's activations: at 224 px, 8 at a
@@ -89,6 +90,15 @@ class OnnxEngine:
         return [np.concatenate(parts) for parts in zip(*chunks)]
 
 
+def export_pays_from(input_size: int) -> float:
+    """Images a pass at ``input_size`` px must compute for exporting its graph to pay for itself:
+    :data:`EXPORT_PAYS_FROM` at 224 px, scaled by the pixels each image saves time on (60 at 288 px,
+    544 at 96 px). Measured for MobileNetV2 on the 2-core CPU (2026-12-06, batch 32; export 0.5-1.1 s):
+    ONNX Runtime saved 1.0 ms an image against eager at 96 px, 4.7 at 160, 12.6 at 224, 21.6 at 288,
+    so a 96 px pass paid from 500-1,100 images and a 288 px one from 26-50."""
+    return EXPORT_PAYS_FROM * (224 / input_size) ** 2
+
+
 # The ImageNet logits' output in a taps graph; its other outputs are named by tap.
 LOGITS = "logits"
 
@@ -120,7 +130,7 @@ def create_engine(
         return TorchEngine(build_tap_model(spec, tap), torch_device)
     input_size = preprocessing.crop
     graph = cache_root / "onnx" / f"{spec.fingerprint(tap, preprocessing)}-{input_size}.onnx"
-    pays = engine == "onnx" or images is None or images >= EXPORT_PAYS_FROM
+    pays = engine == "onnx" or images is None or images >= export_pays_from(input_size)
     try:
         onnx = None if graph.is_file() else cached_graph(taps_graph(cache_root, spec, preprocessing), None, tap.split("+"))
         onnx = onnx or cached_graph(graph, (lambda: export_graph(spec, tap, input_size, graph)) if pays else None)

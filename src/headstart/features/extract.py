@@ -22,7 +22,7 @@ from ..backbones.taps import joined_signed_root
 from ..data.batches import ImageBatches
 from ..data.images import ImageInput, as_sources, hash_memo
 from .cache import FeatureCache, default_cache_dir
-from .engine import EXPORT_PAYS_FROM, create_engine
+from .engine import create_engine, export_pays_from
 
 log = logging.getLogger(__name__)
 
@@ -103,8 +103,9 @@ class CodeExtractor:
     def engine(self, images: int | None = None):
         """The engine for a pass of ``images`` images; a pass too small to pay for exporting the
         ONNX graph runs eagerly, and a larger one later may still export it."""
-        if self._engine is None or (self._small_pass and (images is None or images >= EXPORT_PAYS_FROM)):
-            self._small_pass = images is not None and images < EXPORT_PAYS_FROM
+        pays_from = export_pays_from(self.preprocessing.crop)
+        if self._engine is None or (self._small_pass and (images is None or images >= pays_from)):
+            self._small_pass = images is not None and images < pays_from
             self._engine = create_engine(
                 self.spec,
                 self.tap,
