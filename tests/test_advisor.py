@@ -112,6 +112,12 @@ def test_the_measuring_pass_in_onnx_runtime_gives_the_eager_pass_figures(monkeyp
     assert abs(graph.similarity.bn_distance - eager.similarity.bn_distance) < 0.1 * eager.similarity.bn_distance
     assert graph.similarity.bn_distance != eager.similarity.bn_distance  # the sample is not the whole
     assert graph.seconds_per_image > 0  # timed on the eager batches: what fine-tuning estimates rest on
+    # A second backbone's pass reads no BatchNorm moments: every batch runs in the graph, same codes.
+    codes_only, codes_only_sample = measuring.measure(TINY, images, labels, batch_size=6, cache=False, cache_dir=private_cache, moments=False)
+    assert codes_only.similarity.bn_distance is None and codes_only.seconds_per_image == 0  # no eager batch
+    for tap, codes in eager_sample["codes"].items():
+        np.testing.assert_allclose(codes_only_sample["codes"][tap], codes, rtol=1e-4, atol=1e-5)
+    assert [s.cv_accuracy for s in codes_only.sweep] == pytest.approx([s.cv_accuracy for s in eager.sweep])
     saved = next((private_cache / "onnx").glob("*-taps-32.onnx"))
     saved.write_bytes(b"damaged")  # a damaged graph in the cache is exported again, as the codes' graphs are
     _, again = measuring.measure(TINY, images, labels, batch_size=6, cache=False, cache_dir=private_cache)

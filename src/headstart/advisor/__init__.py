@@ -142,6 +142,7 @@ def _partner_sweep_codes(name, images, labels, input_size, device, batch_size, c
     measurements, sample = measure(
         spec, images, labels, preprocessing=preprocessing, device=device, batch_size=batch_size, cache=cache, cache_dir=cache_dir,
         max_images=len(images), random_state=random_state,  # the images the first backbone's codes are of, all of them
+        moments=False,  # only its codes and its sweep are used
     )
     best = max((s for s in measurements.sweep if "+" not in s.tap), key=lambda s: s.cv_accuracy)
     return sample["codes"][best.tap], best.tap

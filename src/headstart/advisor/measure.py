@@ -17,6 +17,7 @@ batches runs eagerly with the BatchNorm hooks (``BN_SAMPLE``).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from dataclasses import dataclass, field
@@ -205,9 +206,11 @@ def measure(
     cache_dir=None,
     max_images: int = MAX_IMAGES,
     random_state: int = 0,
+    moments: bool = True,
 ) -> tuple[Measurements, dict]:
     """Measure ``images`` (with integer ``labels`` 0..k-1) against ``spec``, reading each measured
-    image once.
+    image once. Without ``moments`` (a second backbone's pass, of which only the codes and the sweep
+    are used) no BatchNorm statistics are read, so no batch need run eagerly for them.
 
     Returns the measurements and, for reuse by a fine-tuning trial, the sample's codes per tap,
     labels, image indices and content hashes
@@ -220,9 +223,11 @@ def measure(
     sources = as_sources(images)
     index = sample_index(labels, max_images, random_state)
     taps = sweep_taps(spec)
-    progress.announce(f"measuring {len(index)} training images against {spec.name}: similarity to ImageNet, and codes at {len(taps)} depths")
+    measured = "similarity to ImageNet, and codes" if moments else "codes"
+    progress.announce(f"measuring {len(index)} training images against {spec.name}: {measured} at {len(taps)} depths")
     model = spec.build().to(resolve_device(device)).eval()
-    results = _run_pass(spec, model, [sources[i] for i in index], taps, preprocessing, min(batch_size, MEASURE_BATCH), cache, cache_dir)
+    bn_sample = BN_SAMPLE if moments else 0
+    results = _run_pass(spec, model, [sources[i] for i in index], taps, preprocessing, min(batch_size, MEASURE_BATCH), cache, cache_dir, bn_sample)
     if not results.kept:
         raise DataError("none of the images could be read; check the paths and that they are images.")
     kept = index[np.asarray(results.kept, dtype=int)]
@@ -261,14 +266,15 @@ class _MeasuringOutputs(nn.Module):
         return (logits, *[seen[self.classifier if tap == PRE_LOGITS else tap] for tap in self.taps])
 
 
-def _measuring_graph(spec, model, taps, preprocessing, n_images, cache_dir):
+def _measuring_graph(spec, model, taps, preprocessing, n_images, cache_dir, bn_sample):
     """ONNX Runtime on the measuring graph (exported and checked against eager fp32, or read from the
-    cache), when the images it would run are enough to pay for the export; else None (all eager).
-    Cached as the backbone's taps graph, it also serves the fit's later passes at any of its taps."""
-    if n_images <= BN_SAMPLE:
+    cache), when the images it would run (all but ``bn_sample``) are enough to pay for the export;
+    else None (all eager). Cached as the backbone's taps graph, it also serves the fit's later passes
+    at any of its taps."""
+    if n_images <= bn_sample:
         return None  # every batch runs eagerly for the BatchNorm sample
     graph = taps_graph(Path(cache_dir or default_cache_dir()), spec, preprocessing)
-    pays = n_images - BN_SAMPLE >= export_pays_from(preprocessing.crop)  # the images left to the graph pay for exporting it
+    pays = n_images - bn_sample >= export_pays_from(preprocessing.crop)  # the images left to the graph pay for exporting it
     export = lambda: export_verified(_MeasuringOutputs(spec, model, taps).eval(), graph, preprocessing.crop, [LOGITS, *taps])  # noqa: E731
     try:
         return cached_graph(graph, export if pays else None, taps)
@@ -277,15 +283,21 @@ def _measuring_graph(spec, model, taps, preprocessing, n_images, cache_dir):
         return None
 
 
-def _run_pass(spec, model, sources, taps, preprocessing, batch_size, cache, cache_dir) -> _Pass:
-    """One forward pass over ``sources``: the taps' codes (pooled), the ImageNet logits, and the
-    BatchNorm inputs' moments. Eagerly with hooks; on a CPU with enough images, every batch but a
-    spread sample of ``BN_SAMPLE`` images (eager, for the moments) runs in ONNX Runtime."""
+def _run_pass(spec, model, sources, taps, preprocessing, batch_size, cache, cache_dir, bn_sample: int) -> _Pass:
+    """One forward pass over ``sources``: the taps' codes (pooled), the ImageNet logits, and (with a
+    ``bn_sample``) the BatchNorm inputs' moments. Eagerly with hooks; on a CPU with enough images,
+    every batch but a spread sample of ``bn_sample`` images (eager, for the moments) runs in ONNX Runtime."""
     results = _Pass(spec, model, taps, preprocessing, cache, cache_dir)
     device = next(model.parameters()).device
-    graph = _measuring_graph(spec, model, taps, preprocessing, len(sources), cache_dir) if device.type == "cpu" else None
+    graph = _measuring_graph(spec, model, taps, preprocessing, len(sources), cache_dir, bn_sample) if device.type == "cpu" else None
     n_batches = -(-len(sources) // batch_size)
-    eager_every = max(1, n_batches // -(-BN_SAMPLE // batch_size)) if graph is not None else 1
+    moment_batches = -(-bn_sample // batch_size)
+    if graph is None:
+        eager_every = 1  # every batch
+    elif moment_batches:
+        eager_every = max(1, n_batches // moment_batches)  # a spread sample, for the moments
+    else:
+        eager_every = None  # none
     # channels_last: the same numbers, 1.8x faster convolutions on the CPU (22 against 12 ms per image)
     memory_format = torch.channels_last if device.type == "cpu" else torch.contiguous_format
     model.to(memory_format=memory_format)
@@ -295,9 +307,10 @@ def _run_pass(spec, model, sources, taps, preprocessing, batch_size, cache, cach
     )
     inputs = [spec.classifier] if PRE_LOGITS in taps else []  # what enters the ImageNet classifier is pre_logits
     taps_out = [tap for tap in taps if tap != PRE_LOGITS]
-    with LayerCapture(model, taps_out, inputs, keep=_pooled) as seen, results.moments.capture():
+    moments = results.moments.capture() if bn_sample else contextlib.nullcontext()
+    with LayerCapture(model, taps_out, inputs, keep=_pooled) as seen, moments:
         for number, batch in enumerate(batches):
-            if number % eager_every:
+            if eager_every is None or number % eager_every:
                 logits, *codes = (torch.from_numpy(output) for output in graph.outputs(batch.tensors, [LOGITS, *taps]))
                 results.add(batch, batches, logits, dict(zip(taps, codes)))
                 continue
