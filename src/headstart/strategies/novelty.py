@@ -162,8 +162,8 @@ def fit_calibrated(
         keep, _ = train_test_split(np.arange(len(labels)), train_size=BANK_LIMIT, stratify=labels, random_state=random_state)
         codes, labels, oof_logits = codes[keep], labels[keep], oof_logits[keep]
         groups = groups[keep] if groups is not None else None
-    detector = NoveltyDetector(method, k=k)
-    parts = _parts_to_fit(detector, taught=examples is not None)
+    detector = _new_detector(method, k, taught=examples is not None)
+    parts = detector.every_part
     oof = {}
     for part in parts:
         detector.state |= fit_detector(codes, labels, part, k=k).state
@@ -186,8 +186,8 @@ def fit_on_held_out(
     codes, labels, held = np.asarray(codes, dtype=np.float64), np.asarray(labels), np.asarray(held)
     groups = np.arange(len(codes)) if groups is None else np.asarray(groups)
     learnt = np.setdiff1d(np.arange(len(codes)), held)
-    detector = NoveltyDetector(method, k=k)
-    parts = _parts_to_fit(detector, taught=examples is not None)
+    detector = _new_detector(method, k, taught=examples is not None)
+    parts = detector.every_part
     scores, shown = {}, {}
     for part in parts:
         if part == "knn":
@@ -216,9 +216,9 @@ def _calibrated(detector: NoveltyDetector, unseen: dict[str, np.ndarray], known_
     return calibrate(detector, detector._fuse(unseen), known_share)
 
 
-def _parts_to_fit(detector: NoveltyDetector, taught: bool) -> list[str]:
-    """The detector's parts, and taught by examples, every part they weigh."""
-    return list(dict.fromkeys(detector.parts + list(EXAMPLE_PARTS))) if taught else detector.parts
+def _new_detector(method: str, k: int, taught: bool) -> NoveltyDetector:
+    """An unfitted detector; one taught by examples of none of these also weighs ``EXAMPLE_PARTS``."""
+    return NoveltyDetector(method, k=k, learned=list(EXAMPLE_PARTS) if taught else [])
 
 
 def _kept_parts(parts: list[str], taught: bool) -> list[str]:
@@ -227,7 +227,7 @@ def _kept_parts(parts: list[str], taught: bool) -> list[str]:
 
 
 def _learn_from_examples(detector: NoveltyDetector, unseen: dict[str, np.ndarray], shown: dict[str, np.ndarray]) -> None:
-    """Weights over ``EXAMPLE_PARTS``' percentiles that tell the examples from the training images'
+    """Weights over the percentiles of the detector's ``learned`` parts that tell the examples from the training images'
     unseen scores (a logistic regression, the two sides weighed equally), kept in the detector's
     state with the training images' weighed scores as their reference."""
     from sklearn.linear_model import LogisticRegression
@@ -235,12 +235,12 @@ def _learn_from_examples(detector: NoveltyDetector, unseen: dict[str, np.ndarray
     n_examples = len(next(iter(shown.values())))
     if n_examples < MIN_EXAMPLES:
         raise ValueError(f"got {n_examples} example(s) of none of these; give at least {MIN_EXAMPLES}, or none")
-    known = np.column_stack([percentile(unseen[part], unseen[part]) for part in EXAMPLE_PARTS])
-    novel = np.column_stack([percentile(unseen[part], shown[part]) for part in EXAMPLE_PARTS])
+    known = np.column_stack([percentile(unseen[part], unseen[part]) for part in detector.learned])
+    novel = np.column_stack([percentile(unseen[part], shown[part]) for part in detector.learned])
     target = np.r_[np.zeros(len(known)), np.ones(len(novel))]
     weights = LogisticRegression(class_weight="balanced", max_iter=1000).fit(np.vstack([known, novel]), target).coef_[0]
     weighed = known @ weights
-    detector.learned, detector.examples = list(EXAMPLE_PARTS), n_examples
+    detector.examples = n_examples
     detector.state |= {"weights": weights.astype(np.float64), "reference.learned": np.sort(weighed)}
 
 
