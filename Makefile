@@ -62,6 +62,8 @@ benchmarks: install
 	$(BIN)/python benchmarks/bench_serve.py runs/hym ../shared/datasets/hymenoptera
 	$(BIN)/python benchmarks/bench_cold_fit.py ../shared/datasets/hymenoptera --baseline 584aa58 --repeats 5
 	$(BIN)/python benchmarks/bench_first_contact.py --repeats 3
+	$(BIN)/python benchmarks/bench_phases.py fit ../shared/datasets/hymenoptera/train
+	$(BIN)/python benchmarks/bench_export_pays.py
 	$(BIN)/python benchmarks/bench_scale.py
 	$(BIN)/python benchmarks/bench_distributed.py ../shared/datasets/hymenoptera
 	$(BIN)/python benchmarks/bench_scale_images.py

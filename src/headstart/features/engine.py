@@ -95,7 +95,7 @@ def export_pays_from(input_size: int) -> float:
     :data:`EXPORT_PAYS_FROM` at 224 px, scaled by the pixels each image saves time on (60 at 288 px,
     544 at 96 px). Measured for MobileNetV2 on the 2-core CPU (2026-12-06, batch 32; export 0.5-1.1 s):
     ONNX Runtime saved 1.0 ms an image against eager at 96 px, 4.7 at 160, 12.6 at 224, 21.6 at 288,
-    so a 96 px pass paid from 450-1,150 images and a 288 px one from 20-50."""
+    so a 96 px pass paid from 450-1,150 images and a 288 px one from 20-50 (benchmarks/bench_export_pays.py)."""
     return EXPORT_PAYS_FROM * (224 / input_size) ** 2
 
 
