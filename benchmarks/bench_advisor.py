@@ -14,7 +14,9 @@ printed. Regret = best alternative - auto, in points (negative: auto beat every 
 ``--auto-only`` fits auto alone (its plan and score), to set beside a full run's alternatives after
 a change that touches only the advisor or the fitting path; ``--alternatives`` fits auto and the
 named alternatives only (after a change to one strategy's defaults; the regret then needs the other
-columns from a full run).
+columns from a full run). ``--partner``: on every row where the advisor tried the second embedded
+backbone, its cross-validated gain and the noise margin it had to beat, beside the held-out
+difference the join makes (the side auto did not take is fitted too).
 """
 
 from __future__ import annotations
@@ -59,6 +61,7 @@ def main() -> None:
     parser.add_argument("--auto-only", action="store_true", help="fit auto alone: its plan and score, no alternatives")
     parser.add_argument("--alternatives", nargs="*", default=None, choices=["linear", "linear_other", "finetune_top", "finetune_all"],
                         help="fit auto and only these alternatives (default: all four)")
+    parser.add_argument("--partner", action="store_true", help="with --auto-only: the second backbone's check against the held-out split")
     args = parser.parse_args()
     print(machine(), flush=True)
     table = []
@@ -78,6 +81,8 @@ def main() -> None:
             print(f"  | {line}", flush=True)
         print(f"  auto -> {plan.describe()} at {auto.fitted_.input_size} px: {auto_accuracy:.2%}, fit {auto_seconds:.0f} s (advisor {plan.seconds:.0f} s)", flush=True)
 
+        if args.partner:
+            partner_row(name, auto, auto_accuracy, X, y, X_test, y_test, input_size)
         if args.auto_only:
             table.append((name, plan.case, plan.describe(), auto_accuracy, auto_seconds, "-", float("nan"), float("nan")))
             continue
@@ -106,6 +111,35 @@ def main() -> None:
     print("\n| dataset | case | auto's plan | auto (balanced) | auto's fit | best alternative | regret (points) |\n|---|---|---|---|---|---|---|")
     for name, case, described, accuracy, seconds, best, best_score, regret in table:
         print(f"| {name} | {case} | {described} | {accuracy:.2%} | {seconds:.0f} s | {best} {best_score:.2%} | {regret:+.2f} |")
+
+
+def partner_row(name, auto, auto_accuracy, X, y, X_test, y_test, input_size) -> None:
+    """The second backbone's check (its CV gain over the first alone, and the margin it had to beat)
+    against the held-out split: balanced accuracy joined and alone, the side auto did not take
+    fitted here."""
+    plan = auto.plan_
+    joined = next((a for a in plan.alternatives if a.tap.split(" ")[0].count("+") == 1 and " " in a.tap), None)
+    if joined is None or plan.strategy != "linear":
+        print("  partner: not tried", flush=True)
+        return
+    backbones, taps = joined.tap.split(" ")
+    first = backbones.split("+")[0]
+    alone_tap = taps.split("+")[0]
+    alone = next(a for a in plan.alternatives if a.tap == alone_tap)
+    margin = max(joined.noise, 0.005)
+    if plan.backbone == backbones:
+        joined_accuracy = auto_accuracy
+        other = TransferClassifier(backbone=first, tap=alone_tap, strategy="linear", input_size=input_size).fit(X, y)
+        alone_accuracy = balanced_accuracy_score(y_test, other.predict(X_test, reject=None))
+    else:
+        alone_accuracy = auto_accuracy
+        other = TransferClassifier(backbone=backbones, tap=taps, strategy="linear", input_size=input_size).fit(X, y)
+        joined_accuracy = balanced_accuracy_score(y_test, other.predict(X_test, reject=None))
+    print(
+        f"  partner: {joined.tap} CV {joined.accuracy:.1%} against {alone_tap} alone {alone.accuracy:.1%}: gain {(joined.accuracy - alone.accuracy) * 100:+.1f}, "
+        f"margin {margin * 100:.1f}; held out joined {joined_accuracy:.2%}, alone {alone_accuracy:.2%}: {(joined_accuracy - alone_accuracy) * 100:+.2f} points",
+        flush=True,
+    )
 
 
 if __name__ == "__main__":
