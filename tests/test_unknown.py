@@ -121,6 +121,19 @@ def test_the_threshold_keeps_95_percent_of_new_known_images_with_90_percent_conf
     assert few.threshold == 20.0 and abs(few.confidence - (1 - 0.95**20)) < 1e-9
 
 
+def test_past_the_bank_limit_every_class_keeps_its_share_and_a_class_of_one_stays(monkeypatch):
+    from headstart.strategies import novelty
+
+    monkeypatch.setattr(novelty, "BANK_LIMIT", 30)
+    rng = np.random.default_rng(0)
+    labels = np.r_[np.repeat([0, 1, 2], 13), 3]  # a class of one image: no stratified sample of 30 of 40 exists for sklearn
+    codes = rng.normal(size=(40, 8)) + 3 * np.eye(8)[labels]
+    detector = fit_calibrated(codes, labels, rng.normal(size=(40, 4)))
+    bank = detector.state["bank"]
+    assert len(bank) == 31  # 10 of each 13 (a quarter held back, rounded) and the one
+    assert np.isclose(bank, novelty._unit(codes[labels == 3])).all(axis=1).any()  # the lone image is in it
+
+
 def test_the_module_gives_the_detectors_scores():
     rng = np.random.default_rng(0)
     codes, labels = rng.normal(size=(40, 8)), np.repeat(np.arange(4), 10)

@@ -41,6 +41,18 @@ def test_every_fold_and_hold_out_keeps_a_group_on_one_side():
         assert 0.05 < len(held) / 90 < 0.25
 
 
+def test_a_hold_out_with_no_stratified_split_is_drawn_plain_at_its_share():
+    # 15% of 12 images is 2, fewer than the 3 classes; a class of one image: sklearn refuses to stratify either
+    for y in (np.repeat([0, 1, 2], 4), np.array([0, 0, 0, 0, 1, 1, 1, 2]), np.repeat(np.arange(120), 2)):
+        fit, held = grouped_hold_out(y, 0.15, random_state=0)
+        assert sorted([*fit, *held]) == list(range(len(y))) and len(held) == np.ceil(0.15 * len(y))
+    from sklearn.model_selection import train_test_split
+
+    y = np.repeat([0, 1, 2], 40)  # where a stratified split exists: sklearn's, as before
+    for ours, theirs in zip(grouped_hold_out(y, 0.15, random_state=0), train_test_split(np.arange(120), test_size=0.15, stratify=y, random_state=0)):
+        assert (ours == theirs).all()
+
+
 def test_without_groups_the_folds_are_plain_stratified_k_fold():
     from sklearn.model_selection import StratifiedKFold
 

@@ -84,8 +84,13 @@ def _checked_labels(spec: BackboneSpec, labels, tap: str | None) -> np.ndarray:
     classes, y = np.unique(np.asarray(labels), return_inverse=True)
     if len(classes) < 2:
         raise DataError(f"need images of at least 2 classes to advise, got {list(classes)}.")
-    if np.bincount(y).min() < 2:
-        raise DataError("every class needs at least 2 images for the advisor's cross-validation; add images.")
+    counts = np.bincount(y)
+    if counts.min() < 2:
+        lone = ", ".join(str(c) for c in classes[counts < 2][:10]) + (" ..." if (counts < 2).sum() > 10 else "")
+        raise DataError(
+            f"class(es) {lone} have 1 training image; the advisor cross-validates, so every class needs 2 "
+            "(a folder of class folders keeps a fifth of each class for testing): add images, or fit with strategy='linear'."
+        )
     return y
 
 

@@ -7,6 +7,7 @@ train and a held-out split is leakage: the held-out accuracy then partly measure
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -130,11 +131,16 @@ def stratified_folds(y: np.ndarray, folds: int, *, groups: np.ndarray | None = N
 
 def grouped_hold_out(y: np.ndarray, share: float, *, groups: np.ndarray | None = None, random_state: int | None = 0) -> tuple[np.ndarray, np.ndarray]:
     """(fit, held) indices, about ``share`` held out and stratified, with no group of near duplicates
-    on both sides (the plain split elsewhere, as in :func:`stratified_folds`)."""
+    on both sides (the plain split elsewhere, as in :func:`stratified_folds`). Where no stratified
+    split exists (``share`` is fewer images than there are classes, or a class has one image) it is
+    drawn plain: a few images either way, and never a larger share held out to make room."""
     from sklearn.model_selection import train_test_split
 
     y = np.asarray(y)
-    fit, held = train_test_split(np.arange(len(y)), test_size=share, stratify=y, random_state=random_state)
+    counts = np.unique(y, return_counts=True)[1]
+    held_out = min(max(math.ceil(share * len(y)), 1), len(y) - 1)  # what sklearn holds out for a share
+    stratified = counts.min() >= 2 and len(counts) <= held_out <= len(y) - len(counts)
+    fit, held = train_test_split(np.arange(len(y)), test_size=held_out, stratify=y if stratified else None, random_state=random_state)
     side = np.zeros(len(y), dtype=int)
     side[held] = 1
     side = place_groups(side, y, groups, np.array([1 - share, share]))

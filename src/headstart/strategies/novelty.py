@@ -45,6 +45,7 @@ from scipy.stats import binom
 from sklearn.covariance import LedoitWolf
 
 from ..data.duplicates import stratified_folds
+from ..data.subsample import held_out_split
 from .linear import softmax
 
 METHODS = ("msp", "energy", "mahalanobis", "relative_mahalanobis", "knn", "ncm")
@@ -157,9 +158,8 @@ def fit_calibrated(
     what they look like (the module's docstring)."""
     codes, labels = np.asarray(codes), np.asarray(labels)
     if len(labels) > BANK_LIMIT:
-        from sklearn.model_selection import train_test_split
-
-        keep, _ = train_test_split(np.arange(len(labels)), train_size=BANK_LIMIT, stratify=labels, random_state=random_state)
+        # each class in proportion (rounded), never emptied: a class of one image stays whole
+        keep, _ = held_out_split(labels, 1 - BANK_LIMIT / len(labels), np.random.default_rng(random_state))
         codes, labels, oof_logits = codes[keep], labels[keep], oof_logits[keep]
         groups = groups[keep] if groups is not None else None
     detector = _new_detector(method, k, taught=examples is not None)
