@@ -48,6 +48,18 @@ def test_cv_picks_the_strength_from_the_grid():
     assert report.C in (1e-4, 1.0)
 
 
+def test_many_classes_of_few_images_fit_without_sklearns_regression_warning():
+    import warnings
+
+    rng = np.random.default_rng(0)
+    y = np.r_[np.repeat(np.arange(50), 2), np.arange(50, 70)]  # more classes than half the images: sklearn suspects a regression target
+    codes = rng.normal(size=(120, 16)) + 4 * rng.normal(size=(70, 16))[y]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        head, _ = fit_linear_head(codes, y)
+    assert (head.decision_function(codes).argmax(1) == y).mean() > 0.9
+
+
 def test_single_image_classes_skip_cross_validation():
     X, y = blobs([1, 1, 5])
     head, report = fit_linear_head(X, y)

@@ -204,6 +204,8 @@ def _fit(codes, y, kind, Cs, class_weight, random_state, n_jobs, groups=None) ->
     classifier = _estimator(kind, weight, C, random_state)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
+        # sklearn suspects a regression target when classes outnumber half the images: few-shot data
+        warnings.filterwarnings("ignore", message="The number of unique classes is greater than 50%", category=UserWarning)
         classifier.fit(reduced, y)
     coef = classifier.coef_ @ basis.T if basis is not None else classifier.coef_
     coef, intercept = _logits_form(coef, classifier.intercept_)
