@@ -323,6 +323,13 @@ def test_a_given_tap_is_kept_and_a_wrong_one_fails_before_any_work():
         advise(TINY, X[:7], y[:7])
 
 
+def test_with_fewer_than_five_images_a_class_the_sweep_says_how_many_folds():
+    X, y = colour_data(per_class=3)
+    plan = advise(TINY, X, y, time_budget=0)
+    assert all(s.folds == 3 for s in plan.measurements.sweep)
+    assert any(line.startswith("Layer sweep (3-fold CV)") for line in plan.explanation)
+
+
 def test_tap_concatenations_fit_and_export(tmp_path):
     pytest.importorskip("onnxruntime")
     from headstart.export import export_onnx

@@ -11,6 +11,7 @@ import os
 import sys
 from pathlib import Path
 
+from ._text import shortened
 from .errors import SHOWN_IN_SUMMARY, HeadstartError, one_line
 
 log = logging.getLogger("headstart")
@@ -807,7 +808,7 @@ def format_summary(summary, output) -> str:
         lines.append(f"              skipped {item['path']}: {item['reason']}")
     if len(unreadable) > 10:
         lines.append(f"              ... and {len(unreadable) - 10} more (see metrics.json)")
-    lines.append(f"  classes     {len(summary.classes)}: {_ellipsis(summary.classes, 12)}")
+    lines.append(f"  classes     {len(summary.classes)}: {shortened(summary.classes)}")
     clf = summary.classifier
     cv = f", CV {clf['scoring'].replace('_', ' ')} {clf['cv_score']:.1%} ± {clf['cv_score_std']:.1%}" if clf.get("cv_score_std") is not None else ""
     weights = (
@@ -965,11 +966,6 @@ def _expand_images(items: list[str]) -> list[Path]:
 def _none_of_these(args) -> list[Path]:
     """The images ``--none-of-these`` names (none when it is not given)."""
     return _expand_images(args.none_of_these) if args.none_of_these else []
-
-
-def _ellipsis(values, limit: int) -> str:
-    shown = ", ".join(map(str, values[:limit]))
-    return shown + (f", ... ({len(values) - limit} more)" if len(values) > limit else "")
 
 
 class _LowercaseLevelFormatter(logging.Formatter):

@@ -95,6 +95,14 @@ def test_class_with_few_images_warns(colour_folders, caplog):
     assert "fewer than 5 images" in caplog.text
 
 
+def test_many_small_classes_are_named_a_dozen_at_a_time(tmp_path, caplog):
+    colours = {f"c{i:02d}": (i * 9, 100, 200 - i * 9) for i in range(20)}
+    write_class_folders(tmp_path, per_class=3, colours=colours)
+    with caplog.at_level(logging.WARNING):
+        load_dataset(tmp_path)
+    assert "c00, c01, c02, c03, c04, c05, c06, c07, c08, c09, c10, c11, ... (8 more) have fewer than 5 images" in caplog.text
+
+
 def test_one_class_is_an_error(tmp_path):
     write_class_folders(tmp_path, per_class=4, colours={"only": (1, 1, 1)})
     with pytest.raises(DataError, match="only one class"):

@@ -11,6 +11,7 @@ import time
 import numpy as np
 
 from .. import progress
+from .._text import shortened
 from ..backbones import PRE_LOGITS, BackboneSpec, get_backbone
 from ..data.images import as_sources, hash_memo
 from ..errors import DataError, HeadstartError
@@ -86,9 +87,8 @@ def _checked_labels(spec: BackboneSpec, labels, tap: str | None) -> np.ndarray:
         raise DataError(f"need images of at least 2 classes to advise, got {list(classes)}.")
     counts = np.bincount(y)
     if counts.min() < 2:
-        lone = ", ".join(str(c) for c in classes[counts < 2][:10]) + (" ..." if (counts < 2).sum() > 10 else "")
         raise DataError(
-            f"class(es) {lone} have 1 training image; the advisor cross-validates, so every class needs 2 "
+            f"class(es) {shortened(classes[counts < 2])} have 1 training image; the advisor cross-validates, so every class needs 2 "
             "(a folder of class folders keeps a fifth of each class for testing): add images, or fit with strategy='linear'."
         )
     return y

@@ -95,6 +95,7 @@ class TapScore:
     width: int
     cv_accuracy: float
     cv_std: float
+    folds: int = 5  # of the cross-validation (fewer where a class has fewer images); plans from before it was kept: 5
 
 
 @dataclass
@@ -357,13 +358,13 @@ def layer_sweep(spec: BackboneSpec, codes: dict[str, np.ndarray], labels: np.nda
     progress.announce(f"layer sweep: a linear head cross-validated on {n_images} images' codes at each of {len(codes)} depths, then the best two joined")
     for tap, matrix in progress.bar(codes.items(), total=len(codes), desc="layer sweep", unit="depth"):
         _, report = fit_linear_head(matrix, labels, random_state=random_state, groups=groups)
-        scores.append(TapScore(tap, tap_depth(spec, tap), matrix.shape[1], report.cv_score or 0.0, report.cv_score_std or 0.0))
+        scores.append(TapScore(tap, tap_depth(spec, tap), matrix.shape[1], report.cv_score or 0.0, report.cv_score_std or 0.0, report.cv_folds))
     earlier = [s for s in scores if s.tap != PRE_LOGITS]
     if earlier:
         best = max(earlier, key=lambda s: s.cv_accuracy)
         joined = np.hstack([codes[best.tap], codes[PRE_LOGITS]])
         _, report = fit_linear_head(joined, labels, random_state=random_state, groups=groups)
-        scores.append(TapScore(f"{best.tap}+{PRE_LOGITS}", 1.0, joined.shape[1], report.cv_score or 0.0, report.cv_score_std or 0.0))
+        scores.append(TapScore(f"{best.tap}+{PRE_LOGITS}", 1.0, joined.shape[1], report.cv_score or 0.0, report.cv_score_std or 0.0, report.cv_folds))
     return scores
 
 

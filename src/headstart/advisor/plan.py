@@ -154,7 +154,7 @@ def best_linear(sweep: list[TapScore], prefer_earlier: bool) -> TapScore:
     best = max(sweep, key=lambda s: s.cv_accuracy)
     if prefer_earlier or best.tap == PRE_LOGITS:
         return best
-    noise = max(best.cv_std, top.cv_std) / math.sqrt(5)
+    noise = max(best.cv_std, top.cv_std) / math.sqrt(best.folds)
     return top if best.cv_accuracy - top.cv_accuracy <= max(noise, MIN_GAIN / 2) else best
 
 
@@ -225,7 +225,7 @@ def decide(
     trial = lambda: _trial(spec, budget.candidate, linear.tap, sample, images, {**overrides, "epochs": budget.epochs}, random_state, preprocessing, clock.more_time, clock.seconds_left)  # noqa: E731
     choice = _choose_strategy(small, similar, rule_strategy, linear, sample, budget, trial)
     strategy = choice.strategy
-    alternatives = [Alternative("linear", s.tap, s.cv_accuracy, s.cv_std / math.sqrt(5), "cross-validated on the sample") for s in measurements.sweep]
+    alternatives = [Alternative("linear", s.tap, s.cv_accuracy, s.cv_std / math.sqrt(s.folds), "cross-validated on the sample") for s in measurements.sweep]
     alternatives += choice.alternatives
     backbone, linear_tap, partner_line = spec.name, linear.tap, None
     if strategy == "linear" and "partner" in sample and "+" not in linear.tap:
@@ -471,7 +471,7 @@ def _partner_check(spec: BackboneSpec, linear: TapScore, sample: dict, random_st
     joined = join_parts([_tap_codes(sample["codes"], linear.tap), partner_codes])
     _, report = fit_linear_head(joined, sample["labels"], random_state=random_state, groups=sample.get("groups"))
     accuracy, std = report.cv_score or 0.0, report.cv_score_std or 0.0
-    noise = max(std, linear.cv_std) / math.sqrt(5)
+    noise = max(std, linear.cv_std) / math.sqrt(max(report.cv_folds, 1))
     gain = accuracy - linear.cv_accuracy
     taps = linear.tap if partner_tap == linear.tap else f"{linear.tap}+{partner_tap}"
     alternative = Alternative("linear", f"{spec.name}+{partner} {taps}", accuracy, noise, "cross-validated on the sample")
@@ -482,7 +482,7 @@ def _partner_check(spec: BackboneSpec, linear: TapScore, sample: dict, random_st
     else:
         verdict = f"{gain * 100:+.1f} points, within the noise ({margin * 100:.1f}): {spec.name} alone"
     what = f"{spec.name} and {partner} codes" if partner_tap == linear.tap else f"{spec.name} {linear.tap} and {partner} {partner_tap} codes"
-    line = f"Second embedded backbone: {what} joined score {accuracy:.1%} +- {std * 100:.1f} (5-fold CV): {verdict}."
+    line = f"Second embedded backbone: {what} joined score {accuracy:.1%} +- {std * 100:.1f} ({report.cv_folds}-fold CV): {verdict}."
     return alternative, wins, line
 
 
@@ -515,7 +515,7 @@ def _sweep_line(m: Measurements) -> str:
     top = next(s for s in m.sweep if s.tap == PRE_LOGITS)
     others = ", ".join(f"{s.tap}: {s.cv_accuracy:.1%}" for s in m.sweep if s.tap != PRE_LOGITS)
     on = f" on {m.sweep_classes} of the {m.size.n_classes} classes, chosen at random" if 0 < m.sweep_classes < m.size.n_classes else ""
-    return f"Layer sweep (5-fold CV{on}): top tap {top.cv_accuracy:.1%} +- {top.cv_std * 100:.1f}" + (f", {others}." if others else ".")
+    return f"Layer sweep ({top.folds}-fold CV{on}): top tap {top.cv_accuracy:.1%} +- {top.cv_std * 100:.1f}" + (f", {others}." if others else ".")
 
 
 def _plan_line(

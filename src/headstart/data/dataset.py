@@ -16,6 +16,7 @@ from typing import Hashable, Iterable, Sequence
 
 import numpy as np
 
+from .._text import shortened
 from ..errors import DataError
 from .decode import IMAGE_EXTENSIONS, sniff_format
 from .duplicates import own_group_where_missing, place_groups
@@ -274,14 +275,14 @@ def check_class_sizes(dataset: Dataset) -> None:
     tiny = sorted((str(c) for c, n in counts.items() if n < MIN_IMAGES_PER_CLASS))
     if tiny:
         raise DataError(
-            f"class(es) {', '.join(tiny)} have fewer than {MIN_IMAGES_PER_CLASS} images; "
+            f"class(es) {shortened(tiny)} have fewer than {MIN_IMAGES_PER_CLASS} images; "
             "add images or remove those classes."
         )
     if len(counts) < 2:
         raise DataError(f"found only one class ({next(iter(counts))}); a classifier needs at least 2 classes.")
     small = sorted((str(c) for c, n in counts.items() if n < WARN_IMAGES_PER_CLASS))
     if small:
-        log.warning("class(es) %s have fewer than %d images; results will be noisy", ", ".join(small), WARN_IMAGES_PER_CLASS)
+        log.warning("class(es) %s have fewer than %d images; results will be noisy", shortened(small), WARN_IMAGES_PER_CLASS)
 
 
 def stratified_split(dataset: Dataset, *, test_size: float = 0.2, random_state: int = 0) -> Dataset:
