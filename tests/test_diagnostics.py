@@ -67,6 +67,19 @@ def test_a_wide_interval_says_too_few_to_tell_not_not_learning():
     assert narrow.label == "not learning"
 
 
+def test_a_held_out_split_of_one_class_cannot_show_learning():
+    from headstart.diagnostics import wilson_interval
+
+    # val holds only class a: its share is 100%, so even a perfect score is "not above chance"; say why instead
+    one = judge(Evidence(2, 0.5, 1.0, "val", 1.0, wilson_interval(3, 3), train_accuracy=1.0, validation_accuracy=0.75, heldout_images=3, heldout_missing=("b",)))
+    assert one.label == "too few to tell" and "every val image is of one class" in one.headline
+    assert one.next_steps[0] == "Add val images of every class (b has none)." and "75.0%" in one.next_steps[1]
+    assert "no images of 1 of the 2 classes (b)" in one.evidence[-1]
+    # two of three classes present: the split can still show learning, and the evidence names the missing one
+    some = judge(Evidence(3, 1 / 3, 0.5, "test", 0.95, wilson_interval(95, 100), train_accuracy=1.0, heldout_images=100, heldout_missing=("c",)))
+    assert some.label == "healthy" and any("no images of 1 of the 3 classes (c)" in line for line in some.evidence)
+
+
 def test_next_steps_follow_the_evidence():
     tuned = judge(evidence(1.0, 0.4, strategy="finetune_all", best_epoch=3, epochs_run=8, more_data="about 90 images per class."))
     assert any("Stop at epoch 3" in step for step in tuned.next_steps)
@@ -253,3 +266,14 @@ def test_a_fine_tuned_networks_train_accuracy_is_scored_as_it_predicts(colour_sp
     train = sorted((colour_splits / "train").rglob("*.png"))
     as_predicted = float(np.mean(model.predict(train) == np.array([p.parent.name for p in train])))
     assert summary.diagnostics["evidence"]["train_accuracy"] == pytest.approx(as_predicted)
+
+
+def test_balanced_accuracy_of_a_one_class_split_warns_nothing():
+    import warnings
+
+    from headstart.diagnostics.error_analysis import balanced_accuracy
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert balanced_accuracy(np.array([0, 0, 0]), np.array([0, 0, 0])) == 1.0
+        assert balanced_accuracy(np.array([0, 0]), np.array([0, 1])) == 0.5  # a class predicted but absent

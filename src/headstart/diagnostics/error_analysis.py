@@ -20,9 +20,11 @@ MAX_CONFUSION_CLASSES = 100
 
 def balanced_accuracy(y_true: np.ndarray, predicted: np.ndarray) -> float:
     """Mean recall over the classes present; a class predicted but absent from ``y_true`` (an
-    evaluation set without it) is a plain mistake, not worth scikit-learn's warning."""
+    evaluation set without it) is a plain mistake, and a set of one class is what it is (the
+    verdict says so): neither is worth scikit-learn's warning."""
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="y_pred contains classes not in y_true")
+        warnings.filterwarnings("ignore", message="A single label was found in 'y_true' and 'y_pred'")
         return float(balanced_accuracy_score(y_true, predicted))
 
 

@@ -81,7 +81,9 @@ def _evidence(record: FittedModel, train_codes, y, errors, eval_labels, eval_spl
         held_split, held_accuracy = eval_split, errors["accuracy"]
         ci = tuple(eval_ci95) if eval_ci95 is not None else wilson_interval(correct, len(y_eval))
         majority = float(np.bincount(y_eval, minlength=len(record.classes)).max() / len(y_eval))
+        missing = tuple(str(c) for c in np.asarray(record.classes)[np.bincount(y_eval, minlength=len(record.classes)) == 0])
     else:
+        missing = ()
         held_split, held_accuracy = "cross-validation", validation if validation is not None else float("nan")
         ci = wilson_interval(int(round(held_accuracy * len(y))), len(y)) if validation is not None else (0.0, 1.0)
         majority = float(np.bincount(y).max() / len(y))
@@ -101,6 +103,7 @@ def _evidence(record: FittedModel, train_codes, y, errors, eval_labels, eval_spl
         epochs_run=len(history.records) if history is not None else None,
         images_per_class=median_count(counts[counts > 0]),
         heldout_images=len(eval_labels) if errors is not None else len(y),
+        heldout_missing=missing,
         better_tap=_better_tap(record),
         more_data=curve["words"] if curve else None,
         suspects=n_suspects,

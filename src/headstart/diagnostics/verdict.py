@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .._text import shortened
+
 # Train minus held-out accuracy above which the model is memorising rather than generalising. A
 # linear head on CNN codes typically fits its training images perfectly and loses 2 to 12 points on
 # held-out ones (hymenoptera 4.6, flowers 5.9, digits-15 11.5: docs/benchmarks.md); 15 is past that.
@@ -42,6 +44,7 @@ class Evidence:
     suspects: int = 0  # training images whose label looks wrong
     confused_pair: str | None = None  # "a / b" when one pair dominates the errors
     heldout_images: int | None = None  # how many held-out images the accuracy counts
+    heldout_missing: tuple[str, ...] = ()  # classes with no held-out image
 
 
 @dataclass
@@ -66,6 +69,10 @@ def judge(e: Evidence) -> Verdict:
     if e.validation_accuracy is not None:
         evidence.append(f"Validation ({'cross-validation' if e.strategy == 'linear' else 'early-stopping split'}): {e.validation_accuracy:.1%}.")
 
+    if e.heldout_missing:
+        evidence.append(f"The {e.heldout_split} split has no images of {len(e.heldout_missing)} of the {e.n_classes} classes ({shortened(e.heldout_missing)}).")
+        if len(e.heldout_missing) == e.n_classes - 1:  # one class: its share is 100%, so no accuracy beats chance
+            return Verdict("too few to tell", _one_class_headline(e), evidence, _one_class_steps(e))
     if low <= chance and e.heldout_accuracy > chance and high >= _clearly_learning(chance):
         # The interval holds chance and accuracy well beyond it alike: the test set cannot tell
         # learning from guessing, which is not the same as showing there is none.
@@ -103,6 +110,20 @@ def judge(e: Evidence) -> Verdict:
 def _clearly_learning(chance: float) -> float:
     """An accuracy that would be clear learning: halfway from chance to 100%."""
     return chance + (1.0 - chance) / 2
+
+
+def _one_class_headline(e: Evidence) -> str:
+    return (
+        f"Too few to tell: every {e.heldout_split} image is of one class, so its accuracy ({e.heldout_accuracy:.1%}) "
+        f"cannot show that the model tells the {e.n_classes} classes apart."
+    )
+
+
+def _one_class_steps(e: Evidence) -> list[str]:
+    steps = [f"Add {e.heldout_split} images of every class ({shortened(e.heldout_missing)} {'has' if len(e.heldout_missing) == 1 else 'have'} none)."]
+    if e.validation_accuracy is not None and e.heldout_split != "cross-validation":
+        steps.append(f"Meanwhile read the cross-validated accuracy over the training images ({e.validation_accuracy:.1%}, in the classifier line).")
+    return steps
 
 
 def _too_few_headline(e: Evidence, chance: float) -> str:
