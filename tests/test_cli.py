@@ -50,6 +50,19 @@ def test_predict_reports_unreadable_images_and_exits_nonzero(run_dir, tmp_path, 
     assert "unreadable" in out and "red" in out
 
 
+def test_predict_on_a_folder_reports_an_empty_image_file_and_skips_other_files(run_dir, tmp_path, colour_splits, capsys):
+    folder = tmp_path / "new"
+    folder.mkdir()
+    (folder / "red.png").write_bytes((colour_splits / "test" / "red" / "00.png").read_bytes())
+    (folder / "empty.jpg").write_bytes(b"")
+    (folder / "notes.txt").write_text("not an image")
+    code, out, _ = run(capsys, "predict", run_dir, folder)
+    assert code == 1
+    rows = {line.split()[0]: line for line in out.splitlines()[1:]}
+    assert set(rows) == {str(folder / "empty.jpg"), str(folder / "red.png")}
+    assert rows[str(folder / "empty.jpg")].endswith("unreadable (empty file)")
+
+
 def test_predict_refuses_top_k_zero(run_dir, colour_splits, capsys):
     code, _, err = run(capsys, "predict", run_dir, colour_splits / "test", "--top-k", "0")
     assert code == 2 and "top_k must be at least 1" in err

@@ -946,14 +946,15 @@ def format_predictions(rows: list[dict], fmt: str, n_classes: int | None = None)
 
 # ---------------------------------------------------------------------- helpers
 def _expand_images(items: list[str]) -> list[Path]:
-    """Files as given; folders searched recursively for files that look like images."""
+    """Files as given; folders searched recursively for files that look like images, or are named
+    as images and cannot be read (an empty .jpg is reported as unreadable, not passed over)."""
     from .data.dataset import classify_file
 
     paths: list[Path] = []
     for item in items:
         path = Path(item)
         if path.is_dir():
-            paths += [p for p in sorted(path.rglob("*")) if p.is_file() and classify_file(p) is None]
+            paths += [p for p in sorted(path.rglob("*")) if p.is_file() and not _not_an_image(classify_file(p))]
         elif path.exists():
             paths.append(path)
         else:
@@ -961,6 +962,10 @@ def _expand_images(items: list[str]) -> list[Path]:
     if not paths:
         raise HeadstartError(f"no images found in {', '.join(items)}.")
     return paths
+
+
+def _not_an_image(skipped_because: str | None) -> bool:
+    return skipped_because is not None and not skipped_because.startswith("unreadable")
 
 
 def _none_of_these(args) -> list[Path]:

@@ -54,6 +54,8 @@ def decode_image(data: bytes, *, draft_size: int | None = None, max_pixels: int 
     (DCT scaling, the trick behind PIL's ``thumbnail``); the result is never smaller than it.
     ``max_pixels`` refuses larger images before any pixel is decoded (the server sets it lower).
     """
+    if not data:
+        raise UnreadableImage("empty file")  # as the folder scan words it (dataset.classify_file)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
