@@ -277,3 +277,30 @@ def test_balanced_accuracy_of_a_one_class_split_warns_nothing():
         warnings.simplefilter("error")
         assert balanced_accuracy(np.array([0, 0, 0]), np.array([0, 0, 0])) == 1.0
         assert balanced_accuracy(np.array([0, 0]), np.array([0, 1])) == 0.5  # a class predicted but absent
+
+
+def test_an_ensemble_scored_from_its_heads_codes_gives_its_own_output():
+    """Where a fit has the linear head's codes at hand (its training and held-out images), only the
+    fine-tuned network runs; the head's half comes from the codes, and the output is the ensemble
+    module's: the held-out evaluation's scores and novelty, and the verdict's train accuracy."""
+    import torch  # noqa: F401  (the networks below)
+
+    from headstart.diagnostics import run as diagnostics_run
+    from headstart.features import code_extractor
+    from headstart.strategies.ensemble import averaged_logits
+    from headstart.strategies.finetune import network_scores
+
+    X, y = colour_data(per_class=8)
+    model = TransferClassifier("tiny", engine="torch", strategy="finetune_top", finetune={"epochs": 2, "batch_size": 4, "precision": "fp32"}).fit(X, y)
+    record = model.fitted_
+    assert record.ensembled
+    codes = code_extractor("tiny", record.tap, input_size=record.preprocessing.crop, engine="torch", cache=False)(X)
+    module_scores, _ = network_scores(record.predictor(), X, record.preprocessing)
+    network_logits, _ = network_scores(record.network, X, record.preprocessing)
+    np.testing.assert_allclose(averaged_logits(network_logits, record.head.decision_function(codes.codes)), module_scores, atol=1e-4)
+    alone, apart = model.predicted(X), model.predicted(X, head_codes=codes)
+    np.testing.assert_allclose(apart.scores, alone.scores, atol=1e-4)
+    assert alone.novelty is None and apart.novelty is None  # too few held-out images to calibrate one (bench: the real thing)
+    labels = np.searchsorted(record.classes, y)
+    through_codes = diagnostics_run._network_train_accuracy(record, X, labels, codes.codes)
+    assert through_codes == diagnostics_run._network_train_accuracy(record, X, labels) and 0.5 < through_codes <= 1.0

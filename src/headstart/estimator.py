@@ -290,10 +290,12 @@ class TransferClassifier(RejectionMixin, ClassifierMixin, BaseEstimator):
         """Logits for every image that can be read (NaN rows for the others) and why the others could not."""
         return self.predicted(X)[:2]
 
-    def predicted(self, X: Sequence[ImageInput]) -> Predicted:
-        """Logits, unreadable images and novelty scores (None without a detector) in one pass."""
+    def predicted(self, X: Sequence[ImageInput], *, head_codes=None) -> Predicted:
+        """Logits, unreadable images and novelty scores (None without a detector) in one pass.
+        ``head_codes``: ``X``'s codes at the linear head's tap where they are at hand (a fit's own
+        held-out images), so that a fine-tuned network averaged with its head runs alone."""
         check_is_fitted(self)
-        return predict_scores(self.fitted_, _as_list(X), Runtime.from_params(self.get_params()), self._extractor)
+        return predict_scores(self.fitted_, _as_list(X), Runtime.from_params(self.get_params()), self._extractor, head_codes=head_codes)
 
     def decision_function(self, X: Sequence[ImageInput]) -> np.ndarray:
         """Logits, columns in the order of ``classes_``."""

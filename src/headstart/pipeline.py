@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Callable, NamedTuple, Sequence
 
 import numpy as np
-import torch
 
 from . import advisor, distributed, progress
 from ._memory import release_freed_memory
@@ -32,7 +31,7 @@ from .fitted import MODEL_PARAMS, FittedModel
 from .hardware import resolve_device
 from .recipe import Recipe, Runtime, check_params, input_size, needs_plan, resolve
 from .strategies import LinearHead, fit_linear_head
-from .strategies.ensemble import mean_log_probability
+from .strategies.ensemble import averaged_logits
 from .strategies.finetune import finetune, network_outputs
 from .strategies.linear import choose_solver, out_of_fold_logits
 from .strategies.novelty import BANK_LIMIT, MIN_EXAMPLES, NoveltyDetector, fit_calibrated, fit_on_held_out
@@ -215,8 +214,7 @@ def _held_ensemble_logits(record: FittedModel, params: dict, network_logits: np.
     except ValueError as exc:
         log.info("no novelty detector: %s", exc)
         return None
-    both = mean_log_probability([torch.from_numpy(network_logits), torch.from_numpy(linear[held])])
-    return both.numpy().astype(np.float64)
+    return averaged_logits(network_logits, linear[held])
 
 
 def _sample(rng: np.random.Generator, rows: np.ndarray, limit: int) -> np.ndarray:
@@ -281,16 +279,21 @@ class Predicted(NamedTuple):
     novelty: np.ndarray | None  # "none of these" scores (NaN where unreadable); None without a detector
 
 
-def predict_scores(record: FittedModel, images: Sequence, runtime: Runtime, extractor: Callable[[], object]) -> Predicted:
+def predict_scores(record: FittedModel, images: Sequence, runtime: Runtime, extractor: Callable[[], object], head_codes: Codes | None = None) -> Predicted:
     """Logits for every image that can be read (NaN rows for the others), why the others could
     not, and novelty scores when the model has a detector: the one prediction path of every model,
     which never stops at a bad file. ``extractor()`` gives the code extractor (built only for a
-    linear head)."""
+    linear head). ``head_codes``: the images' codes at the linear head's tap, where they are at
+    hand (a fit's own held-out images): a network averaged with its head then runs alone."""
     if record.network is not None:
         with_codes = record.novelty is not None and record.novelty.needs_codes
+        head_half = record.ensembled and head_codes is not None
         scores, codes, failures = network_outputs(
-            record.predictor(), images, record.preprocessing, with_codes=with_codes, batch_size=runtime.batch_size, progress=runtime.progress,
+            record.network if head_half else record.predictor(), images, record.preprocessing, with_codes=with_codes,
+            batch_size=runtime.batch_size, progress=runtime.progress,
         )
+        if head_half:
+            scores = averaged_logits(scores, head_scores(record.head, head_codes))
         return Predicted(scores, failures, _readable_novelty(record.novelty, codes, scores, np.isfinite(scores).all(axis=1)))
     codes = extractor()(images, progress=runtime.progress)
     scores = head_scores(record.head, codes)

@@ -233,8 +233,8 @@ def _evaluate_held_out(model: TransferClassifier, dataset: Dataset, codes: Codes
     if model.fitted_.network is None:  # the codes are already there: no need to read the images again
         scores = head_scores(model.fitted_.head, codes.subset(held_out))
         novelty = novelty_scores(model.fitted_.novelty, codes.subset(held_out), scores)
-    else:
-        scores, _, novelty = model.predicted([records[i].path for i in held_out])
+    else:  # the network runs; a linear head averaged in reads the codes already there
+        scores, _, novelty = model.predicted([records[i].path for i in held_out], head_codes=codes.subset(held_out))
     finite = np.isfinite(scores).all(axis=1)
     scores, held_out = scores[finite], held_out[finite]
     evaluation = evaluate_scores(model.classes_, scores, labels[held_out], dataset.eval_split)

@@ -138,7 +138,7 @@ def _kept_epoch(record: FittedModel):
 
 def _train_accuracy(record: FittedModel, train_codes: np.ndarray, y: np.ndarray, train_images: list | None = None) -> float:
     if record.network is not None and train_images:
-        return _network_train_accuracy(record, train_images, y)
+        return _network_train_accuracy(record, train_images, y, train_codes)
     if (kept := _kept_epoch(record)) is not None:
         return float(kept.train_accuracy)  # no images to score: the kept epoch's running accuracy
     # A chunk of rows at a time: 1,000,000 codes of 5,000 classes would need 40 GB of logits at once.
@@ -151,16 +151,22 @@ def _train_accuracy(record: FittedModel, train_codes: np.ndarray, y: np.ndarray,
     return hits / max(total, 1)
 
 
-def _network_train_accuracy(record: FittedModel, images: list, y: np.ndarray) -> float:
+def _network_train_accuracy(record: FittedModel, images: list, y: np.ndarray, train_codes=None) -> float:
     """A fine-tuned network's accuracy on (up to TRAIN_SCORED of) its training images as it predicts:
     no augmentation, no dropout. The epoch's running accuracy is neither (on 24 images it read 55%
-    where the network scored them all right), and a verdict of underfitting must not rest on it."""
+    where the network scored them all right), and a verdict of underfitting must not rest on it.
+    Averaged with its linear head, the head's half comes from the codes it was fitted on, so that
+    only the network runs (the ensemble module would run the pretrained backbone too: twice the time)."""
+    from ..strategies.ensemble import averaged_logits
     from ..strategies.finetune import network_scores
 
     rows = np.arange(len(y))
     if len(rows) > TRAIN_SCORED:
         rows = np.sort(np.random.default_rng(0).choice(rows, TRAIN_SCORED, replace=False))
-    scores, _ = network_scores(record.predictor(), [images[i] for i in rows], record.preprocessing)
+    head_from_codes = record.ensembled and train_codes is not None
+    scores, _ = network_scores(record.network if head_from_codes else record.predictor(), [images[i] for i in rows], record.preprocessing)
+    if head_from_codes:
+        scores = averaged_logits(scores, record.head.decision_function(np.asarray(train_codes[rows], dtype=np.float64)))
     ok = np.isfinite(scores).all(axis=1)
     return float(np.mean(scores[ok].argmax(1) == y[rows][ok])) if ok.any() else float("nan")
 

@@ -10,6 +10,7 @@ wherever a network's logits go (prediction, diagnostics, the ONNX export).
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -61,6 +62,14 @@ class ProbabilityAverage(nn.Module):
         detector scores them)."""
         first, codes = self.members[0].logits_and_codes(x)
         return mean_log_probability([first, *(member(x) for member in self.members[1:])]), codes
+
+
+def averaged_logits(network_logits, head_logits) -> "np.ndarray":
+    """What the ensemble outputs, from its halves' logits computed apart (numpy arrays): the
+    network's from the images, the linear head's from codes already at hand (cached, or out of
+    fold), so that the pretrained backbone need not run again."""
+    both = mean_log_probability([torch.as_tensor(np.asarray(network_logits)), torch.as_tensor(np.asarray(head_logits))])
+    return both.numpy().astype(np.float64)
 
 
 def mean_log_probability(outputs: list[torch.Tensor]) -> torch.Tensor:
