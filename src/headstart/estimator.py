@@ -291,9 +291,8 @@ class TransferClassifier(RejectionMixin, ClassifierMixin, BaseEstimator):
         return self.predicted(X)[:2]
 
     def predicted(self, X: Sequence[ImageInput], *, head_codes=None) -> Predicted:
-        """Logits, unreadable images and novelty scores (None without a detector) in one pass.
-        ``head_codes``: ``X``'s codes at the linear head's tap where they are at hand (a fit's own
-        held-out images), so that a fine-tuned network averaged with its head runs alone."""
+        """Logits, unreadable images and novelty scores (None without a detector) in one pass;
+        ``head_codes`` (X's codes at the head's tap, at hand in a fit) spare an ensemble's backbone."""
         check_is_fitted(self)
         return predict_scores(self.fitted_, _as_list(X), Runtime.from_params(self.get_params()), self._extractor, head_codes=head_codes)
 
