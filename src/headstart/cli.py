@@ -262,7 +262,7 @@ def _model_options(parser: argparse.ArgumentParser) -> None:
         help="auto (default): measure the data and choose (see 'headstart advise'); linear: fixed backbone + linear classifier; "
         "finetune_*/gradual fine-tune; scratch: a small CNN trained from random weights (the baseline)",
     )
-    parser.add_argument("--time-budget", type=float, default=None, metavar="S", help="seconds the fit may take; auto skips fine-tuning that would not fit")
+    parser.add_argument("--time-budget", type=float, default=None, metavar="S", help="seconds for measuring and training; auto skips fine-tuning that would not fit")
     parser.add_argument("--epochs", type=int, default=None, help="fine-tuning: most epochs (early stopping may end sooner)")
     parser.add_argument(
         "--augmentation", default=None, help="fine-tuning: objects (default), text_signs, overhead, none, or steps joined by commas"

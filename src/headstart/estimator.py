@@ -113,8 +113,8 @@ class TransferClassifier(RejectionMixin, ClassifierMixin, BaseEstimator):
         (``finetune={"init": "he_normal"}`` or another :mod:`headstart.weight_init` scheme): the baseline
         transfer must beat.
     time_budget : float, optional
-        Seconds the whole fit may take; ``strategy="auto"`` skips fine-tuning (or its trial) that
-        would not fit in it.
+        Seconds for measuring and training; ``strategy="auto"`` skips fine-tuning (or its trial)
+        that would not fit, and fine-tuning ends when they run out (the detector's pass follows).
     finetune : dict, optional
         Fine-tuning settings overriding :class:`~headstart.strategies.finetune.FineTuneConfig`'s
         defaults, e.g. ``{"epochs": 20, "augmentation": "text_signs", "imbalance": "sampler"}``.
