@@ -954,7 +954,7 @@ def _expand_images(items: list[str]) -> list[Path]:
     for item in items:
         path = Path(item)
         if path.is_dir():
-            paths += [p for p in sorted(path.rglob("*")) if p.is_file() and not _not_an_image(classify_file(p))]
+            paths += [p for p in sorted(path.rglob("*")) if p.is_file() and classify_file(p) != "not an image"]
         elif path.exists():
             paths.append(path)
         else:
@@ -962,10 +962,6 @@ def _expand_images(items: list[str]) -> list[Path]:
     if not paths:
         raise HeadstartError(f"no images found in {', '.join(items)}.")
     return paths
-
-
-def _not_an_image(skipped_because: str | None) -> bool:
-    return skipped_because is not None and not skipped_because.startswith("unreadable")
 
 
 def _none_of_these(args) -> list[Path]:

@@ -151,7 +151,7 @@ def _train_accuracy(record: FittedModel, train_codes: np.ndarray, y: np.ndarray,
     return hits / max(total, 1)
 
 
-def _network_train_accuracy(record: FittedModel, images: list, y: np.ndarray, train_codes=None) -> float:
+def _network_train_accuracy(record: FittedModel, images: list, y: np.ndarray, train_codes) -> float:
     """A fine-tuned network's accuracy on (up to TRAIN_SCORED of) its training images as it predicts:
     no augmentation, no dropout. The epoch's running accuracy is neither (on 24 images it read 55%
     where the network scored them all right), and a verdict of underfitting must not rest on it.
@@ -163,9 +163,8 @@ def _network_train_accuracy(record: FittedModel, images: list, y: np.ndarray, tr
     rows = np.arange(len(y))
     if len(rows) > TRAIN_SCORED:
         rows = np.sort(np.random.default_rng(0).choice(rows, TRAIN_SCORED, replace=False))
-    head_from_codes = record.ensembled and train_codes is not None
-    scores, _ = network_scores(record.network if head_from_codes else record.predictor(), [images[i] for i in rows], record.preprocessing)
-    if head_from_codes:
+    scores, _ = network_scores(record.network, [images[i] for i in rows], record.preprocessing)
+    if record.ensembled:
         scores = averaged_logits(scores, record.head.decision_function(np.asarray(train_codes[rows], dtype=np.float64)))
     ok = np.isfinite(scores).all(axis=1)
     return float(np.mean(scores[ok].argmax(1) == y[rows][ok])) if ok.any() else float("nan")

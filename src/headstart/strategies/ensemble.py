@@ -64,11 +64,11 @@ class ProbabilityAverage(nn.Module):
         return mean_log_probability([first, *(member(x) for member in self.members[1:])]), codes
 
 
-def averaged_logits(network_logits, head_logits) -> "np.ndarray":
+def averaged_logits(network_logits: np.ndarray, head_logits: np.ndarray) -> np.ndarray:
     """What the ensemble outputs, from its halves' logits computed apart (numpy arrays): the
     network's from the images, the linear head's from codes already at hand (cached, or out of
     fold), so that the pretrained backbone need not run again."""
-    both = mean_log_probability([torch.as_tensor(np.asarray(network_logits)), torch.as_tensor(np.asarray(head_logits))])
+    both = mean_log_probability([torch.as_tensor(network_logits), torch.as_tensor(head_logits)])
     return both.numpy().astype(np.float64)
 
 
