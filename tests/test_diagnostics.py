@@ -62,6 +62,11 @@ def test_a_wide_interval_says_too_few_to_tell_not_not_learning():
     needed = images_to_tell(6 / 7, 4 / 7)
     assert wilson_interval(round(6 / 7 * needed), needed)[0] > 4 / 7 > wilson_interval(round(6 / 7 * (needed - 1)), needed - 1)[0]
     assert f"about {needed} held-out images" in wide.next_steps[0] and "cross-validated accuracy" in wide.next_steps[1]
+    # 2 of 4 right is at chance, yet its interval (15%-85%) reaches clear learning too: no evidence either way
+    at_chance = judge(Evidence(2, 0.5, 0.5, "test", 0.5, wilson_interval(2, 4), train_accuracy=1.0, validation_accuracy=0.77, heldout_images=4))
+    assert at_chance.label == "too few to tell", at_chance.headline
+    assert "4 test images are too few: accuracy 50.0% is not above chance (50.0%), but its 95% interval 15%-85%" in at_chance.headline
+    assert at_chance.next_steps[0] == "Hold out more images for testing." and "77.0%" in at_chance.next_steps[1]
     # A narrow interval that reaches chance is evidence of no learning: 52% of 400 with chance 50%
     narrow = judge(Evidence(2, 0.5, 0.5, "test", 0.52, wilson_interval(208, 400), train_accuracy=1.0, heldout_images=400))
     assert narrow.label == "not learning"

@@ -125,6 +125,10 @@ def test_csv_row_without_label(tmp_path):
     (tmp_path / "labels.csv").write_text("a.png\n")
     with pytest.raises(DataError, match="line 1 has 1 column"):
         load_dataset(tmp_path / "labels.csv")
+    # a blank label is a row left unlabelled, not a class named ""
+    (tmp_path / "labels.csv").write_text("path,label\na.png,cat\nb.png, \n")
+    with pytest.raises(DataError, match="line 3 has no label for b.png"):
+        load_dataset(tmp_path / "labels.csv")
 
 
 def test_split_folders_without_train(tmp_path):

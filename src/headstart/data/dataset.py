@@ -241,6 +241,8 @@ def _read_label_rows(csv_path: Path) -> list[tuple[str, str, str, str | None]]:
     for number, row in enumerate(table, start=2 if has_header else 1):
         if len(row) < 2:
             raise DataError(f"{csv_path} line {number} has {len(row)} column(s); expected path,label.")
+        if not row[1].strip():
+            raise DataError(f"{csv_path} line {number} has no label for {row[0].strip()}; label the row or remove it.")
         split = SPLIT_NAMES.get(row[split_column].strip().lower(), "pool") if len(row) > split_column and row[split_column].strip() else "pool"
         group = row[group_column].strip() or None if group_column is not None and len(row) > group_column else None
         rows.append((row[0].strip(), row[1].strip(), split, group))

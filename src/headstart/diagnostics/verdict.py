@@ -73,9 +73,10 @@ def judge(e: Evidence) -> Verdict:
         evidence.append(f"The {e.heldout_split} split has no images of {len(e.heldout_missing)} of the {e.n_classes} classes ({shortened(e.heldout_missing)}).")
         if len(e.heldout_missing) == e.n_classes - 1:  # one class: its share is 100%, so no accuracy beats chance
             return Verdict("too few to tell", _one_class_headline(e), evidence, _one_class_steps(e))
-    if low <= chance and e.heldout_accuracy > chance and high >= _clearly_learning(chance):
-        # The interval holds chance and accuracy well beyond it alike: the test set cannot tell
-        # learning from guessing, which is not the same as showing there is none.
+    if low <= chance and high >= _clearly_learning(chance):
+        # The interval holds chance and accuracy well beyond it alike (even where the accuracy
+        # itself is at chance, as 2 of 4 is): the test set cannot tell learning from guessing,
+        # which is not the same as showing there is none.
         return Verdict("too few to tell", _too_few_headline(e, chance), evidence, _too_few_steps(e, chance))
     if low <= chance:  # the 95% interval reaches chance (or the accuracy is below it)
         memorised = f"; it memorised the training set ({train})" if gap is not None and gap > OVERFIT_GAP else ""
@@ -129,6 +130,11 @@ def _one_class_steps(e: Evidence) -> list[str]:
 def _too_few_headline(e: Evidence, chance: float) -> str:
     low, high = e.heldout_ci95
     images = f"{e.heldout_images} {e.heldout_split} images are" if e.heldout_images else f"the {e.heldout_split} images are"
+    if e.heldout_accuracy <= chance:
+        return (
+            f"Too few to tell: {images} too few: accuracy {e.heldout_accuracy:.1%} is not above chance ({chance:.1%}), "
+            f"but its 95% interval {low:.0%}-{high:.0%} reaches far above it too."
+        )
     return (
         f"Too few to tell: {images} too few: accuracy {e.heldout_accuracy:.1%}, "
         f"but its 95% interval {low:.0%}-{high:.0%} includes chance ({chance:.1%})."
