@@ -185,6 +185,7 @@ def test_every_bad_request_is_a_4xx_with_a_one_line_reason(run, served):
     with running(served_app(served, max_upload=50_000)) as url:
         answers = {case: httpx.post(url + path, content=body) for case, (path, body, _, _) in bad.items()}
         multipart = httpx.post(f"{url}/v1/models/colours/predict", data={"note": "no file"}, files={})
+        json_body = httpx.post(f"{url}/v1/models/colours/predict", json={"instances": [{"b64": "iVBORw0KGgo="}]})
         too_many = httpx.post(f"{url}/v1/models/colours/predict", files=[("image", (f"{i}.png", png_claiming(8, 8), "image/png")) for i in range(65)])
         good = httpx.post(f"{url}/v1/models/colours/predict", content=png)
     for case, (_, _, status, reason) in bad.items():
@@ -192,6 +193,7 @@ def test_every_bad_request_is_a_4xx_with_a_one_line_reason(run, served):
         assert answer.status_code == status, case
         assert reason in answer.json()["error"] and "\n" not in answer.json()["error"], case
     assert multipart.status_code == 400 and "error" in multipart.json()
+    assert json_body.status_code == 415 and "curl --data-binary @FILE" in json_body.json()["error"]
     assert too_many.status_code == 400 and "Maximum number of files is 64" in too_many.json()["error"]
     assert good.status_code == 200  # bad requests leave the server serving
 

@@ -231,7 +231,10 @@ def _bearer(token: str | None):
 async def _images(request: Request, settings: Settings) -> list[tuple[str | None, bytes]]:
     """(file name, bytes) of every image in the request: the raw body, or multipart's files."""
     body = await _capped_body(request, settings.max_upload)
-    if not request.headers.get("content-type", "").startswith("multipart/form-data"):
+    content_type = request.headers.get("content-type", "")
+    if content_type.startswith("application/json"):  # as other model servers take base64 images
+        raise HTTPException(415, "a JSON body is not read: send the image file itself as the body (curl --data-binary @FILE) or images as multipart files (curl -F files=@FILE)")
+    if not content_type.startswith("multipart/form-data"):
         if not body:
             raise HTTPException(400, "empty request: send an image file as the body, or images as multipart files")
         return [(None, body)]
