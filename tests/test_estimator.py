@@ -55,6 +55,19 @@ def test_arrays_and_paths_are_accepted(tmp_path):
     np.testing.assert_allclose(from_paths, from_arrays, atol=1e-6)
 
 
+def test_torchvision_tensors_are_accepted_and_normalised_ones_refused():
+    import torch
+
+    X, y = colour_data()
+    arrays = np.stack([np.asarray(im) for im in X])
+    model = tiny().fit(arrays, y)
+    chw = torch.from_numpy(arrays).permute(0, 3, 1, 2).float() / 255  # as torchvision's ToTensor gives
+    np.testing.assert_allclose(model.predict_proba(chw), model.predict_proba(arrays), atol=1e-6)
+    normalised = (chw - 0.45) / 0.22
+    with pytest.raises(DataError, match=r"cannot read 18 image\(s\) \(image #0, image #1, image #2, ... \(15 more\): .*pass images as 0-1 or 0-255"):
+        model.predict(normalised)
+
+
 def test_get_set_params_and_clone():
     model = tiny(classifier="svm", Cs=(0.1, 1.0))
     assert model.get_params()["classifier"] == "svm"

@@ -240,7 +240,7 @@ class TransferClassifier(RejectionMixin, ClassifierMixin, BaseEstimator):
 
     # ------------------------------------------------------------------- fit
     def fit(self, X: Sequence[ImageInput], y, groups=None, none_of_these: Sequence[ImageInput] = ()) -> "TransferClassifier":
-        """Fit on images ``X`` (paths, PIL images or arrays): the linear head on their codes, then,
+        """Fit on images ``X`` (paths, PIL images, arrays or tensors): the linear head on their codes, then,
         for a fine-tuning ``strategy``, the network itself. ``groups`` (one value per image, such as a
         subject id, as scikit-learn's group splitters take) keeps images of one group on one side of
         every cross-validation and held-out split the fit makes; near duplicates are grouped anyway.

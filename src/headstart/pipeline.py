@@ -21,6 +21,7 @@ import numpy as np
 
 from . import advisor, distributed, progress
 from ._memory import release_freed_memory
+from ._text import shortened
 from .backbones import get_backbone
 from .data import grouped_hold_out, near_duplicate_groups
 from .data.augment import MIRRORING_STEPS, mirror_warning, policy_steps
@@ -360,10 +361,13 @@ def head_scores(head: LinearHead, codes: Codes) -> np.ndarray:
 
 
 def unreadable_error(failures: dict[int, str], images: Sequence, fix: str = "") -> DataError:
-    """One line naming the first three images that could not be read, and why."""
-    shown = "; ".join(f"{_describe(images[i], i)}: {why}" for i, why in list(failures.items())[:3])
-    more = f" and {len(failures) - 3} more" if len(failures) > 3 else ""
-    return DataError(f"cannot read {len(failures)} image(s) ({shown}{more}); remove or replace them{', ' + fix if fix else ''}.")
+    """One line: each reason once (a batch fails for one reason more often than not), with the
+    first three images it applies to."""
+    by_reason: dict[str, list[str]] = {}
+    for i, why in failures.items():
+        by_reason.setdefault(why, []).append(_describe(images[i], i))
+    shown = "; ".join(f"{shortened(names, 3)}: {why}" for why, names in by_reason.items())
+    return DataError(f"cannot read {len(failures)} image(s) ({shown}); remove or replace them{', ' + fix if fix else ''}.")
 
 
 def _describe(image, index: int) -> str:

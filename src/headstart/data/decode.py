@@ -125,6 +125,8 @@ def array_to_image(array: np.ndarray) -> Image.Image:
     if array.ndim == 3 and array.shape[0] in (1, 3, 4) and array.shape[2] not in (1, 3, 4):
         array = np.moveaxis(array, 0, -1)  # CHW tensors
     if array.dtype != np.uint8:
+        if np.issubdtype(array.dtype, np.floating) and array.size and array.min() < 0:
+            raise ValueError("pixel values below 0, as after normalisation: pass images as 0-1 or 0-255 (headstart normalises for the backbone)")
         if np.issubdtype(array.dtype, np.floating) and array.size and array.max() <= 1.0:
             array = array * 255.0
         array = np.clip(array, 0, 255).astype(np.uint8)

@@ -1,6 +1,6 @@
 """The one way headstart opens an image: its content hash first, then its pixels, from one read.
 
-An input is a file path, a PIL image or an array. :class:`ImageSource` wraps one and remembers its
+An input is a file path, a PIL image, an array or a tensor. :class:`ImageSource` wraps one and remembers its
 SHA-256 content hash (the key of every cache) once known, so that the advisor, extraction and
 fine-tuning, which each pass over the same images, hash each one once. Opening a file reads it
 once: the same bytes give the hash and, when asked, the decoded RGB image.
@@ -32,7 +32,7 @@ from .decode import UnreadableImage, array_to_image, decode_image, to_rgb
 
 log = logging.getLogger(__name__)
 
-ImageInput = Union[str, os.PathLike, Image.Image, np.ndarray]
+ImageInput = Union[str, os.PathLike, Image.Image, np.ndarray]  # or a torch tensor, CHW or HWC
 # What opening or decoding an image input can raise; describe_failure() words each for a person.
 READ_ERRORS = (OSError, UnreadableImage, TypeError, ValueError)
 # A file changed this recently before it was hashed may change again without its size or times
@@ -94,7 +94,7 @@ class ImageSource:
     __slots__ = ("image", "_hash")
 
     def __init__(self, image: ImageInput):
-        self.image = image
+        self.image = _channels_last(image) if isinstance(image, np.ndarray) or _is_tensor(image) else image
         self._hash: str | None = None
 
     @property
@@ -133,7 +133,7 @@ class ImageSource:
         elif isinstance(self.image, np.ndarray):
             rgb = array_to_image(self.image)
         else:
-            raise TypeError(f"expected a file path, PIL image or array, got {type(self.image).__name__}")
+            raise TypeError(f"expected a file path, PIL image, array or tensor, got {type(self.image).__name__}")
         return OpenedImage(None, rgb, _hash=self._hash, _on_hash=self._remember)
 
     def rgb(self, draft_size: int | None = None, memo: HashMemo | None = None) -> Image.Image:
@@ -157,6 +157,19 @@ class ImageSource:
 
     def _remember(self, digest: str) -> None:
         self._hash = digest
+
+
+def _is_tensor(image) -> bool:
+    """A torch tensor (or any array library's), told by duck typing so this layer needs no torch."""
+    return hasattr(image, "detach") and hasattr(image, "numpy")
+
+
+def _channels_last(image) -> np.ndarray:
+    """An array or tensor as HxW or HxWxC: torchvision's CHW tensors are the other way round."""
+    array = image.detach().cpu().numpy() if _is_tensor(image) else image
+    if array.ndim == 3 and array.shape[0] in (1, 3, 4) and array.shape[2] not in (1, 3, 4):
+        array = np.moveaxis(array, 0, -1)
+    return array
 
 
 def as_source(image: ImageInput | ImageSource) -> ImageSource:
