@@ -102,6 +102,8 @@ def test_too_few_held_out_images_leave_a_fine_tuned_model_without_a_detector_and
     model = tiny(strategy="finetune_top", finetune=FAST_FINETUNE).fit(X, y, none_of_these=noise_images(5))
     assert model.novelty_threshold_ is None
     assert "the 5 images of none of these were not used" in caplog.text
+    assert "early stopping held out 4 images, too few to set its threshold (10 or more" in caplog.text  # a warning, not silence
+    assert all(r.levelname == "WARNING" for r in caplog.records if "too few to set its threshold" in r.message)
     assert set(model.predict(noise_images(2))) <= set(model.classes_)
     with pytest.raises(NotFittedError, match="no novelty detector"):
         model.novelty_score(X[:1])

@@ -171,7 +171,10 @@ def _network_novelty_detector(
     training images' codes (the network's, not the pretrained ones), calibrated on early stopping's
     held-out images, which the weights never learnt from (with the network's, or the ensemble's, logits)."""
     if len(held) < MIN_HELD:
-        log.info("no novelty detector: %d held-out images are too few to calibrate one", len(held))
+        log.warning(
+            "no 'none of these' detector: early stopping held out %d images, too few to set its threshold (%d or more; "
+            "a linear fit calibrates on every training image): this model never answers 'unknown'", len(held), MIN_HELD,
+        )
         return None
     rng = np.random.default_rng(params["random_state"] or 0)
     held = _sample(rng, held, HELD_LIMIT)
