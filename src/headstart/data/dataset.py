@@ -145,6 +145,7 @@ def load_dataset(
     if dataset.layout != "folders" and "train" not in dataset.splits and "pool" not in dataset.splits:
         raise DataError(f"{path} has {', '.join(dataset.splits)} split(s) but no train split; add a train/ folder.")
     check_class_sizes(dataset)
+    check_held_out_classes(dataset)
     if dataset.eval_split is None or "train" not in dataset.splits:
         dataset = stratified_split(dataset, test_size=test_size, random_state=random_state)
     return dataset
@@ -285,6 +286,23 @@ def check_class_sizes(dataset: Dataset) -> None:
     small = sorted((str(c) for c, n in counts.items() if n < WARN_IMAGES_PER_CLASS))
     if small:
         log.warning("class(es) %s have fewer than %d images; results will be noisy", shortened(small), WARN_IMAGES_PER_CLASS)
+
+
+def check_held_out_classes(dataset: Dataset) -> None:
+    """Refuse a val or test split holding a class the train split lacks: no model can predict it,
+    and scoring it would fail after the whole fit."""
+    if "train" not in dataset.splits:
+        return
+    trained = {r.label for r in dataset.split("train")}
+    for split in ("val", "test"):
+        extra = sorted({str(r.label) for r in dataset.split(split) if r.label not in trained})
+        if extra:
+            where = f"{split}/" if dataset.layout == "splits" else f"the {split} split"
+            raise DataError(
+                f"{where} has class(es) {shortened(extra)} with no training images, and a model learns only the classes it is shown: "
+                f"add their training images, or move them out of {where} ('headstart evaluate RUN DATA --none-of-these FOLDER' "
+                "counts how many images of other classes a model flags)."
+            )
 
 
 def stratified_split(dataset: Dataset, *, test_size: float = 0.2, random_state: int = 0) -> Dataset:
