@@ -149,3 +149,12 @@ def test_a_held_out_class_that_train_lacks_is_refused_before_any_work(tmp_path):
     with pytest.raises(DataError, match=r"test/ has class\(es\) green with no training images"):
         load_dataset(tmp_path)
     assert load_dataset(tmp_path, split=False).splits  # evaluation data is not refused for it
+
+
+def test_a_class_folder_without_images_is_named_in_a_warning(tmp_path, caplog):
+    write_class_folders(tmp_path, per_class=3)
+    (tmp_path / "wasps").mkdir()  # its images failed to copy
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "readme.txt").write_text("not an image")
+    assert sorted(load_dataset(tmp_path).classes) == ["blue", "green", "red"]
+    assert f"folder(s) {tmp_path / 'notes'}, {tmp_path / 'wasps'} hold no images, so they are not classes" in caplog.text

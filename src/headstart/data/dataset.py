@@ -176,14 +176,19 @@ def _from_folders(root: Path) -> Dataset:
 
 
 def _scan_class_dirs(class_dirs: Iterable[Path], split: str) -> tuple[list[ImageRecord], list[Skipped]]:
-    records, skipped = [], []
+    records, skipped, empty = [], [], []
     for class_dir in class_dirs:
+        found = len(records)
         for file in sorted(p for p in class_dir.rglob("*") if p.is_file()):
             reason = classify_file(file)
             if reason is None:
                 records.append(ImageRecord(file, class_dir.name, split))
             else:
                 skipped.append(Skipped(file, reason))
+        if len(records) == found:
+            empty.append(str(class_dir))
+    if empty:  # a class whose images failed to copy would otherwise just be missing from the model
+        log.warning("folder(s) %s hold no images, so they are not classes", shortened(empty))
     return records, skipped
 
 
