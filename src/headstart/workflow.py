@@ -21,6 +21,7 @@ from ._atomic import write_text
 from ._json import as_json, to_json_label
 from ._memory import release_freed_memory
 from .data import Dataset, find_duplicates, load_dataset
+from .data.dataset import MASK_REASON
 from .data.images import unreadable_files
 from .diagnostics import diagnose, error_analysis, wilson_interval
 from .diagnostics.error_analysis import balanced_accuracy
@@ -511,26 +512,34 @@ def duplicate_report(dataset: Dataset, codes: Codes) -> dict:
 def describe_found(dataset: Dataset) -> str:
     """``found 258 images of 4 classes (train 206, test 52); passed over 3 non-image files, 2 unreadable``"""
     splits = ", ".join(f"{name} {sum(r.split == name for r in dataset.records)}" for name in dataset.splits)
-    not_images = _not_images(dataset)
-    passed = f"; passed over {not_images} non-image file(s), {len(dataset.skipped) - not_images} unreadable" if dataset.skipped else ""
-    return f"found {len(dataset.records) + len(dataset.skipped) - not_images} images of {len(dataset.classes)} classes ({splits}){passed}"
+    passed = f"; passed over {skipped_in_words(_skipped(dataset))}" if dataset.skipped else ""
+    return f"found {len(dataset.records) + _skipped(dataset)['unreadable']} images of {len(dataset.classes)} classes ({splits}){passed}"
 
 
-def _not_images(dataset: Dataset) -> int:
-    return sum(s.reason == "not an image" for s in dataset.skipped)
+def _skipped(dataset: Dataset, unreadable_codes: int = 0) -> dict[str, int]:
+    """Files passed over: not images, segmentation masks beside their images, and unreadable ones
+    (those the scan found, and ``unreadable_codes`` more that failed to decode)."""
+    not_images = sum(s.reason == "not an image" for s in dataset.skipped)
+    masks = sum(s.reason.startswith(MASK_REASON) for s in dataset.skipped)
+    return {"not_images": not_images, "masks": masks, "unreadable": len(dataset.skipped) - not_images - masks + unreadable_codes}
+
+
+def skipped_in_words(counts: dict) -> str:
+    """``3 non-image file(s), 2 unreadable``, with the segmentation masks where there are any."""
+    masks = f", {counts['masks']} segmentation mask(s) of images beside them" if counts.get("masks") else ""
+    return f"{counts['not_images']} non-image file(s){masks}, {counts['unreadable']} unreadable"
 
 
 def image_counts(dataset: Dataset, codes: Codes) -> dict:
     """The one set of counts the summary, metrics.json and the report show: image files found, used per
-    split, passed over (not images, unreadable), and codes computed against read from the cache."""
+    split, passed over (not images, segmentation masks, unreadable), and codes computed against read from the cache."""
     readable = Counter(record.split for record, ok in zip(dataset.records, codes.ok) if ok)
     used = {split: readable[split] for split in dataset.splits if readable[split]}
-    not_images = _not_images(dataset)
+    skipped = _skipped(dataset, len(codes.failures))
     return {
-        "found": len(dataset.records) + len(dataset.skipped) - not_images,  # files that look like images
+        "found": len(dataset.records) + skipped["unreadable"] - len(codes.failures),  # images to classify, readable or not
         "used": used,
-        "not_images": not_images,
-        "unreadable": len(dataset.skipped) - not_images + len(codes.failures),
+        **skipped,
         "codes_computed": codes.computed,
         "codes_cached": int(codes.ok.sum()) - codes.computed,
     }

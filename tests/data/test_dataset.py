@@ -158,3 +158,24 @@ def test_a_class_folder_without_images_is_named_in_a_warning(tmp_path, caplog):
     (tmp_path / "notes" / "readme.txt").write_text("not an image")
     assert sorted(load_dataset(tmp_path).classes) == ["blue", "green", "red"]
     assert f"folder(s) {tmp_path / 'notes'}, {tmp_path / 'wasps'} hold no images, so they are not classes" in caplog.text
+
+
+def test_segmentation_masks_beside_their_images_are_passed_over_and_counted(tmp_path):
+    from PIL import Image, ImageDraw
+
+    from headstart.workflow import describe_found
+    from tests.conftest import colour_image
+
+    write_class_folders(tmp_path, per_class=3)
+    mask = Image.new("L", (40, 40))
+    ImageDraw.Draw(mask).ellipse((5, 5, 30, 25), fill=255)
+    mask.save(tmp_path / "red" / "00_mask.png")  # BUSI's naming, black and white
+    mask.convert("RGB").save(tmp_path / "red" / "00_mask_1.jpg", quality=70)  # a second mask, JPEG-blurred
+    mask.save(tmp_path / "blue" / "01-segmentation.png")
+    colour_image((200, 0, 0), seed=9).save(tmp_path / "red" / "01_mask.png")  # a photo so named: kept
+    mask.save(tmp_path / "green" / "lone_mask.png")  # no image beside it: kept
+    dataset = load_dataset(tmp_path, split=False)
+    masks = {s.path.name: s.reason for s in dataset.skipped}
+    assert masks == {"00_mask.png": "segmentation mask of 00", "00_mask_1.jpg": "segmentation mask of 00", "01-segmentation.png": "segmentation mask of 01"}
+    assert {"01_mask.png", "lone_mask.png"} <= {r.path.name for r in dataset.records}
+    assert describe_found(dataset) == "found 11 images of 3 classes (pool 11); passed over 0 non-image file(s), 3 segmentation mask(s) of images beside them, 0 unreadable"

@@ -1,7 +1,8 @@
 """Find labelled images on disk: class folders, split folders, or a CSV/TSV of ``path,label``.
 
 The result is a :class:`Dataset`: a list of candidate images with labels and splits, plus the files
-that were passed over and why. Nothing is decoded here; decoding happens once, in the feature pass.
+that were passed over and why. Nothing is decoded here (but a file named as the segmentation mask
+of an image beside it, checked black and white); decoding happens once, in the feature pass.
 """
 
 from __future__ import annotations
@@ -9,12 +10,14 @@ from __future__ import annotations
 import csv
 import logging
 import os
+import re
 from collections import Counter
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Hashable, Iterable, Sequence
 
 import numpy as np
+from PIL import Image
 
 from .._text import shortened
 from ..errors import DataError
@@ -37,6 +40,16 @@ SPLIT_NAMES = {
 }
 # Operating-system litter that is never an image; skipped silently but counted.
 _IGNORED_NAMES = frozenset({"thumbs.db", "desktop.ini", ".ds_store", "icon\r"})
+
+# A segmentation mask saved beside its image, as in BUSI ("benign (1)_mask.png", "..._mask_1.png")
+# or ISIC ("..._segmentation.png"): not an image to classify, and often telling of its class (a
+# "normal" scan's mask is all black), so training on masks would teach and score the wrong thing.
+MASK_NAME = re.compile(r"^(?P<image>.+?)[ _-](?:mask|seg|segmentation)(?:[ _-]?\d+)?$", re.IGNORECASE)
+MASK_REASON = "segmentation mask of"
+# A mask is black and white: at least this share of its pixels within an eighth of either end
+# (edges blur in JPEG and in drafting; a 40-pixel ellipse mask saved at JPEG quality 70 keeps 99.6%,
+# where a photo or a scan keeps its mid-greys).
+MASK_EXTREME_SHARE = 0.95
 
 MIN_IMAGES_PER_CLASS = 2
 WARN_IMAGES_PER_CLASS = 5
@@ -179,17 +192,41 @@ def _scan_class_dirs(class_dirs: Iterable[Path], split: str) -> tuple[list[Image
     records, skipped, empty = [], [], []
     for class_dir in class_dirs:
         found = len(records)
-        for file in sorted(p for p in class_dir.rglob("*") if p.is_file()):
-            reason = classify_file(file)
-            if reason is None:
+        files = sorted(p for p in class_dir.rglob("*") if p.is_file())
+        reasons = {file: classify_file(file) for file in files}
+        reasons |= masks_beside_their_images([file for file in files if reasons[file] is None])
+        for file in files:
+            if reasons[file] is None:
                 records.append(ImageRecord(file, class_dir.name, split))
             else:
-                skipped.append(Skipped(file, reason))
+                skipped.append(Skipped(file, reasons[file]))
         if len(records) == found:
             empty.append(str(class_dir))
     if empty:  # a class whose images failed to copy would otherwise just be missing from the model
         log.warning("folder(s) %s hold no images, so they are not classes", shortened(empty))
     return records, skipped
+
+
+def masks_beside_their_images(images: Sequence[Path]) -> dict[Path, str]:
+    """The images that are segmentation masks of another in the same folder (named after it, and
+    black and white), each with the reason it is passed over."""
+    stems = {(image.parent, image.stem) for image in images}
+    masks = {}
+    for image in images:
+        named = MASK_NAME.match(image.stem)
+        if named and (image.parent, named["image"]) in stems and _black_and_white(image):
+            masks[image] = f"{MASK_REASON} {named['image']}"
+    return masks
+
+
+def _black_and_white(path: Path) -> bool:
+    try:
+        with Image.open(path) as image:
+            image.draft("L", (64, 64))  # JPEG decodes at 1/8 scale; enough to tell a mask
+            counts = np.asarray(image.convert("L").histogram())
+    except (OSError, ValueError, Image.DecompressionBombError):
+        return False  # the feature pass will say what is wrong with it
+    return counts[:32].sum() + counts[224:].sum() >= MASK_EXTREME_SHARE * counts.sum()
 
 
 def classify_file(path: Path) -> str | None:
