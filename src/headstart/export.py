@@ -69,8 +69,10 @@ def recipe_steps(p) -> list[str]:
         f"JPEG only: image.draft('RGB', ({p.resize}, {p.resize})) before decoding: libjpeg decodes at the smallest of full, "
         f"1/2, 1/4 or 1/8 size that keeps both sides at least {p.resize}",
         "ImageOps.exif_transpose(image) (the camera's orientation tag)",
-        "to 8-bit RGB: a palette with transparency, RGBA, LA or PA is composited onto white; 16-bit or float greyscale is scaled "
-        "to 0-255 by its range; every other mode by image.convert('RGB')",
+        "to 8-bit RGB: a palette with transparency, RGBA, LA or PA is composited onto white; integer greyscale of more than 8 bits "
+        "(I;16, I) with values in 0-65535 is divided by 2^b - 1 for the fewest bits b among 8, 10, 12, 14, 16 that hold its "
+        "largest value, then times 255, rounded; float or signed greyscale is scaled to 0-255 by its own minimum and maximum; "
+        "every other mode by image.convert('RGB')",
         f"resize so that the shorter side is {p.resize}: the longer becomes int({p.resize} * longer / shorter); "
         f"Pillow's image.resize((width, height), Image.{interpolation})",
         f"centre crop {p.crop} x {p.crop}: left = int(round((width - {p.crop}) / 2)), top = int(round((height - {p.crop}) / 2))",

@@ -43,6 +43,12 @@ def test_sixteen_bit_keeps_its_range():
     ramp = Image.fromarray(np.linspace(0, 65535, 64).reshape(8, 8).astype(np.uint16))
     pixels = np.asarray(decode_image(encode(ramp, "PNG")))[:, :, 0]
     assert pixels.min() == 0 and pixels.max() == 255  # scaled, not clipped to white
+    # 12-bit data in a 16-bit PNG, as scanners write it: scaled by 4,095, not 65,535 (16 grey levels)
+    twelve = np.asarray(decode_image(encode(Image.fromarray(np.linspace(0, 4095, 256).reshape(16, 16).astype(np.uint16)), "PNG")))[:, :, 0]
+    assert twelve.min() == 0 and twelve.max() == 255 and len(np.unique(twelve)) == 256
+    # signed values (CT's Hounsfield units) by their own range
+    hounsfield = np.asarray(decode_image(encode(Image.fromarray(np.linspace(-1024, 3071, 64).reshape(8, 8).astype(np.int32)), "TIFF")))
+    assert hounsfield.min() == 0 and hounsfield.max() == 255
 
 
 def test_transparency_is_composited_on_white():

@@ -107,15 +107,21 @@ def to_rgb(image: Image.Image) -> Image.Image:
 
 
 def _high_depth_to_rgb(image: Image.Image) -> Image.Image:
-    """Scale 16-bit or float grayscale to 0-255 by its own range (PIL's convert would clip)."""
+    """Scale 16-bit, 32-bit or float grayscale to 0-255 (PIL's convert would clip at 255).
+
+    Integers scale by the bit depth their values fill, 10, 12, 14 or 16 bits: scanners store 12-bit
+    data in 16-bit PNGs, which divided by 65,535 would keep 16 grey levels; by depth, images of one
+    depth keep their relative brightness. Floats, negative values (CT's Hounsfield units) and
+    anything past 16 bits scale by the image's own range.
+    """
     pixels = np.asarray(image, dtype=np.float64)
     low, high = float(pixels.min()), float(pixels.max())
-    if image.mode.startswith("I;16") or (image.mode == "I" and high > 255):
-        scale_low, scale_high = 0.0, 65535.0 if high > 255 else 255.0
+    if image.mode.startswith("I") and low >= 0 and high <= 65535:
+        scale_low, scale_high = 0.0, float(next(2**bits - 1 for bits in (8, 10, 12, 14, 16) if high <= 2**bits - 1))
     else:
         scale_low, scale_high = low, high if high > low else low + 1.0
     scaled = (pixels - scale_low) / (scale_high - scale_low) * 255.0
-    gray = Image.fromarray(np.clip(scaled, 0, 255).astype(np.uint8))
+    gray = Image.fromarray(np.clip(np.round(scaled), 0, 255).astype(np.uint8))
     return gray.convert("RGB")
 
 
