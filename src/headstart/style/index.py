@@ -292,6 +292,8 @@ class StyleIndex:
                 matches.append(Match(path, float(estimates[row]), exact=False, note="could not be re-read; sketch estimate"))
                 continue
             distance, _ = style_distance([q[0] for q in query.vectors], [v[j] for v in described.vectors], weights)
+            if query.content_hashes and described.content_hashes[j] == query.content_hashes[0]:
+                distance = 0.0  # the same pixels: what is left is rounding, which varies with the batch (3e-16 on some CPUs)
             stale = described.content_hashes[j] != self.entries[row].sha256
             matches.append(Match(path, distance, exact=True, note="changed since indexed" if stale else ""))
         return matches
