@@ -4,6 +4,7 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
+import torch
 
 import headstart.advisor as advisor
 import headstart.data.images as images_module
@@ -27,8 +28,10 @@ def params(**changes) -> dict:
         ({"class_weight": "balance"}, "unknown class_weight 'balance' (did you mean 'balanced'?)"),
         ({"engine": "onnxx"}, "unknown engine 'onnxx' (did you mean 'onnx'?)"),
         ({"device": "gpu"}, "unknown device 'gpu'"),
+        *([({"device": "cuda"}, "device 'cuda', but PyTorch sees no CUDA GPU here")] if not torch.cuda.is_available() else []),
         ({"batch_size": 0}, "batch_size=0 must be a whole number of at least 1"),
         ({"input_size": 22.5}, "input_size=22.5 must be a whole number"),
+        ({"input_size": 20_000}, "input_size=20000 is past 2,048 px"),
         ({"random_state": -1}, "random_state=-1 must be a whole number of at least 0"),
         ({"time_budget": -5}, "time_budget=-5 must be a number of seconds"),
         ({"Cs": ()}, "Cs=() must be a non-empty list"),
@@ -41,6 +44,9 @@ def params(**changes) -> dict:
         ({"finetune": {"dropout": 1.5}}, "dropout=1.5 and drop_connect=0.0 are shares"),
         ({"finetune": {"augmentation": "object"}}, "unknown augmentation policy 'object'"),
         ({"finetune": {"epochs": 0}}, "epochs must be a whole number of at least 1"),
+        ({"finetune": {"dropout": "abc"}}, "fine-tuning setting dropout must be a number, got 'abc'"),  # as --set dropout=abc gives it
+        ({"finetune": {"ensemble": 1}}, "fine-tuning setting ensemble must be true or false, got 1"),
+        ({"finetune": {"layer_decay": "x"}}, "fine-tuning setting layer_decay must be a number or null, got 'x'"),
         ({"finetune": {"imbalance": "sampling"}}, "unknown imbalance value 'sampling' (did you mean 'sampler'?)"),
         ({"strategy": "scratch", "finetune": {"init": "he"}}, "unknown init value 'he'"),
         ({"strategy": "finetune_top", "resume": True}, "resume=True continues from checkpoint_dir"),

@@ -14,9 +14,12 @@ def resolve_device(device: str) -> torch.device:
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
-        return torch.device(device)
+        chosen = torch.device(device)
     except RuntimeError:
         raise HeadstartError(f"unknown device {device!r}; use 'auto', 'cpu' or 'cuda'.") from None
+    if chosen.type == "cuda" and not torch.cuda.is_available():
+        raise HeadstartError(f"device {device!r}, but PyTorch sees no CUDA GPU here; use 'auto' (CUDA where there is one) or 'cpu'.")
+    return chosen
 
 
 PRECISIONS = ("auto", "bf16", "fp32")

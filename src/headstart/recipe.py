@@ -36,6 +36,10 @@ CLASS_WEIGHTS = ("auto", "balanced", None)
 # early stopping's pick, since a random start's 30 epochs are not a schedule measured to end well.
 SCRATCH_DEFAULTS = {"lr_mult": 1.0, "batchnorm": "batch", "epochs": 30, "patience": 8, "ensemble": False, "keep": "best"}
 FINETUNE_SETTINGS = tuple(f.name for f in fields(FineTuneConfig))
+FINETUNE_TYPES = {f.name: f.type for f in fields(FineTuneConfig)}  # annotations, as strings
+# The largest side a fit reads images at (a 20,000 px crop would be refused by the decoder as a
+# decompression bomb, after the advisor's work).
+MAX_INPUT_SIZE = 2048
 # Training images whose headers decide the input size, spread evenly over the list.
 SIZE_SAMPLE = 32
 
@@ -162,6 +166,11 @@ def check_params(params: dict) -> dict:
     for name, minimum in (("input_size", 1), ("random_state", 0), ("n_jobs", None)):
         if params[name] is not None:
             _whole(name, params[name], minimum)
+    if params["input_size"] is not None and params["input_size"] > MAX_INPUT_SIZE:
+        raise DataError(
+            f"input_size={params['input_size']} is past {MAX_INPUT_SIZE:,} px: the backbones learnt at 224-300 px, and time and "
+            "memory grow with its square; give 224-512 (default: chosen from the images)."
+        )
     check_time_budget(params["time_budget"])
     if params["Cs"] is not None and not (len(params["Cs"]) and all(_is_number(c) and c > 0 for c in params["Cs"])):
         raise DataError(f"Cs={params['Cs']!r} must be a non-empty list of positive inverse regularisation strengths, e.g. (0.01, 0.1, 1.0).")
@@ -189,11 +198,37 @@ def _check_finetune(params: dict) -> None:
             close = difflib.get_close_matches(str(key), FINETUNE_SETTINGS, n=1)
             hint = f"; did you mean {close[0]!r}?" if close else f"; known settings: {', '.join(sorted(FINETUNE_SETTINGS))}."
             raise DataError(f"unknown fine-tuning setting {key!r}{hint}")
+    for key, value in options.items():
+        wrong = _wrong_setting_type(key, value)
+        if wrong:
+            raise DataError(f"fine-tuning setting {key} must be {wrong}, got {value!r}.")
     strategy = params["strategy"] if params["strategy"] in (*STRATEGIES, "scratch") else "finetune_top"
     try:  # every value, whether this fit fine-tunes or the advisor's trial might
         finetune_config(params, strategy)
     except TypeError as exc:
         raise DataError(f"a fine-tuning setting has the wrong type ({exc}); see FineTuneConfig.") from None
+
+
+# What each FineTuneConfig annotation accepts, in words ("--set dropout=abc" arrives as a string).
+_TYPE_WORDS = {"bool": "true or false", "int": "a whole number", "float": "a number", "str": "a name", "None": "null", "tuple[str, ...]": "a list of names"}
+
+
+def _wrong_setting_type(key: str, value) -> str | None:
+    """What a fine-tuning setting must be, in words, when ``value`` is not that; else None."""
+    kinds = [kind.strip() for kind in FINETUNE_TYPES[key].split("|")]
+    if value is None:
+        fits = "None" in kinds
+    elif isinstance(value, bool):
+        fits = "bool" in kinds
+    elif isinstance(value, numbers.Integral):
+        fits = "int" in kinds or "float" in kinds
+    elif isinstance(value, numbers.Real):
+        fits = "float" in kinds
+    elif isinstance(value, str):
+        fits = "str" in kinds
+    else:
+        fits = isinstance(value, (list, tuple)) and any(kind.startswith("tuple") for kind in kinds)
+    return None if fits else " or ".join(_TYPE_WORDS.get(kind, kind) for kind in kinds)
 
 
 def _check_backbone_and_tap(params: dict) -> None:
