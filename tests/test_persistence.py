@@ -63,6 +63,29 @@ def test_resave_replaces_the_whole_directory(fitted, tmp_path):
     assert not (tmp_path / "run" / "metrics.json").exists()
 
 
+def test_saving_never_replaces_a_folder_or_file_it_did_not_write(fitted, tmp_path):
+    from headstart import DataError
+    from headstart.cli import main
+
+    model, _ = fitted
+    photos = tmp_path / "photos"
+    (photos / "cats").mkdir(parents=True)
+    (photos / "cats" / "1.jpg").write_bytes(b"mine")
+    (photos / "notes.txt").write_text("mine")
+    with pytest.raises(DataError, match="photos holds cats, notes.txt, which writing a run there would delete; give a new or empty folder"):
+        model.save(photos)
+    assert (photos / "cats" / "1.jpg").read_bytes() == b"mine" and (photos / "notes.txt").read_text() == "mine"
+    with pytest.raises(DataError, match="notes.txt is a file; give a folder to write the run to"):
+        model.save(photos / "notes.txt")
+    assert (photos / "notes.txt").read_text() == "mine"
+    # said before any image is read: the data folder is not even looked at
+    assert main(["-q", "fit", str(tmp_path / "not read"), "-o", str(photos)]) == 2
+    interrupted = tmp_path / "run"
+    (interrupted / "checkpoints").mkdir(parents=True)  # a fine-tuning run stopped before its first save
+    model.save(interrupted)
+    assert (interrupted / "model.json").is_file() and (interrupted / "checkpoints").is_dir()
+
+
 @pytest.mark.parametrize(
     "damage, message",
     [

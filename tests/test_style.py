@@ -298,7 +298,7 @@ def test_style_cli(style_folder, tmp_path, capsys):
     keep.mkdir()
     (keep / "precious.txt").write_text("mine")
     assert main(["-q", "style", "index", str(style_folder), "-o", str(keep), "--rebuild"]) == 2
-    assert "is not a style index; choose another -o" in capsys.readouterr().err
+    assert "holds precious.txt, which writing a style index there would delete; give a new or empty folder" in capsys.readouterr().err
     assert (keep / "precious.txt").read_text() == "mine"
     assert main(["-q", "style", "search", str(tmp_path / "nope"), str(style_folder / "noise" / "1.png")]) == 2
     assert capsys.readouterr().err.count("\n") == 1

@@ -9,7 +9,9 @@ import shutil
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import Collection, Iterator
+
+from .errors import DataError
 
 
 @contextmanager
@@ -41,16 +43,37 @@ def write_text(target: Path, text: str) -> None:
         tmp.write_text(text, encoding="utf-8")
 
 
+def check_replaceable(target: Path, ours: Collection[str], what: str) -> None:
+    """Refuse, before any work, a ``target`` that :func:`atomic_directory` must not replace: a file,
+    a folder holding anything but the names in ``ours`` (what the writer of ``what`` puts there; so
+    ``-o`` naming the photos' own folder, or a thesis's, is refused instead of deleted), or one that
+    cannot be written."""
+    target = Path(target)
+    if target.exists() and not target.is_dir():
+        raise DataError(f"{target} is a file; give a folder to write the {what} to.")
+    if target.is_dir():
+        foreign = sorted(entry.name for entry in target.iterdir() if entry.name not in ours and not entry.name.startswith("."))
+        if foreign:
+            shown = ", ".join(foreign[:3]) + (f" and {len(foreign) - 3} more" if len(foreign) > 3 else "")
+            raise DataError(f"{target} holds {shown}, which writing a {what} there would delete; give a new or empty folder.")
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.rmdir(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.", suffix=".probe"))
+    except OSError as exc:
+        raise DataError(f"cannot write the {what} to {target} ({exc.strerror or exc}); give a folder you can write to.") from None
+
+
 @contextmanager
-def atomic_directory(target: Path) -> Iterator[Path]:
-    """Yield an empty staging folder; on success it takes the place of ``target`` as a whole.
+def atomic_directory(target: Path, ours: Collection[str], what: str) -> Iterator[Path]:
+    """Yield an empty staging folder; on success it takes the place of ``target`` as a whole
+    (``target`` is first checked by :func:`check_replaceable` with ``ours`` and ``what``).
 
     The swap uses Linux's renameat2(RENAME_EXCHANGE) where available, so there is no moment at which
     ``target`` is missing; elsewhere two renames, and a crash between them leaves the previous
     version beside ``target`` as ``.NAME.old-*``.
     """
     target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
+    check_replaceable(target, ours, what)
     staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp"))
     try:
         yield staging

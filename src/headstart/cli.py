@@ -680,14 +680,13 @@ def cmd_style_index(args) -> int:
 
 
 def _style_index(args) -> int:
+    from ._atomic import check_replaceable
     from .style import StyleIndex
-    from .style.index import INDEX_JSON
+    from .style.index import INDEX_JSON, SKETCH_FILE
 
     output = Path(args.output)
+    check_replaceable(output, (INDEX_JSON, SKETCH_FILE), "style index")  # saving replaces the folder as a whole
     is_index = (output / INDEX_JSON).is_file()
-    if output.exists() and not is_index and (not output.is_dir() or any(output.iterdir())):
-        # Saving replaces the folder as a whole: never do that to something that is not an index.
-        raise HeadstartError(f"{output} exists and is not a style index; choose another -o.")
     if is_index and not args.rebuild:
         index = StyleIndex.load(output)
         settings, changed = _style_settings(args, index.settings)

@@ -33,6 +33,9 @@ HISTORY_FILE = "history.json"
 PLAN_FILE = "plan.json"  # the advisor's measurements, alternatives and explanation (strategy="auto")
 CHECKPOINTS = "checkpoints"  # fine-tuning checkpoints, kept when the run directory is rewritten
 TENSORBOARD = "tensorboard"  # TensorBoard logs (--tensorboard), kept the same way
+UNREADABLE_FILE = "unreadable.txt"  # --strict's list of unreadable images, when too many for one line
+# Everything a run directory may hold; saving replaces a folder holding only these, and no other.
+RUN_FILES = frozenset({WEIGHTS_FILE, META_FILE, METRICS_FILE, REPORT_FILE, HISTORY_FILE, PLAN_FILE, CHECKPOINTS, TENSORBOARD, UNREADABLE_FILE, "model.onnx", "model.onnx.json"})
 
 
 def library_versions() -> dict[str, str]:
@@ -58,7 +61,7 @@ def save_model(record: FittedModel, directory: Path, *, metrics: dict | None = N
     }
     documents = {METRICS_FILE: metrics, PLAN_FILE: record.plan.to_dict() if record.plan is not None else None}
     documents[HISTORY_FILE] = record.history.to_dict() if record.history is not None else None
-    with atomic_directory(directory) as staging:
+    with atomic_directory(directory, RUN_FILES, "run") as staging:
         for kept in (CHECKPOINTS, TENSORBOARD):  # copied, not moved: a failed save must not lose them
             if (directory / kept).is_dir():
                 shutil.copytree(directory / kept, staging / kept)

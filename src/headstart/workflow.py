@@ -17,7 +17,7 @@ import numpy as np
 from sklearn.metrics import recall_score
 
 from . import distributed, progress
-from ._atomic import write_text
+from ._atomic import check_replaceable, write_text
 from ._json import as_json, to_json_label
 from ._memory import release_freed_memory
 from .data import Dataset, find_duplicates, load_dataset
@@ -29,7 +29,7 @@ from .errors import DataError
 from .estimator import TransferClassifier
 from .features import Codes
 from .fitted import FittedModel
-from .persistence import CHECKPOINTS, TENSORBOARD
+from .persistence import CHECKPOINTS, RUN_FILES, TENSORBOARD, UNREADABLE_FILE
 from .pipeline import Fit, fit_model, head_scores, novelty_scores, rejection_threshold
 from .report import render_report
 from .strategies.linear import softmax
@@ -120,6 +120,8 @@ def _fit_folder(
 ) -> tuple[TransferClassifier, FitSummary]:
     start = time.perf_counter()
     phases = _Phases()
+    if output is not None:  # said now, not after the fit
+        check_replaceable(Path(output), RUN_FILES, "run")
     dataset = load_dataset(data, test_size=test_size, random_state=params.get("random_state") or 0, allow_outside=allow_outside)
     progress.announce(describe_found(dataset))
     phases.done("finding images")
@@ -559,7 +561,6 @@ def _match_label_types(labels: np.ndarray, classes: np.ndarray) -> np.ndarray:
 
 # Unreadable files named in a --strict error; more go to a file in the run directory.
 STRICT_LISTED = 10
-UNREADABLE_FILE = "unreadable.txt"
 
 
 def _check_every_image(dataset: Dataset, output) -> None:

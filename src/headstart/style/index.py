@@ -311,7 +311,7 @@ class StyleIndex:
             "sizes": list(self.sizes),
             "entries": [asdict(e) for e in self.entries],
         }
-        with atomic_directory(directory) as staging:
+        with atomic_directory(directory, (INDEX_JSON, SKETCH_FILE), "style index") as staging:
             (staging / INDEX_JSON).write_text(json.dumps(meta), encoding="utf-8")
             save_file({"sketches": np.ascontiguousarray(self.sketches, dtype=np.float32)}, str(staging / SKETCH_FILE))
         return directory
