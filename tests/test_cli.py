@@ -256,6 +256,8 @@ def test_report_and_inspect_fail_in_one_line(tmp_path, capsys):
     assert code == 2 and "has no metrics.json" in err and len(err.strip().splitlines()) == 1
     code, _, err = run(capsys, "inspect", "weights", "no_such_backbone")
     assert code == 2 and len(err.strip().splitlines()) == 1
+    code, _, err = run(capsys, "inspect", "weights", tmp_path / "runs" / "mistyped")  # a path: the run is missing, not just a backbone
+    assert code == 2 and f"no run directory {tmp_path / 'runs' / 'mistyped'}, and unknown backbone" in err
 
 
 def test_compare_scratch_adds_the_from_scratch_reference(colour_splits, tmp_path, capsys):

@@ -618,8 +618,15 @@ def cmd_inspect_weights(args) -> int:
         report = model_weight_report(TransferClassifier.load(target))
     else:
         from .backbones import get_backbone
+        from .errors import BackboneError
 
-        report = weight_report(get_backbone(args.target).build())
+        try:
+            spec = get_backbone(args.target)
+        except BackboneError as exc:
+            if os.sep not in args.target:
+                raise
+            raise BackboneError(f"no run directory {target}, and {exc}") from None  # a path, mistyped
+        report = weight_report(spec.build())
     if args.format == "json":
         print(json.dumps({"layers": report["layers"], "notes": report["notes"]}, indent=2))
     else:
