@@ -285,3 +285,19 @@ def test_every_command_says_what_it_starts_first(run_dir, capsys):
     assert capsys.readouterr().err.splitlines()[0] == "headstart backbones (loading PyTorch)"
     assert main(["report", str(run_dir), "--progress"]) == 0
     assert capsys.readouterr().err.startswith(f"headstart report: rebuilding {run_dir}")
+
+
+def test_every_argument_of_every_command_says_what_it_is():
+    import argparse
+
+    from headstart.cli import build_parser
+
+    def silent(parser, path):
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for name, sub in action.choices.items():
+                    yield from silent(sub, f"{path} {name}".strip())
+            elif action.help is None and not isinstance(action, argparse._HelpAction):
+                yield f"{path}: {action.option_strings[0] if action.option_strings else action.dest}"
+
+    assert list(silent(build_parser(), "")) == []

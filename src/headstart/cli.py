@@ -131,8 +131,8 @@ def _model_commands(commands) -> None:
     evaluate.set_defaults(handler=cmd_evaluate)
 
     export = _command(commands, "export", help="write a saved run as one ONNX graph (probabilities out)")
-    export.add_argument("run")
-    export.add_argument("--format", choices=("onnx",), default="onnx")
+    export.add_argument("run", help="run directory written by fit")
+    export.add_argument("--format", choices=("onnx",), default="onnx", help="onnx (the only format; default)")
     export.add_argument("-o", "--output", default=None, help="graph file (default RUN/model.onnx)")
     export.set_defaults(handler=cmd_export)
 
@@ -142,7 +142,7 @@ def _model_commands(commands) -> None:
 
     demo = _command(commands, "demo", help="offline demo on scikit-learn's handwritten digits")
     demo.add_argument("-o", "--output", default="runs/demo", help="run directory (default runs/demo)")
-    demo.add_argument("--backbone", default="mobilenet_v2")
+    demo.add_argument("--backbone", default="mobilenet_v2", help="backbone name (default mobilenet_v2; see 'headstart backbones')")
     demo.add_argument(
         "--time-budget", type=float, default=DEMO_SECONDS, metavar="SECONDS",
         help=f"seconds the fit may take (default {DEMO_SECONDS:.0f}, a short first run; the advisor skips fine-tuning that would not fit)",
@@ -171,13 +171,13 @@ def _model_commands(commands) -> None:
 def _advise_command(commands) -> None:
     advise = _command(commands, "advise", help="measure a dataset and say how to transfer (what fit --strategy auto does)")
     advise.add_argument("data", help="root/CLASS/img, root/SPLIT/CLASS/img, or a CSV/TSV of path,label (its train split is measured)")
-    advise.add_argument("--backbone", default="mobilenet_v2")
+    advise.add_argument("--backbone", default="mobilenet_v2", help="backbone name (default mobilenet_v2; see 'headstart backbones')")
     advise.add_argument("--time-budget", type=float, default=None, metavar="S", help="seconds for measuring, a fine-tuning trial and the fit")
     advise.add_argument("--input-size", type=int, default=None, help=INPUT_SIZE_HELP)
-    advise.add_argument("--device", default="auto")
-    advise.add_argument("--seed", type=int, default=0)
-    advise.add_argument("--no-cache", action="store_true")
-    advise.add_argument("--allow-outside", action="store_true")
+    advise.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    advise.add_argument("--seed", type=int, default=0, help="seed for the sample and cross-validation")
+    advise.add_argument("--no-cache", action="store_true", help="measure again: do not read or write the plan and feature caches")
+    advise.add_argument("--allow-outside", action="store_true", help="let CSV paths leave the CSV's folder")
     advise.add_argument("--json", action="store_true", help="print the whole plan as JSON")
     advise.set_defaults(handler=cmd_advise)
 
@@ -190,14 +190,14 @@ def _inspect_commands(commands) -> None:
     inspect_what = inspect.add_subparsers(dest="what", required=True, metavar="WHAT")
     inspect_weights = _command(inspect_what, "weights", help="per-layer weight statistics of a run or a backbone")
     inspect_weights.add_argument("target", help="a run directory, or a backbone name (see 'headstart backbones')")
-    inspect_weights.add_argument("--format", choices=("table", "json"), default="table")
+    inspect_weights.add_argument("--format", choices=("table", "json"), default="table", help="table (default) or json")
     inspect_weights.set_defaults(handler=cmd_inspect_weights)
     inspect_init = _command(inspect_what, "init", help="how each initialisation scheme draws a backbone's weights, against its formula")
-    inspect_init.add_argument("--backbone", default="mobilenet_v2")
+    inspect_init.add_argument("--backbone", default="mobilenet_v2", help="backbone whose layers are drawn (default mobilenet_v2)")
     inspect_init.add_argument("--schemes", nargs="+", default=None, metavar="SCHEME", help="default: all (see headstart.weight_init.SCHEMES)")
     inspect_init.add_argument("--layers", type=int, default=6, help="layers shown per scheme, evenly spaced from the first to the last (default 6; 0: all)")
     inspect_init.add_argument("-o", "--output", default=None, metavar="PNG", help="also draw the first-layer filters of every scheme, pretrained included, to this PNG")
-    inspect_init.add_argument("--format", choices=("table", "json"), default="table")
+    inspect_init.add_argument("--format", choices=("table", "json"), default="table", help="table (default) or json")
     inspect_init.set_defaults(handler=cmd_inspect_init)
 
 
@@ -214,18 +214,18 @@ def _style_commands(commands) -> None:
     index.set_defaults(handler=cmd_style_index)
 
     search = _command(style_what, "search", help="the indexed images closest in style to an image")
-    search.add_argument("index", metavar="INDEX")
-    search.add_argument("image")
+    search.add_argument("index", metavar="INDEX", help="index directory written by 'headstart style index'")
+    search.add_argument("image", help="the image whose style is looked for")
     search.add_argument("-k", type=int, default=5, help="how many matches (default 5)")
     search.add_argument("--rerank", type=int, default=None, help="candidates re-ranked by the exact distance (default 2k; 0: sketch estimates only)")
-    search.add_argument("--format", choices=("table", "json"), default="table")
+    search.add_argument("--format", choices=("table", "json"), default="table", help="table (default) or json")
     search.set_defaults(handler=cmd_style_search)
 
     compare = _command(style_what, "compare", help="style distance between two images, layer by layer")
-    compare.add_argument("a")
-    compare.add_argument("b")
+    compare.add_argument("a", help="an image")
+    compare.add_argument("b", help="the image compared with it")
     _style_options(compare)
-    compare.add_argument("--format", choices=("table", "json"), default="table")
+    compare.add_argument("--format", choices=("table", "json"), default="table", help="table (default) or json (every layer's term)")
     compare.set_defaults(handler=cmd_style_compare)
 
     evaluate = _command(style_what, "evaluate", help="how well each backbone's Grams separate styles, on images in one folder per style")
@@ -233,9 +233,9 @@ def _style_commands(commands) -> None:
     evaluate.add_argument("--backbones", nargs="+", default=None, metavar="B", help="default: vgg19 mobilenet_v2 efficientnet_lite0 vgg19@he_normal")
     evaluate.add_argument("--smooth", nargs="+", type=float, default=[1.0], metavar="T", help="smoothing temperatures scored beside raw activations (default 1)")
     evaluate.add_argument("--size", type=int, default=None, help="network input side in pixels (default 128)")
-    evaluate.add_argument("--device", default="auto")
+    evaluate.add_argument("--device", default="auto", help="auto, cpu or cuda")
     evaluate.add_argument("--precision", choices=PRECISION_CHOICES, default="fp32", help="arithmetic of the networks (default fp32, so that figures reproduce anywhere; auto: bf16 where native, faster)")
-    evaluate.add_argument("--format", choices=("table", "json"), default="table")
+    evaluate.add_argument("--format", choices=("table", "json"), default="table", help="table (default) or json")
     evaluate.set_defaults(handler=cmd_style_evaluate)
 
 
@@ -250,7 +250,7 @@ def _style_options(parser: argparse.ArgumentParser) -> None:
 def _model_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--backbone", default="mobilenet_v2", help="backbone name (default mobilenet_v2; see 'headstart backbones')")
     parser.add_argument("--tap", default=None, help="feature tap (default pre_logits); with backbones joined by +, one tap for all or one per backbone joined by +")
-    parser.add_argument("--classifier", choices=("logistic", "svm"), default="logistic")
+    parser.add_argument("--classifier", choices=("logistic", "svm"), default="logistic", help="the linear head: logistic regression (default) or a linear SVM")
     parser.add_argument(
         "--solver", choices=("auto", "sklearn", "minibatch"), default="auto",
         help="logistic head: scikit-learn (C by cross-validation) or mini-batches in PyTorch (thousands of classes); auto picks by size",
@@ -276,9 +276,9 @@ def _model_options(parser: argparse.ArgumentParser) -> None:
         help="fine-tuning: any FineTuneConfig setting, e.g. --set dropout=0.3 --set pooling=stochastic (repeatable)",
     )
     parser.add_argument("--input-size", type=int, default=None, help=INPUT_SIZE_HELP)
-    parser.add_argument("--engine", choices=("auto", "onnx", "torch"), default="auto")
+    parser.add_argument("--engine", choices=("auto", "onnx", "torch"), default="auto", help="what computes the codes: auto (default; ONNX Runtime on a CPU where exporting the graph pays for itself, else PyTorch), onnx or torch")
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
-    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--batch-size", type=int, default=32, help="images per forward pass (default 32)")
     parser.add_argument("--seed", type=int, default=0, help="seed for splits and cross-validation")
     parser.add_argument("--no-cache", action="store_true", help="do not read or write the feature cache")
 
