@@ -3,6 +3,7 @@ import io
 import json
 
 import pytest
+from PIL import Image
 
 from headstart.cli import main
 
@@ -56,10 +57,11 @@ def test_predict_on_a_folder_reports_an_empty_image_file_and_skips_other_files(r
     (folder / "red.png").write_bytes((colour_splits / "test" / "red" / "00.png").read_bytes())
     (folder / "empty.jpg").write_bytes(b"")
     (folder / "notes.txt").write_text("not an image")
+    Image.new("L", (40, 40), 255).save(folder / "red_mask.png")  # a segmentation mask beside red.png
     code, out, _ = run(capsys, "predict", run_dir, folder)
     assert code == 1
     rows = {line.split()[0]: line for line in out.splitlines()[1:]}
-    assert set(rows) == {str(folder / "empty.jpg"), str(folder / "red.png")}
+    assert set(rows) == {str(folder / "empty.jpg"), str(folder / "red.png")}  # not the notes, not the mask
     assert rows[str(folder / "empty.jpg")].endswith("unreadable (empty file)")
 
 

@@ -955,14 +955,19 @@ def format_predictions(rows: list[dict], fmt: str, n_classes: int | None = None)
 # ---------------------------------------------------------------------- helpers
 def _expand_images(items: list[str]) -> list[Path]:
     """Files as given; folders searched recursively for files that look like images, or are named
-    as images and cannot be read (an empty .jpg is reported as unreadable, not passed over)."""
-    from .data.dataset import classify_file
+    as images and cannot be read (an empty .jpg is reported as unreadable, not passed over), but
+    not segmentation masks beside their images (as fit and evaluate pass them over)."""
+    from .data.dataset import classify_file, masks_beside_their_images
 
     paths: list[Path] = []
     for item in items:
         path = Path(item)
         if path.is_dir():
-            paths += [p for p in sorted(path.rglob("*")) if p.is_file() and classify_file(p) != "not an image"]
+            reasons = {p: classify_file(p) for p in sorted(path.rglob("*")) if p.is_file()}
+            masks = masks_beside_their_images([p for p, why in reasons.items() if why is None])
+            if masks:
+                log.warning("passed over %d segmentation mask(s) beside their images in %s", len(masks), path)
+            paths += [p for p, why in reasons.items() if why != "not an image" and p not in masks]
         elif path.exists():
             paths.append(path)
         else:
