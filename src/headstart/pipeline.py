@@ -97,7 +97,7 @@ def _fit_model(params: dict, images: Sequence, labels, groups, others: Sequence,
         raise DataError(f"need images of at least 2 classes, but the data contain only {list(classes)}.")
     # Near duplicates (re-encodes, neighbouring slices) stay together in every split made for choosing
     given = np.asarray(groups)[ok] if groups is not None else None
-    groups = near_duplicate_groups([train.content_hashes[i] for i in np.flatnonzero(ok)], train.phashes[ok], given)
+    groups = near_duplicate_groups([train.content_hashes[i] for i in np.flatnonzero(ok)], train.phashes[ok], given, labels=y_index)
     head, report = _linear_head(params, train.codes[ok], y_index, world, groups)
     if given is not None and report.duplicate_groups is not None:
         report = replace(report, duplicate_groups={**report.duplicate_groups, "given": True})

@@ -41,6 +41,20 @@ def test_every_fold_and_hold_out_keeps_a_group_on_one_side():
         assert 0.05 < len(held) / 90 < 0.25
 
 
+def test_a_class_of_copies_of_one_picture_is_not_kept_in_one_fold():
+    # class 1 is eight copies of one image: kept together, its fold would train on class 0 alone
+    hashes = [f"h{i}" for i in range(8)] + ["copy"] * 8
+    phashes = np.concatenate([np.arange(8, dtype=np.uint64) * np.uint64(0x0F0F0F0F0F), np.full(8, ~np.uint64(0), dtype=np.uint64)])
+    y = np.repeat([0, 1], 8)
+    assert len(np.unique(near_duplicate_groups(hashes, phashes)[8:])) == 1
+    groups = near_duplicate_groups(hashes, phashes, labels=y)
+    assert len(np.unique(groups[8:])) == 8 and describe_groups(groups)["groups"] == 0
+    for fit, _ in stratified_folds(y, 5, groups=near_duplicate_groups(hashes, phashes), random_state=0):
+        assert set(y[fit]) == {0, 1}
+    _, report = fit_linear_head(np.random.default_rng(0).normal(size=(16, 4)) + y[:, None], y, groups=groups)  # raised "only one class"
+    assert report.cv_folds == 5
+
+
 def test_a_hold_out_with_no_stratified_split_is_drawn_plain_at_its_share():
     # 15% of 12 images is 2, fewer than the 3 classes; a class of one image: sklearn refuses to stratify either
     for y in (np.repeat([0, 1, 2], 4), np.array([0, 0, 0, 0, 1, 1, 1, 2]), np.repeat(np.arange(120), 2)):

@@ -237,7 +237,7 @@ def measure(
     classes = np.unique(labels)
     decided_on = np.isin(labels[kept], classes[sweep_classes(len(classes), random_state)])
     codes = {tap: np.vstack(rows)[decided_on] for tap, rows in results.codes.items()}
-    groups = near_duplicate_groups(results.hashes, np.array(results.phashes, dtype=np.uint64))[decided_on]
+    groups = near_duplicate_groups(results.hashes, np.array(results.phashes, dtype=np.uint64), labels=labels[kept])[decided_on]
     kept = kept[decided_on]
     _, sample_labels = np.unique(labels[kept], return_inverse=True)  # 0..k-1 over the classes decided on
     measurements = Measurements(

@@ -73,7 +73,7 @@ def phash_to_int(hash_bits: np.ndarray) -> int:
     return int(np.packbits(np.asarray(hash_bits, dtype=bool).ravel()).view(">u8")[0])
 
 
-def near_duplicate_groups(content_hashes: list[str], perceptual_hashes: np.ndarray, given=None) -> np.ndarray:
+def near_duplicate_groups(content_hashes: list[str], perceptual_hashes: np.ndarray, given=None, labels=None) -> np.ndarray:
     """A group number per image: near duplicates (and their near duplicates, transitively) share one.
 
     Cross-validation that puts one copy in the fitted folds and another in the scored one measures
@@ -81,7 +81,24 @@ def near_duplicate_groups(content_hashes: list[str], perceptual_hashes: np.ndarr
     images; the head's 5-fold CV read 79.2% balanced accuracy, grouped 73.9%, its test split 54.3%).
     ``given`` (one value per image, such as a subject id; None for an image in no group) joins images
     the hashes cannot tell belong together: slices of one brain that do not look alike are still one patient.
+    With ``labels``, the groups are :func:`separable_groups`.
     """
+    groups = _linked(content_hashes, perceptual_hashes, given)
+    return separable_groups(groups, labels) if labels is not None else groups
+
+
+def separable_groups(groups: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """``groups`` (as numbers) with each class whose images are all one group (copies of one picture,
+    or one subject's scans) ungrouped: kept together, the fold or split holding that group would have
+    none of the class to learn from (sklearn: "the data contains only one class"). Its scores are then
+    optimistic, as the duplicates line of the summary says."""
+    classes, y_index = np.unique(labels, return_inverse=True)
+    member_of = np.unique(groups, return_inverse=True)[1].ravel()
+    one_group = np.array([len(np.unique(member_of[y_index.ravel() == c])) == 1 for c in range(len(classes))])
+    return np.where(one_group[y_index.ravel()], member_of.max() + 1 + np.arange(len(member_of)), member_of)
+
+
+def _linked(content_hashes: list[str], perceptual_hashes: np.ndarray, given) -> np.ndarray:
     n = len(content_hashes)
     pairs = np.array([(p.first, p.second) for p in find_duplicates(content_hashes, perceptual_hashes)], dtype=np.int64).reshape(-1, 2)
     if given is not None:
@@ -151,15 +168,17 @@ def grouped_hold_out(y: np.ndarray, share: float, *, groups: np.ndarray | None =
 def place_groups(side: np.ndarray, y: np.ndarray, groups: np.ndarray | None, shares: np.ndarray) -> np.ndarray:
     """``side`` (a fold number per image) with each group of two or more images moved, whole, to the
     fold that is furthest below its share of the group's class (its first image's label), largest
-    groups first: the folds stay stratified however many images are grouped."""
+    groups first: the folds stay stratified however many images are grouped. A class whose images
+    are all one group (copies of one picture) cannot be kept apart, since the fold holding the group
+    would have none of the class to learn from: its images keep their folds, ungrouped (:func:`separable_groups`)."""
     if groups is None:
         return side
-    _, first, member_of, sizes = np.unique(groups, return_index=True, return_inverse=True, return_counts=True)
+    classes, y_index = np.unique(y, return_inverse=True)
+    _, first, member_of, sizes = np.unique(separable_groups(groups, y), return_index=True, return_inverse=True, return_counts=True)
     shared = sizes[member_of] > 1
     if not shared.any():
         return side
     side = side.copy()
-    classes, y_index = np.unique(y, return_inverse=True)
     counts = np.zeros((len(shares), len(classes)))
     np.add.at(counts, (side[~shared], y_index[~shared]), 1)
     members_of = np.split(np.argsort(member_of, kind="stable"), np.cumsum(sizes)[:-1])  # one sort, not a scan per group
