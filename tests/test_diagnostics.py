@@ -85,6 +85,17 @@ def test_a_held_out_split_of_one_class_cannot_show_learning():
     assert some.label == "healthy" and any("no images of 1 of the 3 classes (c)" in line for line in some.evidence)
 
 
+def test_counts_and_cv_are_described_as_they_are_on_a_class_of_one_image():
+    from headstart.cli import _how_C_was_chosen
+    from headstart.diagnostics import wilson_interval
+
+    lopsided = judge(Evidence(2, 0.5, 6 / 7, "test", 6 / 7, wilson_interval(6, 7), heldout_images=7, images_per_class=1, class_range=(1, 24)))
+    assert lopsided.next_steps[-1].endswith("(now 1 to 24 per class).")  # the lower median of 1 and 24 is not "1 per class"
+    assert _how_C_was_chosen({"C": 1.0, "cv_folds": 1, "cv_score": None}) == "C=1, not cross-validated (a class has one training image)"
+    assert _how_C_was_chosen({"C": 0.1, "cv_folds": 5, "cv_score": None}) == "C=0.1, the one value given"
+    assert _how_C_was_chosen({"C": 0.1, "cv_folds": 5, "cv_score": 0.9}).startswith("C=0.1 chosen by 5-fold CV")
+
+
 def test_next_steps_follow_the_evidence():
     tuned = judge(evidence(1.0, 0.4, strategy="finetune_all", best_epoch=3, epochs_run=8, more_data="about 90 images per class."))
     assert any("Stop at epoch 3" in step for step in tuned.next_steps)

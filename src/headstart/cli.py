@@ -303,6 +303,8 @@ def _model_params(args) -> dict:
 
 
 def _how_C_was_chosen(clf: dict) -> str:
+    if clf.get("solver") != "minibatch" and clf.get("cv_score") is None:  # nothing was cross-validated
+        return f"C={clf['C']:g}, " + ("not cross-validated (a class has one training image)" if clf["cv_folds"] < 2 else "the one value given")
     if clf.get("solver") != "minibatch":
         return f"C={clf['C']:g} chosen by {clf['cv_folds']}-fold CV{_grouped(clf.get('duplicate_groups'))}"
     if not clf["held_out"]:

@@ -39,6 +39,7 @@ class Evidence:
     best_epoch: int | None = None  # fine-tuning: the epoch whose weights were kept
     epochs_run: int | None = None
     images_per_class: float | None = None  # median, training split
+    class_range: tuple[int, int] | None = None  # the smallest and the largest class's training images
     better_tap: str | None = None  # a tap the advisor's sweep scored higher than the one used
     more_data: str | None = None  # the learning curve's estimate, in words
     suspects: int = 0  # training images whose label looks wrong
@@ -233,6 +234,8 @@ def _more_data(e: Evidence, lead: str) -> str:
     if e.more_data:
         return f"{lead}: {e.more_data}"
     have = f" (now {e.images_per_class:g} per class)" if e.images_per_class else ""
+    if e.class_range and e.class_range[0] != e.class_range[1]:  # a median of 1 and 24 is not "1 per class"
+        have = f" (now {e.class_range[0]} to {e.class_range[1]} per class)"
     return f"{lead}: collect more images per class{have}."
 
 
