@@ -11,6 +11,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Collection, Iterator
 
+from ._text import shortened
 from .errors import DataError
 
 
@@ -54,8 +55,7 @@ def check_replaceable(target: Path, ours: Collection[str], what: str) -> None:
     if target.is_dir():
         foreign = sorted(entry.name for entry in target.iterdir() if entry.name not in ours and not entry.name.startswith("."))
         if foreign:
-            shown = ", ".join(foreign[:3]) + (f" and {len(foreign) - 3} more" if len(foreign) > 3 else "")
-            raise DataError(f"{target} holds {shown}, which writing a {what} there would delete; give a new or empty folder.")
+            raise DataError(f"{target} holds {shortened(foreign, 3)}, which writing a {what} there would delete; give a new or empty folder.")
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
         os.rmdir(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.", suffix=".probe"))
