@@ -91,6 +91,12 @@ def test_evaluate_prints_every_figure_the_worst_mistakes_and_a_report(run_dir, t
     assert len(mistakes) == 3 and all(line.split()[1:3] == ["red", "green"] for line in mistakes)
     report = (tmp_path / "evaluation" / "report.html").read_text()
     assert "Confusion" in report or "confusion" in report
+    # files the folder scan passes over are reported too, not only those that fail to decode
+    (data / "blue" / "empty.png").write_bytes(b"")
+    Image.new("L", (40, 40), 0).save(data / "blue" / "00_mask.png")
+    code, out, _ = run(capsys, "evaluate", run_dir, data)
+    assert "(all images, 9 images; 1 segmentation mask(s) passed over; 1 unreadable skipped)" in out
+    assert f"skipped     {data / 'blue' / 'empty.png'}: unreadable (empty file)" in out
 
 
 def test_evaluate_help_describes_every_argument(capsys):

@@ -504,7 +504,8 @@ def format_evaluation_command(ev, args, report: Path | None) -> str:
     """What `headstart evaluate` prints: the figures, every class's recall, the worst mistakes."""
     scored = "all images" if ev.split == "pool" else f"its {ev.split} split"
     unreadable = f"; {len(ev.unreadable)} unreadable skipped" if ev.unreadable else ""
-    lines = [f"headstart evaluate: {args.run} on {args.data} ({scored}, {ev.n_images} images{unreadable})", format_evaluation(ev, indent="  ", all_classes=True)]
+    masks = f"; {ev.masks} segmentation mask(s) passed over" if ev.masks else ""
+    lines = [f"headstart evaluate: {args.run} on {args.data} ({scored}, {ev.n_images} images{masks}{unreadable})", format_evaluation(ev, indent="  ", all_classes=True)]
     if ev.mistakes:
         width = max(len(m["path"]) for m in ev.mistakes)
         wrong = ev.n_images - round(ev.accuracy * ev.n_images)

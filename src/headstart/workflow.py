@@ -51,6 +51,7 @@ class Evaluation:
     # images that could not be read, and the error analysis (confusion, calibration) a report shows
     mistakes: list[dict] = field(default_factory=list)
     unreadable: list[dict] = field(default_factory=list)
+    masks: int = 0  # segmentation masks beside their images, passed over
     analysis: dict | None = None
     # a model with a novelty detector: false rejections at its threshold (rejection_figures)
     rejection: dict | None = None
@@ -306,7 +307,10 @@ def evaluate_folder(model: TransferClassifier, data: str | os.PathLike, *, allow
     if none_of_these:
         evaluation.rejection["none_of_these"] = _none_of_these_figures(model, novelty[ok], none_of_these)
     evaluation.mistakes = _mistakes(model.classes_, scores[ok], labels[ok], [r.path for r in kept])
-    evaluation.unreadable = [{"path": str(records[i].path), "reason": why} for i, why in failures.items()]
+    passed_over = [s for s in dataset.skipped if s.split == split and s.reason != "not an image"]
+    evaluation.masks = sum(s.reason.startswith(MASK_REASON) for s in passed_over)
+    evaluation.unreadable = [{"path": str(s.path), "reason": s.reason} for s in passed_over if not s.reason.startswith(MASK_REASON)]
+    evaluation.unreadable += [{"path": str(records[i].path), "reason": why} for i, why in failures.items()]
     evaluation.analysis = error_analysis(np.searchsorted(model.classes_, labels[ok]), scores[ok], [str(to_json_label(c)) for c in model.classes_])
     return evaluation
 

@@ -71,6 +71,7 @@ class Skipped:
 
     path: Path
     reason: str
+    split: str = "pool"  # the split it would have been in (evaluate reports only its own split's)
 
 
 @dataclass
@@ -199,7 +200,7 @@ def _scan_class_dirs(class_dirs: Iterable[Path], split: str) -> tuple[list[Image
             if reasons[file] is None:
                 records.append(ImageRecord(file, class_dir.name, split))
             else:
-                skipped.append(Skipped(file, reasons[file]))
+                skipped.append(Skipped(file, reasons[file], split))
         if len(records) == found:
             empty.append(str(class_dir))
     if empty:  # a class whose images failed to copy would otherwise just be missing from the model
@@ -253,13 +254,13 @@ def _from_csv(csv_path: Path, *, allow_outside: bool) -> Dataset:
     for (rel, _, split, group), label in zip(rows, labels):
         file = _resolve_inside(base, rel, csv_path, allow_outside)
         if not file.is_file():
-            skipped.append(Skipped(file, "missing file"))
+            skipped.append(Skipped(file, "missing file", split))
             continue
         reason = classify_file(file)
         if reason is None:
             records.append(ImageRecord(file, label, split, group))
         else:
-            skipped.append(Skipped(file, reason))
+            skipped.append(Skipped(file, reason, split))
     if not records:
         raise DataError(f"{csv_path} lists no readable images; each row needs path,label with paths relative to the CSV.")
     return Dataset(root=base, layout="csv", records=records, skipped=skipped)
