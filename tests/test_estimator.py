@@ -108,7 +108,9 @@ def test_unreadable_training_images_are_skipped_or_fatal(tmp_path):
     [
         ([], [], "no images"),
         ([colour_image((1, 1, 1), 0)] * 2, ["a"], "2 images but 1 labels"),
-        ([colour_image((1, 1, 1), i) for i in range(4)], ["a"] * 4, "at least 2 classes"),
+        ([colour_image((1, 1, 1), i) for i in range(4)], ["a"] * 4, "at least 2 classes, but the data contain only a[.]"),
+        ([colour_image((1, 1, 1), i) for i in range(4)], ["a", "a", "b", None], r"1 image\(s\) have no label \(None or NaN\), the first #3"),
+        ([colour_image((1, 1, 1), i) for i in range(5)], np.array([0, 0, 1, 1, np.nan], dtype=np.float32), "the first #4"),
         ("some/folder", ["a"], "wrap it in a list"),
     ],
 )

@@ -94,7 +94,7 @@ def _fit_model(params: dict, images: Sequence, labels, groups, others: Sequence,
     ok = train.ok
     classes, y_index = np.unique(labels[ok], return_inverse=True)
     if len(classes) < 2:
-        raise DataError(f"need images of at least 2 classes, but the data contain only {list(classes)}.")
+        raise DataError(f"need images of at least 2 classes, but the data contain only {', '.join(map(str, classes))}.")
     # Near duplicates (re-encodes, neighbouring slices) stay together in every split made for choosing
     given = np.asarray(groups)[ok] if groups is not None else None
     groups = near_duplicate_groups([train.content_hashes[i] for i in np.flatnonzero(ok)], train.phashes[ok], given, labels=y_index)
@@ -394,6 +394,9 @@ def _checked_input(images, labels) -> tuple[list[ImageSource], np.ndarray]:
         raise DataError(f"got {len(sources)} images but {len(labels)} labels; give one label per image.")
     if not sources:
         raise DataError("no images given; fit needs at least two labelled images per class.")
+    missing = [i for i, label in enumerate(labels) if label is None or label != label]  # None, or NaN (unequal to itself)
+    if missing:
+        raise DataError(f"{len(missing)} image(s) have no label (None or NaN), the first #{missing[0]}; label them or leave them out.")
     return sources, labels
 
 
