@@ -56,6 +56,9 @@ def test_csv_with_integer_labels_keeps_them(tmp_path):
     dataset = load_dataset(tmp_path / "labels.csv")
     assert dataset.classes == [1, 2, 15]
     assert dataset.layout == "csv"
+    # written on Windows: backslashes between folders
+    (tmp_path / "windows.csv").write_text("\n".join(row.replace("/", "\\") for row in rows))
+    assert [r.path for r in load_dataset(tmp_path / "windows.csv", split=False).records] == [r.path for r in load_dataset(tmp_path / "labels.csv", split=False).records]
 
 
 def test_tsv_without_header(tmp_path):

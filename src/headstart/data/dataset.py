@@ -302,6 +302,8 @@ def _parse_labels(raw: Sequence[str]) -> list[Label]:
 
 
 def _resolve_inside(base: Path, rel: str, csv_path: Path, allow_outside: bool) -> Path:
+    if "\\" in rel and not (base / rel).exists():  # a CSV written on Windows: data\cats\1.jpg
+        rel = rel.replace("\\", "/")
     candidate = Path(rel)
     full = candidate if candidate.is_absolute() else base / candidate
     if allow_outside:
