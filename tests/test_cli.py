@@ -180,6 +180,8 @@ def test_a_mirroring_warning_is_printed_once_in_the_summary(tmp_path, capsys):
 def test_backbones_lists_the_offline_ones(capsys):
     code, out, _ = run(capsys, "backbones")
     assert code == 0 and "mobilenet_v2" in out and "efficientnet_lite0" in out
+    rows = out.splitlines()[:-1]
+    assert len({row.index("taps:") for row in rows}) == 1  # one column, however long the sizes are
 
 
 def test_fit_with_fine_tuning_writes_history(colour_splits, tmp_path, capsys):

@@ -792,10 +792,14 @@ def cmd_style_evaluate(args) -> int:
 def cmd_backbones(args) -> int:
     from .backbones import get_backbone, list_backbones
 
+    rows = []
     for name in list_backbones():
         spec = get_backbone(name)
         sizes = f"{spec.preprocessing.crop}px" + (f" ({spec.test_crop}px on images that carry it)" if spec.test_crop else "")
-        print(f"{name:20s} {sizes:32s} taps: {len(spec.taps)}  {spec.source}")
+        rows.append((name, sizes, f"taps: {len(spec.taps)}", spec.source))
+    widths = [max(len(row[i]) for row in rows) for i in range(3)]
+    for row in rows:
+        print("  ".join(f"{cell:<{width}}" for cell, width in zip(row, widths)) + f"  {row[3]}")
     print("Any torchvision or timm model name also works where its weights can be downloaded or are cached.")
     return 0
 
