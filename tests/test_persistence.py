@@ -63,7 +63,7 @@ def test_resave_replaces_the_whole_directory(fitted, tmp_path):
     assert not (tmp_path / "run" / "metrics.json").exists()
 
 
-def test_saving_never_replaces_a_folder_or_file_it_did_not_write(fitted, tmp_path):
+def test_saving_never_replaces_a_folder_or_file_it_did_not_write(fitted, tmp_path, monkeypatch):
     from headstart import DataError
     from headstart.cli import main
 
@@ -84,6 +84,9 @@ def test_saving_never_replaces_a_folder_or_file_it_did_not_write(fitted, tmp_pat
     (interrupted / "checkpoints").mkdir(parents=True)  # a fine-tuning run stopped before its first save
     model.save(interrupted)
     assert (interrupted / "model.json").is_file() and (interrupted / "checkpoints").is_dir()
+    monkeypatch.chdir(interrupted)  # "-o ." from inside a run: the folder a process runs in cannot be swapped
+    with pytest.raises(DataError, match="is the current folder or holds it"):  # was an OSError after the fit
+        model.save(".")
 
 
 @pytest.mark.parametrize(

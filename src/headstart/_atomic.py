@@ -48,8 +48,10 @@ def check_replaceable(target: Path, ours: Collection[str], what: str) -> None:
     """Refuse, before any work, a ``target`` that :func:`atomic_directory` must not replace: a file,
     a folder holding anything but the names in ``ours`` (what the writer of ``what`` puts there; so
     ``-o`` naming the photos' own folder, or a thesis's, is refused instead of deleted), or one that
-    cannot be written."""
-    target = Path(target)
+    cannot be written, or the folder this process runs in (or one holding it: it cannot be swapped)."""
+    target, absolute = Path(target), Path(os.path.abspath(target))
+    if absolute == Path.cwd() or absolute in Path.cwd().parents:
+        raise DataError(f"{target} is the current folder or holds it, and writing a {what} replaces the folder as a whole; run from outside it (cd ..) and give its path.")
     if target.exists() and not target.is_dir():
         raise DataError(f"{target} is a file; give a folder to write the {what} to.")
     if target.is_dir():
@@ -57,8 +59,8 @@ def check_replaceable(target: Path, ours: Collection[str], what: str) -> None:
         if foreign:
             raise DataError(f"{target} holds {shortened(foreign, 3)}, which writing a {what} there would delete; give a new or empty folder.")
     try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        os.rmdir(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.", suffix=".probe"))
+        absolute.parent.mkdir(parents=True, exist_ok=True)
+        os.rmdir(tempfile.mkdtemp(dir=absolute.parent, prefix=f".{absolute.name}.", suffix=".probe"))
     except OSError as exc:
         raise DataError(f"cannot write the {what} to {target} ({exc.strerror or exc}); give a folder you can write to.") from None
 
@@ -72,7 +74,7 @@ def atomic_directory(target: Path, ours: Collection[str], what: str) -> Iterator
     ``target`` is missing; elsewhere two renames, and a crash between them leaves the previous
     version beside ``target`` as ``.NAME.old-*``.
     """
-    target = Path(target)
+    target = Path(os.path.abspath(target))  # "runs/x/.." has a parent to stage in; "." is refused
     check_replaceable(target, ours, what)
     staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp"))
     try:
