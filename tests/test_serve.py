@@ -299,13 +299,16 @@ def test_the_command_drains_requests_on_sigterm_and_reloads_on_sighup(run, expor
             time.sleep(0.2)
         answers = []
         png = held_images(run)[0].read_bytes()
-        clients = [threading.Thread(target=lambda: answers.append(httpx.post(f"{url}/v1/models/colours/predict", content=png, timeout=30))) for _ in range(6)]
-        for client in clients:
-            client.start()
-        time.sleep(0.15)  # the requests are in the batcher's 400 ms wait when SIGTERM arrives
-        server.send_signal(signal.SIGTERM)
-        for client in clients:
-            client.join(timeout=30)
+        # One client made beforehand: httpx.post makes one (and its SSL context) per call, which on
+        # a slow 2-core machine kept some of the six from reaching the server within the 0.15 s.
+        with httpx.Client(timeout=30) as http:
+            clients = [threading.Thread(target=lambda: answers.append(http.post(f"{url}/v1/models/colours/predict", content=png))) for _ in range(6)]
+            for client in clients:
+                client.start()
+            time.sleep(0.15)  # the requests are in the batcher's 400 ms wait when SIGTERM arrives
+            server.send_signal(signal.SIGTERM)
+            for client in clients:
+                client.join(timeout=30)
         assert server.wait(timeout=30) == 0
     finally:
         server.kill()

@@ -518,8 +518,9 @@ def duplicate_report(dataset: Dataset, codes: Codes) -> dict:
 def describe_found(dataset: Dataset) -> str:
     """``found 258 images of 4 classes (train 206, test 52); passed over 3 non-image files, 2 unreadable``"""
     splits = ", ".join(f"{name} {sum(r.split == name for r in dataset.records)}" for name in dataset.splits)
-    passed = f"; passed over {skipped_in_words(_skipped(dataset))}" if dataset.skipped else ""
-    return f"found {len(dataset.records) + _skipped(dataset)['unreadable']} images of {len(dataset.classes)} classes ({splits}){passed}"
+    skipped = _skipped(dataset)
+    passed = f"; passed over {skipped_in_words(skipped)}" if dataset.skipped else ""
+    return f"found {len(dataset.records) + skipped['unreadable']} images of {len(dataset.classes)} classes ({splits}){passed}"
 
 
 def _skipped(dataset: Dataset, unreadable_codes: int = 0) -> dict[str, int]:

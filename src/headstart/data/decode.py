@@ -125,11 +125,16 @@ def _high_depth_to_rgb(image: Image.Image) -> Image.Image:
     return gray.convert("RGB")
 
 
+def channels_last(array: np.ndarray) -> np.ndarray:
+    """An HxW or HxWxC array as it is; a CxHxW one (torchvision's tensors) moved to HxWxC."""
+    if array.ndim == 3 and array.shape[0] in (1, 3, 4) and array.shape[2] not in (1, 3, 4):
+        return np.moveaxis(array, 0, -1)
+    return array
+
+
 def array_to_image(array: np.ndarray) -> Image.Image:
     """Turn an HxW or HxWxC uint8/float array (as from skimage or OpenCV-less code) into RGB."""
-    array = np.asarray(array)
-    if array.ndim == 3 and array.shape[0] in (1, 3, 4) and array.shape[2] not in (1, 3, 4):
-        array = np.moveaxis(array, 0, -1)  # CHW tensors
+    array = channels_last(np.asarray(array))
     if array.dtype != np.uint8:
         if np.issubdtype(array.dtype, np.floating) and array.size and array.min() < 0:
             raise ValueError("pixel values below 0, as after normalisation: pass images as 0-1 or 0-255 (headstart normalises for the backbone)")

@@ -28,7 +28,7 @@ import numpy as np
 from PIL import Image
 
 from .._atomic import write_text
-from .decode import UnreadableImage, array_to_image, decode_image, to_rgb
+from .decode import UnreadableImage, array_to_image, channels_last, decode_image, to_rgb
 
 log = logging.getLogger(__name__)
 
@@ -165,11 +165,8 @@ def _is_tensor(image) -> bool:
 
 
 def _channels_last(image) -> np.ndarray:
-    """An array or tensor as HxW or HxWxC: torchvision's CHW tensors are the other way round."""
-    array = image.detach().cpu().numpy() if _is_tensor(image) else image
-    if array.ndim == 3 and array.shape[0] in (1, 3, 4) and array.shape[2] not in (1, 3, 4):
-        array = np.moveaxis(array, 0, -1)
-    return array
+    """An array or tensor as HxW or HxWxC (so that its pixel size reads right before decoding)."""
+    return channels_last(image.detach().cpu().numpy() if _is_tensor(image) else image)
 
 
 def as_source(image: ImageInput | ImageSource) -> ImageSource:
