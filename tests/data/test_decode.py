@@ -107,3 +107,19 @@ def test_arrays_of_any_layout():
     assert np.asarray(array_to_image(np.ones((10, 12, 1), np.float64)))[0, 0, 0] == 255
     with pytest.raises(ValueError, match="shape"):
         array_to_image(np.zeros((2, 3, 4, 5)))
+
+
+def test_arrays_past_eight_bits_scale_as_their_files_do():
+    # 12-bit data as pydicom or tifffile hand it over (uint16): scaled by 4,095 as the same pixels
+    # in a 16-bit PNG are, not clipped at 255 (which made nearly every pixel white)
+    ramp = np.linspace(0, 4095, 256).reshape(16, 16).astype(np.uint16)
+    from_array = np.asarray(array_to_image(ramp))
+    from_file = np.asarray(decode_image(encode(Image.fromarray(ramp), "PNG")))
+    assert np.array_equal(from_array, from_file) and len(np.unique(from_array)) == 256
+    colour = np.asarray(array_to_image(np.stack([ramp] * 3, axis=-1)))  # 16-bit RGB, which PIL cannot hold
+    assert colour.min() == 0 and colour.max() == 255 and len(np.unique(colour)) == 256
+    hounsfield = np.asarray(array_to_image(np.linspace(-1024, 3071, 64).reshape(8, 8).astype(np.int16)))
+    assert hounsfield.min() == 0 and hounsfield.max() == 255
+    assert np.asarray(array_to_image(np.eye(4, dtype=bool))).max() == 255  # a boolean mask: 0 or 255
+    with pytest.raises(ValueError, match="0-1 or 0-255"):
+        array_to_image(np.full((4, 4), 4095.0))  # float past 255: refused, not clipped to white

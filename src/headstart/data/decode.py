@@ -107,22 +107,27 @@ def to_rgb(image: Image.Image) -> Image.Image:
 
 
 def _high_depth_to_rgb(image: Image.Image) -> Image.Image:
-    """Scale 16-bit, 32-bit or float grayscale to 0-255 (PIL's convert would clip at 255).
+    """Scale 16-bit, 32-bit or float grayscale to 0-255 (PIL's convert would clip at 255)."""
+    return Image.fromarray(to_eight_bits(np.asarray(image))).convert("RGB")  # "I;16" is uint16, "I" int32, "F" float32
+
+
+def to_eight_bits(pixels: np.ndarray) -> np.ndarray:
+    """Integer or float pixels past 8 bits scaled to uint8, for files and arrays alike.
 
     Integers scale by the bit depth their values fill, 10, 12, 14 or 16 bits: scanners store 12-bit
-    data in 16-bit PNGs, which divided by 65,535 would keep 16 grey levels; by depth, images of one
-    depth keep their relative brightness. Floats, negative values (CT's Hounsfield units) and
-    anything past 16 bits scale by the image's own range.
+    data in 16-bit PNGs (and pydicom hands it over as uint16), which divided by 65,535 would keep
+    16 grey levels, and clipped at 255 would be white; by depth, images of one depth keep their
+    relative brightness. Floats, negative values (CT's Hounsfield units) and anything past 16 bits
+    scale by the image's own range.
     """
-    pixels = np.asarray(image, dtype=np.float64)
-    low, high = float(pixels.min()), float(pixels.max())
-    if image.mode.startswith("I") and low >= 0 and high <= 65535:
+    values = pixels.astype(np.float64)
+    low, high = (float(values.min()), float(values.max())) if values.size else (0.0, 0.0)
+    if np.issubdtype(pixels.dtype, np.integer) and low >= 0 and high <= 65535:
         scale_low, scale_high = 0.0, float(next(2**bits - 1 for bits in (8, 10, 12, 14, 16) if high <= 2**bits - 1))
     else:
         scale_low, scale_high = low, high if high > low else low + 1.0
-    scaled = (pixels - scale_low) / (scale_high - scale_low) * 255.0
-    gray = Image.fromarray(np.clip(np.round(scaled), 0, 255).astype(np.uint8))
-    return gray.convert("RGB")
+    scaled = (values - scale_low) / (scale_high - scale_low) * 255.0
+    return np.clip(np.round(scaled), 0, 255).astype(np.uint8)
 
 
 def channels_last(array: np.ndarray) -> np.ndarray:
@@ -135,9 +140,15 @@ def channels_last(array: np.ndarray) -> np.ndarray:
 def array_to_image(array: np.ndarray) -> Image.Image:
     """Turn an HxW or HxWxC uint8/float array (as from skimage or OpenCV-less code) into RGB."""
     array = channels_last(np.asarray(array))
-    if array.dtype != np.uint8:
+    if array.dtype == np.bool_:
+        array = array.astype(np.uint8) * 255
+    elif np.issubdtype(array.dtype, np.integer) and array.size and (array.min() < 0 or array.max() > 255):
+        array = to_eight_bits(array)  # 16-bit or signed data, scaled as the same pixels in a file would be
+    elif array.dtype != np.uint8:
         if np.issubdtype(array.dtype, np.floating) and array.size and array.min() < 0:
             raise ValueError("pixel values below 0, as after normalisation: pass images as 0-1 or 0-255 (headstart normalises for the backbone)")
+        if np.issubdtype(array.dtype, np.floating) and array.size and array.max() > 255:
+            raise ValueError(f"float pixel values up to {float(array.max()):g}: pass floats as 0-1 or 0-255, or integer arrays (16-bit ones are scaled by their bit depth)")
         if np.issubdtype(array.dtype, np.floating) and array.size and array.max() <= 1.0:
             array = array * 255.0
         array = np.clip(array, 0, 255).astype(np.uint8)
