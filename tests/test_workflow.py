@@ -18,6 +18,15 @@ def test_fit_folder_writes_a_complete_run(colour_splits, tmp_path):
     assert again.computed_codes == 0  # every code came from the cache
 
 
+def test_fit_lists_the_held_out_mistakes_in_its_report(colour_splits, tmp_path):
+    # a green test image filed under red: fit's own evaluation names it, as evaluate does
+    (colour_splits / "test" / "green" / "00.png").rename(colour_splits / "test" / "red" / "filed-wrong.png")
+    _, summary = fit_folder(colour_splits, tmp_path / "run", backbone="tiny", engine="torch", strategy="linear", diagnostics=False)
+    [mistake] = summary.evaluation.mistakes
+    assert mistake["path"].endswith("filed-wrong.png") and (mistake["label"], mistake["predicted"]) == ("red", "green")
+    assert "filed-wrong.png" in (tmp_path / "run" / "report.html").read_text()
+
+
 def test_auto_strategy_plans_first_and_its_pass_fills_the_cache(colour_splits, tmp_path):
     model, summary = fit_folder(colour_splits, tmp_path / "run", backbone="tiny", engine="torch")
     assert summary.computed_codes == 9  # the 18 training images' codes came from the advisor's pass

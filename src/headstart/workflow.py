@@ -47,7 +47,7 @@ class Evaluation:
     chance_majority: float  # share of the largest class
     per_class_recall: dict
     accuracy_ci95: tuple[float, float]  # Wilson interval
-    # evaluate_folder only: the most confident mistakes ({"path", "label", "predicted", "probability"}),
+    # the most confident mistakes ({"path", "label", "predicted", "probability"}); evaluate_folder only:
     # images that could not be read, and the error analysis (confusion, calibration) a report shows
     mistakes: list[dict] = field(default_factory=list)
     unreadable: list[dict] = field(default_factory=list)
@@ -242,6 +242,7 @@ def _evaluate_held_out(model: TransferClassifier, dataset: Dataset, codes: Codes
     finite = np.isfinite(scores).all(axis=1)
     scores, held_out = scores[finite], held_out[finite]
     evaluation = evaluate_scores(model.classes_, scores, labels[held_out], dataset.eval_split)
+    evaluation.mistakes = _mistakes(model.classes_, scores, labels[held_out], [records[i].path for i in held_out])
     novelty = novelty[finite] if novelty is not None else None
     evaluation.rejection = rejection_figures(
         scores, novelty, model.novelty_threshold_, np.searchsorted(model.classes_, labels[held_out]), model.classes_, [records[i].path for i in held_out],
