@@ -65,6 +65,16 @@ def test_predict_on_a_folder_reports_an_empty_image_file_and_skips_other_files(r
     assert rows[str(folder / "empty.jpg")].endswith("unreadable (empty file)")
 
 
+def test_predict_reads_an_image_piped_in_and_refuses_urls(run_dir, colour_splits, capsys, monkeypatch):
+    image = colour_splits / "test" / "blue" / "00.png"
+    monkeypatch.setattr("sys.stdin", io.TextIOWrapper(io.BytesIO(image.read_bytes())))
+    code, out, _ = run(capsys, "predict", run_dir, "-", image, "--format", "json")
+    piped, from_file = json.loads(out)
+    assert code == 0 and piped["path"] == "-" and piped["predictions"] == from_file["predictions"]
+    code, _, err = run(capsys, "predict", run_dir, "https://example.com/bee.jpg")
+    assert code == 2 and "is a URL" in err and "download it first" in err
+
+
 def test_predict_refuses_top_k_zero(run_dir, colour_splits, capsys):
     code, _, err = run(capsys, "predict", run_dir, colour_splits / "test", "--top-k", "0")
     assert code == 2 and "top_k must be at least 1" in err

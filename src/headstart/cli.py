@@ -9,6 +9,7 @@ import json
 import logging
 import os
 import sys
+import tempfile
 from pathlib import Path
 
 from ._text import shortened
@@ -107,7 +108,7 @@ def _model_commands(commands) -> None:
     """What to do with a saved run, and the offline demo."""
     predict = _command(commands, "predict", help="classify images with a saved run")
     predict.add_argument("run", help="run directory written by fit")
-    predict.add_argument("images", nargs="+", help="image files or folders")
+    predict.add_argument("images", nargs="+", help="image files or folders; - reads one image from standard input")
     predict.add_argument("--top-k", type=int, default=1, help="classes to show per image (default 1)")
     predict.add_argument("--format", choices=("table", "csv", "json"), default="table", help="table (default), csv or json")
     predict.add_argument(
@@ -460,7 +461,12 @@ def cmd_predict(args) -> int:
 
     model = TransferClassifier.load(args.run)
     model.progress = args.show_progress
-    rows = predict_images(model, _expand_images(args.images), top_k=args.top_k, reject=None if args.no_reject else "auto")
+    with tempfile.TemporaryDirectory(prefix="headstart-stdin-") as folder:
+        images = _expand_images(args.images, stdin_to=Path(folder) / "stdin")
+        rows = predict_images(model, images, top_k=args.top_k, reject=None if args.no_reject else "auto")
+    for row in rows:
+        if row["path"] == str(Path(folder) / "stdin"):
+            row["path"] = "-"
     print(format_predictions(rows, args.format, len(model.classes_)))
     return EXIT_PARTIAL if any("error" in row for row in rows) else 0
 
@@ -960,16 +966,22 @@ def format_predictions(rows: list[dict], fmt: str, n_classes: int | None = None)
 
 
 # ---------------------------------------------------------------------- helpers
-def _expand_images(items: list[str]) -> list[Path]:
+def _expand_images(items: list[str], stdin_to: Path | None = None) -> list[Path]:
     """Files as given; folders searched recursively for files that look like images, or are named
     as images and cannot be read (an empty .jpg is reported as unreadable, not passed over), but
-    not segmentation masks beside their images (as fit and evaluate pass them over)."""
+    not segmentation masks beside their images (as fit and evaluate pass them over). With
+    ``stdin_to``, "-" is the image piped in, saved there so that it is read as a file would be."""
     from .data.dataset import classify_file, masks_beside_their_images
 
     paths: list[Path] = []
     for item in items:
         path = Path(item)
-        if path.is_dir():
+        if "://" in item:
+            raise HeadstartError(f"{item} is a URL: headstart reads local files only (it works offline); download it first and give its path, or pipe it in as '-'.")
+        if item == "-" and stdin_to is not None:
+            stdin_to.write_bytes(sys.stdin.buffer.read())
+            paths.append(stdin_to)
+        elif path.is_dir():
             reasons = {p: classify_file(p) for p in sorted(path.rglob("*")) if p.is_file()}
             masks = masks_beside_their_images([p for p, why in reasons.items() if why is None])
             if masks:
