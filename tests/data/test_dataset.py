@@ -118,6 +118,31 @@ def test_unusable_roots(tmp_path, make, message):
         load_dataset(make(tmp_path))
 
 
+def test_kaggle_csv_of_ids_finds_its_image_folder(tmp_path, caplog):
+    # train.csv beside train/, a header of its own (id,has_red) and ids without folder or extension
+    write_class_folders(tmp_path / "images", per_class=3)
+    (tmp_path / "train").mkdir()
+    rows = ["id,has_red"]
+    for name in ("red", "blue"):
+        for i, image in enumerate(sorted((tmp_path / "images" / name).iterdir())):
+            image.rename(tmp_path / "train" / f"{name[0]}{i}.png")
+            rows.append(f"{name[0]}{i},{int(name == 'red')}")
+    (tmp_path / "train.csv").write_text("\n".join(rows) + "\n")
+    dataset = load_dataset(tmp_path / "train.csv", split=False)
+    assert dataset.classes == [0, 1] and len(dataset.records) == 6 and not dataset.skipped
+    assert dataset.records[0].path == tmp_path / "train" / "r0.png"
+    assert "reading r0 as train/r0.png" in caplog.text
+    # the same ids in two folders: which one is meant cannot be told
+    (tmp_path / "test").mkdir()
+    (tmp_path / "test" / "r0.png").write_bytes((tmp_path / "train" / "r0.png").read_bytes())
+    with pytest.raises(DataError, match="found as test/r0.png and train/r0.png; write the paths with their folder"):
+        load_dataset(tmp_path / "train.csv")
+    # ids that name nothing: the error says where the first was looked for
+    (tmp_path / "nothing.csv").write_text("path,label\nq1,a\nq2,b\n")
+    with pytest.raises(DataError, match=f"none of its 2 paths is a file \\(the first would be {tmp_path / 'q1'}\\)"):
+        load_dataset(tmp_path / "nothing.csv")
+
+
 def test_empty_csv(tmp_path):
     (tmp_path / "labels.csv").write_text("")
     with pytest.raises(DataError, match="empty"):

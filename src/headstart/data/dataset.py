@@ -250,8 +250,11 @@ def _from_csv(csv_path: Path, *, allow_outside: bool) -> Dataset:
     base = csv_path.parent.resolve()
     rows = _read_label_rows(csv_path)
     labels = _parse_labels([label for _, label, _, _ in rows])
+    folder, suffix = _id_pattern(base, [rel for rel, _, _, _ in rows], csv_path)
     records, skipped = [], []
     for (rel, _, split, group), label in zip(rows, labels):
+        if folder is not None and not (base / rel).exists():
+            rel = f"{folder}/{rel}{suffix}" if folder else f"{rel}{suffix}"
         file = _resolve_inside(base, rel, csv_path, allow_outside)
         if not file.is_file():
             skipped.append(Skipped(file, "missing file", split))
@@ -262,8 +265,43 @@ def _from_csv(csv_path: Path, *, allow_outside: bool) -> Dataset:
         else:
             skipped.append(Skipped(file, reason, split))
     if not records:
-        raise DataError(f"{csv_path} lists no readable images; each row needs path,label with paths relative to the CSV.")
+        missing = [s.path for s in skipped if s.reason == "missing file"]
+        where = f": none of its {len(missing)} paths is a file (the first would be {missing[0]})" if len(missing) == len(skipped) and missing else ""
+        raise DataError(f"{csv_path} lists no readable images{where}; each row needs path,label with paths relative to the CSV's folder.")
     return Dataset(root=base, layout="csv", records=records, skipped=skipped)
+
+
+def _id_pattern(base: Path, paths: list[str], csv_path: Path) -> tuple[str | None, str]:
+    """The (folder, extension) that turns a CSV's image ids into files, as Kaggle's ``train.csv``
+    names ``0004be2c`` for ``train/0004be2c.jpg`` (fastai asks for ``folder=`` and ``suffix=``; here
+    they are found); (None, "") when the paths name files as they are. Found from the first listed
+    path that is not a file, and kept only when it is the one folder and extension that makes it
+    one; said in a warning, since it reads the CSV other than as written."""
+    missing = next((rel for rel in paths if not (base / rel).exists()), None)
+    if missing is None or "/" in missing or "\\" in missing:
+        return None, ""
+    name = Path(missing).name
+    matches = {
+        (file.parent.relative_to(base).as_posix(), file.name[len(name):])
+        for file in base.rglob(f"{glob_escape(name)}*")
+        if file.is_file() and (file.name == name or (file.stem == name and file.suffix.lower() in IMAGE_EXTENSIONS))
+    }
+    if len(matches) != 1:
+        if matches:
+            raise DataError(
+                f"{csv_path} names {missing}, which is no file beside it but is found as "
+                f"{' and '.join(sorted(f'{f}/{name}{x}' for f, x in matches)[:3])}; write the paths with their folder (relative to the CSV)."
+            )
+        return None, ""
+    folder, suffix = matches.pop()
+    folder = "" if folder == "." else folder
+    log.warning("%s lists image ids, not paths: reading %s as %s%s%s", csv_path.name, missing, f"{folder}/" if folder else "", missing, suffix)
+    return folder, suffix
+
+
+def glob_escape(text: str) -> str:
+    """``text`` matched literally by Path.glob ([, ], * and ? bracketed)."""
+    return re.sub(r"([\[\]*?])", r"[\1]", text)
 
 
 def _read_label_rows(csv_path: Path) -> list[tuple[str, str, str, str | None]]:
@@ -275,7 +313,7 @@ def _read_label_rows(csv_path: Path) -> list[tuple[str, str, str, str | None]]:
     if not table:
         raise DataError(f"{csv_path} is empty; write one path,label row per image.")
     header = [c.strip().lower() for c in table[0]][:2]
-    has_header = header in (["path", "label"], ["filename", "label"], ["file", "label"], ["image", "label"])
+    has_header = header in (["path", "label"], ["filename", "label"], ["file", "label"], ["image", "label"]) or _looks_like_a_header(table, csv_path.parent)
     names = [c.strip().lower() for c in table[0]] if has_header else []
     split_column = names.index("split") if "split" in names else 2
     group_column = names.index("group") if "group" in names else None
@@ -291,6 +329,17 @@ def _read_label_rows(csv_path: Path) -> list[tuple[str, str, str, str | None]]:
         group = row[group_column].strip() or None if group_column is not None and len(row) > group_column else None
         rows.append((row[0].strip(), row[1].strip(), split, group))
     return rows
+
+
+def _looks_like_a_header(table: list[list[str]], base: Path) -> bool:
+    """A first row of column names other than ours (Kaggle's ``id,has_cactus``): its path names no
+    file and has neither folder nor extension, and its label is no other row's (a class of one
+    image is refused anyway)."""
+    first = table[0]
+    name = first[0].strip() if len(first) >= 2 else ""
+    if len(table) < 2 or not name or any(c in name for c in "./\\") or (base / name).exists():
+        return False
+    return all(len(row) < 2 or row[1].strip() != first[1].strip() for row in table[1:])
 
 
 def _parse_labels(raw: Sequence[str]) -> list[Label]:
