@@ -143,6 +143,23 @@ def test_kaggle_csv_of_ids_finds_its_image_folder(tmp_path, caplog):
         load_dataset(tmp_path / "nothing.csv")
 
 
+def test_csv_of_one_column_per_class_is_read_as_labels(tmp_path):
+    # ISIC's ground truth: image,MEL,NV,BCC,UNK with a 1.0 under each image's class
+    write_class_folders(tmp_path, per_class=3)
+    classes = ["red", "green", "blue"]
+    rows = ["image,RED,GREEN,BLUE,UNK"] + [f"{name}/{i:02d}.png," + ",".join("1.0" if c == name else "0.0" for c in classes) + ",0.0" for name in classes for i in range(3)]
+    (tmp_path / "truth.csv").write_text("\n".join(rows))
+    dataset = load_dataset(tmp_path / "truth.csv", split=False)
+    assert sorted(dataset.classes) == ["BLUE", "GREEN", "RED"] and all(r.label == r.path.parent.name.upper() for r in dataset.records)
+    rows[2] = rows[2].replace("0.0", "1.0", 1)  # two classes marked: multi-label, which one class per image cannot hold
+    (tmp_path / "truth.csv").write_text("\n".join(rows))
+    with pytest.raises(DataError, match="line 3 marks 2 of them"):
+        load_dataset(tmp_path / "truth.csv")
+    # a label column followed by 0/1 columns of something else is a label column
+    (tmp_path / "flags.csv").write_text("path,label,flagged\n" + "\n".join(f"{n}/{i:02d}.png,{int(n == 'red')},1" for n in classes for i in range(3)))
+    assert load_dataset(tmp_path / "flags.csv", split=False).classes == [0, 1]
+
+
 def test_empty_csv(tmp_path):
     (tmp_path / "labels.csv").write_text("")
     with pytest.raises(DataError, match="empty"):

@@ -318,7 +318,8 @@ def _read_label_rows(csv_path: Path) -> list[tuple[str, str, str, str | None]]:
     split_column = names.index("split") if "split" in names else 2
     group_column = names.index("group") if "group" in names else None
     if has_header:
-        table = table[1:]
+        header_row, table = table[0], table[1:]
+        table = _one_hot_to_labels(header_row, [i for i in range(1, len(names)) if names[i] not in ("split", "group")], table, csv_path) or table
     rows = []
     for number, row in enumerate(table, start=2 if has_header else 1):
         if len(row) < 2:
@@ -329,6 +330,29 @@ def _read_label_rows(csv_path: Path) -> list[tuple[str, str, str, str | None]]:
         group = row[group_column].strip() or None if group_column is not None and len(row) > group_column else None
         rows.append((row[0].strip(), row[1].strip(), split, group))
     return rows
+
+
+def _one_hot_to_labels(header: list[str], columns: list[int], table: list[list[str]], csv_path: Path) -> list[list[str]] | None:
+    """A table of one 0/1 column per class (ISIC's ``image,MEL,NV,BCC,...``) as path,label rows,
+    each labelled by the column that holds its 1; None for a table of labels. Read as labels, its
+    first class column would silently become a two-class "MEL or not" problem."""
+    if len(columns) < 2 or not table or header[1].strip().lower() in ("label", "labels", "class", "category", "target"):
+        return None  # a column named as the label is one, whatever columns follow it
+    try:
+        marks = np.array([[float(row[i]) for i in columns] for row in table])
+    except (ValueError, IndexError):
+        return None
+    if not np.isin(marks, (0.0, 1.0)).all():
+        return None
+    per_row = marks.sum(axis=1)
+    if (per_row != 1).any():
+        line = int(np.flatnonzero(per_row != 1)[0]) + 2
+        raise DataError(
+            f"{csv_path} has one 0/1 column per class, and line {line} marks {int(per_row[line - 2])} of them; "
+            "headstart trains one class per image: keep one mark per row (multi-label data are not supported)."
+        )
+    classes = [header[i].strip() for i in columns]
+    return [[row[0], classes[int(np.argmax(mark))], *row[2:]] for row, mark in zip(table, marks)]  # split and group columns stay where they were
 
 
 def _looks_like_a_header(table: list[list[str]], base: Path) -> bool:
