@@ -75,6 +75,14 @@ def test_predict_reads_an_image_piped_in_and_refuses_urls(run_dir, colour_splits
     assert code == 2 and "is a URL" in err and "download it first" in err
 
 
+def test_errors_name_the_flag_that_fixes_them(colour_splits, tmp_path, capsys):
+    # messages shared with the Python API give the command line's form beside the keyword's
+    code, _, err = run(capsys, "fit", colour_splits, "-o", tmp_path / "a", "--backbone", "tiny", "--solver", "minibatch", "--classifier", "svm")
+    assert code == 2 and "(--solver sklearn)" in err
+    code, _, err = run(capsys, "fit", colour_splits, "-o", tmp_path / "b", "--backbone", "tiny+tiny", "--strategy", "finetune_top")
+    assert code == 2 and "(--strategy linear)" in err
+
+
 def test_predict_refuses_top_k_zero(run_dir, colour_splits, capsys):
     code, _, err = run(capsys, "predict", run_dir, colour_splits / "test", "--top-k", "0")
     assert code == 2 and "top_k must be at least 1" in err

@@ -57,7 +57,7 @@ class RejectionMixin:
         X = _as_list(X)
         check_is_fitted(self)
         if self.fitted_.novelty is None:  # said before any image is read
-            raise NotFittedError("this model has no novelty detector (a mini-batch head, or too few images held out to calibrate one); fit with solver='sklearn' or more images.")
+            raise NotFittedError("this model has no novelty detector (a mini-batch head, or too few images held out to calibrate one); fit with solver='sklearn' (--solver sklearn) or more images.")
         _, failures, novelty = self.predicted(X)
         if failures:
             raise unreadable_error(failures, X)

@@ -240,7 +240,7 @@ def _check_backbone_and_tap(params: dict) -> None:
     if len(names) > 1 and len(taps) not in (1, len(names)):
         raise DataError(f"tap={tap!r} does not fit the joined backbone {backbone!r}: give one tap for all, or one per backbone joined by '+', in order.")
     if len(names) > 1 and strategy not in ("auto", "linear"):
-        raise DataError(f"strategy {strategy!r} trains one network, but backbone={backbone!r} joins several; give one backbone, or strategy='linear'.")
+        raise DataError(f"strategy {strategy!r} trains one network, but backbone={backbone!r} joins several; give one backbone, or strategy='linear' (--strategy linear).")
     if strategy == "scratch":
         names = [_scratch_backbone(params)]
     try:

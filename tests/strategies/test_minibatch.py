@@ -86,7 +86,7 @@ def test_auto_takes_the_minibatch_solver_past_the_threshold(monkeypatch):
 
 def test_the_svm_cannot_be_forced_onto_the_minibatch_solver():
     (X, y), _ = overlapping([10, 10])
-    with pytest.raises(HeadstartError, match="solver='sklearn' for the SVM"):
+    with pytest.raises(HeadstartError, match="solver='sklearn' \\(--solver sklearn\\) for the SVM"):
         fit_linear_head(X, y, kind="svm", solver="minibatch")
     with pytest.raises(HeadstartError, match="solver"):
         fit_linear_head(X, y, solver="sgd")

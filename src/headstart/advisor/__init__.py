@@ -89,7 +89,7 @@ def _checked_labels(spec: BackboneSpec, labels, tap: str | None) -> np.ndarray:
     if counts.min() < 2:
         raise DataError(
             f"class(es) {shortened(classes[counts < 2])} have 1 training image; the advisor cross-validates, so every class needs 2 "
-            "(a folder of class folders keeps a fifth of each class for testing): add images, or fit with strategy='linear'."
+            "(a folder of class folders keeps a fifth of each class for testing): add images, or fit with strategy='linear' (--strategy linear)."
         )
     return y
 

@@ -136,7 +136,7 @@ def create_engine(
         onnx = onnx or cached_graph(graph, (lambda: export_graph(spec, tap, input_size, graph)) if pays else None)
     except Exception as exc:
         if engine == "onnx":
-            raise HeadstartError(f"ONNX export of {spec.name} failed ({exc}); use engine='torch'.") from None
+            raise HeadstartError(f"ONNX export of {spec.name} failed ({exc}); use engine='torch' (--engine torch).") from None
         log.warning("ONNX Runtime unavailable for %s (%s); using PyTorch", spec.name, str(exc).splitlines()[0][:200])
         onnx = None
     return onnx if onnx is not None else TorchEngine(build_tap_model(spec, tap), torch_device)

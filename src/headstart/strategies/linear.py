@@ -141,7 +141,7 @@ def check_solver(solver: str, kind: str) -> None:
     check_choice("classifier", kind, HEADS)
     check_choice("solver", solver, SOLVERS)
     if solver == "minibatch" and kind != "logistic":
-        raise HeadstartError(f"the mini-batch solver fits logistic regression, not classifier={kind!r}; use solver='sklearn' for the SVM.")
+        raise HeadstartError(f"the mini-batch solver fits logistic regression, not classifier={kind!r}; use solver='sklearn' (--solver sklearn) for the SVM.")
 
 
 def choose_solver(solver: str, kind: str, n_codes: int, n_classes: int) -> str:
