@@ -27,6 +27,15 @@ def test_fit_lists_the_held_out_mistakes_in_its_report(colour_splits, tmp_path):
     assert "filed-wrong.png" in (tmp_path / "run" / "report.html").read_text()
 
 
+def test_a_cache_that_cannot_be_written_is_said_once_and_the_fit_goes_on(colour_splits, tmp_path, monkeypatch, caplog):
+    (tmp_path / "a-file").write_text("in the way")
+    monkeypatch.setenv("HEADSTART_CACHE", str(tmp_path / "a-file" / "cache"))  # mkdir under a file fails, even as root
+    _, summary = fit_folder(colour_splits, tmp_path / "run", backbone="tiny", engine="torch", diagnostics=False)
+    assert summary.evaluation.accuracy == 1.0 and (tmp_path / "run" / "model.json").exists()
+    said = [r.getMessage() for r in caplog.records if r.levelname == "WARNING" and "cache" in r.getMessage()]
+    assert len(said) == 1 and "cannot be written" in said[0] and "HEADSTART_CACHE" in said[0]  # codes, hashes and the plan: one line
+
+
 def test_auto_strategy_plans_first_and_its_pass_fills_the_cache(colour_splits, tmp_path):
     model, summary = fit_folder(colour_splits, tmp_path / "run", backbone="tiny", engine="torch")
     assert summary.computed_codes == 9  # the 18 training images' codes came from the advisor's pass

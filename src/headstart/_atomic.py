@@ -7,12 +7,16 @@ import ctypes.util
 import os
 import shutil
 import tempfile
+import logging
+import threading
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Collection, Iterator
 
 from ._text import shortened
 from .errors import DataError
+
+log = logging.getLogger(__name__)
 
 
 @contextmanager
@@ -42,6 +46,25 @@ def give_usual_mode(path: Path) -> None:
 def write_text(target: Path, text: str) -> None:
     with atomic_path(target) as tmp:
         tmp.write_text(text, encoding="utf-8")
+
+
+_UNWRITABLE_CACHES: set[Path] = set()
+_UNWRITABLE_LOCK = threading.Lock()
+
+
+def cache_write_failed(root: Path, exc: OSError) -> None:
+    """Say once per process that the cache folder ``root`` cannot be written. A cache that cannot
+    keep codes, image hashes or plans costs the next run time, nothing else, so the fit goes on;
+    each of its stores saying so (a dozen lines for one cause) said it too often."""
+    root = Path(root).absolute()
+    with _UNWRITABLE_LOCK:
+        if root in _UNWRITABLE_CACHES:
+            return
+        _UNWRITABLE_CACHES.add(root)
+    log.warning(
+        "the cache folder %s cannot be written (%s): codes, image hashes and plans are not kept for the next run; "
+        "set HEADSTART_CACHE to a writable folder, or pass --no-cache", root, exc,
+    )
 
 
 def check_replaceable(target: Path, ours: Collection[str], what: str) -> None:

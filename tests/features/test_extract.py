@@ -101,6 +101,16 @@ def test_onnx_engine_matches_eager_pytorch(image_paths, tmp_path):
     np.testing.assert_allclose(fast.codes, eager.codes, rtol=1e-4, atol=1e-5)
 
 
+def test_onnx_engine_works_where_the_cache_cannot_be_written(image_paths, tmp_path, caplog):
+    # the graph is exported to a temporary folder and read from there: no fallback, no error
+    pytest.importorskip("onnxruntime")
+    (tmp_path / "a-file").write_text("in the way")
+    fast = extractor(cache=False, engine="onnx", cache_dir=tmp_path / "a-file" / "cache")(image_paths)
+    assert fast.engine == "onnx"
+    np.testing.assert_allclose(fast.codes, extractor(cache=False)(image_paths).codes, rtol=1e-4, atol=1e-5)
+    assert "cannot be written" in caplog.text
+
+
 @pytest.mark.slow
 def test_onnx_engine_matches_eager_on_mobilenet_at_small_size(tmp_path):
     pytest.importorskip("onnxruntime")

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .._atomic import write_text
+from .._atomic import cache_write_failed, write_text
 from .._version import __version__
 from ..backbones import PRE_LOGITS, BackboneSpec, Preprocessing
 from .plan import Plan
@@ -45,7 +45,7 @@ def load_plan(root: Path, key: str) -> Plan | None:
     path = Path(root) / "plans" / f"{key}.json"
     try:
         return Plan.from_dict(json.loads(path.read_text(encoding="utf-8")))
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):  # not cached, or no cache folder at all
         return None
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
         log.warning("ignoring an unreadable cached plan %s (%s)", path, exc)
@@ -56,7 +56,7 @@ def store_plan(root: Path, key: str, plan: Plan) -> None:
     try:
         write_text(Path(root) / "plans" / f"{key}.json", json.dumps(plan.to_dict(), default=_jsonable))
     except OSError as exc:  # a read-only cache costs a re-measurement next time, nothing else
-        log.warning("could not cache the plan (%s)", exc)
+        cache_write_failed(root, exc)
 
 
 def _jsonable(value):

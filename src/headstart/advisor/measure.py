@@ -276,7 +276,7 @@ def _measuring_graph(spec, model, taps, preprocessing, n_images, cache_dir, bn_s
         return None  # every batch runs eagerly for the BatchNorm sample
     graph = taps_graph(Path(cache_dir or default_cache_dir()), spec, preprocessing)
     pays = n_images - bn_sample >= export_pays_from(preprocessing.crop)  # the images left to the graph pay for exporting it
-    export = lambda: export_verified(_MeasuringOutputs(spec, model, taps).eval(), graph, preprocessing.crop, [LOGITS, *taps])  # noqa: E731
+    export = lambda path: export_verified(_MeasuringOutputs(spec, model, taps).eval(), path, preprocessing.crop, [LOGITS, *taps])  # noqa: E731
     try:
         return cached_graph(graph, export if pays else None, taps)
     except Exception as exc:  # an op the exporters cannot take, or no ONNX Runtime: measure eagerly

@@ -27,7 +27,7 @@ from typing import Callable, Union
 import numpy as np
 from PIL import Image
 
-from .._atomic import write_text
+from .._atomic import cache_write_failed, write_text
 from .decode import UnreadableImage, array_to_image, channels_last, decode_image, to_rgb
 
 log = logging.getLogger(__name__)
@@ -226,7 +226,7 @@ class HashMemo:
                 try:
                     write_text(self._file(folder), json.dumps({"folder": str(folder), "files": merged}))
                 except OSError as exc:  # a read-only cache costs hashing next time, nothing else
-                    log.warning("could not remember content hashes in %s (%s)", self.directory, exc)
+                    cache_write_failed(self.directory.parent, exc)
                     return
 
     def _folder(self, folder: Path) -> dict[str, list]:

@@ -31,6 +31,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .._atomic import cache_write_failed
+
 log = logging.getLogger(__name__)
 
 _PHASH = np.dtype("<u8")
@@ -104,7 +106,7 @@ class FeatureCache:
                     self._writer = _Writer(self.packs)
                 row = self._writer.append(record.tobytes(), key)
             except OSError as exc:  # a full or read-only cache must not stop a fit...
-                log.warning("could not write to the feature cache %s (%s); codes are no longer cached in this run", self.packs, exc)
+                cache_write_failed(self.root, exc)
                 self._unwritable = True  # ...and a half-written record must not shift the ones after it
                 return
             self._index[key] = (self._writer.name, row)

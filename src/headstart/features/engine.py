@@ -13,6 +13,8 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
+import os
+import tempfile
 import warnings
 from pathlib import Path
 from typing import Callable
@@ -20,7 +22,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from .._atomic import atomic_path
+from .._atomic import atomic_path, cache_write_failed
 from ..backbones import BackboneSpec, Preprocessing, build_tap_model
 from ..errors import HeadstartError
 from ..hardware import resolve_device
@@ -133,7 +135,7 @@ def create_engine(
     pays = engine == "onnx" or images is None or images >= export_pays_from(input_size)
     try:
         onnx = None if graph.is_file() else cached_graph(taps_graph(cache_root, spec, preprocessing), None, tap.split("+"))
-        onnx = onnx or cached_graph(graph, (lambda: export_graph(spec, tap, input_size, graph)) if pays else None)
+        onnx = onnx or cached_graph(graph, (lambda path: export_graph(spec, tap, input_size, path)) if pays else None)
     except Exception as exc:
         if engine == "onnx":
             raise HeadstartError(f"ONNX export of {spec.name} failed ({exc}); use engine='torch' (--engine torch).") from None
@@ -142,11 +144,13 @@ def create_engine(
     return onnx if onnx is not None else TorchEngine(build_tap_model(spec, tap), torch_device)
 
 
-def cached_graph(graph: Path, export: Callable[[], None] | None, codes: list[str] | None = None) -> OnnxEngine | None:
+def cached_graph(graph: Path, export: Callable[[Path], None] | None, codes: list[str] | None = None) -> OnnxEngine | None:
     """ONNX Runtime on the verified graph at ``graph`` (giving its outputs ``codes`` side by side,
     where named): the cached file (exported again if it is damaged or lacks one of ``codes``),
-    else the one ``export()`` writes there; None where there is none and no ``export``. Raises
-    what the export (or loading what it wrote) raises."""
+    else the one ``export(graph)`` writes there; None where there is none and no ``export``. Raises
+    what the export (or loading what it wrote) raises. A cache folder that cannot be written gets
+    the graph exported to a temporary folder, deleted once ONNX Runtime has read it: the run is as
+    fast, and only the next one pays for the export again."""
     if graph.is_file():
         try:
             cached = OnnxEngine(graph, codes)
@@ -158,8 +162,21 @@ def cached_graph(graph: Path, export: Callable[[], None] | None, codes: list[str
             log.warning("cannot use %s: %s", graph, exc)
     if export is None:
         return None
-    export()
+    if not _writable_folder(graph.parent):
+        cache_write_failed(graph.parent.parent, PermissionError(f"cannot write in {graph.parent}"))
+        with tempfile.TemporaryDirectory(prefix="headstart-onnx-") as folder:
+            export(Path(folder) / graph.name)
+            return OnnxEngine(Path(folder) / graph.name, codes)  # the session holds the graph in memory
+    export(graph)
     return OnnxEngine(graph, codes)
+
+
+def _writable_folder(folder: Path) -> bool:
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        return False
+    return os.access(folder, os.W_OK)
 
 
 def export_graph(spec: BackboneSpec, tap: str, input_size: int, graph: Path) -> None:
