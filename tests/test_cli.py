@@ -235,6 +235,9 @@ def test_fine_tuning_run_keeps_checkpoints_and_resumes(colour_splits, tmp_path, 
     assert code == 2 and "configure fine-tuning; add --strategy" in err
     code, _, err = run(capsys, "fit", colour_splits, "-o", tmp_path / "lin", "--backbone", "tiny", "--strategy", "linear", "--resume")
     assert code == 2 and "--resume continues a fine-tuning run" in err
+    # auto planned a linear head: there is nothing to resume, and the fit says so instead of refitting in silence
+    assert main(["fit", str(colour_splits), "-o", str(tmp_path / "auto"), "--backbone", "tiny", "--resume"]) == 0
+    assert "nothing to resume: the plan is a linear classifier" in capsys.readouterr().err
 
 
 def test_progress_announces_each_phase_and_each_epoch_only_when_asked(colour_splits, tmp_path, capsys):

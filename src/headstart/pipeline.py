@@ -408,6 +408,8 @@ def _train_network(record: FittedModel, recipe: Recipe, params: dict, images: li
     try:
         if recipe.finetune is not None:
             record.network, record.history, record.finetune, held = _fine_tune(recipe, params, images, y_index, groups, record, started, board)
+        elif params["resume"]:  # auto planned a linear head: no epochs to resume, and fitting it takes seconds
+            log.warning("nothing to resume: the plan is a linear classifier, which has no epochs; it was fitted whole")
         if board is not None:
             step = len(record.history.records) if record.history is not None else 0
             board.final({"accuracy/cross_validation": record.head_report.cv_score}, {"linear_head": record.head.coef}, step)
