@@ -716,7 +716,7 @@ def _style_index(args) -> int:
         # Saved as it goes: an interrupted first indexing resumes from the last checkpoint.
         index, report = StyleIndex.build(args.folder, settings, progress=args.show_progress, checkpoint=lambda partial: partial.save(output))
     index.save(output)
-    print(f"{output}: {len(index)} images ({report.summary()})")
+    print(f"{output}: {len(index)} image{'' if len(index) == 1 else 's'} ({report.summary()})")
     for path, why in report.skipped[:10]:
         print(f"  skipped {path}: {why}")
     return EXIT_PARTIAL if any(why.startswith("unreadable") for _, why in report.skipped) else 0
@@ -971,7 +971,7 @@ def _expand_images(items: list[str], stdin_to: Path | None = None) -> list[Path]
     as images and cannot be read (an empty .jpg is reported as unreadable, not passed over), but
     not segmentation masks beside their images (as fit and evaluate pass them over). With
     ``stdin_to``, "-" is the image piped in, saved there so that it is read as a file would be."""
-    from .data.dataset import classify_file, masks_beside_their_images
+    from .data.dataset import classify_file, files_under, masks_beside_their_images
 
     paths: list[Path] = []
     for item in items:
@@ -982,7 +982,7 @@ def _expand_images(items: list[str], stdin_to: Path | None = None) -> list[Path]
             stdin_to.write_bytes(sys.stdin.buffer.read())
             paths.append(stdin_to)
         elif path.is_dir():
-            reasons = {p: classify_file(p) for p in sorted(path.rglob("*")) if p.is_file()}
+            reasons = {p: classify_file(p) for p in files_under(path)}
             masks = masks_beside_their_images([p for p, why in reasons.items() if why is None])
             if masks:
                 log.warning("passed over %d segmentation mask(s) beside their images in %s", len(masks), path)

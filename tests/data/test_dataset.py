@@ -160,6 +160,18 @@ def test_csv_of_one_column_per_class_is_read_as_labels(tmp_path):
     assert load_dataset(tmp_path / "flags.csv", split=False).classes == [0, 1]
 
 
+def test_hidden_folders_and_zip_litter_hold_no_images(tmp_path, caplog):
+    # Jupyter keeps copies of images in .ipynb_checkpoints beside them; a zip made on a Mac adds __MACOSX
+    write_class_folders(tmp_path, per_class=3)
+    (tmp_path / "red" / ".ipynb_checkpoints").mkdir()
+    (tmp_path / "red" / ".ipynb_checkpoints" / "00-checkpoint.png").write_bytes((tmp_path / "red" / "00.png").read_bytes())
+    (tmp_path / "__MACOSX" / "red").mkdir(parents=True)
+    (tmp_path / "__MACOSX" / "red" / "00.png").write_bytes((tmp_path / "red" / "00.png").read_bytes())
+    dataset = load_dataset(tmp_path, split=False)
+    assert sorted(dataset.classes) == ["blue", "green", "red"] and len(dataset.records) == 9
+    assert "__MACOSX" not in caplog.text
+
+
 def test_empty_csv(tmp_path):
     (tmp_path / "labels.csv").write_text("")
     with pytest.raises(DataError, match="empty"):

@@ -40,6 +40,8 @@ SPLIT_NAMES = {
 }
 # Operating-system litter that is never an image; skipped silently but counted.
 _IGNORED_NAMES = frozenset({"thumbs.db", "desktop.ini", ".ds_store", "icon\r"})
+# Folders of such litter: macOS's resource forks in a zip made on a Mac (hidden folders are passed over too).
+_IGNORED_FOLDERS = frozenset({"__MACOSX"})
 
 # A segmentation mask saved beside its image, as in BUSI ("benign (1)_mask.png", "..._mask_1.png")
 # or ISIC ("..._segmentation.png"): not an image to classify, and often telling of its class (a
@@ -166,14 +168,14 @@ def load_dataset(
 
 
 def _from_folders(root: Path) -> Dataset:
-    subdirs = [d for d in sorted(root.iterdir()) if d.is_dir() and not d.name.startswith(".")]
+    subdirs = [d for d in sorted(root.iterdir()) if d.is_dir() and not d.name.startswith(".") and d.name not in _IGNORED_FOLDERS]
     if not subdirs:
         raise DataError(f"{root} has no sub-folders; put each class's images in root/CLASS_NAME/.")
     split_dirs = {d: SPLIT_NAMES.get(d.name.lower()) for d in subdirs}
     if all(split_dirs.values()):
         records, skipped = [], []
         for split_dir, split in split_dirs.items():
-            class_dirs = [d for d in sorted(split_dir.iterdir()) if d.is_dir() and not d.name.startswith(".")]
+            class_dirs = [d for d in sorted(split_dir.iterdir()) if d.is_dir() and not d.name.startswith(".") and d.name not in _IGNORED_FOLDERS]
             r, s = _scan_class_dirs(class_dirs, split)
             records += r
             skipped += s
@@ -189,11 +191,21 @@ def _from_folders(root: Path) -> Dataset:
     return Dataset(root=root, layout=layout, records=records, skipped=skipped)
 
 
+def files_under(folder: Path) -> list[Path]:
+    """Every file under ``folder``, sorted, but those in hidden folders (Jupyter's
+    ``.ipynb_checkpoints`` holds copies of the images beside it) and in a zip's ``__MACOSX``."""
+    found = []
+    for where, folders, names in os.walk(folder):
+        folders[:] = [d for d in folders if not d.startswith(".") and d not in _IGNORED_FOLDERS]
+        found += [Path(where) / name for name in names]
+    return sorted(found)
+
+
 def _scan_class_dirs(class_dirs: Iterable[Path], split: str) -> tuple[list[ImageRecord], list[Skipped]]:
     records, skipped, empty = [], [], []
     for class_dir in class_dirs:
         found = len(records)
-        files = sorted(p for p in class_dir.rglob("*") if p.is_file())
+        files = files_under(class_dir)
         reasons = {file: classify_file(file) for file in files}
         reasons |= masks_beside_their_images([file for file in files if reasons[file] is None])
         for file in files:

@@ -33,7 +33,7 @@ from tqdm import tqdm
 
 from .._atomic import atomic_directory
 from .._version import __version__
-from ..data.dataset import classify_file
+from ..data.dataset import classify_file, files_under
 from ..data.images import ImageInput, ImageSource
 from ..errors import DataError, ModelFileError
 from ..hardware import check_precision
@@ -132,15 +132,12 @@ def _file_hash(path: Path) -> str:
 def scan_folder(root: Path) -> tuple[list[Path], list[tuple[str, str]]]:
     """Image files under ``root`` (recursively, sorted) and the files passed over, with why."""
     images, skipped = [], []
-    for dirpath, dirnames, filenames in os.walk(root):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        for name in sorted(filenames):
-            path = Path(dirpath) / name
-            reason = classify_file(path)
-            if reason is None:
-                images.append(path)
-            elif not name.startswith("."):
-                skipped.append((str(path.relative_to(root)), reason))
+    for path in files_under(root):
+        reason = classify_file(path)
+        if reason is None:
+            images.append(path)
+        elif not path.name.startswith("."):
+            skipped.append((str(path.relative_to(root)), reason))
     return images, skipped
 
 
