@@ -172,6 +172,17 @@ def test_hidden_folders_and_zip_litter_hold_no_images(tmp_path, caplog):
     assert "__MACOSX" not in caplog.text
 
 
+def test_unlabelled_images_in_a_split_folder_are_said_to_be_unused(tmp_path, caplog):
+    # Kaggle's layout: train/CLASS/ labelled, test/ the competition's unlabelled images
+    write_class_folders(tmp_path / "train", per_class=3)
+    (tmp_path / "test").mkdir()
+    for image in sorted((tmp_path / "train" / "red").iterdir()):
+        (tmp_path / "test" / image.name).write_bytes(image.read_bytes())
+    dataset = load_dataset(tmp_path, split=False)
+    assert dataset.splits == ["train"] and len(dataset.records) == 9
+    assert f"{tmp_path / 'test'} holds 3 image(s) outside class folders, which have no label and are not used" in caplog.text
+
+
 def test_empty_csv(tmp_path):
     (tmp_path / "labels.csv").write_text("")
     with pytest.raises(DataError, match="empty"):

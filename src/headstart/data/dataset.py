@@ -176,6 +176,7 @@ def _from_folders(root: Path) -> Dataset:
         records, skipped = [], []
         for split_dir, split in split_dirs.items():
             class_dirs = [d for d in sorted(split_dir.iterdir()) if d.is_dir() and not d.name.startswith(".") and d.name not in _IGNORED_FOLDERS]
+            _warn_unlabelled(split_dir)
             r, s = _scan_class_dirs(class_dirs, split)
             records += r
             skipped += s
@@ -189,6 +190,17 @@ def _from_folders(root: Path) -> Dataset:
     if not records:
         raise DataError(f"no images found under {root}; expected root/CLASS/image or root/SPLIT/CLASS/image.")
     return Dataset(root=root, layout=layout, records=records, skipped=skipped)
+
+
+def _warn_unlabelled(split_dir: Path) -> None:
+    """Images lying in a split folder itself, outside any class folder, have no label (Kaggle's
+    ``test/`` often holds the competition's unlabelled images): say they are not used."""
+    loose = [f for f in split_dir.iterdir() if f.is_file() and classify_file(f) is None]
+    if loose:
+        log.warning(
+            "%s holds %d image(s) outside class folders, which have no label and are not used; predict them with: headstart predict RUN %s",
+            split_dir, len(loose), split_dir,
+        )
 
 
 def files_under(folder: Path) -> list[Path]:
