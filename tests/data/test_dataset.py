@@ -181,6 +181,10 @@ def test_unlabelled_images_in_a_split_folder_are_said_to_be_unused(tmp_path, cap
     dataset = load_dataset(tmp_path, split=False)
     assert dataset.splits == ["train"] and len(dataset.records) == 9
     assert f"{tmp_path / 'test'} holds 3 image(s) outside class folders, which have no label and are not used" in caplog.text
+    (tmp_path / "train" / "stray.png").write_bytes((tmp_path / "test" / "00.png").read_bytes())  # beside class folders, as the root
+    caplog.clear()
+    assert len(load_dataset(tmp_path / "train", split=False).records) == 9
+    assert f"{tmp_path / 'train'} holds 1 image(s) outside class folders" in caplog.text
 
 
 def test_empty_csv(tmp_path):

@@ -172,6 +172,7 @@ def _from_folders(root: Path) -> Dataset:
     if not subdirs:
         raise DataError(f"{root} has no sub-folders; put each class's images in root/CLASS_NAME/.")
     split_dirs = {d: SPLIT_NAMES.get(d.name.lower()) for d in subdirs}
+    _warn_unlabelled(root)
     if all(split_dirs.values()):
         records, skipped = [], []
         for split_dir, split in split_dirs.items():
@@ -193,8 +194,8 @@ def _from_folders(root: Path) -> Dataset:
 
 
 def _warn_unlabelled(split_dir: Path) -> None:
-    """Images lying in a split folder itself, outside any class folder, have no label (Kaggle's
-    ``test/`` often holds the competition's unlabelled images): say they are not used."""
+    """Images lying in the root or a split folder itself, outside any class folder, have no label
+    (Kaggle's ``test/`` often holds the competition's unlabelled images): say they are not used."""
     loose = [f for f in split_dir.iterdir() if f.is_file() and classify_file(f) is None]
     if loose:
         log.warning(
