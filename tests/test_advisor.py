@@ -362,6 +362,15 @@ def test_plan_lines_cover_size_similarity_sweep_and_decision():
     assert large.strategy == "linear" and "budget" in large.explanation[-1]
 
 
+def test_what_the_time_budget_left_out_is_said():
+    # measuring took longer than the whole budget, and the partner backbone's pass did not fit in it
+    spent = replace(measurements(), seconds=30.0)
+    sample = {"labels": np.repeat([0, 1, 2], 20), "partner_skipped": ("efficientnet_lite0", 25.0)}
+    text = "\n".join(planning.decide(TINY, spent, sample, [], time_budget=10).explanation)
+    assert "Time budget 10 s: measuring alone took 30.0 s (it is never cut short)" in text
+    assert "Second embedded backbone: efficientnet_lite0 not tried: its codes would take about 25 s, more than the time budget leaves." in text
+
+
 def test_the_plan_says_why_a_better_tap_within_the_noise_lost_to_the_top_one():
     close = [TapScore(PRE_LOGITS, 1.0, 32, 0.900, 0.02), TapScore("features.1", 0.5, 16, 0.904, 0.02)]
     labels = {"labels": np.repeat([0, 1, 2], 20)}

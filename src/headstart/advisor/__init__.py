@@ -64,9 +64,15 @@ def advise(
     key = key or key_of(sample["hashes"])
     if (cached := _cached(root, key, start)) is not None:  # the same content, seen under other names or dates
         return cached
-    if _partner_worth_reading(spec, measurements, tap, time_budget):
-        similar = classify(measurements)[1]
-        _add_partner(sample, PARTNERS[spec.name], images, input_size, device, batch_size, cache, cache_dir, similar, random_state)
+    if _partner_worth_reading(spec, measurements, tap):
+        # about one more measuring pass (its export and eager BatchNorm sample included, so an upper bound); the eager
+        # per-image time doubled, as before, put hymenoptera's 4-5 s partner pass at 40 s
+        partner_seconds = measurements.seconds
+        if time_budget is None or measurements.seconds + partner_seconds <= time_budget:
+            similar = classify(measurements)[1]
+            _add_partner(sample, PARTNERS[spec.name], images, input_size, device, batch_size, cache, cache_dir, similar, random_state)
+        else:  # said in the plan: a budget that quietly drops a step reads as if the step were never considered
+            sample["partner_skipped"] = (PARTNERS[spec.name], partner_seconds)
     plan = decide(
         spec, measurements, sample, images, time_budget=time_budget, tap=tap, finetune_overrides=finetune,
         random_state=random_state, preprocessing=preprocessing, cache_dir=cache_dir,
@@ -101,15 +107,13 @@ def _cached(root, key: str | None, start: float) -> Plan | None:
     return cached
 
 
-def _partner_worth_reading(spec: BackboneSpec, measurements: Measurements, tap: str | None, time_budget: float | None) -> bool:
+def _partner_worth_reading(spec: BackboneSpec, measurements: Measurements, tap: str | None) -> bool:
     """Whether decide() may offer the partner backbone's codes: small data, the tap left to the
     advisor and one tap chosen (only a head on one tap is offered them; ask before paying for
-    them), the top tap for data like ImageNet's, and time for them (about one more pass over the
-    sample; they are cached for the fit)."""
+    them), the top tap for data like ImageNet's (they are cached for the fit)."""
     small, similar = classify(measurements)
-    affordable = time_budget is None or measurements.seconds + 2 * measurements.n_measured * measurements.seconds_per_image <= time_budget
     chosen = best_linear(measurements.sweep, prefer_earlier=small and not similar).tap
-    return small and tap is None and spec.name in PARTNERS and affordable and "+" not in chosen and (chosen == PRE_LOGITS or not similar)
+    return small and tap is None and spec.name in PARTNERS and "+" not in chosen and (chosen == PRE_LOGITS or not similar)
 
 
 def _add_partner(sample: dict, name: str, images, input_size, device, batch_size, cache, cache_dir, similar: bool, random_state: int) -> None:

@@ -235,11 +235,16 @@ def decide(
             partner, _, partner_tap = sample["partner"]
             backbone = f"{spec.name}+{partner}"
             linear_tap = linear.tap if partner_tap == linear.tap else f"{linear.tap}+{partner_tap}"  # one tap for both, or one each
+    elif strategy == "linear" and "partner_skipped" in sample:
+        partner, seconds = sample["partner_skipped"]
+        partner_line = f"Second embedded backbone: {partner} not tried: its codes would take about {format_seconds(seconds)}, more than the time budget leaves."
     case = f"{'small' if small else 'large'}, {'similar' if similar else 'different'}"
     lines = [_size_line(measurements, small), _similarity_line(measurements, similar), _sweep_line(measurements), f"Rule of thumb ({case}): {rule_words}."]
     lines += [line for line in (choice.line, augmentation_line if strategy != "linear" else None, partner_line) if line]
     ensemble = bool(overrides.get("ensemble", DEFAULT_CONFIG.ensemble))
     lines += _closing_lines(spec, strategy, backbone, linear, linear_tap, measurements.sweep, tap is None, rule_strategy, small, similar, choice.budget_bound, ensemble)
+    if time_budget is not None and measurements.seconds > time_budget:
+        lines.append(f"Time budget {time_budget:g} s: measuring alone took {measurements.seconds:.1f} s (it is never cut short), so nothing optional was tried.")
     settings = {"epochs": budget.epochs, "head_lr": DEFAULT_CONFIG.head_lr, "lr_mult": DEFAULT_CONFIG.lr_mult, **overrides} if strategy != "linear" else {}
     return Plan(
         strategy=strategy,
