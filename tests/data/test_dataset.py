@@ -221,6 +221,11 @@ def test_a_held_out_class_that_train_lacks_is_refused_before_any_work(tmp_path):
     with pytest.raises(DataError, match=r"test/ has class\(es\) green with no training images"):
         load_dataset(tmp_path)
     assert load_dataset(tmp_path, split=False).splits  # evaluation data is not refused for it
+    # the same class spelt otherwise ("Green" in val/, "green" in train/) is named as such, with the fix
+    write_class_folders(tmp_path / "train", per_class=3, colours={"green": (0, 200, 0)})
+    (tmp_path / "test" / "green").rename(tmp_path / "test" / "Green")
+    with pytest.raises(DataError, match=r"test/ names class\(es\) as train/ does not \(Green -> green\); rename them"):
+        load_dataset(tmp_path)
 
 
 def test_a_class_folder_without_images_is_named_in_a_warning(tmp_path, caplog):

@@ -441,6 +441,11 @@ def check_held_out_classes(dataset: Dataset) -> None:
         extra = sorted({str(r.label) for r in dataset.split(split) if r.label not in trained})
         if extra:
             where = f"{split}/" if dataset.layout == "splits" else f"the {split} split"
+            by_case = {str(t).casefold().strip(): str(t) for t in trained}
+            renames = [f"{name} -> {by_case[name.casefold().strip()]}" for name in extra if name.casefold().strip() in by_case]
+            if renames:  # "Ants" in val/, "ants" in train/: one class spelt two ways
+                train = "train/" if dataset.layout == "splits" else "the train split"
+                raise DataError(f"{where} names class(es) as {train} does not ({shortened(renames)}); rename them to match, since class names are compared exactly.")
             raise DataError(
                 f"{where} has class(es) {shortened(extra)} with no training images, and a model learns only the classes it is shown: "
                 f"add their training images, or move them out of {where} ('headstart evaluate RUN DATA --none-of-these FOLDER' "
