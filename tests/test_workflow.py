@@ -129,6 +129,9 @@ def test_evaluate_refuses_unknown_classes(colour_splits, tmp_path):
     other = write_class_folders(tmp_path / "other", per_class=2, colours={"purple": (120, 0, 120), "red": (200, 40, 40)})
     with pytest.raises(DataError, match="purple are not among the model's classes"):
         evaluate_folder(TransferClassifier.load(tmp_path / "run"), other)
+    (other / "purple").rename(other / "Blue")  # the model's "blue", spelt otherwise
+    with pytest.raises(DataError, match=r"rename them to match \(Blue -> blue\)"):
+        evaluate_folder(TransferClassifier.load(tmp_path / "run"), other)
 
 
 def test_imbalanced_data_get_class_weights(tmp_path):

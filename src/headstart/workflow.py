@@ -20,8 +20,9 @@ from . import distributed, progress
 from ._atomic import check_replaceable, write_text
 from ._json import as_json, to_json_label
 from ._memory import release_freed_memory
+from ._text import shortened
 from .data import Dataset, find_duplicates, load_dataset
-from .data.dataset import MASK_REASON
+from .data.dataset import MASK_REASON, respellings
 from .data.images import unreadable_files
 from .diagnostics import diagnose, error_analysis, wilson_interval
 from .diagnostics.error_analysis import balanced_accuracy
@@ -292,9 +293,10 @@ def evaluate_folder(model: TransferClassifier, data: str | os.PathLike, *, allow
     records = dataset.split(split)
     unknown = sorted({str(r.label) for r in records} - {str(c) for c in model.classes_})
     if unknown:
+        renames = respellings(unknown, model.classes_)
         raise DataError(
             f"labels {', '.join(unknown[:5])} are not among the model's classes ({', '.join(map(str, model.classes_[:10]))}); "
-            "evaluate on data with the same class names."
+            + (f"rename them to match ({shortened(renames)}), since class names are compared exactly." if renames else "evaluate on data with the same class names.")
         )
     scores, failures, novelty = model.predicted([r.path for r in records])
     ok = np.isfinite(scores).all(axis=1)

@@ -431,6 +431,12 @@ def check_class_sizes(dataset: Dataset) -> None:
         log.warning("class(es) %s have fewer than %d images; results will be noisy", shortened(small), WARN_IMAGES_PER_CLASS)
 
 
+def respellings(names: Iterable, known: Iterable) -> list[str]:
+    """``"Ants -> ants"`` for each of ``names`` that is one of ``known`` but for case or spaces."""
+    by_case = {str(k).casefold().strip(): str(k) for k in known}
+    return [f"{name} -> {by_case[str(name).casefold().strip()]}" for name in names if str(name).casefold().strip() in by_case]
+
+
 def check_held_out_classes(dataset: Dataset) -> None:
     """Refuse a val or test split holding a class the train split lacks: no model can predict it,
     and scoring it would fail after the whole fit."""
@@ -441,8 +447,7 @@ def check_held_out_classes(dataset: Dataset) -> None:
         extra = sorted({str(r.label) for r in dataset.split(split) if r.label not in trained})
         if extra:
             where = f"{split}/" if dataset.layout == "splits" else f"the {split} split"
-            by_case = {str(t).casefold().strip(): str(t) for t in trained}
-            renames = [f"{name} -> {by_case[name.casefold().strip()]}" for name in extra if name.casefold().strip() in by_case]
+            renames = respellings(extra, trained)
             if renames:  # "Ants" in val/, "ants" in train/: one class spelt two ways
                 train = "train/" if dataset.layout == "splits" else "the train split"
                 raise DataError(f"{where} names class(es) as {train} does not ({shortened(renames)}); rename them to match, since class names are compared exactly.")
