@@ -170,6 +170,10 @@ def test_hidden_folders_and_zip_litter_hold_no_images(tmp_path, caplog):
     dataset = load_dataset(tmp_path, split=False)
     assert sorted(dataset.classes) == ["blue", "green", "red"] and len(dataset.records) == 9
     assert "__MACOSX" not in caplog.text
+    # a run saved beside the classes (fit photos -o photos/run) is no class either, nor warned about as one
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "model.json").write_text("{}")
+    assert sorted(load_dataset(tmp_path, split=False).classes) == ["blue", "green", "red"] and "run" not in caplog.text
 
 
 def test_unlabelled_images_in_a_split_folder_are_said_to_be_unused(tmp_path, caplog):

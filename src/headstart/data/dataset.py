@@ -168,7 +168,7 @@ def load_dataset(
 
 
 def _from_folders(root: Path) -> Dataset:
-    subdirs = [d for d in sorted(root.iterdir()) if d.is_dir() and not d.name.startswith(".") and d.name not in _IGNORED_FOLDERS]
+    subdirs = [d for d in sorted(root.iterdir()) if _may_hold_a_class(d)]
     if not subdirs:
         raise DataError(f"{root} has no sub-folders; put each class's images in root/CLASS_NAME/.")
     split_dirs = {d: SPLIT_NAMES.get(d.name.lower()) for d in subdirs}
@@ -176,7 +176,7 @@ def _from_folders(root: Path) -> Dataset:
     if all(split_dirs.values()):
         records, skipped = [], []
         for split_dir, split in split_dirs.items():
-            class_dirs = [d for d in sorted(split_dir.iterdir()) if d.is_dir() and not d.name.startswith(".") and d.name not in _IGNORED_FOLDERS]
+            class_dirs = [d for d in sorted(split_dir.iterdir()) if _may_hold_a_class(d)]
             _warn_unlabelled(split_dir)
             r, s = _scan_class_dirs(class_dirs, split)
             records += r
@@ -191,6 +191,13 @@ def _from_folders(root: Path) -> Dataset:
     if not records:
         raise DataError(f"no images found under {root}; expected root/CLASS/image or root/SPLIT/CLASS/image.")
     return Dataset(root=root, layout=layout, records=records, skipped=skipped)
+
+
+def _may_hold_a_class(folder: Path) -> bool:
+    """A visible folder that is not litter, nor a run headstart saved there (``fit photos -o
+    photos/run`` puts one beside the classes; it is passed over, not warned about as a class
+    without images)."""
+    return folder.is_dir() and not folder.name.startswith(".") and folder.name not in _IGNORED_FOLDERS and not (folder / "model.json").is_file()
 
 
 def _warn_unlabelled(split_dir: Path) -> None:
