@@ -52,6 +52,20 @@ def test_cross_split_duplicates_are_reported_as_leakage(colour_splits, tmp_path)
     assert summary.duplicates["cross_split"] == 1
     pair = summary.duplicates["leakage"][0]
     assert pair["kind"] == "exact" and sorted(pair["splits"]) == ["test", "train"]
+    assert summary.duplicates["conflicting_labels"] == []  # the same label both sides
+
+
+def test_identical_images_labelled_differently_are_named(colour_splits, tmp_path, capsys):
+    from headstart.cli import main
+
+    copy = colour_splits / "train" / "blue" / "copy-of-red.png"
+    copy.write_bytes((colour_splits / "train" / "red" / "00.png").read_bytes())
+    assert main(["-q", "fit", str(colour_splits), "-o", str(tmp_path / "run"), "--backbone", "tiny", "--engine", "torch", "--no-diagnostics"]) == 0
+    out = capsys.readouterr().out
+    assert "1 identical pair(s) labelled differently" in out and "copy-of-red.png (blue)" in out
+    [conflict] = json.loads((tmp_path / "run" / "metrics.json").read_text())["duplicates"]["conflicting_labels"]
+    assert sorted(conflict["labels"]) == ["blue", "red"]
+    assert "identical pair(s) labelled differently" in (tmp_path / "run" / "report.html").read_text()
 
 
 def test_near_duplicates_are_found(colour_splits):

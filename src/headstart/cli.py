@@ -937,7 +937,15 @@ def _duplicates_line(duplicates: dict) -> str:
     within = duplicates.get("within_split", {})
     cross = duplicates.get("cross_split", 0)
     leak = f"{cross} pair(s) across splits: LEAKAGE, held-out accuracy is optimistic" if cross else "none across splits (no leakage)"
-    return f"duplicates  {within.get('exact', 0)} exact, {within.get('near', 0)} near within splits; {leak}"
+    line = f"duplicates  {within.get('exact', 0)} exact, {within.get('near', 0)} near within splits; {leak}"
+    conflicts = duplicates.get("conflicting_labels", [])
+    if conflicts:
+        first = conflicts[0]
+        line += (
+            f"\n              {len(conflicts)} identical pair(s) labelled differently (one label is wrong, or the classes overlap), "
+            f"e.g. {first['paths'][0]} ({first['labels'][0]}) and {first['paths'][1]} ({first['labels'][1]}); all in metrics.json and report.html"
+        )
+    return line
 
 
 def format_predictions(rows: list[dict], fmt: str, n_classes: int | None = None) -> str:
