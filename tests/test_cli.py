@@ -81,6 +81,10 @@ def test_errors_name_the_flag_that_fixes_them(colour_splits, tmp_path, capsys):
     assert code == 2 and "(--solver sklearn)" in err
     code, _, err = run(capsys, "fit", colour_splits, "-o", tmp_path / "b", "--backbone", "tiny+tiny", "--strategy", "finetune_top")
     assert code == 2 and "(--strategy linear)" in err
+    for command in (["fit", colour_splits, "-o", tmp_path / "c"], ["advise", colour_splits]):  # a negative seed failed in numpy, with a traceback
+        with pytest.raises(SystemExit) as stopped:
+            run(capsys, *command, "--seed", "-1")
+        assert stopped.value.code == 2 and "--seed: '-1' is not a whole number of 0 or more" in capsys.readouterr().err
 
 
 def test_predict_refuses_top_k_zero(run_dir, colour_splits, capsys):

@@ -55,6 +55,11 @@ def test_cross_split_duplicates_are_reported_as_leakage(colour_splits, tmp_path)
     assert summary.duplicates["conflicting_labels"] == []  # the same label both sides
 
 
+def test_bad_parameters_are_refused_before_the_images_are_read(tmp_path):
+    with pytest.raises(DataError, match="random_state=-1 must be a whole number of at least 0"):
+        fit_folder(tmp_path / "not-read", None, backbone="tiny", random_state=-1)
+
+
 def test_identical_images_labelled_differently_are_named(colour_splits, tmp_path, capsys):
     from headstart.cli import main
 

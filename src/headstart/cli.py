@@ -176,7 +176,7 @@ def _advise_command(commands) -> None:
     advise.add_argument("--time-budget", type=float, default=None, metavar="S", help="seconds for measuring, a fine-tuning trial and the fit")
     advise.add_argument("--input-size", type=int, default=None, help=INPUT_SIZE_HELP)
     advise.add_argument("--device", default="auto", help="auto, cpu or cuda")
-    advise.add_argument("--seed", type=int, default=0, help="seed for the sample and cross-validation")
+    advise.add_argument("--seed", type=_seed, default=0, help="seed for the sample and cross-validation (a whole number, 0 or more)")
     advise.add_argument("--no-cache", action="store_true", help="measure again: do not read or write the plan and feature caches")
     advise.add_argument("--allow-outside", action="store_true", help="let CSV paths leave the CSV's folder")
     advise.add_argument("--json", action="store_true", help="print the whole plan as JSON")
@@ -280,7 +280,7 @@ def _model_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--engine", choices=("auto", "onnx", "torch"), default="auto", help="what computes the codes: auto (default; ONNX Runtime on a CPU where exporting the graph pays for itself, else PyTorch), onnx or torch")
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
     parser.add_argument("--batch-size", type=int, default=32, help="images per forward pass (default 32)")
-    parser.add_argument("--seed", type=int, default=0, help="seed for splits and cross-validation")
+    parser.add_argument("--seed", type=_seed, default=0, help="seed for splits and cross-validation (a whole number, 0 or more)")
     parser.add_argument("--no-cache", action="store_true", help="do not read or write the feature cache")
 
 
@@ -330,6 +330,17 @@ def _finetune_options(args) -> dict | None:
         steps = tuple(step.strip() for step in args.augmentation.split(","))
         options["augmentation"] = steps if len(steps) > 1 else steps[0]
     return options or None
+
+
+def _seed(text: str) -> int:
+    """A seed numpy accepts: a whole number, 0 or more (a negative one failed deep in the split)."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of 0 or more")
+    return value
 
 
 def _parse_setting(text: str) -> tuple[str, object]:

@@ -32,6 +32,7 @@ from .features import Codes
 from .fitted import FittedModel
 from .persistence import CHECKPOINTS, RUN_FILES, TENSORBOARD, UNREADABLE_FILE
 from .pipeline import Fit, fit_model, head_scores, novelty_scores, rejection_threshold
+from .recipe import check_params
 from .report import render_report
 from .strategies.linear import softmax
 from .training.tensorboard import TensorBoardLog
@@ -124,12 +125,13 @@ def _fit_folder(
     phases = _Phases()
     if output is not None:  # said now, not after the fit
         check_replaceable(Path(output), RUN_FILES, "run")
+    model = TransferClassifier(strict=strict, **_run_directories(output, tensorboard, params))
+    check_params(model.get_params())  # a bad value is said before the images are read (a negative seed failed in the split)
     dataset = load_dataset(data, test_size=test_size, random_state=params.get("random_state") or 0, allow_outside=allow_outside)
     progress.announce(describe_found(dataset))
     phases.done("finding images")
     if strict:
         _check_every_image(dataset, output)
-    model = TransferClassifier(strict=strict, **_run_directories(output, tensorboard, params))
     fit, codes = _fit_split(model.get_params(), dataset, start, none_of_these)
     phases.done("fit", codes=fit.seconds_codes)
     record = fit.record
