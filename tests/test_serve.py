@@ -212,6 +212,10 @@ def test_a_token_guards_the_api_and_is_required_beyond_loopback(run, served, cap
     assert main(["serve", str(run), "--port", str(busy.getsockname()[1])]) == 2  # said before any model loads
     assert "cannot listen on 127.0.0.1" in capsys.readouterr().err
     busy.close()
+    # values that would refuse or time out every request, or that the socket would die on, are said first
+    for flag, value in (("--port", "-1"), ("--max-upload-mb", "-1"), ("--timeout", "0"), ("--max-wait-ms", "-3")):
+        assert main(["serve", str(run), flag, value]) == 2
+        assert f"{flag} must be" in capsys.readouterr().err
 
 
 def batches_run(metrics: str) -> float:

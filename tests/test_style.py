@@ -277,6 +277,7 @@ def test_style_cli(style_folder, tmp_path, capsys):
     assert main(["-q", "style", "index", str(style_folder), "-o", str(out)]) == 0
     assert "12 unchanged" in capsys.readouterr().out
     assert main(["-q", "style", "index", str(style_folder), "-o", str(out), "--size", "48"]) == 2
+    assert main(["-q", "style", "compare", *map(str, sorted(style_folder.rglob("*.png"))[:2]), "--backbone", "tiny", "--size", "0"]) == 2  # was a traceback
     assert "indexed with other input_size; add --rebuild" in capsys.readouterr().err
     assert main(["-q", "style", "search", str(out), str(style_folder / "noise" / "1.png"), "-k", "2"]) == 0
     lines = capsys.readouterr().out.strip().splitlines()

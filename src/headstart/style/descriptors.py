@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import functools
 import math
+import numbers
 from dataclasses import dataclass, field
 from typing import Sequence
 
@@ -257,6 +258,8 @@ class StyleExtractor:
                  device: str = "auto", precision: str = "auto"):
         if temperature is not None and temperature <= 0:
             raise HeadstartError(f"the smoothing temperature must be positive, got {temperature}.")
+        if not isinstance(input_size, numbers.Integral) or input_size < 16:
+            raise HeadstartError(f"the style input size must be a whole number of pixels, 16 or more (default {DEFAULT_STYLE_SIZE}), got {input_size}.")
         self.network = StyleNetwork(backbone, layers, input_size=input_size, device=device, precision=precision)
         self.temperature = temperature
         self.batch_size = batch_size
