@@ -97,6 +97,13 @@ def test_a_fine_tuned_networks_score_learns_from_examples_of_none_of_these():
     assert novel.min() > known.max() and (known > model.novelty_threshold_).mean() <= 0.2
 
 
+def test_labelled_images_given_as_none_of_these_are_refused():
+    # a class folder passed as --none-of-these would teach the score that the class is unknown
+    X, y = colour_data(per_class=6)
+    with pytest.raises(DataError, match="6 of the images of none of these are labelled images too"):
+        tiny(strategy="linear").fit(X, y, none_of_these=X[:6])
+
+
 def test_too_few_held_out_images_leave_a_fine_tuned_model_without_a_detector_and_it_says_so(tmp_path, caplog):
     X, y = colour_data(per_class=8)  # 24 images: 4 held out cannot place a 95% threshold
     model = tiny(strategy="finetune_top", finetune=FAST_FINETUNE).fit(X, y, none_of_these=noise_images(5))

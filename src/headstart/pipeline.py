@@ -84,7 +84,9 @@ def _fit_model(params: dict, images: Sequence, labels, groups, others: Sequence,
     progress.announce(f"codes: {len(everything) + len(examples)} images through {recipe.backbone} at {extractor.tap} (those cached before are read back)")
     every_code = _codes(extractor, everything + examples, params["progress"], world)
     codes = every_code.subset(np.arange(len(everything)))
-    none_of_these = _readable_examples(examples, every_code.subset(np.arange(len(everything), len(everything) + len(examples))), params["strict"])
+    example_codes = every_code.subset(np.arange(len(everything), len(everything) + len(examples)))
+    _check_examples_are_not_labelled_images(examples, example_codes, codes)
+    none_of_these = _readable_examples(examples, example_codes, params["strict"])
     seconds_codes = time.perf_counter() - tick
     if codes.failures:
         if params["strict"]:
@@ -148,6 +150,19 @@ class Examples(NamedTuple):
 
     images: list
     codes: np.ndarray
+
+
+def _check_examples_are_not_labelled_images(examples: list, example_codes: Codes, labelled: Codes) -> None:
+    """Refuse images of none of these that are also labelled images, trained on or held out (a
+    class folder given as ``--none-of-these``): the score would learn the classes' own images as unknown."""
+    known = {h for h, good in zip(labelled.content_hashes, labelled.ok) if good}
+    both = [i for i, (h, good) in enumerate(zip(example_codes.content_hashes, example_codes.ok)) if good and h in known]
+    if both:
+        first = getattr(examples[both[0]], "path", None) or f"image #{both[0]}"
+        raise DataError(
+            f"{len(both)} of the images of none of these are labelled images too (the first: {first}); "
+            "an image cannot be one of the classes and none of them: give images of no class."
+        )
 
 
 def _readable_examples(images: list, codes: Codes, strict: bool) -> Examples:
