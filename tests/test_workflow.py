@@ -106,7 +106,7 @@ def test_strict_lists_every_unreadable_file_in_one_pass(colour_splits, tmp_path)
     with pytest.raises(DataError) as failure:
         fit_folder(colour_splits, None, backbone="tiny", engine="torch", strict=True)
     message = str(failure.value)
-    assert message.startswith("--strict: 3 unreadable file(s)") and "\n" not in message
+    assert message.startswith("--strict: 3 unreadable or missing file(s)") and "\n" not in message
     assert all(name in message for name in ("empty.png: unreadable (empty file)", "truncated.png: unreadable (truncated", "garbage.jpg: unreadable"))
     assert "BytesIO" not in message and "0x" not in message
     # without --strict the fit skips them, saves its model, and every count agrees
@@ -117,6 +117,16 @@ def test_strict_lists_every_unreadable_file_in_one_pass(colour_splits, tmp_path)
     assert counts["codes_computed"] + counts["codes_cached"] == 27
     saved = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert saved["counts"] == counts
+
+
+
+def test_files_a_csv_lists_but_lacks_are_counted_as_missing_and_fail_strict(colour_folders, tmp_path):
+    rows = ["path,label"] + [f"{c}/{i:02d}.png,{c}" for c in ("red", "green", "blue") for i in range(6)] + ["red/gone.png,red"]
+    (colour_folders / "labels.csv").write_text("\n".join(rows))
+    with pytest.raises(DataError, match=r"--strict: 1 unreadable or missing file\(s\): .*gone.png: missing file"):
+        fit_folder(colour_folders / "labels.csv", None, backbone="tiny", engine="torch", strict=True)
+    _, summary = fit_folder(colour_folders / "labels.csv", None, backbone="tiny", engine="torch", strategy="linear", diagnostics=False)
+    assert summary.counts["missing"] == 1 and summary.counts["unreadable"] == 0 and summary.counts["found"] == 18  # not found: it is not there
 
 
 def test_many_unreadable_files_are_listed_in_a_file(colour_splits, tmp_path):

@@ -22,7 +22,7 @@ from ._json import as_json, to_json_label
 from ._memory import release_freed_memory
 from ._text import shortened
 from .data import Dataset, find_duplicates, load_dataset
-from .data.dataset import MASK_REASON, respellings
+from .data.dataset import MASK_REASON, MISSING_FILE, respellings
 from .data.images import unreadable_files
 from .diagnostics import diagnose, error_analysis, wilson_interval
 from .diagnostics.error_analysis import balanced_accuracy
@@ -539,13 +539,15 @@ def _skipped(dataset: Dataset, unreadable_codes: int = 0) -> dict[str, int]:
     (those the scan found, and ``unreadable_codes`` more that failed to decode)."""
     not_images = sum(s.reason == "not an image" for s in dataset.skipped)
     masks = sum(s.reason.startswith(MASK_REASON) for s in dataset.skipped)
-    return {"not_images": not_images, "masks": masks, "unreadable": len(dataset.skipped) - not_images - masks + unreadable_codes}
+    missing = sum(s.reason == MISSING_FILE for s in dataset.skipped)  # listed in a CSV, not on disk
+    return {"not_images": not_images, "masks": masks, "missing": missing, "unreadable": len(dataset.skipped) - not_images - masks - missing + unreadable_codes}
 
 
 def skipped_in_words(counts: dict) -> str:
     """``3 non-image file(s), 2 unreadable``, with the segmentation masks where there are any."""
     masks = f", {counts['masks']} segmentation mask(s) of images beside them" if counts.get("masks") else ""
-    return f"{counts['not_images']} non-image file(s){masks}, {counts['unreadable']} unreadable"
+    missing = f", {counts['missing']} listed but missing" if counts.get("missing") else ""
+    return f"{counts['not_images']} non-image file(s){masks}, {counts['unreadable']} unreadable{missing}"
 
 
 def image_counts(dataset: Dataset, codes: Codes) -> dict:
@@ -582,7 +584,7 @@ STRICT_LISTED = 10
 def _check_every_image(dataset: Dataset, output) -> None:
     """--strict: decode every image before any work, and fail naming all that cannot be read."""
     progress.announce(f"--strict: decoding all {len(dataset.records)} images first, to find every unreadable one")
-    found = {s.path: s.reason for s in dataset.skipped if s.reason.startswith("unreadable")}
+    found = {s.path: s.reason for s in dataset.skipped if s.reason.startswith("unreadable") or s.reason == MISSING_FILE}
     found |= unreadable_files([r.path for r in dataset.records])
     if not found:
         return
@@ -593,4 +595,4 @@ def _check_every_image(dataset: Dataset, output) -> None:
         target.parent.mkdir(parents=True, exist_ok=True)
         write_text(target, "".join(f"{path}\t{why}\n" for path, why in found.items()))
         where = f"; and {len(found) - STRICT_LISTED} more: all {len(found)} are listed in {target}"
-    raise DataError(f"--strict: {len(found)} unreadable file(s): {listed}{where}; remove or replace them, or drop --strict to skip them.")
+    raise DataError(f"--strict: {len(found)} unreadable or missing file(s): {listed}{where}; remove or replace them, or drop --strict to skip them.")

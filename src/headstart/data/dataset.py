@@ -53,6 +53,9 @@ MASK_REASON = "segmentation mask of"
 # where a photo or a scan keeps its mid-greys).
 MASK_EXTREME_SHARE = 0.95
 
+# A CSV row naming a file that is not there.
+MISSING_FILE = "missing file"
+
 MIN_IMAGES_PER_CLASS = 2
 WARN_IMAGES_PER_CLASS = 5
 
@@ -289,7 +292,7 @@ def _from_csv(csv_path: Path, *, allow_outside: bool) -> Dataset:
             rel = f"{folder}/{rel}{suffix}" if folder else f"{rel}{suffix}"
         file = _resolve_inside(base, rel, csv_path, allow_outside)
         if not file.is_file():
-            skipped.append(Skipped(file, "missing file", split))
+            skipped.append(Skipped(file, MISSING_FILE, split))
             continue
         reason = classify_file(file)
         if reason is None:
@@ -297,7 +300,7 @@ def _from_csv(csv_path: Path, *, allow_outside: bool) -> Dataset:
         else:
             skipped.append(Skipped(file, reason, split))
     if not records:
-        missing = [s.path for s in skipped if s.reason == "missing file"]
+        missing = [s.path for s in skipped if s.reason == MISSING_FILE]
         where = f": none of its {len(missing)} paths is a file (the first would be {missing[0]})" if len(missing) == len(skipped) and missing else ""
         raise DataError(f"{csv_path} lists no readable images{where}; each row needs path,label with paths relative to the CSV's folder.")
     return Dataset(root=base, layout="csv", records=records, skipped=skipped)
