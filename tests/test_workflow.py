@@ -55,6 +55,20 @@ def test_cross_split_duplicates_are_reported_as_leakage(colour_splits, tmp_path)
     assert summary.duplicates["conflicting_labels"] == []  # the same label both sides
 
 
+def test_paths_from_the_home_folder_are_expanded(colour_splits, tmp_path, monkeypatch):
+    # '~/runs/x' from Python made a folder named '~' in the working directory
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.chdir(tmp_path)
+    model, _ = fit_folder(colour_splits, "~/runs/x", backbone="tiny", engine="torch", strategy="linear", diagnostics=False)
+    model.save("~/saved")
+    TransferClassifier.load("~/saved")
+    from headstart.export import export_onnx
+
+    export_onnx(model, "~/model.onnx")
+    assert all((tmp_path / "home" / name).exists() for name in ("runs/x/model.json", "saved/model.json", "model.onnx"))
+    assert not (tmp_path / "~").exists()
+
+
 def test_bad_parameters_are_refused_before_the_images_are_read(tmp_path):
     with pytest.raises(DataError, match="random_state=-1 must be a whole number of at least 0"):
         fit_folder(tmp_path / "not-read", None, backbone="tiny", random_state=-1)

@@ -84,7 +84,7 @@ def recipe_steps(p) -> list[str]:
 
 def export_onnx(model, path: str | os.PathLike) -> Path:
     """Write ``path`` (the graph) and ``path`` + ``.json`` (input preparation, labels)."""
-    path = Path(path)
+    path = Path(path).expanduser()
     record = as_record(model)
     preprocessing = record.preprocessing
     module = probability_module(record)

@@ -51,7 +51,7 @@ def library_versions() -> dict[str, str]:
 def save_model(record: FittedModel, directory: Path, *, metrics: dict | None = None, report_html: str | None = None) -> Path:
     """Write ``record`` to ``directory`` as a whole (the previous contents are replaced atomically,
     except its checkpoints and TensorBoard logs), with ``metrics`` and the report when given."""
-    directory = Path(directory)
+    directory = Path(directory).expanduser()  # '~/runs/x' from Python is the home folder's, as on a shell
     meta = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
@@ -79,7 +79,7 @@ def save_model(record: FittedModel, directory: Path, *, metrics: dict | None = N
 
 def load_model(directory: Path) -> FittedModel:
     """The record :func:`save_model` wrote, plan and history included; reads JSON and safetensors only."""
-    directory = Path(directory)
+    directory = Path(directory).expanduser()
     meta = read_meta(directory)
     weights_path = directory / WEIGHTS_FILE
     if not weights_path.is_file():

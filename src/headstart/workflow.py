@@ -124,7 +124,8 @@ def _fit_folder(
     start = time.perf_counter()
     phases = _Phases()
     if output is not None:  # said now, not after the fit
-        check_replaceable(Path(output), RUN_FILES, "run")
+        output = Path(output).expanduser()  # '~/runs/x' from Python is the home folder's, as on a shell
+        check_replaceable(output, RUN_FILES, "run")
     model = TransferClassifier(strict=strict, **_run_directories(output, tensorboard, params))
     check_params(model.get_params())  # a bad value is said before the images are read (a negative seed failed in the split)
     dataset = load_dataset(data, test_size=test_size, random_state=params.get("random_state") or 0, allow_outside=allow_outside)

@@ -74,7 +74,7 @@ class ServedModel:
 
 def load_served(run: str | Path, name: str | None = None, device: str = "auto") -> ServedModel:
     """Load ``run`` for serving under ``name`` (default: the run directory's name)."""
-    run = Path(run)
+    run = Path(run).expanduser()
     record = load_model(run)
     runner, engine = _torch_cuda_runner(record) if _use_cuda(device) else _onnx_runner(record, run)
     return ServedModel(

@@ -177,7 +177,7 @@ class StyleIndex:
     def build(cls, folder: str | os.PathLike, settings: StyleSettings | None = None, *, progress: bool = False,
               checkpoint: Callable[["StyleIndex"], None] | None = None, checkpoint_every: float = 60.0) -> tuple["StyleIndex", UpdateReport]:
         """Index every image under ``folder`` (``checkpoint`` as in :meth:`update`)."""
-        root = Path(folder).resolve()
+        root = Path(folder).expanduser().resolve()
         if not root.is_dir():
             raise DataError(f"{folder} is not a folder; give the folder of images to index.")
         settings = settings or StyleSettings()
@@ -298,7 +298,7 @@ class StyleIndex:
     # -- persistence ---------------------------------------------------------------------------
 
     def save(self, directory: str | os.PathLike) -> Path:
-        directory = Path(directory)
+        directory = Path(directory).expanduser()
         meta = {
             "format": INDEX_FORMAT,
             "headstart": __version__,
@@ -315,7 +315,7 @@ class StyleIndex:
 
     @classmethod
     def load(cls, directory: str | os.PathLike) -> "StyleIndex":
-        directory = Path(directory)
+        directory = Path(directory).expanduser()
         try:
             meta = json.loads((directory / INDEX_JSON).read_text(encoding="utf-8"))
             sketches = load_file(str(directory / SKETCH_FILE))["sketches"]
