@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import logging
 import os
 import shutil
 import tempfile
-import logging
 import threading
 from contextlib import contextmanager
 from pathlib import Path

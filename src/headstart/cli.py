@@ -473,10 +473,10 @@ def cmd_predict(args) -> int:
     model = TransferClassifier.load(args.run)
     model.progress = args.show_progress
     with tempfile.TemporaryDirectory(prefix="headstart-stdin-") as folder:
-        images = _expand_images(args.images, stdin_to=Path(folder) / "stdin")
-        rows = predict_images(model, images, top_k=args.top_k, reject=None if args.no_reject else "auto")
+        piped = Path(folder) / "stdin"
+        rows = predict_images(model, _expand_images(args.images, stdin_to=piped), top_k=args.top_k, reject=None if args.no_reject else "auto")
     for row in rows:
-        if row["path"] == str(Path(folder) / "stdin"):
+        if row["path"] == str(piped):
             row["path"] = "-"
     print(format_predictions(rows, args.format, len(model.classes_)))
     return EXIT_PARTIAL if any("error" in row for row in rows) else 0

@@ -227,7 +227,7 @@ def decide(
     strategy = choice.strategy
     alternatives = [Alternative("linear", s.tap, s.cv_accuracy, s.cv_std / math.sqrt(s.folds), "cross-validated on the sample") for s in measurements.sweep]
     alternatives += choice.alternatives
-    backbone, linear_tap, partner_line = spec.name, linear.tap, None
+    backbone, linear_tap, partner_line = spec.name, linear.tap, _partner_skipped_line(sample) if strategy == "linear" else None
     if strategy == "linear" and "partner" in sample and "+" not in linear.tap:
         joined, wins, partner_line = _partner_check(spec, linear, sample, random_state)
         alternatives.append(joined)
@@ -235,16 +235,11 @@ def decide(
             partner, _, partner_tap = sample["partner"]
             backbone = f"{spec.name}+{partner}"
             linear_tap = linear.tap if partner_tap == linear.tap else f"{linear.tap}+{partner_tap}"  # one tap for both, or one each
-    elif strategy == "linear" and "partner_skipped" in sample:
-        partner, seconds = sample["partner_skipped"]
-        partner_line = f"Second embedded backbone: {partner} not tried: its codes would take about {format_seconds(seconds)}, more than the time budget leaves."
     case = f"{'small' if small else 'large'}, {'similar' if similar else 'different'}"
     lines = [_size_line(measurements, small), _similarity_line(measurements, similar), _sweep_line(measurements), f"Rule of thumb ({case}): {rule_words}."]
-    lines += [line for line in (choice.line, augmentation_line if strategy != "linear" else None, partner_line) if line]
+    lines += [line for line in (choice.line, augmentation_line if strategy != "linear" else None, partner_line, _overrun_line(measurements, time_budget)) if line]
     ensemble = bool(overrides.get("ensemble", DEFAULT_CONFIG.ensemble))
     lines += _closing_lines(spec, strategy, backbone, linear, linear_tap, measurements.sweep, tap is None, rule_strategy, small, similar, choice.budget_bound, ensemble)
-    if time_budget is not None and measurements.seconds > time_budget:
-        lines.append(f"Time budget {time_budget:g} s: measuring alone took {measurements.seconds:.1f} s (it is never cut short), so nothing optional was tried.")
     settings = {"epochs": budget.epochs, "head_lr": DEFAULT_CONFIG.head_lr, "lr_mult": DEFAULT_CONFIG.lr_mult, **overrides} if strategy != "linear" else {}
     return Plan(
         strategy=strategy,
@@ -259,6 +254,21 @@ def decide(
         explanation=lines,
         seconds=measurements.seconds + time.perf_counter() - start,
     )
+
+
+def _partner_skipped_line(sample: dict) -> str | None:
+    """Said when the time budget left the second backbone out (a step dropped in silence reads as
+    one never considered)."""
+    if "partner_skipped" not in sample:
+        return None
+    partner, seconds = sample["partner_skipped"]
+    return f"Second embedded backbone: {partner} not tried: its codes would take about {format_seconds(seconds)}, more than the time budget leaves."
+
+
+def _overrun_line(measurements: Measurements, time_budget: float | None) -> str | None:
+    if time_budget is None or measurements.seconds <= time_budget:
+        return None
+    return f"Time budget {time_budget:g} s: measuring alone took {measurements.seconds:.1f} s (it is never cut short), so nothing optional was tried."
 
 
 @dataclass
