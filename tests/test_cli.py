@@ -289,6 +289,8 @@ def test_inspect_weights_of_a_backbone_and_of_a_run(run_dir, capsys):
 def test_report_and_inspect_fail_in_one_line(tmp_path, capsys):
     code, _, err = run(capsys, "report", tmp_path)
     assert code == 2 and "has no metrics.json" in err and len(err.strip().splitlines()) == 1
+    code, _, err = run(capsys, "report", tmp_path / "mistyped")  # said as missing, not as lacking metrics.json
+    assert code == 2 and "mistyped does not exist" in err
     code, _, err = run(capsys, "inspect", "weights", "no_such_backbone")
     assert code == 2 and len(err.strip().splitlines()) == 1
     code, _, err = run(capsys, "inspect", "weights", tmp_path / "runs" / "mistyped")  # a path: the run is missing, not just a backbone

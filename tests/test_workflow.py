@@ -175,6 +175,11 @@ def test_evaluate_refuses_unknown_classes(colour_splits, tmp_path):
     (other / "purple").rename(other / "Blue")  # the model's "blue", spelt otherwise
     with pytest.raises(DataError, match=r"rename them to match \(Blue -> blue\)"):
         evaluate_folder(TransferClassifier.load(tmp_path / "run"), other)
+    # one class's folder given for the folder of classes: its subfolders read as classes
+    (colour_splits / "test" / "red" / "sub").mkdir()
+    (colour_splits / "test" / "red" / "00.png").rename(colour_splits / "test" / "red" / "sub" / "00.png")
+    with pytest.raises(DataError, match="red is named as one class: give the folder that holds the class folders"):
+        evaluate_folder(TransferClassifier.load(tmp_path / "run"), colour_splits / "test" / "red")
 
 
 def test_imbalanced_data_get_class_weights(tmp_path):

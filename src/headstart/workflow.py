@@ -297,9 +297,12 @@ def evaluate_folder(model: TransferClassifier, data: str | os.PathLike, *, allow
     unknown = sorted({str(r.label) for r in records} - {str(c) for c in model.classes_})
     if unknown:
         renames = respellings(unknown, model.classes_)
+        inside = respellings([Path(data).name], model.classes_) and dataset.layout == "folders"  # given one class's folder, not the folder of classes
         raise DataError(
             f"labels {', '.join(unknown[:5])} are not among the model's classes ({', '.join(map(str, model.classes_[:10]))}); "
-            + (f"rename them to match ({shortened(renames)}), since class names are compared exactly." if renames else "evaluate on data with the same class names.")
+            + (f"rename them to match ({shortened(renames)}), since class names are compared exactly." if renames
+               else f"{data} is named as one class: give the folder that holds the class folders." if inside
+               else "evaluate on data with the same class names.")
         )
     scores, failures, novelty = model.predicted([r.path for r in records])
     ok = np.isfinite(scores).all(axis=1)

@@ -63,8 +63,10 @@ def render_report(metrics: dict) -> str:
 
 def write_report(run_dir: str | Path) -> Path:
     """Rebuild ``RUN/report.html`` from ``RUN/metrics.json`` (atomically)."""
-    run_dir = Path(run_dir)
+    run_dir = Path(run_dir).expanduser()
     path = run_dir / METRICS_FILE
+    if not run_dir.exists():
+        raise ModelFileError(f"{run_dir} does not exist; give the run directory written by 'headstart fit DATA -o RUN'.")
     if not path.is_file():
         raise ModelFileError(f"{run_dir} has no {METRICS_FILE}; give a run directory written by `headstart fit -o RUN`.")
     try:
