@@ -200,7 +200,12 @@ def _may_hold_a_class(folder: Path) -> bool:
     """A visible folder that is not litter, nor a run headstart saved there (``fit photos -o
     photos/run`` puts one beside the classes; it is passed over, not warned about as a class
     without images)."""
-    return folder.is_dir() and not folder.name.startswith(".") and folder.name not in _IGNORED_FOLDERS and not (folder / "model.json").is_file()
+    return folder.is_dir() and not _passed_over(folder.name) and not (folder / "model.json").is_file()
+
+
+def _passed_over(folder_name: str) -> bool:
+    """A hidden folder or a zip's litter: never searched for images."""
+    return folder_name.startswith(".") or folder_name in _IGNORED_FOLDERS
 
 
 def _warn_unlabelled(split_dir: Path) -> None:
@@ -219,7 +224,7 @@ def files_under(folder: Path) -> list[Path]:
     ``.ipynb_checkpoints`` holds copies of the images beside it) and in a zip's ``__MACOSX``."""
     found = []
     for where, folders, names in os.walk(folder):
-        folders[:] = [d for d in folders if not d.startswith(".") and d not in _IGNORED_FOLDERS]
+        folders[:] = [d for d in folders if not _passed_over(d)]
         found += [Path(where) / name for name in names]
     return sorted(found)
 
