@@ -43,6 +43,15 @@ def test_integer_labels_stay_as_given():
     assert model.predict_proba(X[:1]).shape == (1, 3)
 
 
+def test_a_column_of_labels_is_flattened_as_scikit_learn_does():
+    from sklearn.exceptions import DataConversionWarning
+
+    X, y = colour_data()
+    with pytest.warns(DataConversionWarning):
+        model = tiny().fit(X, np.asarray(y)[:, None])
+    assert list(model.classes_) == ["blue", "green", "red"]
+
+
 def test_arrays_and_paths_are_accepted(tmp_path):
     X, y = colour_data()
     paths = []
@@ -112,6 +121,8 @@ def test_unreadable_training_images_are_skipped_or_fatal(tmp_path):
         ([colour_image((1, 1, 1), i) for i in range(4)], ["a", "a", "b", None], r"1 image\(s\) have no label \(None or NaN\), the first #3"),
         ([colour_image((1, 1, 1), i) for i in range(5)], np.array([0, 0, 1, 1, np.nan], dtype=np.float32), "the first #4"),
         ("some/folder", ["a"], "wrap it in a list"),
+        ([colour_image((1, 1, 1), i) for i in range(4)], np.eye(2)[[0, 1, 0, 1]], r"one-hot \(4 rows of 2 columns\).*y.argmax\(axis=1\)"),
+        ([colour_image((1, 1, 1), i) for i in range(4)], np.zeros((4, 3)), r"one label per image \(a 1-D sequence\), got shape \(4, 3\)"),
     ],
 )
 def test_bad_fit_input(X, y, message):

@@ -402,9 +402,7 @@ def as_image_list(images) -> list:
 
 def _checked_input(images, labels) -> tuple[list[ImageSource], np.ndarray]:
     sources = as_sources(as_image_list(images))
-    labels = np.asarray(list(labels) if not isinstance(labels, np.ndarray) else labels)
-    if labels.ndim != 1:
-        raise DataError(f"expected one label per image (a 1-D sequence), got shape {labels.shape}.")
+    labels = _one_label_each(np.asarray(list(labels) if not isinstance(labels, np.ndarray) else labels))
     if len(sources) != len(labels):
         raise DataError(f"got {len(sources)} images but {len(labels)} labels; give one label per image.")
     if not sources:
@@ -413,6 +411,20 @@ def _checked_input(images, labels) -> tuple[list[ImageSource], np.ndarray]:
     if missing:
         raise DataError(f"{len(missing)} image(s) have no label (None or NaN), the first #{missing[0]}; label them or leave them out.")
     return sources, labels
+
+
+def _one_label_each(labels: np.ndarray) -> np.ndarray:
+    """``labels`` as a 1-D array: a column (n, 1) is flattened with scikit-learn's warning, as its
+    classifiers do; a one-hot table (Keras' ``to_categorical``) is refused with the line that undoes it."""
+    if labels.ndim == 2 and labels.shape[1] == 1:
+        from sklearn.utils.validation import column_or_1d
+
+        return column_or_1d(labels, warn=True)
+    if labels.ndim == 2 and labels.size and np.isin(labels, (0, 1)).all() and (labels.sum(axis=1) == 1).all():
+        raise DataError(f"the labels are one-hot ({labels.shape[0]} rows of {labels.shape[1]} columns); pass one class per image, e.g. y.argmax(axis=1).")
+    if labels.ndim != 1:
+        raise DataError(f"expected one label per image (a 1-D sequence), got shape {labels.shape}.")
+    return labels
 
 
 def _train_network(record: FittedModel, recipe: Recipe, params: dict, images: list, y_index: np.ndarray, groups: np.ndarray, started: float) -> np.ndarray:
