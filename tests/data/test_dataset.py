@@ -47,6 +47,19 @@ def test_non_images_are_skipped_and_counted(colour_folders):
     assert len(dataset.records) == 18
 
 
+def test_iphone_photos_are_read_and_dicom_files_named(colour_folders):
+    import pillow_heif
+    from PIL import Image
+
+    pillow_heif.register_heif_opener()  # for its encoder: fitting reads HEIC without this line
+    Image.new("RGB", (32, 24), (200, 30, 30)).save(colour_folders / "red" / "IMG_0001.HEIC")
+    Image.new("RGB", (32, 24), (200, 30, 30)).save(colour_folders / "red" / "shot.avif")
+    (colour_folders / "red" / "scan.dcm").write_bytes(bytes(128) + b"DICM" + bytes(64))
+    dataset = load_dataset(colour_folders)
+    assert {"IMG_0001.HEIC", "shot.avif"} <= {r.path.name for r in dataset.records}
+    assert [(s.path.name, s.reason) for s in dataset.skipped] == [("scan.dcm", "unreadable (a DICOM file: convert it to PNG, or read its pixels with pydicom and pass the arrays to TransferClassifier)")]
+
+
 def test_csv_with_integer_labels_keeps_them(tmp_path):
     write_class_folders(tmp_path / "img", per_class=3)
     rows = ["path,label"]

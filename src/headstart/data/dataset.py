@@ -276,11 +276,13 @@ def classify_file(path: Path) -> str | None:
         return "not an image"
     try:
         with open(path, "rb") as f:
-            head = f.read(16)
+            head = f.read(132)
     except OSError as exc:
         return f"unreadable ({exc.strerror or exc})"
     if sniff_format(head):
         return None
+    if head[128:132] == b"DICM":  # a DICOM file's preamble is 128 bytes, then its magic
+        return "unreadable (a DICOM file: convert it to PNG, or read its pixels with pydicom and pass the arrays to TransferClassifier)"
     if path.suffix.lower() in IMAGE_EXTENSIONS:
         return "unreadable (not a recognised image format)" if head else "unreadable (empty file)"
     return "not an image"
