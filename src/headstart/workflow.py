@@ -541,17 +541,26 @@ def describe_found(dataset: Dataset) -> str:
 def _skipped(dataset: Dataset, unreadable_codes: int = 0) -> dict[str, int]:
     """Files passed over: not images, segmentation masks beside their images, and unreadable ones
     (those the scan found, and ``unreadable_codes`` more that failed to decode)."""
-    not_images = sum(s.reason == "not an image" for s in dataset.skipped)
+    not_images = [s.path for s in dataset.skipped if s.reason == "not an image"]
     masks = sum(s.reason.startswith(MASK_REASON) for s in dataset.skipped)
     missing = sum(s.reason == MISSING_FILE for s in dataset.skipped)  # listed in a CSV, not on disk
-    return {"not_images": not_images, "masks": masks, "missing": missing, "unreadable": len(dataset.skipped) - not_images - masks - missing + unreadable_codes}
+    return {
+        "not_images": len(not_images),
+        # by kind, so that photos in a format headstart cannot read (a camera's .cr2 raw files) show among the notes and Thumbs.db
+        "not_image_kinds": dict(sorted(Counter(path.suffix.lower() or path.name for path in not_images).items(), key=lambda kind: (-kind[1], kind[0]))),
+        "masks": masks,
+        "missing": missing,
+        "unreadable": len(dataset.skipped) - len(not_images) - masks - missing + unreadable_codes,
+    }
 
 
 def skipped_in_words(counts: dict) -> str:
-    """``3 non-image file(s), 2 unreadable``, with the segmentation masks where there are any."""
+    """``3 non-image file(s) (2 .txt, 1 Thumbs.db), 2 unreadable``, with the segmentation masks where there are any."""
+    kinds = list(counts.get("not_image_kinds", {}).items())
+    kinds = f" ({', '.join(f'{n} {kind}' for kind, n in kinds[:3])}{', ...' if len(kinds) > 3 else ''})" if kinds else ""
     masks = f", {counts['masks']} segmentation mask(s) of images beside them" if counts.get("masks") else ""
     missing = f", {counts['missing']} listed but missing" if counts.get("missing") else ""
-    return f"{counts['not_images']} non-image file(s){masks}, {counts['unreadable']} unreadable{missing}"
+    return f"{counts['not_images']} non-image file(s){kinds}{masks}, {counts['unreadable']} unreadable{missing}"
 
 
 def image_counts(dataset: Dataset, codes: Codes) -> dict:

@@ -60,6 +60,15 @@ def test_iphone_photos_are_read_and_dicom_files_named(colour_folders):
     assert [(s.path.name, s.reason) for s in dataset.skipped] == [("scan.dcm", "unreadable (a DICOM file: convert it to PNG, or read its pixels with pydicom and pass the arrays to TransferClassifier)")]
 
 
+def test_files_passed_over_are_counted_by_kind(colour_folders):
+    from headstart.workflow import describe_found
+
+    for name in ("IMG_1.CR2", "IMG_2.CR2", "IMG_3.cr2", "notes.txt", "Thumbs.db", "README"):
+        (colour_folders / "red" / name).write_bytes(b"\x00\x01 a camera's raw file, or a note")
+    words = describe_found(load_dataset(colour_folders))
+    assert words.endswith("passed over 6 non-image file(s) (3 .cr2, 1 .db, 1 .txt, ...), 0 unreadable")
+
+
 def test_csv_with_integer_labels_keeps_them(tmp_path):
     write_class_folders(tmp_path / "img", per_class=3)
     rows = ["path,label"]
