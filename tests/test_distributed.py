@@ -77,6 +77,18 @@ def test_fine_tuning_on_two_processes_ends_within_one_image_of_one(noisy_splits,
     assert json.loads((tmp_path / "two" / "metrics.json").read_text())["evaluation"] == accuracy[1]
 
 
+def test_bad_input_under_nproc_is_said_in_one_line(noisy_splits, tmp_path):
+    # refused before any process starts
+    missing = headstart("fit", tmp_path / "nowhere", "-o", tmp_path / "run", *TINY, "--nproc", "2")
+    assert missing.returncode == 2
+    assert missing.stderr.splitlines() == [f"error: {tmp_path / 'nowhere'} does not exist; give a folder of class folders or a CSV of path,label rows."]
+    # found by the ranks: rank 0 says it, and torchrun's logs and failure table stay away
+    (noisy_splits / "train" / "red" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n broken")
+    strict = headstart("fit", noisy_splits, "-o", tmp_path / "run", "--strategy", "linear", "--strict", *TINY, "--nproc", "2")
+    assert strict.returncode == 2
+    assert len(strict.stderr.splitlines()) == 1 and strict.stderr.startswith("error: --strict: 1 unreadable") and "broken.png" in strict.stderr
+
+
 def _children(pid: int) -> list[int]:
     return [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
 

@@ -415,11 +415,19 @@ def _fit_on_this_rank(args, world) -> int:
 
 
 def _launch(args) -> int:
-    """``headstart fit --nproc N ...``: the same command under torchrun, N processes on this machine."""
-    import subprocess
+    """``headstart fit --nproc N ...``: the same command under torchrun, N processes on this machine.
+
+    torchrun's own ``run`` is called here, as its command line does, so that a failed rank is
+    said in one line (the rank said why above it) instead of torchrun's logs and failure table."""
+    from torch.distributed.elastic.multiprocessing.api import SignalException
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.run import parse_args, run
+
+    from .workflow import check_before_reading
 
     if args.nproc < 1:
         raise HeadstartError(f"--nproc {args.nproc}: give 1 or more processes.")
+    check_before_reading(args.data, args.output, _checked_fit_params(args), args.tensorboard)  # bad input said now, not after N processes start
     argv, skip = [], False
     for token in args.argv:  # the command line without --nproc N
         if skip or token.startswith("--nproc="):
@@ -429,27 +437,43 @@ def _launch(args) -> int:
             skip = True
             continue
         argv.append(token)
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={args.nproc}", "-m", "headstart", *argv]
+    launcher = ["--standalone", f"--nproc-per-node={args.nproc}", "-m", "headstart", *argv]
     if args.show_progress:
-        print(f"starting {args.nproc} processes: torchrun --standalone --nproc-per-node={args.nproc} -m headstart {' '.join(argv)}", file=sys.stderr)
+        print(f"starting {args.nproc} processes: torchrun {' '.join(launcher)}", file=sys.stderr)
     # Each process gets its share of the cores (torchrun would give each one thread, and print a
     # banner saying so, even under -q); a value the user set is kept.
-    env = {"OMP_NUM_THREADS": str(max(1, (os.cpu_count() or 1) // args.nproc)), **os.environ}
-    code = subprocess.run(command, env=env).returncode
-    if code != 0:
-        print(f"error: {args.nproc} processes: the job failed (exit {code}); the first failing rank's error is above.", file=sys.stderr)
+    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // args.nproc)))
+    for name in list(logging.Logger.manager.loggerDict):  # torchrun's lines repeat the rank's own; each sets its own level
+        if name.startswith("torch.distributed.elastic"):
+            logging.getLogger(name).setLevel(logging.CRITICAL)
+    try:
+        run(parse_args(launcher))
+    except ChildFailedError as exc:
+        rank, failure = exc.get_first_failure()
+        if failure.exitcode == EXIT_ERROR:  # bad input, or a lost process: the rank said which in one line
+            return EXIT_ERROR
+        how = f"killed by signal {failure.signal_name()}" if failure.exitcode < 0 else f"exit {failure.exitcode}"
+        print(f"error: {args.nproc} processes: rank {rank} failed ({how}); its output is above.", file=sys.stderr)
         return EXIT_ERROR
+    except (KeyboardInterrupt, SignalException):  # Ctrl-C reached every rank too: rank 0 said what to do
+        return 130
     return 0
 
 
-def _fit(args) -> int:
-    from .workflow import fit_folder
-
+def _checked_fit_params(args) -> dict:
+    """fit's model parameters from its flags, refusing flags that contradict each other."""
     params = _model_params(args)
     if args.resume and args.strategy == "linear":
         raise HeadstartError("--resume continues a fine-tuning run; add the --strategy it was started with.")
     if params["finetune"] and args.strategy == "linear":
         raise HeadstartError("--epochs, --augmentation and --set configure fine-tuning; add --strategy finetune_top (or finetune_all, gradual).")
+    return params
+
+
+def _fit(args) -> int:
+    from .workflow import fit_folder
+
+    params = _checked_fit_params(args)
     try:
         _, summary = fit_folder(
             args.data, args.output, strict=args.strict, test_size=args.test_size, allow_outside=args.allow_outside,

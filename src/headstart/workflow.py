@@ -22,7 +22,7 @@ from ._json import as_json, to_json_label
 from ._memory import release_freed_memory
 from ._text import shortened
 from .data import Dataset, find_duplicates, load_dataset
-from .data.dataset import MASK_REASON, MISSING_FILE, respellings
+from .data.dataset import MASK_REASON, MISSING_FILE, check_exists, respellings
 from .data.images import unreadable_files
 from .diagnostics import diagnose, error_analysis, wilson_interval
 from .diagnostics.error_analysis import balanced_accuracy
@@ -118,16 +118,25 @@ def fit_folder(
         return _fit_folder(data, output, strict, test_size, allow_outside, diagnostics, tensorboard, compare_scratch, none_of_these, params)
 
 
+def check_before_reading(data, output, params: dict, tensorboard: bool = False) -> Path | None:
+    """What fit refuses before any image is read (a negative seed failed in the split; the --nproc
+    launcher says it before starting processes): the data missing, an output folder that holds
+    something else, a bad parameter. Returns ``output`` with '~' expanded, as a shell would."""
+    check_exists(data)
+    if output is not None:
+        output = Path(output).expanduser()
+        check_replaceable(output, RUN_FILES, "run")
+    check_params(TransferClassifier(**_run_directories(output, tensorboard, params)).get_params())
+    return output
+
+
 def _fit_folder(
     data, output, strict, test_size, allow_outside, diagnostics, tensorboard, compare_scratch, none_of_these, params,
 ) -> tuple[TransferClassifier, FitSummary]:
     start = time.perf_counter()
     phases = _Phases()
-    if output is not None:  # said now, not after the fit
-        output = Path(output).expanduser()  # '~/runs/x' from Python is the home folder's, as on a shell
-        check_replaceable(output, RUN_FILES, "run")
+    output = check_before_reading(data, output, params, tensorboard)
     model = TransferClassifier(strict=strict, **_run_directories(output, tensorboard, params))
-    check_params(model.get_params())  # a bad value is said before the images are read (a negative seed failed in the split)
     dataset = load_dataset(data, test_size=test_size, random_state=params.get("random_state") or 0, allow_outside=allow_outside)
     progress.announce(describe_found(dataset))
     phases.done("finding images")

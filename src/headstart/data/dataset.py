@@ -125,6 +125,14 @@ def _label_sort_key(label: Label):
     return (0, label, "") if isinstance(label, (int, np.integer)) else (1, 0, str(label))
 
 
+def check_exists(source: str | os.PathLike) -> Path:
+    """``source`` as a path ('~' expanded), refused in one line when there is nothing there."""
+    path = Path(source).expanduser()
+    if not path.exists():
+        raise DataError(f"{path} does not exist; give a folder of class folders or a CSV of path,label rows.")
+    return path
+
+
 def load_dataset(
     source: str | os.PathLike,
     *,
@@ -152,9 +160,7 @@ def load_dataset(
     """
     if not 0.0 < test_size < 1.0:
         raise DataError(f"test_size must be between 0 and 1 (a share of each class), got {test_size}.")
-    path = Path(source).expanduser()
-    if not path.exists():
-        raise DataError(f"{path} does not exist; give a folder of class folders or a CSV of path,label rows.")
+    path = check_exists(source)
     if path.is_file():
         dataset = _from_csv(path, allow_outside=allow_outside)
     else:
