@@ -56,17 +56,20 @@ def test_a_wide_interval_says_too_few_to_tell_not_not_learning():
     from headstart.diagnostics import wilson_interval
     from headstart.diagnostics.verdict import images_to_tell
 
-    wide = judge(Evidence(2, 0.5, 4 / 7, "test", 6 / 7, wilson_interval(6, 7), train_accuracy=1.0, validation_accuracy=0.9, heldout_images=7))
+    wide = judge(Evidence(2, 0.5, 4 / 7, "test", 6 / 7, wilson_interval(6, 7), train_accuracy=1.0, validation_accuracy=0.9, cv_accuracy=0.9, heldout_images=7))
     assert wide.label == "too few to tell"
     assert "7 test images are too few" in wide.headline and "interval 49%-97% includes chance (57.1%)" in wide.headline
     needed = images_to_tell(6 / 7, 4 / 7)
     assert wilson_interval(round(6 / 7 * needed), needed)[0] > 4 / 7 > wilson_interval(round(6 / 7 * (needed - 1)), needed - 1)[0]
     assert f"about {needed} held-out images" in wide.next_steps[0] and "cross-validated accuracy" in wide.next_steps[1]
     # 2 of 4 right is at chance, yet its interval (15%-85%) reaches clear learning too: no evidence either way
-    at_chance = judge(Evidence(2, 0.5, 0.5, "test", 0.5, wilson_interval(2, 4), train_accuracy=1.0, validation_accuracy=0.77, heldout_images=4))
+    at_chance = judge(Evidence(2, 0.5, 0.5, "test", 0.5, wilson_interval(2, 4), train_accuracy=1.0, validation_accuracy=0.77, cv_accuracy=0.77, heldout_images=4))
     assert at_chance.label == "too few to tell", at_chance.headline
     assert "4 test images are too few: accuracy 50.0% is not above chance (50.0%), but its 95% interval 15%-85%" in at_chance.headline
     assert at_chance.next_steps[0] == "Hold out more images for testing." and "77.0%" in at_chance.next_steps[1]
+    # fine-tuned: the early-stopping split's 100% is not the classifier line's cross-validated 70%, which the step names
+    tuned = judge(Evidence(2, 0.5, 0.5, "test", 0.5, wilson_interval(1, 2), train_accuracy=1.0, validation_accuracy=1.0, cv_accuracy=0.7, strategy="finetune_top", heldout_images=2))
+    assert "(70.0%, in the classifier line)" in tuned.next_steps[1] and "Validation (early-stopping split): 100.0%." in tuned.evidence
     # A narrow interval that reaches chance is evidence of no learning: 52% of 400 with chance 50%
     narrow = judge(Evidence(2, 0.5, 0.5, "test", 0.52, wilson_interval(208, 400), train_accuracy=1.0, heldout_images=400))
     assert narrow.label == "not learning"
@@ -76,7 +79,7 @@ def test_a_held_out_split_of_one_class_cannot_show_learning():
     from headstart.diagnostics import wilson_interval
 
     # val holds only class a: its share is 100%, so even a perfect score is "not above chance"; say why instead
-    one = judge(Evidence(2, 0.5, 1.0, "val", 1.0, wilson_interval(3, 3), train_accuracy=1.0, validation_accuracy=0.75, heldout_images=3, heldout_missing=("b",)))
+    one = judge(Evidence(2, 0.5, 1.0, "val", 1.0, wilson_interval(3, 3), train_accuracy=1.0, validation_accuracy=0.75, cv_accuracy=0.75, heldout_images=3, heldout_missing=("b",)))
     assert one.label == "too few to tell" and "every val image is of one class" in one.headline
     assert one.next_steps[0] == "Add val images of every class (b has none)." and "75.0%" in one.next_steps[1]
     assert "no images of 1 of the 2 classes (b)" in one.evidence[-1]

@@ -98,6 +98,7 @@ def _evidence(record: FittedModel, train_codes, y, errors, eval_labels, eval_spl
         heldout_ci95=ci,
         train_accuracy=_train_accuracy(record, train_codes, y, train_images),
         validation_accuracy=validation,
+        cv_accuracy=_cv_accuracy(record),
         strategy=record.strategy,
         best_epoch=history.best_epoch if history is not None else None,
         epochs_run=len(history.records) if history is not None else None,
@@ -174,6 +175,15 @@ def _network_train_accuracy(record: FittedModel, images: list, y: np.ndarray, tr
 def _validation_accuracy(record: FittedModel) -> float | None:
     if (kept := _kept_epoch(record)) is not None:
         return kept.val_accuracy
+    return _head_score(record)
+
+
+def _cv_accuracy(record: FittedModel) -> float | None:
+    """The linear classifier's cross-validated accuracy; None for the mini-batch solver's one held-out split."""
+    return _head_score(record) if record.head_report.cv_folds > 0 else None
+
+
+def _head_score(record: FittedModel) -> float | None:
     score = record.head_report.cv_score
     return None if score is None or (isinstance(score, float) and math.isnan(score)) else float(score)
 

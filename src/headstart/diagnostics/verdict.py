@@ -35,6 +35,7 @@ class Evidence:
     heldout_ci95: tuple[float, float]
     train_accuracy: float | None = None
     validation_accuracy: float | None = None  # cross-validation or the early-stopping split
+    cv_accuracy: float | None = None  # the linear classifier's cross-validated accuracy (its line in the summary), fine-tuned or not
     strategy: str = "linear"  # "linear", a fine-tuning strategy, or "scratch"
     best_epoch: int | None = None  # fine-tuning: the epoch whose weights were kept
     epochs_run: int | None = None
@@ -123,8 +124,8 @@ def _one_class_headline(e: Evidence) -> str:
 
 def _one_class_steps(e: Evidence) -> list[str]:
     steps = [f"Add {e.heldout_split} images of every class ({shortened(e.heldout_missing)} {'has' if len(e.heldout_missing) == 1 else 'have'} none)."]
-    if e.validation_accuracy is not None and e.heldout_split != "cross-validation":
-        steps.append(f"Meanwhile read the cross-validated accuracy over the training images ({e.validation_accuracy:.1%}, in the classifier line).")
+    if e.cv_accuracy is not None and e.heldout_split != "cross-validation":
+        steps.append(f"Meanwhile read the cross-validated accuracy over the training images ({e.cv_accuracy:.1%}, in the classifier line).")
     return steps
 
 
@@ -146,9 +147,9 @@ def _too_few_steps(e: Evidence, chance: float) -> list[str]:
     needed = images_to_tell(e.heldout_accuracy, chance)
     at_this = f"at {e.heldout_accuracy:.0%} accuracy, about {needed} held-out images would put the interval above chance" if needed else ""
     steps = [f"Hold out more images for testing ({at_this})." if at_this else "Hold out more images for testing."]
-    if e.validation_accuracy is not None and e.heldout_split != "cross-validation":
+    if e.cv_accuracy is not None and e.heldout_split != "cross-validation":
         steps.append(
-            f"Read the cross-validated accuracy over the training images instead ({e.validation_accuracy:.1%}, in the classifier line): "
+            f"Read the cross-validated accuracy over the training images instead ({e.cv_accuracy:.1%}, in the classifier line): "
             "it counts every training image once."
         )
     steps.append(_more_data(e, "More images per class"))
