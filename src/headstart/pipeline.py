@@ -401,7 +401,9 @@ def as_image_list(images) -> list:
 
 
 def _checked_input(images, labels) -> tuple[list[ImageSource], np.ndarray]:
-    sources = as_sources(as_image_list(images))
+    images = as_image_list(images)
+    _warn_dim_floats(images)
+    sources = as_sources(images)
     labels = _one_label_each(np.asarray(list(labels) if not isinstance(labels, np.ndarray) else labels))
     if len(sources) != len(labels):
         raise DataError(f"got {len(sources)} images but {len(labels)} labels; give one label per image.")
@@ -411,6 +413,19 @@ def _checked_input(images, labels) -> tuple[list[ImageSource], np.ndarray]:
     if missing:
         raise DataError(f"{len(missing)} image(s) have no label (None or NaN), the first #{missing[0]}; label them or leave them out.")
     return sources, labels
+
+
+def _warn_dim_floats(images: list) -> None:
+    """Float arrays are read one at a time, as 0-1 when none passes 1 and as 0-255 otherwise; a set
+    whose brightest value stays far below 255 (scikit-learn's ``load_digits``: 0-16) is then nearly
+    black. Only the whole set shows it, so it is said here, once."""
+    floats = [image for image in images if isinstance(image, np.ndarray) and image.dtype.kind == "f" and image.size]
+    brightest = max((float(np.nanmax(image)) for image in floats), default=0.0)
+    if 1 < brightest <= 32:
+        log.warning(
+            "the float images reach only %g, so they are read as 0-255 and look nearly black; if %g is white, pass X / %g (0-1)",
+            brightest, brightest, brightest,
+        )
 
 
 def _one_label_each(labels: np.ndarray) -> np.ndarray:
