@@ -275,5 +275,8 @@ def test_cli_predict_says_unknown_and_evaluate_reports_false_rejections(colour_s
     assert main(["-q", "evaluate", str(run), str(colour_splits), "--format", "json", "--none-of-these", str(others), "--none-of-these", str(broken)]) == 0
     figures = json.loads(capsys.readouterr().out)["rejection"]["none_of_these"]
     assert figures == {"images": 4, "unreadable": 1, "flagged": 4, "caught_rate": 1.0, "auroc": 1.0}
+    # the evaluated images given as none of these too: refused, as fit refuses them, not counted as missed unknowns
+    assert main(["-q", "evaluate", str(run), str(colour_splits), "--none-of-these", str(colour_splits / "test" / "red")]) == 2
+    assert "of the images of none of these are labelled images too (the first: " in capsys.readouterr().err
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["evaluation"]["rejection"]["false_rejection_rate"] <= 1.0

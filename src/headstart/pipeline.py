@@ -85,7 +85,7 @@ def _fit_model(params: dict, images: Sequence, labels, groups, others: Sequence,
     every_code = _codes(extractor, everything + examples, params["progress"], world)
     codes = every_code.subset(np.arange(len(everything)))
     example_codes = every_code.subset(np.arange(len(everything), len(everything) + len(examples)))
-    _check_examples_are_not_labelled_images(examples, example_codes, codes)
+    refuse_labelled_examples(examples, readable_hashes(example_codes), set(filter(None, readable_hashes(codes))))
     none_of_these = _readable_examples(examples, example_codes, params["strict"])
     seconds_codes = time.perf_counter() - tick
     if codes.failures:
@@ -152,11 +152,16 @@ class Examples(NamedTuple):
     codes: np.ndarray
 
 
-def _check_examples_are_not_labelled_images(examples: list, example_codes: Codes, labelled: Codes) -> None:
-    """Refuse images of none of these that are also labelled images, trained on or held out (a
-    class folder given as ``--none-of-these``): the score would learn the classes' own images as unknown."""
-    known = {h for h, good in zip(labelled.content_hashes, labelled.ok) if good}
-    both = [i for i, (h, good) in enumerate(zip(example_codes.content_hashes, example_codes.ok)) if good and h in known]
+def readable_hashes(codes: Codes) -> list[str | None]:
+    """Each image's content hash, None where it could not be read."""
+    return [h if good else None for h, good in zip(codes.content_hashes, codes.ok)]
+
+
+def refuse_labelled_examples(examples: list, example_hashes: Sequence[str | None], labelled_hashes: set[str]) -> None:
+    """Refuse images of none of these that are also labelled images (a class folder given as
+    ``--none-of-these``): fitting, the score would learn the classes' own images as unknown;
+    evaluating, it would count them as missed unknowns."""
+    both = [i for i, h in enumerate(example_hashes) if h is not None and h in labelled_hashes]
     if both:
         first = getattr(examples[both[0]], "path", None) or f"image #{both[0]}"
         raise DataError(

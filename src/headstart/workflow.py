@@ -23,7 +23,7 @@ from ._memory import release_freed_memory
 from ._text import shortened
 from .data import Dataset, find_duplicates, load_dataset
 from .data.dataset import MASK_REASON, MISSING_FILE, check_exists, respellings
-from .data.images import unreadable_files
+from .data.images import as_sources, unreadable_files
 from .diagnostics import diagnose, error_analysis, wilson_interval
 from .diagnostics.error_analysis import balanced_accuracy
 from .errors import DataError
@@ -31,7 +31,7 @@ from .estimator import TransferClassifier
 from .features import Codes
 from .fitted import FittedModel
 from .persistence import CHECKPOINTS, RUN_FILES, TENSORBOARD, UNREADABLE_FILE
-from .pipeline import Fit, fit_model, head_scores, novelty_scores, rejection_threshold
+from .pipeline import Fit, fit_model, head_scores, novelty_scores, refuse_labelled_examples, rejection_threshold
 from .recipe import check_params
 from .report import render_report
 from .strategies.linear import softmax
@@ -323,6 +323,8 @@ def evaluate_folder(model: TransferClassifier, data: str | os.PathLike, *, allow
         model.classes_, [r.path for r in kept], examples=_examples_taught(model),
     )
     if none_of_these:
+        examples = as_sources(list(none_of_these))
+        refuse_labelled_examples(examples, _content_hashes(examples), set(filter(None, _content_hashes(as_sources([r.path for r in records])))))
         evaluation.rejection["none_of_these"] = _none_of_these_figures(model, novelty[ok], none_of_these)
     evaluation.mistakes = _mistakes(model.classes_, scores[ok], labels[ok], [r.path for r in kept])
     passed_over = [s for s in dataset.skipped if s.split == split and s.reason != "not an image"]
@@ -386,6 +388,17 @@ def predict_images(model: TransferClassifier, images, *, top_k: int = 1, reject:
 # The rejected images a report lists (metrics.json keeps them all in the histogram's counts).
 REJECTED_LISTED = 24
 HISTOGRAM_BINS = 30
+
+
+def _content_hashes(sources: list) -> list[str | None]:
+    """Each image's content hash, None where it cannot be read (predicting counts those)."""
+    hashes = []
+    for source in sources:
+        try:
+            hashes.append(source.open().content_hash)
+        except (OSError, TypeError, ValueError):
+            hashes.append(None)
+    return hashes
 
 
 def _none_of_these_figures(model: TransferClassifier, known: np.ndarray, images: Sequence) -> dict:
