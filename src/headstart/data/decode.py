@@ -33,6 +33,8 @@ _MAGIC = (
 _AVIF_BRANDS = frozenset({b"avif", b"avis"})
 _HEIF_BRANDS = frozenset({b"heic", b"heix", b"hevc", b"hevx", b"heim", b"heis", b"hevm", b"hevs", b"mif1", b"msf1"})
 
+FORMATS_IN_WORDS = "JPEG, PNG, WebP, BMP, GIF, TIFF, HEIC or AVIF"  # what a person is told to give instead of an unreadable file
+
 IMAGE_EXTENSIONS = frozenset(
     {".jpg", ".jpeg", ".jpe", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".heic", ".heif", ".avif"}
 )

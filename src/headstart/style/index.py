@@ -34,6 +34,7 @@ from tqdm import tqdm
 from .._atomic import atomic_directory
 from .._version import __version__
 from ..data.dataset import classify_file, files_under
+from ..data.decode import FORMATS_IN_WORDS
 from ..data.images import ImageInput, ImageSource
 from ..errors import DataError, ModelFileError
 from ..hardware import check_precision
@@ -361,7 +362,7 @@ def describe_readable(extractor: StyleExtractor, images: Sequence[ImageInput]) -
     described = extractor(list(images))
     if described.failures:
         index, why = next(iter(described.failures.items()))
-        raise DataError(f"cannot read {images[index]}: {why}; give a JPEG, PNG, WebP, BMP, GIF or TIFF image.")
+        raise DataError(f"cannot read {images[index]}: {why}; give a {FORMATS_IN_WORDS} image.")
     return described
 
 
