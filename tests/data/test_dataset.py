@@ -58,6 +58,12 @@ def test_iphone_photos_are_read_and_dicom_files_named(colour_folders):
     dataset = load_dataset(colour_folders)
     assert {"IMG_0001.HEIC", "shot.avif"} <= {r.path.name for r in dataset.records}
     assert [(s.path.name, s.reason) for s in dataset.skipped] == [("scan.dcm", "unreadable (a DICOM file: convert it to PNG, or read its pixels with pydicom and pass the arrays to TransferClassifier)")]
+    # its size from the header, which chooses the input size, in a process that has decoded no HEIC yet (it was unknown: read at 224 px, not 288)
+    import subprocess
+    import sys
+
+    header = "from headstart.data.images import ImageSource; print(ImageSource(r'%s').pixel_size())" % (colour_folders / "red" / "IMG_0001.HEIC")
+    assert subprocess.run([sys.executable, "-c", header], capture_output=True, text=True, check=True).stdout.strip() == "(32, 24)"
 
 
 def test_files_passed_over_are_counted_by_kind(colour_folders):

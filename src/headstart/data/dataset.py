@@ -21,7 +21,7 @@ from PIL import Image
 
 from .._text import shortened
 from ..errors import DataError
-from .decode import IMAGE_EXTENSIONS, sniff_format
+from .decode import IMAGE_EXTENSIONS, open_file, sniff_format
 from .duplicates import own_group_where_missing, place_groups
 
 log = logging.getLogger(__name__)
@@ -268,7 +268,7 @@ def masks_beside_their_images(images: Sequence[Path]) -> dict[Path, str]:
 
 def _black_and_white(path: Path) -> bool:
     try:
-        with Image.open(path) as image:
+        with open_file(path) as image:
             image.draft("L", (64, 64))  # JPEG decodes at 1/8 scale; enough to tell a mask
             counts = np.asarray(image.convert("L").histogram())
     except (OSError, ValueError, Image.DecompressionBombError):

@@ -65,8 +65,8 @@ def decode_image(data: bytes, *, draft_size: int | None = None, max_pixels: int 
     """
     if not data:
         raise UnreadableImage("empty file")  # as the folder scan words it (dataset.classify_file)
-    if sniff_format(data[:16]) == "HEIF":
-        _read_heif()
+    if sniff_format(data[:16]) == "HEIF" and not read_heif():
+        raise UnreadableImage("a HEIC photo, and pillow-heif is not installed: pip install pillow-heif")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -89,13 +89,22 @@ def decode_image(data: bytes, *, draft_size: int | None = None, max_pixels: int 
         raise UnreadableImage(plain_reason(exc)) from None
 
 
-def _read_heif() -> None:
-    """Teach Pillow HEIC, on the first one met (pillow-heif costs 0.1 s to import)."""
+def read_heif() -> bool:
+    """Teach Pillow HEIC, on the first one met (pillow-heif costs 0.1 s to import); False without pillow-heif."""
     try:
         import pillow_heif
     except ImportError:
-        raise UnreadableImage("a HEIC photo, and pillow-heif is not installed: pip install pillow-heif") from None
+        return False
     pillow_heif.register_heif_opener()
+    return True
+
+
+def open_file(path) -> Image.Image:
+    """``Image.open`` (the header only, until pixels are asked for), HEIC included."""
+    with open(path, "rb") as f:
+        if sniff_format(f.read(16)) == "HEIF":
+            read_heif()
+    return Image.open(path)
 
 
 def plain_reason(exc: BaseException) -> str:

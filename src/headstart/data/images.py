@@ -28,7 +28,7 @@ import numpy as np
 from PIL import Image
 
 from .._atomic import cache_write_failed, write_text
-from .decode import UnreadableImage, array_to_image, channels_last, decode_image, to_rgb
+from .decode import UnreadableImage, array_to_image, channels_last, decode_image, open_file, to_rgb
 
 log = logging.getLogger(__name__)
 
@@ -150,7 +150,7 @@ class ImageSource:
         if self.path is None:
             return None
         try:
-            with Image.open(self.path) as header:
+            with open_file(self.path) as header:
                 return header.size
         except (*READ_ERRORS, Image.DecompressionBombError):  # PIL's UnidentifiedImageError is an OSError
             return None
