@@ -306,7 +306,13 @@ def test_a_plan_is_reused_for_the_same_images_labels_and_settings_only(private_c
     assert not advise(TINY, X, y[::-1]).from_cache  # other labels
     assert not advise(TINY, X, y, time_budget=1e6).from_cache  # another setting
     assert not advise(TINY, X, y, cache=False).from_cache
-    assert len(passes) == 3
+    import headstart.advisor.cache as plans
+
+    this_code = plans.code_fingerprint
+    monkeypatch.setattr(plans, "code_fingerprint", lambda: "other code")  # a newer commit, the version unchanged
+    assert not advise(TINY, X, y).from_cache
+    monkeypatch.setattr(plans, "code_fingerprint", this_code)
+    assert len(passes) == 4
     for stored in (private_cache / "plans").glob("*.json"):
         stored.write_text("{ damaged")
     assert not advise(TINY, X, y).from_cache  # a damaged entry is measured afresh...

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from .._atomic import cache_write_failed, write_text
-from .._version import __version__
+from .._version import __version__, code_fingerprint
 from ..backbones import PRE_LOGITS, BackboneSpec, Preprocessing
 from .plan import Plan
 
@@ -33,7 +33,7 @@ PLAN_FORMAT = 2  # 2: keyed by the measured images' hashes only
 def plan_key(spec: BackboneSpec, content_hashes: list[str], labels: np.ndarray, preprocessing: Preprocessing, settings: dict) -> str:
     """What the plan depends on, hashed: the measured images' content hashes, in order, and all labels."""
     digest = hashlib.sha256()
-    header = {"format": PLAN_FORMAT, "headstart": __version__, "fingerprint": spec.fingerprint(PRE_LOGITS, preprocessing), **settings}
+    header = {"format": PLAN_FORMAT, "headstart": __version__, "code": code_fingerprint(), "fingerprint": spec.fingerprint(PRE_LOGITS, preprocessing), **settings}
     digest.update(json.dumps(header, sort_keys=True, default=str).encode())
     for content_hash in content_hashes:
         digest.update(content_hash.encode())

@@ -23,7 +23,7 @@ import numpy as np
 from .. import progress
 from .._atomic import atomic_path
 from .._json import to_json_label
-from .._version import __version__
+from .._version import __version__, code_fingerprint
 from ..data.decode import decode_image
 from ..errors import HeadstartError
 from ..features.cache import default_cache_dir
@@ -113,7 +113,7 @@ def _onnx_graph(record: FittedModel, run: Path) -> bytes:
     saved = run / ONNX_FILE
     if saved.is_file() and saved.stat().st_mtime >= (run / WEIGHTS_FILE).stat().st_mtime:
         return saved.read_bytes()
-    key = hashlib.sha256(__version__.encode() + (run / META_FILE).read_bytes()).hexdigest()
+    key = hashlib.sha256(f"{__version__} {code_fingerprint()}".encode() + (run / META_FILE).read_bytes()).hexdigest()
     cached = default_cache_dir() / "served" / f"{key}.onnx"
     if cached.is_file():
         return cached.read_bytes()
