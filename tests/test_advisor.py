@@ -165,11 +165,23 @@ def test_the_trial_runs_one_split_when_advice_has_no_time_for_more(monkeypatch):
 def test_on_small_data_the_trial_fine_tunes_within_the_advice_bound_and_says_so(monkeypatch):
     monkeypatch.setattr(planning, "ADVICE_SECONDS", 0.0)  # no time left: one epoch, then the schedule ends
     monkeypatch.setattr(planning, "classify", lambda _: (True, False))  # small, unlike ImageNet: the rule is in doubt
+    monkeypatch.setattr(planning, "linear_misses", lambda *args: 5)  # and the linear head leaves something to win
     X, y = colour_data(per_class=10)
     plan = advise(TINY, X, y, finetune={"batch_size": 8, "precision": "fp32", "epochs": 3}, cache=False)
     line = next(line for line in plan.explanation if line.startswith("Trial on 6 held-out images: "))
     assert line.endswith("Its fine-tuning had time for 1 of 3 epochs within the 0 s advice bound, so it may understate fine-tuning.")
     assert any(a.how.startswith("trial: 1 of 3 epochs (the 0 s advice bound)") for a in plan.alternatives)
+
+
+def test_no_trial_where_the_linear_head_leaves_fine_tuning_nothing_to_win(monkeypatch):
+    # small data unlike ImageNet, which a linear head gets all right: a trial (40 s on 12 such
+    # images) could not show fine-tuning better beyond its noise, so none is run
+    monkeypatch.setattr(planning, "classify", lambda _: (True, False))
+    monkeypatch.setattr(planning, "_trial", lambda *args: pytest.fail("ran a trial"))
+    X, y = colour_data(per_class=10)
+    plan = advise(TINY, X, y, cache=False)
+    assert plan.strategy == "linear"
+    assert "No fine-tuning trial: the linear head misses 0 of the 30 measured images in cross-validation, leaving fine-tuning nothing to win beyond a trial's noise." in plan.explanation
 
 
 @pytest.mark.parametrize(

@@ -320,6 +320,8 @@ def _choose_strategy(small, similar, rule_strategy, linear: TapScore, sample, bu
     if int(np.bincount(sample["labels"]).min()) < 5:
         strategy = rule_strategy if rule_strategy != "linear" and budget.allows(budget.final) else "linear"
         return _Choice(strategy, "No fine-tuning trial: some class has fewer than 5 images to split.")
+    if rule_strategy == "linear" and (misses := linear_misses(linear, sample)) is not None and misses < 2:
+        return _Choice("linear", f"No fine-tuning trial: the linear head misses {misses} of the {len(sample['labels'])} measured images in cross-validation, leaving fine-tuning nothing to win beyond a trial's noise.")
     if budget.allows(budget.trial + budget.final):
         held = int(round(len(sample["labels"]) * TRIAL_HELD_OUT))
         progress.announce(
@@ -336,6 +338,14 @@ def _choose_strategy(small, similar, rule_strategy, linear: TapScore, sample, bu
         "linear", f"{what} would take about {needed:.0f} s more, past the {budget.limit:.0f} s budget ({budget.spent:.0f} s spent measuring); staying linear.",
         budget_bound=True,
     )
+
+
+def linear_misses(linear: TapScore, sample) -> int | None:
+    """How many measured images the linear head gets wrong in cross-validation (None where a tap
+    given was not cross-validated). The trial chooses fine-tuning only where it wins more paired
+    images than the square root of those the two disagree on (the noise in :func:`_trial`): with
+    at most one miss to win back, it cannot."""
+    return round((1 - linear.cv_accuracy) * len(sample["labels"])) if math.isfinite(linear.cv_accuracy) else None
 
 
 def _judge_trial(result: TrialResult, budget: _Budget, rule_strategy: str, linear: TapScore) -> _Choice:
