@@ -135,9 +135,13 @@ def test_many_small_classes_are_named_a_dozen_at_a_time(tmp_path, caplog):
 
 
 def test_one_class_is_an_error(tmp_path):
-    write_class_folders(tmp_path, per_class=4, colours={"only": (1, 1, 1)})
-    with pytest.raises(DataError, match="only one class"):
-        load_dataset(tmp_path)
+    write_class_folders(tmp_path / "a", per_class=4, colours={"only": (1, 1, 1)})
+    with pytest.raises(DataError, match=r"only one class \(only\); a classifier needs at least 2 classes\.$"):
+        load_dataset(tmp_path / "a")
+    # data/images/CLASS/, given data: the one "class" holds the classes
+    write_class_folders(tmp_path / "b" / "images", per_class=3)
+    with pytest.raises(DataError, match=r"only one class \(images\).* Its images lie in 3 folders \(blue, green, red\): if those are the classes, give .*b/images\.$"):
+        load_dataset(tmp_path / "b")
 
 
 @pytest.mark.parametrize("make, message", [(lambda p: p, "no sub-folders"), (lambda p: p / "nope", "does not exist")])

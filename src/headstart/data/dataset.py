@@ -448,10 +448,20 @@ def check_class_sizes(dataset: Dataset) -> None:
             "add images or remove those classes."
         )
     if len(counts) < 2:
-        raise DataError(f"found only one class ({next(iter(counts))}); a classifier needs at least 2 classes.")
+        raise DataError(f"found only one class ({next(iter(counts))}); a classifier needs at least 2 classes.{_classes_one_level_down(dataset)}")
     small = sorted((str(c) for c, n in counts.items() if n < WARN_IMAGES_PER_CLASS))
     if small:
         log.warning("class(es) %s have fewer than %d images; results will be noisy", shortened(small), WARN_IMAGES_PER_CLASS)
+
+
+def _classes_one_level_down(dataset: Dataset) -> str:
+    """Where the one class's images lie in folders of their own (``data/images/CLASS/``, given
+    ``data``), the folder to give instead; else nothing."""
+    if dataset.layout != "folders":
+        return ""
+    folder = dataset.root / str(dataset.records[0].label)
+    inner = sorted({r.path.relative_to(folder).parts[0] for r in dataset.records if folder in r.path.parents[1:]})
+    return f" Its images lie in {len(inner)} folders ({shortened(inner)}): if those are the classes, give {folder}." if len(inner) > 1 else ""
 
 
 def respellings(names: Iterable, known: Iterable) -> list[str]:
