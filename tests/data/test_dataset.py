@@ -192,6 +192,25 @@ def test_csv_of_one_column_per_class_is_read_as_labels(tmp_path):
     assert load_dataset(tmp_path / "flags.csv", split=False).classes == [0, 1]
 
 
+def test_split_folders_of_loose_images_labelled_by_a_csv_beside_them(tmp_path):
+    # Roboflow's classification export: train/ and valid/ each hold their images and _classes.csv
+    from tests.conftest import colour_image
+
+    for split, seed in (("train", 0), ("valid", 50)):
+        (tmp_path / split).mkdir()
+        rows = ["filename, blue, red"]
+        for i in range(8):
+            red = i % 2 == 1
+            colour_image((200, 30, 30) if red else (30, 30, 200), seed=seed + i).save(tmp_path / split / f"img{i}_jpg.rf.a{i}.jpg")
+            rows.append(f"img{i}_jpg.rf.a{i}.jpg," + ("0,1" if red else "1,0"))
+        (tmp_path / split / "_classes.csv").write_text("\n".join(rows))
+    dataset = load_dataset(tmp_path)
+    assert dataset.layout == "splits" and dataset.eval_split == "val" and dataset.classes == ["blue", "red"]
+    assert dataset.counts("train") == {"blue": 4, "red": 4} and dataset.counts("val") == {"blue": 4, "red": 4}
+    assert all(r.label == ("red" if int(r.path.name[3]) % 2 else "blue") for r in dataset.records)
+    assert load_dataset(tmp_path / "train", split=False).counts() == {"blue": 4, "red": 4}  # one such folder alone
+
+
 def test_hidden_folders_and_zip_litter_hold_no_images(tmp_path, caplog):
     # Jupyter keeps copies of images in .ipynb_checkpoints beside them; a zip made on a Mac adds __MACOSX
     write_class_folders(tmp_path, per_class=3)

@@ -178,6 +178,8 @@ def load_dataset(
 
 def _from_folders(root: Path) -> Dataset:
     subdirs = [d for d in sorted(root.iterdir()) if _may_hold_a_class(d)]
+    if not subdirs and (table := _labels_beside_images(root)):
+        return _from_csv(table, allow_outside=False)
     if not subdirs:
         raise DataError(f"{root} has no sub-folders; put each class's images in root/CLASS_NAME/.")
     split_dirs = {d: SPLIT_NAMES.get(d.name.lower()) for d in subdirs}
@@ -185,9 +187,7 @@ def _from_folders(root: Path) -> Dataset:
     if all(split_dirs.values()):
         records, skipped = [], []
         for split_dir, split in split_dirs.items():
-            class_dirs = [d for d in sorted(split_dir.iterdir()) if _may_hold_a_class(d)]
-            _warn_unlabelled(split_dir)
-            r, s = _scan_class_dirs(class_dirs, split)
+            r, s = _scan_split(split_dir, split)
             records += r
             skipped += s
         layout = "splits"
@@ -200,6 +200,23 @@ def _from_folders(root: Path) -> Dataset:
     if not records:
         raise DataError(f"no images found under {root}; expected root/CLASS/image or root/SPLIT/CLASS/image.")
     return Dataset(root=root, layout=layout, records=records, skipped=skipped)
+
+
+def _scan_split(split_dir: Path, split: str) -> tuple[list[ImageRecord], list[Skipped]]:
+    """A split folder's images: in class folders, or lying loose beside the one CSV that labels them."""
+    class_dirs = [d for d in sorted(split_dir.iterdir()) if _may_hold_a_class(d)]
+    if not class_dirs and (table := _labels_beside_images(split_dir)):
+        listed = _from_csv(table, allow_outside=False)
+        return [replace(r, split=split) for r in listed.records], [replace(s, split=split) for s in listed.skipped]
+    _warn_unlabelled(split_dir)
+    return _scan_class_dirs(class_dirs, split)
+
+
+def _labels_beside_images(folder: Path) -> Path | None:
+    """The one CSV (or TSV) lying among a folder's loose images, which labels them, as Roboflow's
+    classification export has it (``train/_classes.csv``: a file name and a 0/1 column per class)."""
+    tables = [f for f in folder.iterdir() if f.is_file() and f.suffix.lower() in (".csv", ".tsv")]
+    return tables[0] if len(tables) == 1 and any(f.is_file() and classify_file(f) is None for f in folder.iterdir()) else None
 
 
 def _may_hold_a_class(folder: Path) -> bool:
