@@ -283,6 +283,30 @@ def test_unlike_imagenet_the_partner_joins_at_its_own_best_tap():
     assert any(line.startswith("Second embedded backbone: tiny features.1 and partner blocks.5 codes joined") for line in plan.explanation)
 
 
+def test_where_the_sweep_joined_two_taps_the_best_single_one_joins_the_partner():
+    # digits-130 on a slower CPU: the sweep chose features.16+pre_logits (96.0% on the test split),
+    # and the partner was neither measured nor offered; features.16 joined with its blocks.4 scores 98.25%
+    from headstart.advisor import _partner_worth_reading
+
+    rng = np.random.default_rng(0)
+    labels = np.repeat(np.arange(3), 20)
+    weak = np.abs(rng.normal(size=(60, 16)))
+    weak[:, :3] += 0.7 * np.eye(3)[labels]
+    partner = np.abs(rng.normal(size=(60, 24)))
+    partner[:, :3] += 3.0 * np.eye(3)[labels]
+    _, alone = fit_linear_head(weak, labels)
+    sweep = [TapScore(PRE_LOGITS, 1.0, 32, 0.3, 0.05), TapScore("features.1", 0.5, 16, alone.cv_score, alone.cv_score_std),
+             TapScore("features.1+pre_logits", 1.0, 48, alone.cv_score + 0.01, alone.cv_score_std)]
+    unlike = measurements(20, confidence=0.1, bn=0.9, sweep=sweep)
+    assert _partner_worth_reading(get_backbone("mobilenet_v2"), unlike, None)  # its partner is measured...
+    codes = {PRE_LOGITS: np.abs(rng.normal(size=(60, 32))), "features.1": weak}
+    sample = {"labels": labels, "index": np.arange(60), "codes": codes, "partner": ("partner", partner, "blocks.5")}
+    plan = planning.decide(TINY, unlike, sample, [None] * 60, time_budget=1e-6)  # ...and joins the best single tap
+    assert (plan.backbone, plan.tap) == ("tiny+partner", "features.1+blocks.5")
+    line = next(line for line in plan.explanation if line.startswith("Second embedded backbone: tiny features.1 and partner blocks.5 codes joined"))
+    assert "points over its features.1+pre_logits codes, beyond the noise" in line
+
+
 @pytest.mark.parametrize("tap, width", [(PRE_LOGITS, 64), ("features.1+pre_logits", 48)])
 def test_a_plan_that_joins_two_backbones_fits_saves_and_reloads(tap, width, monkeypatch, tmp_path):
     import headstart.advisor as advisor

@@ -109,11 +109,12 @@ def _cached(root, key: str | None, start: float) -> Plan | None:
 
 def _partner_worth_reading(spec: BackboneSpec, measurements: Measurements, tap: str | None) -> bool:
     """Whether decide() may offer the partner backbone's codes: small data, the tap left to the
-    advisor and one tap chosen (only a head on one tap is offered them; ask before paying for
-    them), the top tap for data like ImageNet's (they are cached for the fit)."""
+    advisor (ask before paying for them), the top tap for data like ImageNet's (they are cached
+    for the fit); on data unlike it, any tap, two joined included (the best single one then joins
+    the partner's)."""
     small, similar = classify(measurements)
     chosen = best_linear(measurements.sweep, prefer_earlier=small and not similar).tap
-    return small and tap is None and spec.name in PARTNERS and "+" not in chosen and (chosen == PRE_LOGITS or not similar)
+    return small and tap is None and spec.name in PARTNERS and (chosen == PRE_LOGITS or not similar)
 
 
 def _add_partner(sample: dict, name: str, images, input_size, device, batch_size, cache, cache_dir, similar: bool, random_state: int) -> None:

@@ -228,13 +228,16 @@ def decide(
     alternatives = [Alternative("linear", s.tap, s.cv_accuracy, s.cv_std / math.sqrt(s.folds), "cross-validated on the sample") for s in measurements.sweep]
     alternatives += choice.alternatives
     backbone, linear_tap, partner_line = spec.name, linear.tap, _partner_skipped_line(sample) if strategy == "linear" else None
-    if strategy == "linear" and "partner" in sample and "+" not in linear.tap:
-        joined, wins, partner_line = _partner_check(spec, linear, sample, random_state)
+    if strategy == "linear" and "partner" in sample:
+        # the partner's codes join one tap of this backbone; where the sweep chose two of its taps
+        # joined, the best single one joins the partner's, and must beat those two beyond the noise
+        own = linear if "+" not in linear.tap else max((t for t in measurements.sweep if "+" not in t.tap), key=lambda t: t.cv_accuracy)
+        joined, wins, partner_line = _partner_check(spec, own, sample, random_state, against=linear)
         alternatives.append(joined)
         if wins:
             partner, _, partner_tap = sample["partner"]
             backbone = f"{spec.name}+{partner}"
-            linear_tap = linear.tap if partner_tap == linear.tap else f"{linear.tap}+{partner_tap}"  # one tap for both, or one each
+            linear_tap = own.tap if partner_tap == own.tap else f"{own.tap}+{partner_tap}"  # one tap for both, or one each
     case = f"{'small' if small else 'large'}, {'similar' if similar else 'different'}"
     lines = [_size_line(measurements, small), _similarity_line(measurements, similar), _sweep_line(measurements), f"Rule of thumb ({case}): {rule_words}."]
     lines += [line for line in (choice.line, augmentation_line if strategy != "linear" else None, partner_line, _overrun_line(measurements, time_budget)) if line]
@@ -485,27 +488,30 @@ def _tap_words(tap: str) -> str:
     return "the top-layer codes" if tap == PRE_LOGITS else f"the {tap} codes"
 
 
-def _partner_check(spec: BackboneSpec, linear: TapScore, sample: dict, random_state: int) -> tuple[Alternative, bool, str]:
-    """Cross-validate a linear head on ``spec``'s codes at the chosen tap and its partner's at
-    ``sample["partner"]``'s tap joined (as ConcatExtractor joins them), against ``spec``'s alone.
+def _partner_check(spec: BackboneSpec, linear: TapScore, sample: dict, random_state: int, against: TapScore | None = None) -> tuple[Alternative, bool, str]:
+    """Cross-validate a linear head on ``spec``'s codes at ``linear``'s tap and its partner's at
+    ``sample["partner"]``'s tap joined (as ConcatExtractor joins them), against ``spec``'s head
+    ``against`` (default: ``linear``'s) alone.
     Returns the joined alternative (its ``tap`` reads "A+B pre_logits", or "A+B features.13+blocks.5"
     where each has its own), whether it wins beyond the noise, and the line that says so."""
     from ..features.extract import join_parts
 
+    against = against or linear
     partner, partner_codes, partner_tap = sample["partner"]
     joined = join_parts([_tap_codes(sample["codes"], linear.tap), partner_codes])
     _, report = fit_linear_head(joined, sample["labels"], random_state=random_state, groups=sample.get("groups"))
     accuracy, std = report.cv_score or 0.0, report.cv_score_std or 0.0
-    noise = max(std, linear.cv_std) / math.sqrt(max(report.cv_folds, 1))
-    gain = accuracy - linear.cv_accuracy
+    noise = max(std, against.cv_std) / math.sqrt(max(report.cv_folds, 1))
+    gain = accuracy - against.cv_accuracy
     taps = linear.tap if partner_tap == linear.tap else f"{linear.tap}+{partner_tap}"
     alternative = Alternative("linear", f"{spec.name}+{partner} {taps}", accuracy, noise, "cross-validated on the sample")
     margin = max(noise, MIN_GAIN / 2)  # the noise, or half a point where the folds agree closely
     wins = gain > margin
+    over = f" over its {against.tap} codes" if against is not linear else ""  # the sweep's two taps joined
     if wins:
-        verdict = f"+{gain * 100:.1f} points, beyond the noise ({margin * 100:.1f}): the head reads both"
+        verdict = f"+{gain * 100:.1f} points{over}, beyond the noise ({margin * 100:.1f}): the head reads both"
     else:
-        verdict = f"{gain * 100:+.1f} points, within the noise ({margin * 100:.1f}): {spec.name} alone"
+        verdict = f"{gain * 100:+.1f} points{over}, within the noise ({margin * 100:.1f}): {spec.name} alone"
     what = f"{spec.name} and {partner} codes" if partner_tap == linear.tap else f"{spec.name} {linear.tap} and {partner} {partner_tap} codes"
     line = f"Second embedded backbone: {what} joined score {accuracy:.1%} +- {std * 100:.1f} ({report.cv_folds}-fold CV): {verdict}."
     return alternative, wins, line
