@@ -264,28 +264,11 @@ def test_the_partner_backbone_joins_only_beyond_the_noise(partner_informative, c
     assert ("top-layer codes of tiny and partner" in plan.describe()) == partner_informative
 
 
-def test_unlike_imagenet_the_partner_joins_at_its_own_best_tap():
-    rng = np.random.default_rng(0)
-    labels = np.repeat(np.arange(3), 20)
-    weak = np.abs(rng.normal(size=(60, 16)))
-    weak[:, :3] += 0.7 * np.eye(3)[labels]
-    partner = np.abs(rng.normal(size=(60, 24)))
-    partner[:, :3] += 3.0 * np.eye(3)[labels]
-    _, alone = fit_linear_head(weak, labels)
-    sweep = [TapScore(PRE_LOGITS, 1.0, 32, 0.3, 0.05), TapScore("features.1", 0.5, 16, alone.cv_score, alone.cv_score_std)]
-    codes = {PRE_LOGITS: np.abs(rng.normal(size=(60, 32))), "features.1": weak}
-    sample = {"labels": labels, "index": np.arange(60), "codes": codes, "partner": ("partner", partner, "blocks.5")}
-    # no time for a fine-tuning trial: the rule's linear head on an earlier tap
-    plan = planning.decide(TINY, measurements(20, confidence=0.1, bn=0.9, sweep=sweep), sample, [None] * 60, time_budget=1e-6)
-    assert plan.case == "small, different" and plan.strategy == "linear"
-    assert (plan.backbone, plan.tap) == ("tiny+partner", "features.1+blocks.5")
-    assert "the features.1 codes of tiny and the blocks.5 codes of partner" in plan.describe()
-    assert any(line.startswith("Second embedded backbone: tiny features.1 and partner blocks.5 codes joined") for line in plan.explanation)
-
-
-def test_where_the_sweep_joined_two_taps_the_best_single_one_joins_the_partner():
-    # digits-130 on a slower CPU: the sweep chose features.16+pre_logits (96.0% on the test split),
-    # and the partner was neither measured nor offered; features.16 joined with its blocks.4 scores 98.25%
+@pytest.mark.parametrize("two_taps", [False, True])
+def test_unlike_imagenet_the_partner_joins_at_its_own_best_tap(two_taps):
+    # two_taps: the sweep's best is two taps of this backbone joined (digits-130 on a slower CPU:
+    # features.16+pre_logits, 96.0% on the test split, and the partner was neither measured nor
+    # offered); the best single tap joins the partner's (there: features.16 + blocks.4, 98.25%)
     from headstart.advisor import _partner_worth_reading
 
     rng = np.random.default_rng(0)
@@ -295,16 +278,19 @@ def test_where_the_sweep_joined_two_taps_the_best_single_one_joins_the_partner()
     partner = np.abs(rng.normal(size=(60, 24)))
     partner[:, :3] += 3.0 * np.eye(3)[labels]
     _, alone = fit_linear_head(weak, labels)
-    sweep = [TapScore(PRE_LOGITS, 1.0, 32, 0.3, 0.05), TapScore("features.1", 0.5, 16, alone.cv_score, alone.cv_score_std),
-             TapScore("features.1+pre_logits", 1.0, 48, alone.cv_score + 0.01, alone.cv_score_std)]
+    sweep = [TapScore(PRE_LOGITS, 1.0, 32, 0.3, 0.05), TapScore("features.1", 0.5, 16, alone.cv_score, alone.cv_score_std)]
+    sweep += [TapScore("features.1+pre_logits", 1.0, 48, alone.cv_score + 0.01, alone.cv_score_std)] if two_taps else []
     unlike = measurements(20, confidence=0.1, bn=0.9, sweep=sweep)
-    assert _partner_worth_reading(get_backbone("mobilenet_v2"), unlike, None)  # its partner is measured...
+    assert _partner_worth_reading(get_backbone("mobilenet_v2"), unlike, None)  # the partner is measured
     codes = {PRE_LOGITS: np.abs(rng.normal(size=(60, 32))), "features.1": weak}
     sample = {"labels": labels, "index": np.arange(60), "codes": codes, "partner": ("partner", partner, "blocks.5")}
-    plan = planning.decide(TINY, unlike, sample, [None] * 60, time_budget=1e-6)  # ...and joins the best single tap
+    # no time for a fine-tuning trial: the rule's linear head on an earlier tap
+    plan = planning.decide(TINY, unlike, sample, [None] * 60, time_budget=1e-6)
+    assert plan.case == "small, different" and plan.strategy == "linear"
     assert (plan.backbone, plan.tap) == ("tiny+partner", "features.1+blocks.5")
+    assert "the features.1 codes of tiny and the blocks.5 codes of partner" in plan.describe()
     line = next(line for line in plan.explanation if line.startswith("Second embedded backbone: tiny features.1 and partner blocks.5 codes joined"))
-    assert "points over its features.1+pre_logits codes, beyond the noise" in line
+    assert ("points over its features.1+pre_logits codes, beyond the noise" in line) == two_taps
 
 
 @pytest.mark.parametrize("tap, width", [(PRE_LOGITS, 64), ("features.1+pre_logits", 48)])

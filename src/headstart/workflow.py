@@ -122,11 +122,11 @@ def check_before_reading(data, output, params: dict, tensorboard: bool = False) 
     """What fit refuses before any image is read (a negative seed failed in the split; the --nproc
     launcher says it before starting processes): the data missing, an output folder that holds
     something else, a bad parameter. Returns ``output`` with '~' expanded, as a shell would."""
-    check_exists(data)
     if output is not None:
         output = Path(output).expanduser()
         check_replaceable(output, RUN_FILES, "run")
     check_params(TransferClassifier(**_run_directories(output, tensorboard, params)).get_params())
+    check_exists(data)
     return output
 
 

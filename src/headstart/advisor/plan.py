@@ -229,15 +229,8 @@ def decide(
     alternatives += choice.alternatives
     backbone, linear_tap, partner_line = spec.name, linear.tap, _partner_skipped_line(sample) if strategy == "linear" else None
     if strategy == "linear" and "partner" in sample:
-        # the partner's codes join one tap of this backbone; where the sweep chose two of its taps
-        # joined, the best single one joins the partner's, and must beat those two beyond the noise
-        own = linear if "+" not in linear.tap else max((t for t in measurements.sweep if "+" not in t.tap), key=lambda t: t.cv_accuracy)
-        joined, wins, partner_line = _partner_check(spec, own, sample, random_state, against=linear)
+        joined, backbone, linear_tap, partner_line = _with_partner(spec, linear, measurements.sweep, sample, random_state)
         alternatives.append(joined)
-        if wins:
-            partner, _, partner_tap = sample["partner"]
-            backbone = f"{spec.name}+{partner}"
-            linear_tap = own.tap if partner_tap == own.tap else f"{own.tap}+{partner_tap}"  # one tap for both, or one each
     case = f"{'small' if small else 'large'}, {'similar' if similar else 'different'}"
     lines = [_size_line(measurements, small), _similarity_line(measurements, similar), _sweep_line(measurements), f"Rule of thumb ({case}): {rule_words}."]
     lines += [line for line in (choice.line, augmentation_line if strategy != "linear" else None, partner_line, _overrun_line(measurements, time_budget)) if line]
@@ -486,6 +479,19 @@ def describe_joined(backbone: str, tap: str) -> str:
 
 def _tap_words(tap: str) -> str:
     return "the top-layer codes" if tap == PRE_LOGITS else f"the {tap} codes"
+
+
+def _with_partner(spec: BackboneSpec, linear: TapScore, sweep: list[TapScore], sample: dict, random_state: int) -> tuple[Alternative, str, str, str]:
+    """The linear head's backbone and tap once the partner's codes are offered: both backbones
+    where joining wins beyond the noise, else ``linear``'s; with the alternative and its line.
+    The partner's codes join one tap of this backbone; where the sweep chose two of its taps
+    joined, the best single one joins the partner's, and must beat those two."""
+    own = linear if "+" not in linear.tap else max((t for t in sweep if "+" not in t.tap), key=lambda t: t.cv_accuracy)
+    joined, wins, line = _partner_check(spec, own, sample, random_state, against=linear)
+    if not wins:
+        return joined, spec.name, linear.tap, line
+    partner, _, partner_tap = sample["partner"]
+    return joined, f"{spec.name}+{partner}", own.tap if partner_tap == own.tap else f"{own.tap}+{partner_tap}", line  # one tap for both, or one each
 
 
 def _partner_check(spec: BackboneSpec, linear: TapScore, sample: dict, random_state: int, against: TapScore | None = None) -> tuple[Alternative, bool, str]:
