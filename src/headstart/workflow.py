@@ -120,8 +120,8 @@ def fit_folder(
 
 def check_before_reading(data, output, params: dict, tensorboard: bool = False) -> Path | None:
     """What fit refuses before any image is read (a negative seed failed in the split; the --nproc
-    launcher says it before starting processes): the data missing, an output folder that holds
-    something else, a bad parameter. Returns ``output`` with '~' expanded, as a shell would."""
+    launcher says it before starting processes): a bad parameter, an output folder that holds
+    something else, the data missing. Returns ``output`` with '~' expanded, as a shell would."""
     if output is not None:
         output = Path(output).expanduser()
         check_replaceable(output, RUN_FILES, "run")
@@ -577,7 +577,7 @@ def _skipped(dataset: Dataset, unreadable_codes: int = 0) -> dict[str, int]:
 
 
 def skipped_in_words(counts: dict) -> str:
-    """``3 non-image file(s) (2 .txt, 1 Thumbs.db), 2 unreadable``, with the segmentation masks where there are any."""
+    """``3 non-image file(s) (2 .txt, 1 .db), 2 unreadable``, with the segmentation masks where there are any."""
     kinds = list(counts.get("not_image_kinds", {}).items())
     kinds = f" ({', '.join(f'{n} {kind}' for kind, n in kinds[:3])}{', ...' if len(kinds) > 3 else ''})" if kinds else ""
     masks = f", {counts['masks']} segmentation mask(s) of images beside them" if counts.get("masks") else ""
