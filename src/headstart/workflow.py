@@ -22,7 +22,7 @@ from ._json import as_json, to_json_label
 from ._memory import release_freed_memory
 from ._text import shortened
 from .data import Dataset, find_duplicates, load_dataset
-from .data.dataset import MASK_REASON, MISSING_FILE, check_exists, respellings
+from .data.dataset import check_exists, respellings
 from .data.images import as_sources, unreadable_files
 from .diagnostics import diagnose, error_analysis, wilson_interval
 from .diagnostics.error_analysis import balanced_accuracy
@@ -327,9 +327,9 @@ def evaluate_folder(model: TransferClassifier, data: str | os.PathLike, *, allow
         refuse_labelled_examples(examples, _content_hashes(examples), set(filter(None, _content_hashes(as_sources([r.path for r in records])))))
         evaluation.rejection["none_of_these"] = _none_of_these_figures(model, novelty[ok], none_of_these)
     evaluation.mistakes = _mistakes(model.classes_, scores[ok], labels[ok], [r.path for r in kept])
-    passed_over = [s for s in dataset.skipped if s.split == split and s.reason != "not an image"]
-    evaluation.masks = sum(s.reason.startswith(MASK_REASON) for s in passed_over)
-    evaluation.unreadable = [{"path": str(s.path), "reason": s.reason} for s in passed_over if not s.reason.startswith(MASK_REASON)]
+    passed_over = [s for s in dataset.skipped if s.split == split and s.kind != "not an image"]
+    evaluation.masks = sum(s.kind == "mask" for s in passed_over)
+    evaluation.unreadable = [{"path": str(s.path), "reason": s.reason} for s in passed_over if s.kind != "mask"]
     evaluation.unreadable += [{"path": str(records[i].path), "reason": why} for i, why in failures.items()]
     evaluation.analysis = error_analysis(np.searchsorted(model.classes_, labels[ok]), scores[ok], [str(to_json_label(c)) for c in model.classes_])
     return evaluation
@@ -563,9 +563,9 @@ def describe_found(dataset: Dataset) -> str:
 def _skipped(dataset: Dataset, unreadable_codes: int = 0) -> dict[str, int]:
     """Files passed over: not images, segmentation masks beside their images, and unreadable ones
     (those the scan found, and ``unreadable_codes`` more that failed to decode)."""
-    not_images = [s.path for s in dataset.skipped if s.reason == "not an image"]
-    masks = sum(s.reason.startswith(MASK_REASON) for s in dataset.skipped)
-    missing = sum(s.reason == MISSING_FILE for s in dataset.skipped)  # listed in a CSV, not on disk
+    not_images = [s.path for s in dataset.skipped if s.kind == "not an image"]
+    masks = sum(s.kind == "mask" for s in dataset.skipped)
+    missing = sum(s.kind == "missing" for s in dataset.skipped)  # listed in a CSV, not on disk
     return {
         "not_images": len(not_images),
         # by kind, so that photos in a format headstart cannot read (a camera's .cr2 raw files) show among the notes and Thumbs.db
@@ -619,7 +619,7 @@ STRICT_LISTED = 10
 def _check_every_image(dataset: Dataset, output) -> None:
     """--strict: decode every image before any work, and fail naming all that cannot be read."""
     progress.announce(f"--strict: decoding all {len(dataset.records)} images first, to find every unreadable one")
-    found = {s.path: s.reason for s in dataset.skipped if s.reason.startswith("unreadable") or s.reason == MISSING_FILE}
+    found = {s.path: s.reason for s in dataset.skipped if s.kind in ("unreadable", "missing")}
     found |= unreadable_files([r.path for r in dataset.records])
     if not found:
         return

@@ -78,6 +78,16 @@ class Skipped:
     reason: str
     split: str = "pool"  # the split it would have been in (evaluate reports only its own split's)
 
+    @property
+    def kind(self) -> str:
+        """What the summary counts it as, the one place reasons are sorted: "not an image",
+        "mask" (beside its image), "missing" (listed in a CSV, not on disk) or "unreadable"."""
+        if self.reason == "not an image":
+            return "not an image"
+        if self.reason.startswith(MASK_REASON):
+            return "mask"
+        return "missing" if self.reason == MISSING_FILE else "unreadable"
+
 
 @dataclass
 class Dataset:
@@ -114,7 +124,7 @@ class Dataset:
 
     def unreadable(self) -> list[Path]:
         """Files that look like images by name or content but cannot be read."""
-        return [s.path for s in self.skipped if s.reason.startswith("unreadable")]
+        return [s.path for s in self.skipped if s.kind == "unreadable"]
 
     def counts(self, split: str | None = None) -> Counter:
         return Counter(r.label for r in self.records if split is None or r.split == split)
@@ -330,7 +340,7 @@ def _from_csv(csv_path: Path, *, allow_outside: bool) -> Dataset:
         else:
             skipped.append(Skipped(file, reason, split))
     if not records:
-        missing = [s.path for s in skipped if s.reason == MISSING_FILE]
+        missing = [s.path for s in skipped if s.kind == "missing"]
         where = f": none of its {len(missing)} paths is a file (the first would be {missing[0]})" if len(missing) == len(skipped) and missing else ""
         raise DataError(f"{csv_path} lists no readable images{where}; each row needs path,label with paths relative to the CSV's folder.")
     return Dataset(root=base, layout="csv", records=records, skipped=skipped)
