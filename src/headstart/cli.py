@@ -854,14 +854,13 @@ def cmd_backbones(args) -> int:
 
 # ---------------------------------------------------------------------- output
 def format_summary(summary, output) -> str:
-    from .data.dataset import MASK_REASON
     from .persistence import REPORT_FILE
     from .workflow import skipped_in_words
 
     ev = summary.evaluation
     counts = summary.counts
     used = ", ".join(f"{split} {n}" for split, n in counts["used"].items())
-    unreadable = [s for s in summary.skipped if s["reason"] != "not an image" and not s["reason"].startswith(MASK_REASON)]
+    unreadable = [s for s in summary.skipped if s["kind"] in ("unreadable", "missing")]
     lines = [
         f"headstart fit: {summary.data} ({summary.layout} layout), backbone {summary.backbone} at {summary.input_size} px, {summary.seconds:.1f} s "
         f"({counts['codes_computed']} codes computed, {counts['codes_cached']} read from the cache; engine {summary.engine})",

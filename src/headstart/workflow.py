@@ -22,7 +22,7 @@ from ._json import as_json, to_json_label
 from ._memory import release_freed_memory
 from ._text import shortened
 from .data import Dataset, find_duplicates, load_dataset
-from .data.dataset import check_exists, respellings
+from .data.dataset import Skipped, check_exists, respellings
 from .data.images import as_sources, unreadable_files
 from .diagnostics import diagnose, error_analysis, wilson_interval
 from .diagnostics.error_analysis import balanced_accuracy
@@ -272,8 +272,10 @@ def _summary(data, dataset: Dataset, record: FittedModel, fit: Fit, codes: Codes
         classes=[to_json_label(c) for c in record.classes],
         n_train=record.n_train,
         evaluation=evaluation,
-        skipped=[{"path": str(s.path), "reason": s.reason} for s in dataset.skipped]
-        + [{"path": str(records[i].path), "reason": why} for i, why in codes.failures.items()],
+        skipped=[
+            {"path": str(s.path), "reason": s.reason, "kind": s.kind}
+            for s in dataset.skipped + [Skipped(records[i].path, why) for i, why in codes.failures.items()]  # those the scan found, then those that failed to decode
+        ],
         duplicates=duplicate_report(dataset, codes),
         classifier=asdict(record.head_report) | {"kind": classifier},
         finetune=_finetune_summary(record),
