@@ -63,7 +63,7 @@ def test_float_images_far_below_255_are_said_to_read_nearly_black(caplog):
     assert "nearly black" not in caplog.text
 
 
-def test_arrays_and_paths_are_accepted(tmp_path):
+def test_arrays_and_paths_are_accepted(tmp_path, monkeypatch):
     X, y = colour_data()
     paths = []
     for i, image in enumerate(X):
@@ -73,6 +73,8 @@ def test_arrays_and_paths_are_accepted(tmp_path):
     from_paths = tiny().fit(paths, y).predict_proba(paths)
     from_arrays = tiny().fit(arrays, y).predict_proba(arrays)
     np.testing.assert_allclose(from_paths, from_arrays, atol=1e-6)
+    monkeypatch.setenv("HOME", str(tmp_path))  # '~/0.png' is the home folder's, as on a shell
+    np.testing.assert_allclose(tiny().fit([f"~/{p.name}" for p in paths], y).predict_proba(["~/0.png"]), from_paths[:1], atol=1e-6)
 
 
 def test_torchvision_tensors_are_accepted_and_normalised_ones_refused():

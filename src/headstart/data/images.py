@@ -99,7 +99,7 @@ class ImageSource:
 
     @property
     def path(self) -> Path | None:
-        return Path(self.image) if isinstance(self.image, (str, os.PathLike)) else None
+        return Path(self.image).expanduser() if isinstance(self.image, (str, os.PathLike)) else None  # '~/a.jpg' is the home folder's, as on a shell
 
     def __repr__(self) -> str:
         return f"ImageSource({self.image!r})" if self.path else f"ImageSource(<{type(self.image).__name__}>)"
