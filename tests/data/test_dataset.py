@@ -175,6 +175,25 @@ def test_kaggle_csv_of_ids_finds_its_image_folder(tmp_path, caplog):
         load_dataset(tmp_path / "nothing.csv")
 
 
+def test_a_file_given_for_the_data_is_a_csv_or_said_to_be_what_it_is(tmp_path, caplog):
+    import shutil
+
+    write_class_folders(tmp_path / "photos", per_class=3)
+    archive = shutil.make_archive(str(tmp_path / "photos"), "zip", tmp_path / "photos")  # a Kaggle download, not unpacked
+    for given, said in ((archive, "is an archive: unpack it first"), (tmp_path / "photos" / "red" / "00.png", "is one image; give the folder that holds the class folders")):
+        with pytest.raises(DataError, match=said):
+            load_dataset(given)
+    (tmp_path / "model.bin").write_bytes(b"\x00\x93binary" * 10)
+    with pytest.raises(DataError, match="is not a CSV \\(it holds binary data\\)"):
+        load_dataset(tmp_path / "model.bin")
+    # Excel on Windows writes Windows-1252: accented class names read as written (it was a traceback)
+    rows = [f"photos/{name}/{i:02d}.png,{label}" for name, label in (("red", "caf\xe9"), ("blue", "th\xe9")) for i in range(3)]
+    (tmp_path / "excel.csv").write_bytes("\n".join(["path,label", *rows]).encode("cp1252"))
+    with caplog.at_level(logging.WARNING):
+        assert load_dataset(tmp_path / "excel.csv", split=False).classes == ["café", "thé"]
+    assert "excel.csv is not UTF-8: read as Windows-1252" in caplog.text
+
+
 def test_csv_of_one_column_per_class_is_read_as_labels(tmp_path):
     # ISIC's ground truth: image,MEL,NV,BCC,UNK with a 1.0 under each image's class
     write_class_folders(tmp_path, per_class=3)

@@ -11,6 +11,8 @@ import csv
 import logging
 import os
 import re
+import tarfile
+import zipfile
 from collections import Counter
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -379,10 +381,28 @@ def glob_escape(text: str) -> str:
     return re.sub(r"([\[\]*?])", r"[\1]", text)
 
 
+def _table_text(path: Path) -> str:
+    """A labels file's text, or a one-line refusal of what people give instead: an archive (a
+    Kaggle download), one image, or another binary file. Excel on Windows writes CSVs in
+    Windows-1252, read as such where the bytes are not UTF-8."""
+    data = path.read_bytes()
+    if zipfile.is_zipfile(path) or tarfile.is_tarfile(path):
+        raise DataError(f"{path} is an archive: unpack it first (unzip or tar -xf) and give the folder it makes.")
+    if classify_file(path) is None:
+        raise DataError(f"{path} is one image; give the folder that holds the class folders, or a CSV of path,label rows.")
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        if b"\0" in data[:8192]:
+            raise DataError(f"{path} is not a CSV (it holds binary data); give a folder of class folders or a CSV of path,label rows.") from None
+        log.warning("%s is not UTF-8: read as Windows-1252, as Excel writes it", path)
+        return data.decode("cp1252", errors="replace")
+
+
 def _read_label_rows(csv_path: Path) -> list[tuple[str, str, str, str | None]]:
     """Rows of (path, label, split, group); a header row and an optional third 'split' column are
     allowed, and a header may name a 'group' column (a subject id, say) anywhere after the label."""
-    text = csv_path.read_text(encoding="utf-8-sig")
+    text = _table_text(csv_path)
     delimiter = "\t" if csv_path.suffix.lower() == ".tsv" or ("\t" in text.split("\n", 1)[0]) else ","
     table = [row for row in csv.reader(text.splitlines(), delimiter=delimiter) if row and any(c.strip() for c in row)]
     if not table:
