@@ -315,7 +315,8 @@ def evaluate_folder(model: TransferClassifier, data: str | os.PathLike, *, allow
                else f"{data} is named as one class: give the folder that holds the class folders." if inside
                else "evaluate on data with the same class names.")
         )
-    scores, failures, novelty = model.predicted([r.path for r in records])
+    sources = as_sources([r.path for r in records])  # they remember the content hashes predicting computes
+    scores, failures, novelty = model.predicted(sources)
     ok = np.isfinite(scores).all(axis=1)
     labels = _match_label_types(_labels(records), model.classes_)
     evaluation = evaluate_scores(model.classes_, scores[ok], labels[ok], split)
@@ -326,8 +327,9 @@ def evaluate_folder(model: TransferClassifier, data: str | os.PathLike, *, allow
     )
     if none_of_these:
         examples = as_sources(list(none_of_these))
-        refuse_labelled_examples(examples, _content_hashes(examples), set(filter(None, _content_hashes(as_sources([r.path for r in records])))))
-        evaluation.rejection["none_of_these"] = _none_of_these_figures(model, novelty[ok], none_of_these)
+        figures = _none_of_these_figures(model, novelty[ok], examples)
+        refuse_labelled_examples(examples, _content_hashes(examples), set(filter(None, _content_hashes(sources))))
+        evaluation.rejection["none_of_these"] = figures
     evaluation.mistakes = _mistakes(model.classes_, scores[ok], labels[ok], [r.path for r in kept])
     passed_over = [s for s in dataset.skipped if s.split == split and s.kind != "not an image"]
     evaluation.masks = sum(s.kind == "mask" for s in passed_over)
@@ -393,11 +395,12 @@ HISTOGRAM_BINS = 30
 
 
 def _content_hashes(sources: list) -> list[str | None]:
-    """Each image's content hash, None where it cannot be read (predicting counts those)."""
+    """Each image's content hash: the one predicting remembered, else read now; None where the
+    file cannot be read (predicting counts those)."""
     hashes = []
     for source in sources:
         try:
-            hashes.append(source.open().content_hash)
+            hashes.append(source.known_hash() or source.open().content_hash)
         except (OSError, TypeError, ValueError):
             hashes.append(None)
     return hashes

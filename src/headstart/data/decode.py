@@ -100,11 +100,14 @@ def read_heif() -> bool:
 
 
 def open_file(path) -> Image.Image:
-    """``Image.open`` (the header only, until pixels are asked for), HEIC included."""
-    with open(path, "rb") as f:
-        if sniff_format(f.read(16)) == "HEIF":
-            read_heif()
-    return Image.open(path)
+    """``Image.open`` (the header only, until pixels are asked for), HEIC included: Pillow is
+    taught HEIC only where it knows no other format for the file, so other files are opened once."""
+    try:
+        return Image.open(path)
+    except Image.UnidentifiedImageError:
+        if not read_heif():
+            raise
+        return Image.open(path)
 
 
 def plain_reason(exc: BaseException) -> str:
