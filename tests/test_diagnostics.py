@@ -106,6 +106,23 @@ def test_next_steps_follow_the_evidence():
     assert any("--tap features.13" in step for step in linear.next_steps)
 
 
+def test_more_data_advice_never_contradicts_what_was_measured():
+    # 20 hymenoptera photos: cross-validation and 4 test images perfect, while the learning curve, fitted
+    # on noisy thirds of the training images, put twice the images at ~91.8%
+    curve = "about 18 images per class (now 10) for 2 more points, by the learning curve; doubling them (20): ~91.8%."
+    perfect = judge(evidence(1.0, 1.0, n=4, k=2, cv_accuracy=1.0, heldout_images=4, images_per_class=10, more_data=curve, curve_doubled=0.918))
+    assert perfect.label == "healthy"
+    assert not any("91.8%" in step or "Fine-tuning may add" in step for step in perfect.next_steps), perfect.next_steps
+    assert "show no mistakes" in perfect.next_steps[0] and "4 test images leave the 95% interval at 51.0%-100.0%" in perfect.next_steps[1]
+    # mistakes left, but the curve still lands below the accuracy measured on all the images: not quoted
+    below = judge(evidence(1.0, 0.9, cv_accuracy=0.95, images_per_class=10, more_data=curve, curve_doubled=0.918))
+    assert "91.8%" not in below.next_steps[0] and "stays below the 95.0% cross-validated on all of them" in below.next_steps[0]
+    assert "(now 10 per class)" in below.next_steps[0]
+    # a curve that rises past the measured accuracy is quoted as it is
+    above = judge(evidence(1.0, 0.9, cv_accuracy=0.9, images_per_class=10, more_data=curve, curve_doubled=0.918))
+    assert above.next_steps[0] == f"To gain more: {curve}"
+
+
 def test_error_analysis_confusion_pairs_and_calibration():
     names = ["cat", "dog", "fox"]
     y = np.array([0] * 10 + [1] * 10 + [2] * 10)

@@ -230,6 +230,33 @@ def test_split_folders_of_loose_images_labelled_by_a_csv_beside_them(tmp_path):
     assert load_dataset(tmp_path / "train", split=False).counts() == {"blue": 4, "red": 4}  # one such folder alone
 
 
+def test_hugging_face_imagefolder_metadata_jsonl_labels_its_images(tmp_path):
+    # datasets' imagefolder: train/ and test/ each hold their images and metadata.jsonl (file_name first, other keys kept)
+    import json
+
+    from tests.conftest import colour_image
+
+    for split, seed in (("train", 0), ("test", 50)):
+        (tmp_path / split).mkdir()
+        lines = []
+        for i in range(6):
+            label = "red" if i % 2 else "blue"
+            colour_image((200, 30, 30) if i % 2 else (30, 30, 200), seed=seed + i).save(tmp_path / split / f"{i}.png")
+            lines.append(json.dumps({"caption": f"photo {i}", "file_name": f"{i}.png", "label": label, "group": f"s{i}"}))
+        (tmp_path / split / "metadata.jsonl").write_text("\n".join(lines) + "\n\n")
+    dataset = load_dataset(tmp_path)
+    assert dataset.layout == "splits" and dataset.classes == ["blue", "red"]
+    assert dataset.counts("train") == {"blue": 3, "red": 3} and dataset.counts("test") == {"blue": 3, "red": 3}
+    assert all(r.label == ("red" if int(r.path.stem) % 2 else "blue") for r in dataset.records)
+    assert {r.group for r in dataset.records if r.split == "train"} == {f"s{i}" for i in range(6)}
+    # the file given itself, and a line that is not JSON named with its number
+    assert load_dataset(tmp_path / "train" / "metadata.jsonl", split=False).counts() == {"blue": 3, "red": 3}
+    with (tmp_path / "train" / "metadata.jsonl").open("a") as f:
+        f.write('{"file_name": "7.png", \n')
+    with pytest.raises(DataError, match=r"metadata.jsonl line 8 is not JSON .*write one object per line"):
+        load_dataset(tmp_path)
+
+
 def test_hidden_folders_and_zip_litter_hold_no_images(tmp_path, caplog):
     # Jupyter keeps copies of images in .ipynb_checkpoints beside them; a zip made on a Mac adds __MACOSX
     write_class_folders(tmp_path, per_class=3)

@@ -8,6 +8,7 @@ of an image beside it, checked black and white); decoding happens once, in the f
 from __future__ import annotations
 
 import csv
+import json
 import logging
 import os
 import re
@@ -57,6 +58,7 @@ MASK_EXTREME_SHARE = 0.95
 
 # A CSV row naming a file that is not there.
 MISSING_FILE = "missing file"
+JSON_LINES = (".jsonl",)  # Hugging Face's imagefolder labels its images in metadata.jsonl (or metadata.csv)
 
 MIN_IMAGES_PER_CLASS = 2
 WARN_IMAGES_PER_CLASS = 5
@@ -225,9 +227,10 @@ def _scan_split(split_dir: Path, split: str) -> tuple[list[ImageRecord], list[Sk
 
 
 def _labels_beside_images(folder: Path) -> Path | None:
-    """The one CSV (or TSV) lying among a folder's loose images, which labels them, as Roboflow's
-    classification export has it (``train/_classes.csv``: a file name and a 0/1 column per class)."""
-    tables = [f for f in folder.iterdir() if f.is_file() and f.suffix.lower() in (".csv", ".tsv")]
+    """The one CSV, TSV or JSON Lines file lying among a folder's loose images, which labels them,
+    as Roboflow's classification export has it (``train/_classes.csv``: a file name and a 0/1
+    column per class) and Hugging Face's imagefolder (``train/metadata.jsonl``)."""
+    tables = [f for f in folder.iterdir() if f.is_file() and f.suffix.lower() in (".csv", ".tsv", *JSON_LINES)]
     return tables[0] if len(tables) == 1 and any(f.is_file() and classify_file(f) is None for f in folder.iterdir()) else None
 
 
@@ -403,12 +406,19 @@ def _read_label_rows(csv_path: Path) -> list[tuple[str, str, str, str | None]]:
     """Rows of (path, label, split, group); a header row and an optional third 'split' column are
     allowed, and a header may name a 'group' column (a subject id, say) anywhere after the label."""
     text = _table_text(csv_path)
-    delimiter = "\t" if csv_path.suffix.lower() == ".tsv" or ("\t" in text.split("\n", 1)[0]) else ","
-    table = [row for row in csv.reader(text.splitlines(), delimiter=delimiter) if row and any(c.strip() for c in row)]
+    if csv_path.suffix.lower() in JSON_LINES:
+        table = _json_lines_table(text, csv_path)
+    else:
+        delimiter = "\t" if csv_path.suffix.lower() == ".tsv" or ("\t" in text.split("\n", 1)[0]) else ","
+        table = [row for row in csv.reader(text.splitlines(), delimiter=delimiter) if row and any(c.strip() for c in row)]
     if not table:
         raise DataError(f"{csv_path} is empty; write one path,label row per image.")
     header = [c.strip().lower() for c in table[0]][:2]
-    has_header = header in (["path", "label"], ["filename", "label"], ["file", "label"], ["image", "label"]) or _looks_like_a_header(table, csv_path.parent)
+    has_header = (
+        csv_path.suffix.lower() in JSON_LINES
+        or header in (["path", "label"], ["filename", "label"], ["file", "label"], ["image", "label"])
+        or _looks_like_a_header(table, csv_path.parent)
+    )
     names = [c.strip().lower() for c in table[0]] if has_header else []
     split_column = names.index("split") if "split" in names else 2
     group_column = names.index("group") if "group" in names else None
@@ -425,6 +435,28 @@ def _read_label_rows(csv_path: Path) -> list[tuple[str, str, str, str | None]]:
         group = row[group_column].strip() or None if group_column is not None and len(row) > group_column else None
         rows.append((row[0].strip(), row[1].strip(), split, group))
     return rows
+
+
+def _json_lines_table(text: str, path: Path) -> list[list[str]]:
+    """Hugging Face's ``metadata.jsonl`` (one object per image: ``file_name`` and its label) as a
+    table whose header row is the objects' keys: ``file_name`` first, then ``label`` where there is
+    one, then the rest (a ``split`` or ``group`` key keeps its meaning)."""
+    objects = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            item = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise DataError(f"{path} line {number} is not JSON ({exc.msg}); write one object per line, such as {{\"file_name\": \"a.jpg\", \"label\": \"cat\"}}.") from None
+        if not isinstance(item, dict) or "file_name" not in item:
+            raise DataError(f"{path} line {number} has no \"file_name\"; write one object per line, such as {{\"file_name\": \"a.jpg\", \"label\": \"cat\"}}.")
+        objects.append(item)
+    if not objects:
+        return []
+    keys = list(dict.fromkeys(key for item in objects for key in item))
+    keys = ["file_name"] + (["label"] if "label" in keys else []) + [k for k in keys if k not in ("file_name", "label")]
+    return [keys] + [["" if item.get(k) is None else str(item.get(k)) for k in keys] for item in objects]
 
 
 def _one_hot_to_labels(header: list[str], columns: list[int], table: list[list[str]], csv_path: Path) -> list[list[str]] | None:
