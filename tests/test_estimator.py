@@ -125,6 +125,34 @@ def test_unreadable_training_images_are_skipped_or_fatal(tmp_path):
         model.predict([bad])
 
 
+class _Table:
+    """What a pandas DataFrame is to fit: iterating it gives its column names, ``iloc`` its cells."""
+
+    def __init__(self, columns: dict):
+        self._columns = columns
+        self.columns = list(columns)
+        self.iloc = self
+
+    def __iter__(self):
+        return iter(self.columns)
+
+    def __getitem__(self, index):
+        return self._columns[self.columns[index[1]]]
+
+
+def test_a_one_column_table_gives_its_images():
+    X, y = colour_data()
+    model = tiny().fit(_Table({"image": X}), y)
+    assert model.n_train_ == len(X)
+    np.testing.assert_array_equal(model.predict(_Table({"image": X[:3]})), model.predict(X[:3]))
+
+
+def test_advise_checks_its_input_as_fit_does():
+    X, y = colour_data()
+    with pytest.raises(DataError, match=f"{len(X)} images but 3 labels"):
+        tiny(strategy="auto").advise(X, y[:3])
+
+
 @pytest.mark.parametrize(
     "X, y, message",
     [
@@ -133,6 +161,11 @@ def test_unreadable_training_images_are_skipped_or_fatal(tmp_path):
         ([colour_image((1, 1, 1), i) for i in range(4)], ["a"] * 4, "at least 2 classes, but the data contain only a[.]"),
         ([colour_image((1, 1, 1), i) for i in range(4)], ["a", "a", "b", None], r"1 image\(s\) have no label \(None or NaN\), the first #3"),
         ([colour_image((1, 1, 1), i) for i in range(5)], np.array([0, 0, 1, 1, np.nan], dtype=np.float32), "the first #4"),
+        # a pandas column with an empty cell: NumPy alone makes its NaN the class "nan"
+        ([colour_image((1, 1, 1), i) for i in range(5)], ["a", "a", "b", "b", float("nan")], "the first #4"),
+        ([colour_image((1, 1, 1), i) for i in range(4)], [1, 1, "b", "b"], r"mix numbers and text \(e.g. 1 and 'b'\)"),
+        ([(colour_image((1, 1, 1), i), "a") for i in range(4)], ["a"] * 4, r"\(image, label\) pairs.*X = \[image for image, _ in ds\]"),
+        (_Table({"path": ["a.jpg", "b.jpg"], "label": ["a", "b"]}), ["a", "b"], r"a table of 2 columns \(path, label\); pass the column of images, e.g. df\['path'\]"),
         ("some/folder", ["a"], "wrap it in a list"),
         ([colour_image((1, 1, 1), i) for i in range(4)], np.eye(2)[[0, 1, 0, 1]], r"one-hot \(4 rows of 2 columns\).*y.argmax\(axis=1\)"),
         ([colour_image((1, 1, 1), i) for i in range(4)], np.zeros((4, 3)), r"one label per image \(a 1-D sequence\), got shape \(4, 3\)"),

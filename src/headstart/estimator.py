@@ -24,7 +24,7 @@ from .features import Codes, ImageInput
 from .fitted import FittedModel
 from .persistence import load_model, save_model
 from .pipeline import as_image_list as _as_list
-from .pipeline import Predicted, fit_model, make_plan, predict_scores, predicted_labels, rejection_threshold, unreadable_error
+from .pipeline import Predicted, checked_input, fit_model, make_plan, predict_scores, predicted_labels, rejection_threshold, unreadable_error
 from .recipe import Runtime, check_params, resolve
 from .strategies.linear import softmax
 
@@ -255,7 +255,7 @@ class TransferClassifier(RejectionMixin, ClassifierMixin, BaseEstimator):
     def advise(self, X: Sequence[ImageInput], y):
         """Measure the images against the backbone and return the :class:`~headstart.advisor.Plan`
         that ``fit`` with ``strategy="auto"`` would follow (nothing is fitted)."""
-        return make_plan(check_params(self.get_params()), _as_list(X), np.asarray(y))
+        return make_plan(check_params(self.get_params()), *checked_input(X, y))
 
     # ----------------------------------------------------------------- codes
     def extract(self, X: Sequence[ImageInput], *, desc: str = "features") -> Codes:

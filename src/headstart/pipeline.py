@@ -70,7 +70,7 @@ def fit_model(
 def _fit_model(params: dict, images: Sequence, labels, groups, others: Sequence, examples: list, started: float) -> Fit:
     check_params(params)
     world = distributed.current()
-    sources, labels = _checked_input(images, labels)
+    sources, labels = checked_input(images, labels)
     if groups is not None and len(groups) != len(sources):
         raise DataError(f"got {len(groups)} groups for {len(sources)} images; give one group per image (a subject id, say), or none.")
     if 0 < len(examples) < MIN_EXAMPLES:
@@ -399,25 +399,61 @@ def _describe(image, index: int) -> str:
 
 
 def as_image_list(images) -> list:
-    """``images`` as a list: of paths or images, or a stacked (N, H, W[, C]) array split into images."""
+    """``images`` as a list: of paths or images, or a stacked (N, H, W[, C]) array split into images;
+    a one-column table (a pandas DataFrame) gives its column. A single path, a table of several
+    columns and (image, label) pairs are refused, each with what to pass instead."""
     if isinstance(images, (str, os.PathLike)):
         raise DataError(f"expected a list of images, got the single path {images!s}; wrap it in a list.")
-    return list(images)
+    if hasattr(images, "columns") and hasattr(images, "iloc"):  # a pandas DataFrame iterates over its column names
+        columns = [str(name) for name in images.columns]
+        if len(columns) != 1:
+            raise DataError(f"expected a list of images, got a table of {len(columns)} columns ({shortened(columns, 3)}); pass the column of images, e.g. df[{columns[0]!r}].")
+        return list(images.iloc[:, 0])
+    pairs = "expected images, got (image, label) pairs (a PyTorch dataset?); pass the images and the labels apart"
+    if hasattr(images, "samples") and hasattr(images, "targets"):  # torchvision's ImageFolder: said before decoding every image
+        raise DataError(f"{pairs}: X = [path for path, _ in ds.samples], y = ds.targets.")
+    listed = list(images)
+    if any(isinstance(image, tuple) for image in listed):
+        raise DataError(f"{pairs}: X = [image for image, _ in ds], y = [label for _, label in ds].")
+    return listed
 
 
-def _checked_input(images, labels) -> tuple[list[ImageSource], np.ndarray]:
+def checked_input(images, labels) -> tuple[list[ImageSource], np.ndarray]:
+    """The training images as sources and their labels as a 1-D array, or a DataError that says
+    what to fix: counts that differ, no images, missing labels, labels that mix types."""
     images = as_image_list(images)
     _warn_dim_floats(images)
     sources = as_sources(images)
-    labels = _one_label_each(np.asarray(list(labels) if not isinstance(labels, np.ndarray) else labels))
+    labels = _label_array(labels)
     if len(sources) != len(labels):
         raise DataError(f"got {len(sources)} images but {len(labels)} labels; give one label per image.")
     if not sources:
         raise DataError("no images given; fit needs at least two labelled images per class.")
-    missing = [i for i, label in enumerate(labels) if label is None or label != label]  # None, or NaN (unequal to itself)
+    return sources, labels
+
+
+def _label_array(labels) -> np.ndarray:
+    """``labels`` as a 1-D array. A list is looked at before NumPy converts it: NumPy turns
+    ``["a", nan]`` (a pandas column with an empty cell) into ``["a", "nan"]``, and ``[1, "b"]`` into
+    ``["1", "b"]``, a class "nan" and labels no longer as given."""
+    listed = not isinstance(labels, np.ndarray)
+    labels = _one_label_each(np.array(list(labels), dtype=object) if listed else labels)
+    values = labels.tolist()
+    missing = [i for i, label in enumerate(values) if _is_missing(label)]
     if missing:
         raise DataError(f"{len(missing)} image(s) have no label (None or NaN), the first #{missing[0]}; label them or leave them out.")
-    return sources, labels
+    if not listed:  # an array keeps its dtype, as given
+        return labels
+    texts = [label for label in values if isinstance(label, str)]
+    numbers = [label for label in values if isinstance(label, (int, float, np.number)) and not isinstance(label, (bool, np.bool_))]
+    if texts and numbers:
+        raise DataError(f"the labels mix numbers and text (e.g. {numbers[0]!r} and {texts[0]!r}); give every label as one type, e.g. [str(label) for label in y].")
+    return np.asarray(values)  # the dtype NumPy gives labels of one type: str, int, float or bool
+
+
+def _is_missing(label) -> bool:
+    """None, NaN (unequal to itself), or pandas' NA and NaT (told by name: pandas is not needed here)."""
+    return label is None or type(label).__name__ in ("NAType", "NaTType") or (isinstance(label, (float, np.floating)) and label != label)
 
 
 def _warn_dim_floats(images: list) -> None:
