@@ -338,3 +338,10 @@ def test_every_argument_of_every_command_says_what_it_is():
                 yield f"{path}: {action.option_strings[0] if action.option_strings else action.dest}"
 
     assert list(silent(build_parser(), "")) == []
+
+
+def test_a_threshold_of_exactly_one_keeps_its_digits():
+    from headstart.cli import _rejection_line
+
+    rejection = {"rejected": 0, "false_rejection_rate": 0.0, "threshold": 1.0, "accuracy_on_accepted": 1.0, "accuracy_with_rejection": 1.0}
+    assert "(0.0% false rejections, threshold 1.00);" in _rejection_line(rejection, 1.0, 4)  # it read "threshold 1", beside "0.984" elsewhere

@@ -272,6 +272,21 @@ def test_report_of_thousands_of_classes_has_no_matrix_but_renders():
     assert all(f"<td>class {i}</td>" in every for i in range(k))  # the searchable table holds every class
 
 
+def test_class_names_the_font_lacks_are_drawn_without_a_warning_per_character():
+    import warnings
+
+    from headstart.report import render_report
+
+    names = ["fourmi 🐜", "蜜蜂", "wasp"]
+    errors = error_analysis(np.arange(6) % 3, np.eye(3)[(np.arange(6) + 1) % 3], names)
+    metrics = {"data": "photos/", "backbone": "tiny", "classes": names, "n_train": 30, "seconds": 1.0, "seconds_features": 0.5,
+               "diagnostics": {"errors": errors, "verdict": {"label": "not learning", "headline": "Not learning.", "evidence": [], "next_steps": []}}}  # fmt: skip
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # matplotlib warned once per missing glyph, on the user's terminal
+        html = render_report(metrics)
+    assert 'alt="confusion matrix"' in html and "<td>蜜蜂</td>" in html
+
+
 def test_the_probe_runs_on_a_stated_sample_of_many_classes(monkeypatch):
     from headstart.diagnostics import probe
 

@@ -961,7 +961,7 @@ def _rejection_line(r: dict, accuracy: float, n_images: int) -> str:
     accepted = f"{r['accuracy_on_accepted']:.1%}" if r["accuracy_on_accepted"] is not None else "none"
     return (
         f"unknown     {r['rejected']} of {n_images} known-class images flagged as none of these ({r['false_rejection_rate']:.1%} false rejections, "
-        f"threshold {r['threshold']:.3g}); accuracy {accuracy:.1%} -> {accepted} on the accepted, {r['accuracy_with_rejection']:.1%} counting flags as errors"
+        f"threshold {r['threshold']:#.3g}); accuracy {accuracy:.1%} -> {accepted} on the accepted, {r['accuracy_with_rejection']:.1%} counting flags as errors"
         + (f"; the score learnt from {r['examples']} images of none of these" if r.get("examples") else "")
         + (_none_of_these_line(r["none_of_these"]) if r.get("none_of_these") else "")
     )
@@ -1009,7 +1009,7 @@ def format_predictions(rows: list[dict], fmt: str, n_classes: int | None = None)
         shown = row.get("error") or "  ".join(f"{p['label']} ({p['probability']:.1%})" for p in row["predictions"])
         if row.get("unknown"):
             kinds = f"the {n_classes} classes" if n_classes else "the classes"
-            shown = f"unknown: looks like none of {kinds} (score {row['novelty']:.3g}, threshold {row['threshold']:.3g}); nearest: {shown}"
+            shown = f"unknown: looks like none of {kinds} (score {row['novelty']:#.3g}, threshold {row['threshold']:#.3g}); nearest: {shown}"
         lines.append(f"{row['path']:<{width}}  {shown}")
     return "\n".join(lines)
 

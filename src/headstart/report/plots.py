@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import io
 import os
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -26,7 +27,11 @@ def _pyplot():
 def _data_uri(fig) -> str:
     plt = _pyplot()
     buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=DPI, bbox_inches="tight")
+    with warnings.catch_warnings():
+        # A class named in a script the font lacks (an emoji, Chinese) is drawn as boxes, one
+        # warning per character otherwise; the report's tables spell every name out in the browser.
+        warnings.filterwarnings("ignore", r"Glyph \d+ .* missing from font", UserWarning)
+        fig.savefig(buffer, format="png", dpi=DPI, bbox_inches="tight")
     plt.close(fig)
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
 
@@ -125,7 +130,7 @@ def novelty_plot(rejection: dict | None) -> str | None:
     fig, ax = plt.subplots(figsize=(5.5, 2.8))
     kept = edges[:-1] < rejection["threshold"]
     ax.bar(edges[:-1], counts, width=np.diff(edges), align="edge", color=np.where(kept, "#4c72b0", "#c44e52"))
-    ax.axvline(rejection["threshold"], color="black", linestyle="--", label=f"threshold {rejection['threshold']:.3g}")
+    ax.axvline(rejection["threshold"], color="black", linestyle="--", label=f"threshold {rejection['threshold']:#.3g}")
     if histogram.get("beyond"):
         ax.set_title(f"{histogram['beyond']} image(s) beyond the last bar", fontsize=9)
     ax.set_xlabel("novelty score (higher: less like the training images)")
