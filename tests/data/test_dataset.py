@@ -316,11 +316,12 @@ def test_test_size_must_be_a_share():
         load_dataset(".", test_size=20)
 
 
-def test_a_held_out_class_that_train_lacks_is_refused_before_any_work(tmp_path):
+def test_a_held_out_class_that_train_lacks_is_refused_before_any_work(tmp_path, caplog):
     write_class_folders(tmp_path / "train", per_class=3, colours={"red": (200, 0, 0), "blue": (0, 0, 200)})
     write_class_folders(tmp_path / "test", per_class=2)  # red, green, blue: green was never trained
     with pytest.raises(DataError, match=r"test/ has class\(es\) green with no training images"):
         load_dataset(tmp_path)
+    assert "fewer than" not in caplog.text  # green was warned about as a small class before the error
     assert load_dataset(tmp_path, split=False).splits  # evaluation data is not refused for it
     # the same class spelt otherwise ("Green" in val/, "green" in train/) is named as such, with the fix
     write_class_folders(tmp_path / "train", per_class=3, colours={"green": (0, 200, 0)})

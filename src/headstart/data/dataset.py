@@ -183,8 +183,8 @@ def load_dataset(
         return dataset
     if dataset.layout != "folders" and "train" not in dataset.splits and "pool" not in dataset.splits:
         raise DataError(f"{path} has {', '.join(dataset.splits)} split(s) but no train split; add a train/ folder.")
+    check_held_out_classes(dataset)  # first: a class only test/ holds is not a "small" class to warn about
     check_class_sizes(dataset)
-    check_held_out_classes(dataset)
     if dataset.eval_split is None or "train" not in dataset.splits:
         dataset = stratified_split(dataset, test_size=test_size, random_state=random_state)
     return dataset
