@@ -1,6 +1,7 @@
 import csv
 import io
 import json
+from pathlib import Path
 
 import pytest
 from PIL import Image
@@ -63,6 +64,13 @@ def test_predict_on_a_folder_reports_an_empty_image_file_and_skips_other_files(r
     rows = {line.split()[0]: line for line in out.splitlines()[1:]}
     assert set(rows) == {str(folder / "empty.jpg"), str(folder / "red.png")}  # not the notes, not the mask
     assert rows[str(folder / "empty.jpg")].endswith("unreadable (empty file)")
+
+
+def test_predict_expands_a_pattern_no_shell_expanded(run_dir, colour_splits, capsys):
+    code, out, _ = run(capsys, "predict", run_dir, str(colour_splits / "test" / "*" / "0*.png"), "--format", "json")  # quoted, or Windows' cmd
+    assert code == 0 and sorted(Path(r["path"]).parent.name for r in json.loads(out)) == ["blue"] * 3 + ["green"] * 3 + ["red"] * 3
+    code, _, err = run(capsys, "predict", run_dir, str(colour_splits / "test" / "*.jpg"))
+    assert code == 2 and "*.jpg matches no files" in err
 
 
 def test_predict_reads_an_image_piped_in_and_refuses_urls(run_dir, colour_splits, capsys, monkeypatch):

@@ -1019,12 +1019,21 @@ def _expand_images(items: list[str], stdin_to: Path | None = None) -> list[Path]
     """Files as given; folders searched recursively for files that look like images, or are named
     as images and cannot be read (an empty .jpg is reported as unreadable, not passed over), but
     not segmentation masks beside their images (as fit and evaluate pass them over). With
-    ``stdin_to``, "-" is the image piped in, saved there so that it is read as a file would be."""
+    ``stdin_to``, "-" is the image piped in, saved there so that it is read as a file would be.
+    A pattern no shell expanded (quoted, or Windows' cmd) is expanded here, as a folder's files are."""
+    import glob
+
     from .data.dataset import classify_file, files_under, masks_beside_their_images
 
     paths: list[Path] = []
     for item in items:
-        path = Path(item)
+        path = Path(item).expanduser()
+        if not path.exists() and glob.has_magic(item):
+            matched = [Path(p) for p in sorted(glob.glob(str(path), recursive=True))]
+            if not matched:
+                raise HeadstartError(f"{item} matches no files; give image files, folders of images, or a pattern that matches some.")
+            paths += _expand_images([str(p) for p in matched if p.is_dir() or classify_file(p) != "not an image"])
+            continue
         if "://" in item:
             raise HeadstartError(f"{item} is a URL: headstart reads local files only (it works offline); download it first and give its path, or pipe it in as '-'.")
         if item == "-" and stdin_to is not None:
