@@ -385,7 +385,10 @@ def test_plan_lines_cover_size_similarity_sweep_and_decision():
     text = "\n".join(plan.explanation)
     assert plan.case == "small, similar" and plan.strategy == "linear" and plan.tap == PRE_LOGITS
     assert "3 classes, 20 images per class" in text and "head confidence 0.60" in text and "top tap 90.0%" in text
-    assert "not tried at this size" in text
+    assert "not tried at this size" in text and "may add a point or two" in text
+    flawless = [TapScore(PRE_LOGITS, 1.0, 32, 1.0, 0.0), TapScore("features.1", 0.5, 16, 0.8, 0.02)]
+    text = "\n".join(planning.decide(TINY, measurements(sweep=flawless), {"labels": np.repeat([0, 1, 2], 20)}, [], time_budget=0).explanation)
+    assert "makes no mistake in cross-validation" in text and "may add" not in text  # beside the verdict's "nothing measured is left"
     large = planning.decide(TINY, replace(measurements(500)), {"labels": np.repeat([0, 1, 2], 500)}, [], time_budget=0)
     assert large.strategy == "linear" and "budget" in large.explanation[-1]
 
