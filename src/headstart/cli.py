@@ -897,8 +897,12 @@ def format_summary(summary, output) -> str:
     if ev is not None:
         lines.append(format_evaluation(ev, indent="  "))
     lines.append("  " + _duplicates_line(summary.duplicates))
-    for pair in summary.duplicates.get("leakage", [])[:5]:
-        lines.append(f"              {pair['kind']}: {pair['paths'][0]}  <->  {pair['paths'][1]}")
+    leaked = summary.duplicates.get("leakage", [])
+    for pair in leaked[:5]:  # each with its splits: the line above also counts pairs within a split
+        (first, second), (first_split, second_split) = pair["paths"], pair.get("splits", ("?", "?"))
+        lines.append(f"              {pair['kind']}: {first} ({first_split})  <->  {second} ({second_split})")
+    if len(leaked) > 5:
+        lines.append(f"              and {len(leaked) - 5} more pair(s) across splits (metrics.json)")
     lines.append(f"  saved to    {output}" + (f" (open {Path(output) / REPORT_FILE})" if summary.diagnostics else ""))
     for row in summary.comparison:
         lines.append(f"  compare     {row['model']}: {row['accuracy']:.1%}")
