@@ -1,4 +1,6 @@
+import io
 import pickle
+import sys
 
 import numpy as np
 import pytest
@@ -267,3 +269,22 @@ def test_mirroring_augmentation_on_chiral_images_is_flagged():
     assert "consider augmentation 'text_signs'" in flagged.finetune_settings_["mirror_warning"]
     unflagged = tiny(strategy="finetune_top", finetune=settings | {"augmentation": "text_signs"}).fit(X, y)
     assert unflagged.finetune_settings_["mirror_warning"] is None
+
+
+class _Terminal(io.StringIO):
+    def isatty(self):
+        return True
+
+
+def test_progress_shows_where_a_person_watches_by_default(monkeypatch):
+    from headstart.progress import wanted
+
+    X, y = colour_data()
+    for watched in (_Terminal(), io.StringIO()):  # a terminal, then a log file
+        monkeypatch.setattr(sys, "stderr", watched)
+        tiny(strategy="auto").fit(X, y)  # progress="auto": as Keras' verbose="auto", not silence in a notebook
+        assert ("measuring 18 training images" in watched.getvalue()) == watched.isatty()
+    monkeypatch.setitem(sys.modules, "ipykernel", sys)  # a Jupyter kernel: its stderr is no terminal, a person watches it
+    assert wanted("auto") and not wanted(False) and wanted(True)
+    with pytest.raises(DataError, match=r"progress='yes' must be True, False or 'auto'"):
+        tiny(progress="yes").fit(X, y)

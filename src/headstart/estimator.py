@@ -24,6 +24,8 @@ from .features import Codes, ImageInput
 from .fitted import FittedModel
 from .persistence import load_model, save_model
 from .pipeline import as_image_list as _as_list
+from .progress import shown as progress_shown
+from .progress import wanted as progress_wanted
 from .pipeline import Predicted, checked_input, fit_model, make_plan, predict_scores, predicted_labels, rejection_threshold, unreadable_error
 from .recipe import Runtime, check_params, resolve
 from .strategies.linear import softmax
@@ -149,8 +151,10 @@ class TransferClassifier(RejectionMixin, ClassifierMixin, BaseEstimator):
         Parallel jobs for cross-validation.
     random_state : int, default=0
         Seed of the cross-validation folds.
-    progress : bool, default=False
-        Show progress bars while computing codes.
+    progress : bool or "auto", default="auto"
+        Announce each phase of ``fit`` and ``advise`` on standard error, with bars and the time left
+        (and bars while predicting). "auto" shows them where a person is watching (a terminal or a
+        Jupyter notebook), not in a log file, a pipe or a test run; False silences them.
 
     Attributes
     ----------
@@ -191,7 +195,7 @@ class TransferClassifier(RejectionMixin, ClassifierMixin, BaseEstimator):
         strict: bool = False,
         n_jobs: int | None = None,
         random_state: int | None = 0,
-        progress: bool = False,
+        progress: bool | str = "auto",
     ):
         self.backbone = backbone
         self.tap = tap
@@ -255,12 +259,13 @@ class TransferClassifier(RejectionMixin, ClassifierMixin, BaseEstimator):
     def advise(self, X: Sequence[ImageInput], y):
         """Measure the images against the backbone and return the :class:`~headstart.advisor.Plan`
         that ``fit`` with ``strategy="auto"`` would follow (nothing is fitted)."""
-        return make_plan(check_params(self.get_params()), *checked_input(X, y))
+        with progress_shown(self.progress):
+            return make_plan(check_params(self.get_params()), *checked_input(X, y))
 
     # ----------------------------------------------------------------- codes
     def extract(self, X: Sequence[ImageInput], *, desc: str = "features") -> Codes:
         """CNN codes for ``X`` with content hashes and the images that could not be read."""
-        return self._extractor()(_as_list(X), progress=self.progress, desc=desc)
+        return self._extractor()(_as_list(X), progress=progress_wanted(self.progress), desc=desc)
 
     def transform(self, X: Sequence[ImageInput]) -> np.ndarray:
         """The CNN codes of ``X`` (n_images, n_codes); raises if an image cannot be read."""

@@ -63,6 +63,7 @@ def fit_model(
     of none of the classes, teach the novelty score what they look like; ``started`` (a
     ``time.perf_counter()`` value) is when the work began, for ``time_budget``. With
     ``params["progress"]`` every phase is announced and shows its progress."""
+    params = {**params, "progress": progress.wanted(params["progress"])}  # "auto" decided once; the phases read a switch
     with progress.shown(params["progress"]):
         return _fit_model(params, images, labels, groups, others, as_sources(none_of_these), time.perf_counter() if started is None else started)
 

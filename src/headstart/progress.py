@@ -3,7 +3,7 @@ that is known), a bar while it runs, one line per fine-tuning epoch, and nothing
 
 Whoever owns the output switches it once: the command line (off with ``-q``, and off when standard
 error is not a terminal unless ``--progress`` asks), or the estimator's ``progress`` parameter for
-the length of a ``fit``, with :func:`shown`. The phases deep in the call stack ask
+the length of a ``fit``, with :func:`shown` (its default, "auto", is on where a person watches). The phases deep in the call stack ask
 :func:`enabled` rather than every signature carrying a flag. Under torchrun only rank 0 speaks
 (the others' phases are the same).
 """
@@ -18,7 +18,21 @@ from typing import Iterable, Iterator
 
 from tqdm.auto import tqdm
 
+from .errors import DataError
+
 _SHOWN: contextvars.ContextVar[bool] = contextvars.ContextVar("headstart_progress", default=False)
+AUTO = "auto"
+
+
+def wanted(setting) -> bool:
+    """A ``progress`` setting as a switch: True, False, or "auto" (as Keras' ``verbose="auto"``): on
+    where a person is watching, a terminal or a Jupyter notebook (whose standard error is no
+    terminal), and off in a log file, a pipe or a test run."""
+    if isinstance(setting, str) and setting == AUTO:
+        return bool(getattr(sys.stderr, "isatty", lambda: False)()) or "ipykernel" in sys.modules
+    if not isinstance(setting, str) and setting in (True, False):
+        return bool(setting)
+    raise DataError(f"progress={setting!r} must be True, False or 'auto' (shown where a person is watching: a terminal or a notebook).")
 
 
 def enabled() -> bool:
@@ -26,9 +40,9 @@ def enabled() -> bool:
 
 
 @contextmanager
-def shown(on: bool) -> Iterator[None]:
-    """Show phases and bars (``on``) or not, until the block ends."""
-    token = _SHOWN.set(bool(on))
+def shown(on: bool | str) -> Iterator[None]:
+    """Show phases and bars (``on``: True, False or "auto") or not, until the block ends."""
+    token = _SHOWN.set(wanted(on))
     try:
         yield
     finally:
@@ -57,4 +71,4 @@ def _about(seconds: float | None) -> str:
     return "" if seconds is None else f" (about {format_seconds(seconds)})"
 
 
-__all__ = ["announce", "bar", "enabled", "format_seconds", "shown"]
+__all__ = ["AUTO", "announce", "bar", "enabled", "format_seconds", "shown", "wanted"]

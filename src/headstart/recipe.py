@@ -57,7 +57,7 @@ class Runtime:
 
     @classmethod
     def from_params(cls, params: dict) -> "Runtime":
-        return cls(**{f.name: params[f.name] for f in fields(cls)})
+        return cls(**{**{f.name: params[f.name] for f in fields(cls)}, "progress": progress.wanted(params["progress"])})
 
     def extractor(self, backbone: str, tap: str | None, input_size: int | None):
         """The code extractor for ``backbone`` at ``tap`` (see :func:`~headstart.features.code_extractor`)."""
@@ -172,6 +172,7 @@ def check_params(params: dict) -> dict:
             "memory grow with its square; give 224-512 (default: chosen from the images)."
         )
     check_time_budget(params["time_budget"])
+    progress.wanted(params["progress"])  # True, False or "auto", else a DataError
     if params["Cs"] is not None and not (len(params["Cs"]) and all(_is_number(c) and c > 0 for c in params["Cs"])):
         raise DataError(f"Cs={params['Cs']!r} must be a non-empty list of positive inverse regularisation strengths, e.g. (0.01, 0.1, 1.0).")
     try:

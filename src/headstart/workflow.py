@@ -114,7 +114,7 @@ def fit_folder(
     ``compare_scratch`` also trains the small CNN from scratch on the same split, as a reference.
     ``none_of_these``: images of none of the classes, which teach the novelty score what they look like.
     """
-    with progress.shown(params.get("progress", False)):
+    with progress.shown(params.get("progress", progress.AUTO)):
         return _fit_folder(data, output, strict, test_size, allow_outside, diagnostics, tensorboard, compare_scratch, none_of_these, params)
 
 
