@@ -123,6 +123,16 @@ def test_more_data_advice_never_contradicts_what_was_measured():
     assert above.next_steps[0] == f"To gain more: {curve}"
 
 
+def test_the_learning_curve_is_quoted_as_a_gain_not_a_level():
+    from headstart.diagnostics.probe import extrapolate
+
+    points = [{"per_class": m, "accuracy": 1 - (0.5 * m**-0.5 + 0.02)} for m in (3, 6, 10, 15)]  # error = 0.5 m^-0.5 + 2%
+    curve = extrapolate(points, 15)
+    assert curve["accuracy_doubled"] == pytest.approx(1 - (0.5 * 30**-0.5 + 0.02), abs=1e-6)
+    # a level ("~88.9%") read as a loss beside a held-out accuracy above the cross-validated one
+    assert curve["words"] == "about 21 images per class (now 15) for 2 more points, by the learning curve; doubling them (30) would add about 3.8."
+
+
 def test_error_analysis_confusion_pairs_and_calibration():
     names = ["cat", "dog", "fox"]
     y = np.array([0] * 10 + [1] * 10 + [2] * 10)
