@@ -262,6 +262,10 @@ def test_the_partner_backbone_joins_only_beyond_the_noise(partner_informative, c
     assert ("the head reads both" in line) == partner_informative
     assert any(a.tap == f"tiny+partner {PRE_LOGITS}" for a in plan.alternatives)
     assert ("top-layer codes of tiny and partner" in plan.describe()) == partner_informative
+    # the sweep scored 3 of 300 classes (thousands are sampled): the partner's score is on those too, and says so
+    few = replace(measurements(20, sweep=sweep), sweep_classes=3, size=SizeStats(6000, 300, 20, 20, 1.0))
+    lines = planning.decide(TINY, few, sample, [None] * 60).explanation
+    assert sum("-fold CV on 3 of the 300 classes, chosen at random)" in line for line in lines) == 2, lines  # the sweep's line and the partner's
 
 
 @pytest.mark.parametrize("two_taps", [False, True])

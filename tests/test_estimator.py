@@ -284,6 +284,9 @@ def test_progress_shows_where_a_person_watches_by_default(monkeypatch):
         monkeypatch.setattr(sys, "stderr", watched)
         tiny(strategy="auto").fit(X, y)  # progress="auto": as Keras' verbose="auto", not silence in a notebook
         assert ("measuring 18 training images" in watched.getvalue()) == watched.isatty()
+    monkeypatch.setattr(sys, "stderr", _Terminal())
+    tiny(strategy="auto", cache=False).advise(X, y)
+    assert "measuring 18 training images" in sys.stderr.getvalue()
     monkeypatch.setitem(sys.modules, "ipykernel", sys)  # a Jupyter kernel: its stderr is no terminal, a person watches it
     assert wanted("auto") and not wanted(False) and wanted(True)
     with pytest.raises(DataError, match=r"progress='yes' must be True, False or 'auto'"):

@@ -24,7 +24,6 @@ from .features import Codes, ImageInput
 from .fitted import FittedModel
 from .persistence import load_model, save_model
 from .pipeline import as_image_list as _as_list
-from .progress import shown as progress_shown
 from .progress import wanted as progress_wanted
 from .pipeline import Predicted, checked_input, fit_model, make_plan, predict_scores, predicted_labels, rejection_threshold, unreadable_error
 from .recipe import Runtime, check_params, resolve
@@ -152,9 +151,7 @@ class TransferClassifier(RejectionMixin, ClassifierMixin, BaseEstimator):
     random_state : int, default=0
         Seed of the cross-validation folds.
     progress : bool or "auto", default="auto"
-        Announce each phase of ``fit`` and ``advise`` on standard error, with bars and the time left
-        (and bars while predicting). "auto" shows them where a person is watching (a terminal or a
-        Jupyter notebook), not in a log file, a pipe or a test run; False silences them.
+        Phases and bars on standard error; "auto": where a person watches (a terminal, a notebook).
 
     Attributes
     ----------
@@ -259,8 +256,7 @@ class TransferClassifier(RejectionMixin, ClassifierMixin, BaseEstimator):
     def advise(self, X: Sequence[ImageInput], y):
         """Measure the images against the backbone and return the :class:`~headstart.advisor.Plan`
         that ``fit`` with ``strategy="auto"`` would follow (nothing is fitted)."""
-        with progress_shown(self.progress):
-            return make_plan(check_params(self.get_params()), *checked_input(X, y))
+        return make_plan(check_params(self.get_params()), *checked_input(X, y))
 
     # ----------------------------------------------------------------- codes
     def extract(self, X: Sequence[ImageInput], *, desc: str = "features") -> Codes:

@@ -289,11 +289,12 @@ def make_plan(params: dict, images: Sequence, labels) -> advisor.Plan:
         raise DataError(f"the advisor measures one backbone; give one, not {params['backbone']!r}.")
     images = as_sources(images)
     params = {**params, "input_size": input_size(params, images)}
-    plan = advisor.advise(
-        get_backbone(params["backbone"]), images, labels, time_budget=params["time_budget"], tap=params["tap"], finetune=params["finetune"],
-        input_size=params["input_size"], device=params["device"], batch_size=params["batch_size"], cache=params["cache"],
-        cache_dir=params["cache_dir"], random_state=params["random_state"] or 0,
-    )
+    with progress.shown(params["progress"]):  # advise's own; within a fit, the same switch again
+        plan = advisor.advise(
+            get_backbone(params["backbone"]), images, labels, time_budget=params["time_budget"], tap=params["tap"], finetune=params["finetune"],
+            input_size=params["input_size"], device=params["device"], batch_size=params["batch_size"], cache=params["cache"],
+            cache_dir=params["cache_dir"], random_state=params["random_state"] or 0,
+        )
     release_freed_memory()  # the measuring pass's activations: the fit's peak must not stack on them
     return plan
 
