@@ -173,7 +173,7 @@ def test_index_search_finds_the_image_itself_then_its_style(style_folder, tmp_pa
     assert [m.distance for m in matches] == sorted(m.distance for m in matches)
     estimates = index.search(str(style_folder / "stripes" / "0.png"), k=3, rerank=0)
     assert not any(m.exact for m in estimates)
-    with pytest.raises(DataError, match="cannot read .*; give a JPEG, PNG, WebP, BMP, GIF, TIFF, HEIC or AVIF image"):
+    with pytest.raises(DataError, match="cannot read .*; give a JPEG, PNG, WebP, BMP, GIF, TIFF, HEIC, AVIF, JPEG 2000 or PGM/PPM image"):
         index.search(str(style_folder / "notes.txt"))
 
 

@@ -16,7 +16,7 @@ def encode(image: Image.Image, fmt: str, **kwargs) -> bytes:
 RGB = Image.fromarray(np.arange(24 * 16 * 3, dtype=np.uint8).reshape(16, 24, 3))
 
 
-@pytest.mark.parametrize("fmt", ["JPEG", "PNG", "BMP", "GIF", "WEBP", "TIFF", "AVIF", "HEIF"])
+@pytest.mark.parametrize("fmt", ["JPEG", "PNG", "BMP", "GIF", "WEBP", "TIFF", "AVIF", "HEIF", "JPEG2000", "PPM"])
 def test_every_supported_format_decodes_to_rgb(fmt):
     if fmt == "HEIF":  # an iPhone's photos; the test needs pillow-heif's encoder, decode_image registers its reader itself
         import pillow_heif

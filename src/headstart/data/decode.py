@@ -26,6 +26,8 @@ _MAGIC = (
     (b"BM", "BMP"),
     (b"II*\x00", "TIFF"),
     (b"MM\x00*", "TIFF"),
+    (b"\x00\x00\x00\x0cjP  \r\n\x87\n", "JPEG2000"),  # .jp2 (scanners, slides, satellites)
+    (b"\xff\x4f\xff\x51", "JPEG2000"),  # a bare codestream, .j2k
 )
 
 # HEIC (an iPhone's photos) and AVIF are ISO base media files: the brand after 'ftyp', at bytes
@@ -33,10 +35,10 @@ _MAGIC = (
 _AVIF_BRANDS = frozenset({b"avif", b"avis"})
 _HEIF_BRANDS = frozenset({b"heic", b"heix", b"hevc", b"hevx", b"heim", b"heis", b"hevm", b"hevs", b"mif1", b"msf1"})
 
-FORMATS_IN_WORDS = "JPEG, PNG, WebP, BMP, GIF, TIFF, HEIC or AVIF"  # what a person is told to give instead of an unreadable file
+FORMATS_IN_WORDS = "JPEG, PNG, WebP, BMP, GIF, TIFF, HEIC, AVIF, JPEG 2000 or PGM/PPM"  # what a person is told to give instead of an unreadable file
 
 IMAGE_EXTENSIONS = frozenset(
-    {".jpg", ".jpeg", ".jpe", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".heic", ".heif", ".avif"}
+    {".jpg", ".jpeg", ".jpe", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".heic", ".heif", ".avif", ".jp2", ".j2k", ".pgm", ".ppm", ".pbm", ".pnm"}
 )
 
 
@@ -53,6 +55,8 @@ def sniff_format(head: bytes) -> str | None:
     for magic, name in _MAGIC:
         if head.startswith(magic):
             return name
+    if head[:1] == b"P" and head[1:2] in (b"1", b"2", b"3", b"4", b"5", b"6") and head[2:3].isspace():
+        return "PPM"  # Netpbm's PBM, PGM and PPM: classic face and vision sets (ORL, Yale) come as .pgm
     return None
 
 
