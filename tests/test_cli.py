@@ -59,10 +59,15 @@ def test_predict_on_a_folder_reports_an_empty_image_file_and_skips_other_files(r
     (folder / "empty.jpg").write_bytes(b"")
     (folder / "notes.txt").write_text("not an image")
     Image.new("L", (40, 40), 255).save(folder / "red_mask.png")  # a segmentation mask beside red.png
-    code, out, _ = run(capsys, "predict", run_dir, folder)
+    (folder / "IMG_0001.CR2").write_bytes(b"II*\x00\x10\x00\x00\x00CR\x02")  # a camera's raw file: it starts as a TIFF
+    (folder / "IMG_0002.NEF").write_bytes(b"MM\x00*\x00\x00\x00\x08")
+    code = main(["predict", str(run_dir), str(folder)])  # without -q, which silences warnings
+    out, err = capsys.readouterr()
     assert code == 1
     rows = {line.split()[0]: line for line in out.splitlines()[1:]}
-    assert set(rows) == {str(folder / "empty.jpg"), str(folder / "red.png")}  # not the notes, not the mask
+    assert set(rows) == {str(folder / "empty.jpg"), str(folder / "red.png")}  # not the notes, the raw files or the mask
+    assert f"passed over 3 non-image file(s) in {folder} (1 .cr2, 1 .nef, 1 .txt)" in err  # said, as fit counts them
+    assert "EXIF" not in err  # Pillow's 'Corrupt EXIF data' on a TIFF-like file stays out of sight
     assert rows[str(folder / "empty.jpg")].endswith("unreadable (empty file)")
 
 

@@ -1027,7 +1027,7 @@ def _expand_images(items: list[str], stdin_to: Path | None = None) -> list[Path]
     A pattern no shell expanded (quoted, or Windows' cmd) is expanded here, as a folder's files are."""
     import glob
 
-    from .data.dataset import classify_file, files_under, masks_beside_their_images
+    from .data.dataset import classify_file, files_under, kinds_in_words, kinds_of, masks_beside_their_images
 
     paths: list[Path] = []
     for item in items:
@@ -1048,6 +1048,9 @@ def _expand_images(items: list[str], stdin_to: Path | None = None) -> list[Path]
             masks = masks_beside_their_images([p for p, why in reasons.items() if why is None])
             if masks:
                 log.warning("passed over %d segmentation mask(s) beside their images in %s", len(masks), path)
+            others = [p for p, why in reasons.items() if why == "not an image"]
+            if others:  # as fit counts them: a camera's raw files among the photos are not left unsaid
+                log.warning("passed over %d non-image file(s) in %s%s", len(others), path, kinds_in_words(kinds_of(others)))
             paths += [p for p, why in reasons.items() if why != "not an image" and p not in masks]
         elif path.exists():
             paths.append(path)

@@ -22,7 +22,7 @@ from ._json import as_json, to_json_label
 from ._memory import release_freed_memory
 from ._text import shortened
 from .data import Dataset, find_duplicates, load_dataset
-from .data.dataset import Skipped, check_exists, respellings
+from .data.dataset import Skipped, check_exists, kinds_in_words, kinds_of, respellings
 from .data.images import as_sources, unreadable_files
 from .diagnostics import diagnose, error_analysis, wilson_interval
 from .diagnostics.error_analysis import balanced_accuracy
@@ -573,8 +573,7 @@ def _skipped(dataset: Dataset, unreadable_codes: int = 0) -> dict[str, int]:
     missing = sum(s.kind == "missing" for s in dataset.skipped)  # listed in a CSV, not on disk
     return {
         "not_images": len(not_images),
-        # by kind, so that photos in a format headstart cannot read (a camera's .cr2 raw files) show among the notes and Thumbs.db
-        "not_image_kinds": dict(sorted(Counter(path.suffix.lower() or path.name for path in not_images).items(), key=lambda kind: (-kind[1], kind[0]))),
+        "not_image_kinds": kinds_of(not_images),
         "masks": masks,
         "missing": missing,
         "unreadable": len(dataset.skipped) - len(not_images) - masks - missing + unreadable_codes,
@@ -583,8 +582,7 @@ def _skipped(dataset: Dataset, unreadable_codes: int = 0) -> dict[str, int]:
 
 def skipped_in_words(counts: dict) -> str:
     """``3 non-image file(s) (2 .txt, 1 .db), 2 unreadable``, with the segmentation masks where there are any."""
-    kinds = list(counts.get("not_image_kinds", {}).items())
-    kinds = f" ({', '.join(f'{n} {kind}' for kind, n in kinds[:3])}{', ...' if len(kinds) > 3 else ''})" if kinds else ""
+    kinds = kinds_in_words(counts.get("not_image_kinds", {}))
     masks = f", {counts['masks']} segmentation mask(s) of images beside them" if counts.get("masks") else ""
     missing = f", {counts['missing']} listed but missing" if counts.get("missing") else ""
     return f"{counts['not_images']} non-image file(s){kinds}{masks}, {counts['unreadable']} unreadable{missing}"

@@ -127,3 +127,12 @@ def test_arrays_past_eight_bits_scale_as_their_files_do():
     assert np.asarray(array_to_image(np.eye(4, dtype=bool))).max() == 255  # a boolean mask: 0 or 255
     with pytest.raises(ValueError, match="0-1 or 0-255"):
         array_to_image(np.full((4, 4), 4095.0))  # float past 255: refused, not clipped to white
+
+
+def test_a_damaged_tiff_is_unreadable_without_pillows_warnings():
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # Pillow's "Corrupt EXIF data" reached the terminal of predict and fit
+        with pytest.raises(UnreadableImage, match="not a recognised image format"):
+            decode_image(b"II*\x00\x10\x00\x00\x00CR\x02")  # a camera's raw file starts as a TIFF

@@ -43,6 +43,10 @@ SPLIT_NAMES = {
 }
 # Operating-system litter that is never an image; skipped silently but counted.
 _IGNORED_NAMES = frozenset({"thumbs.db", "desktop.ini", ".ds_store", "icon\r"})
+# Cameras' raw files, passed over by name: most begin as a TIFF whose first picture is a small
+# preview (Pillow would read a NEF as its 160x120 thumbnail), and a camera shooting RAW+JPEG puts
+# the JPEG, which is read, beside each one.
+_RAW_EXTENSIONS = frozenset({".cr2", ".cr3", ".crw", ".nef", ".nrw", ".arw", ".srf", ".sr2", ".dng", ".orf", ".rw2", ".raf", ".pef", ".srw", ".x3f", ".3fr", ".iiq", ".rwl"})
 # Folders of such litter: macOS's resource forks in a zip made on a Mac (hidden folders are passed over too).
 _IGNORED_FOLDERS = frozenset({"__MACOSX"})
 
@@ -308,9 +312,22 @@ def _black_and_white(path: Path) -> bool:
     return counts[:32].sum() + counts[224:].sum() >= MASK_EXTREME_SHARE * counts.sum()
 
 
+def kinds_of(paths: Iterable[Path]) -> dict[str, int]:
+    """How many files of each kind (extension, or name without one), most first: what a count of
+    files passed over shows, so that photos in a format nothing here reads (a camera's .cr2 raw
+    files) stand out among the notes and Thumbs.db."""
+    return dict(sorted(Counter(path.suffix.lower() or path.name for path in paths).items(), key=lambda kind: (-kind[1], kind[0])))
+
+
+def kinds_in_words(kinds: dict[str, int]) -> str:
+    """`` (2 .txt, 1 .db)``: the three commonest kinds of :func:`kinds_of`."""
+    shown = list(kinds.items())
+    return f" ({', '.join(f'{n} {kind}' for kind, n in shown[:3])}{', ...' if len(shown) > 3 else ''})" if shown else ""
+
+
 def classify_file(path: Path) -> str | None:
     """Return None for a file that looks like an image, else the reason it is skipped."""
-    if path.name.lower() in _IGNORED_NAMES or path.name.startswith("."):
+    if path.name.lower() in _IGNORED_NAMES or path.name.startswith(".") or path.suffix.lower() in _RAW_EXTENSIONS:
         return "not an image"
     try:
         with open(path, "rb") as f:

@@ -8,6 +8,8 @@ from __future__ import annotations
 import io
 import re
 import warnings
+from contextlib import contextmanager
+from typing import Iterator
 
 import numpy as np
 from PIL import Image, ImageOps
@@ -72,7 +74,7 @@ def decode_image(data: bytes, *, draft_size: int | None = None, max_pixels: int 
     if sniff_format(data[:16]) == "HEIF" and not read_heif():
         raise UnreadableImage("a HEIC photo, and pillow-heif is not installed: pip install pillow-heif")
     try:
-        with warnings.catch_warnings():
+        with _pillow_quiet():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             image = Image.open(io.BytesIO(data))
             if image.width * image.height > max_pixels:
@@ -93,6 +95,16 @@ def decode_image(data: bytes, *, draft_size: int | None = None, max_pixels: int 
         raise UnreadableImage(plain_reason(exc)) from None
 
 
+@contextmanager
+def _pillow_quiet() -> Iterator[None]:
+    """Pillow's UserWarnings ("Corrupt EXIF data", "Truncated File Read"), on a camera's raw file
+    (a .CR2 starts as a TIFF) or a damaged one, would reach the person's terminal: the image is
+    decoded, or named as unreadable with the reason, either way."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        yield
+
+
 def read_heif() -> bool:
     """Teach Pillow HEIC, on the first one met (pillow-heif costs 0.1 s to import); False without pillow-heif."""
     try:
@@ -107,7 +119,8 @@ def open_file(path) -> Image.Image:
     """``Image.open`` (the header only, until pixels are asked for), HEIC included: Pillow is
     taught HEIC only where it knows no other format for the file, so other files are opened once."""
     try:
-        return Image.open(path)
+        with _pillow_quiet():
+            return Image.open(path)
     except Image.UnidentifiedImageError:
         if not read_heif():
             raise
