@@ -211,6 +211,15 @@ def test_csv_of_one_column_per_class_is_read_as_labels(tmp_path):
     assert load_dataset(tmp_path / "flags.csv", split=False).classes == [0, 1]
 
 
+def test_csv_listing_one_image_under_two_labels_is_refused_as_multi_label(tmp_path):
+    # long-form multi-label data (one row per image and tag) was trained as given, each copy pulling another way
+    write_class_folders(tmp_path, per_class=3)
+    rows = [f"{name}/{i:02d}.png,{name}" for name in ("red", "green", "blue") for i in range(3)]
+    (tmp_path / "tags.csv").write_text("path,label\n" + "\n".join(rows + ["red/00.png,round", "red/00.png,red"]))
+    with pytest.raises(DataError, match=r"lists 1 image\(s\) on several rows with different labels, e.g. red/00.png as red and round; .*keep one row per image"):
+        load_dataset(tmp_path / "tags.csv")
+
+
 def test_split_folders_of_loose_images_labelled_by_a_csv_beside_them(tmp_path):
     # Roboflow's classification export: train/ and valid/ each hold their images and _classes.csv
     from tests.conftest import colour_image

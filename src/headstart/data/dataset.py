@@ -365,7 +365,23 @@ def _from_csv(csv_path: Path, *, allow_outside: bool) -> Dataset:
         missing = [s.path for s in skipped if s.kind == "missing"]
         where = f": none of its {len(missing)} paths is a file (the first would be {missing[0]})" if len(missing) == len(skipped) and missing else ""
         raise DataError(f"{csv_path} lists no readable images{where}; each row needs path,label with paths relative to the CSV's folder.")
+    _refuse_rows_that_relabel(records, csv_path, base)
     return Dataset(root=base, layout="csv", records=records, skipped=skipped)
+
+
+def _refuse_rows_that_relabel(records: list[ImageRecord], csv_path: Path, base: Path) -> None:
+    """One file listed on several rows with different labels is multi-label data in long form (one
+    row per image and tag): trained as it is, each copy pulls the head towards another class."""
+    labels_of: dict[Path, list] = {}
+    for record in records:
+        labels_of.setdefault(record.path, []).append(record.label)
+    relabelled = {path: sorted(set(map(str, labels))) for path, labels in labels_of.items() if len(set(labels)) > 1}
+    if relabelled:
+        path, labels = next(iter(relabelled.items()))
+        raise DataError(
+            f"{csv_path} lists {len(relabelled)} image(s) on several rows with different labels, e.g. {os.path.relpath(path, base)} as {' and '.join(labels)}; "
+            "headstart trains one class per image: keep one row per image (multi-label data are not supported)."
+        )
 
 
 def _id_pattern(base: Path, paths: list[str], csv_path: Path) -> tuple[str | None, str]:
