@@ -353,8 +353,12 @@ def test_every_argument_of_every_command_says_what_it_is():
     assert list(silent(build_parser(), "")) == []
 
 
-def test_a_threshold_of_exactly_one_keeps_its_digits():
+def test_the_unknown_line_keeps_its_digits_and_says_when_its_threshold_is_unsure():
     from headstart.cli import _rejection_line
 
     rejection = {"rejected": 0, "false_rejection_rate": 0.0, "threshold": 1.0, "accuracy_on_accepted": 1.0, "accuracy_with_rejection": 1.0}
     assert "(0.0% false rejections, threshold 1.00);" in _rejection_line(rejection, 1.0, 4)  # it read "threshold 1", beside "0.984" elsewhere
+    # set from 8 training images' scores, the threshold keeps 95% of images like them with a 34% chance: said
+    few = _rejection_line({**rejection, "confidence": 1 - 0.95**8}, 1.0, 4)
+    assert "(a 34% chance that it keeps 95% of images like them, not 90%): expect more flags; --no-reject always names a class" in few
+    assert "too few" not in _rejection_line({**rejection, "confidence": 0.93}, 1.0, 4)

@@ -259,7 +259,7 @@ def _evaluate_held_out(model: TransferClassifier, dataset: Dataset, codes: Codes
     novelty = novelty[finite] if novelty is not None else None
     evaluation.rejection = rejection_figures(
         scores, novelty, model.novelty_threshold_, np.searchsorted(model.classes_, labels[held_out]), model.classes_, [records[i].path for i in held_out],
-        examples=_examples_taught(model),
+        examples=_examples_taught(model), confidence=_threshold_confidence(model),
     )
     return evaluation, scores, held_out
 
@@ -323,7 +323,7 @@ def evaluate_folder(model: TransferClassifier, data: str | os.PathLike, *, allow
     kept = [r for r, good in zip(records, ok) if good]
     evaluation.rejection = rejection_figures(
         scores[ok], novelty[ok] if novelty is not None else None, model.novelty_threshold_, np.searchsorted(model.classes_, labels[ok]),
-        model.classes_, [r.path for r in kept], examples=_examples_taught(model),
+        model.classes_, [r.path for r in kept], examples=_examples_taught(model), confidence=_threshold_confidence(model),
     )
     if none_of_these:
         examples = as_sources(list(none_of_these))
@@ -427,14 +427,20 @@ def _examples_taught(model: TransferClassifier) -> int:
     return model.fitted_.novelty.examples if model.fitted_.novelty is not None else 0
 
 
+def _threshold_confidence(model: TransferClassifier) -> float | None:
+    """The chance that the threshold keeps its share of images like the training ones (below 0.9
+    where it was set from fewer than 45 training images' scores)."""
+    return model.fitted_.novelty.confidence if model.fitted_.novelty is not None else None
+
+
 def rejection_figures(
     scores: np.ndarray, novelty: np.ndarray | None, threshold: float | None, truth_index: np.ndarray,
-    classes: np.ndarray | None = None, paths: Sequence | None = None, examples: int = 0,
+    classes: np.ndarray | None = None, paths: Sequence | None = None, examples: int = 0, confidence: float | None = None,
 ) -> dict | None:
     """What "none of these" does on labelled images of known classes: the share rejected (every
     one a false rejection), accuracy on the accepted ones, accuracy counting a rejection as an
     error, the scores' histogram and the rejected images, the most novel first (with ``classes``
-    and ``paths``)."""
+    and ``paths``); ``confidence``, the threshold's chance of keeping its share."""
     if novelty is None or threshold is None or not len(scores):
         return None
     accepted = novelty <= threshold
@@ -443,7 +449,7 @@ def rejection_figures(
         "threshold": float(threshold), "rejected": int((~accepted).sum()), "false_rejection_rate": float(1 - accepted.mean()),
         "accuracy_on_accepted": float(right[accepted].mean()) if accepted.any() else None,
         "accuracy_with_rejection": float((right & accepted).mean()),
-        "histogram": score_histogram(novelty, threshold), "examples": examples,
+        "histogram": score_histogram(novelty, threshold), "examples": examples, "confidence": confidence,
     }
     if classes is not None and paths is not None:
         order = [i for i in np.argsort(-novelty) if not accepted[i]][:REJECTED_LISTED]
