@@ -548,12 +548,12 @@ def format_evaluation_command(ev, args, report: Path | None) -> str:
     masks = f"; {ev.masks} segmentation mask(s) passed over" if ev.masks else ""
     lines = [f"headstart evaluate: {args.run} on {args.data} ({scored}, {ev.n_images} images{masks}{unreadable})", format_evaluation(ev, indent="  ", all_classes=True)]
     if ev.mistakes:
-        width = max(len(m["path"]) for m in ev.mistakes)
+        width, label_width = max(len(m["path"]) for m in ev.mistakes), max(len("label"), *(len(str(m["label"])) for m in ev.mistakes))
         wrong = ev.n_images - round(ev.accuracy * ev.n_images)
         shown = f"; the {len(ev.mistakes)} most confident" if wrong > len(ev.mistakes) else ", most confident first"
         lines.append(f"  mistakes    {wrong}{shown}:")
-        lines.append(f"              {'path':<{width}}  {'label':<12} predicted (probability)")
-        lines.extend(f"              {m['path']:<{width}}  {str(m['label']):<12} {m['predicted']} ({m['probability']:.0%})" for m in ev.mistakes)
+        lines.append(f"              {'path':<{width}}  {'label':<{label_width}}  predicted (probability)")
+        lines.extend(f"              {m['path']:<{width}}  {str(m['label']):<{label_width}}  {m['predicted']} ({m['probability']:.0%})" for m in ev.mistakes)
     else:
         lines.append("  mistakes    none")
     for item in ev.unreadable[:10]:
