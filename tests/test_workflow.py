@@ -45,6 +45,14 @@ def test_auto_strategy_plans_first_and_its_pass_fills_the_cache(colour_splits, t
     assert json.loads((tmp_path / "run" / "model.json").read_text())["strategy"] == model.strategy_ != "auto"
 
 
+def test_a_summary_prints_as_the_command_line_does_and_shows_briefly(colour_splits, tmp_path):
+    _, summary = fit_folder(colour_splits, tmp_path / "run", backbone="tiny", engine="torch", strategy="linear")
+    # a notebook cell showed the dataclass's repr: every diagnostic, 160 kB on five ants and five bees
+    assert repr(summary) == "FitSummary(data=%r, classes=3, n_train=18, test accuracy 100.0%% on 9 images; print() it for the whole summary)" % str(colour_splits)
+    assert str(summary).startswith(f"headstart fit: {colour_splits} (splits layout)") and f"saved to    {tmp_path / 'run'} (open" in str(summary)
+    assert json.loads((tmp_path / "run" / "metrics.json").read_text())["output"] == str(tmp_path / "run")
+
+
 def test_cross_split_duplicates_are_reported_as_leakage(colour_splits, tmp_path):
     leaked = colour_splits / "test" / "red" / "leaked.png"
     leaked.write_bytes((colour_splits / "train" / "red" / "00.png").read_bytes())

@@ -903,7 +903,10 @@ def format_summary(summary, output) -> str:
         lines.append(f"              {pair['kind']}: {first} ({first_split})  <->  {second} ({second_split})")
     if len(leaked) > 5:
         lines.append(f"              and {len(leaked) - 5} more pair(s) across splits (metrics.json)")
-    lines.append(f"  saved to    {output}" + (f" (open {Path(output) / REPORT_FILE})" if summary.diagnostics else ""))
+    if output is None:
+        lines.append("  saved to    nothing (no output folder was given)")
+    else:
+        lines.append(f"  saved to    {output}" + (f" (open {Path(output) / REPORT_FILE})" if summary.diagnostics else ""))
     for row in summary.comparison:
         lines.append(f"  compare     {row['model']}: {row['accuracy']:.1%}")
     if summary.verdict:

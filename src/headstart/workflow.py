@@ -87,9 +87,21 @@ class FitSummary:
     # Where the time went: finding the images, the fit (codes, head or fine-tuning), evaluating the
     # held-out split, diagnosing, and summarising (duplicates); writing the run folder comes after.
     seconds_by_phase: dict = field(default_factory=dict)
+    output: str | None = None  # the run folder written, if any
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    def __str__(self) -> str:
+        """What ``headstart fit`` prints, as ``print(summary)`` shows it (the command line owns the words)."""
+        from .cli import format_summary
+
+        return format_summary(self, self.output)
+
+    def __repr__(self) -> str:
+        # The dataclass's own repr ran to 160 kB (every diagnostic): what a notebook cell showed.
+        held_out = f", {self.evaluation.split} accuracy {self.evaluation.accuracy:.1%} on {self.evaluation.n_images} images" if self.evaluation else ""
+        return f"FitSummary(data={self.data!r}, classes={len(self.classes)}, n_train={self.n_train}{held_out}; print() it for the whole summary)"
 
 
 def fit_folder(
@@ -170,6 +182,7 @@ def _fit_folder(
     summary = _summary(data, dataset, record, fit, codes, evaluation, report, comparison, model.classifier, start)
     phases.done("summary")
     summary.seconds_by_phase = phases.seconds
+    summary.output = str(output) if output is not None else None
     if output is not None:
         progress.announce(f"writing {output}: the model, metrics.json and report.html")
         metrics = as_json(summary.to_dict())
