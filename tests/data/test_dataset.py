@@ -211,6 +211,16 @@ def test_csv_of_one_column_per_class_is_read_as_labels(tmp_path):
     assert load_dataset(tmp_path / "flags.csv", split=False).classes == [0, 1]
 
 
+@pytest.mark.parametrize("header", ["path;label\r\n", ""])
+def test_a_csv_excel_wrote_with_semicolons_is_read(tmp_path, header):
+    # where the comma is the decimal mark (German, French), Excel's "CSV" separates with semicolons
+    write_class_folders(tmp_path, per_class=3)
+    rows = [f"{name}/{i:02d}.png;{name}" for name in ("red", "green", "blue") for i in range(3)]
+    (tmp_path / "labels.csv").write_bytes(("\ufeff" + header + "\r\n".join(rows) + "\r\n").encode("utf-8"))
+    dataset = load_dataset(tmp_path / "labels.csv", split=False)
+    assert len(dataset.records) == 9 and all(r.label == r.path.parent.name for r in dataset.records)
+
+
 def test_csv_listing_one_image_under_two_labels_is_refused_as_multi_label(tmp_path):
     # long-form multi-label data (one row per image and tag) was trained as given, each copy pulling another way
     write_class_folders(tmp_path, per_class=3)

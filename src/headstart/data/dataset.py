@@ -435,6 +435,14 @@ def _table_text(path: Path) -> str:
         return data.decode("cp1252", errors="replace")
 
 
+def _delimiter(first_line: str, csv_path: Path) -> str:
+    """Tabs for a TSV; semicolons where the first line has them and no comma (Excel writes its
+    CSVs so where the comma is the decimal mark: German, French); else commas."""
+    if csv_path.suffix.lower() == ".tsv" or "\t" in first_line:
+        return "\t"
+    return ";" if ";" in first_line and "," not in first_line else ","
+
+
 def _read_label_rows(csv_path: Path) -> list[tuple[str, str, str, str | None]]:
     """Rows of (path, label, split, group); a header row and an optional third 'split' column are
     allowed, and a header may name a 'group' column (a subject id, say) anywhere after the label."""
@@ -442,8 +450,7 @@ def _read_label_rows(csv_path: Path) -> list[tuple[str, str, str, str | None]]:
     if csv_path.suffix.lower() in JSON_LINES:
         table = _json_lines_table(text, csv_path)
     else:
-        delimiter = "\t" if csv_path.suffix.lower() == ".tsv" or ("\t" in text.split("\n", 1)[0]) else ","
-        table = [row for row in csv.reader(text.splitlines(), delimiter=delimiter) if row and any(c.strip() for c in row)]
+        table = [row for row in csv.reader(text.splitlines(), delimiter=_delimiter(text.split("\n", 1)[0], csv_path)) if row and any(c.strip() for c in row)]
     if not table:
         raise DataError(f"{csv_path} is empty; write one path,label row per image.")
     header = [c.strip().lower() for c in table[0]][:2]
