@@ -115,12 +115,13 @@ def test_inside_pipeline_cross_val_and_grid_search():
     assert search.best_score_ == 1.0
 
 
-def test_unreadable_training_images_are_skipped_or_fatal(tmp_path):
+def test_unreadable_training_images_are_skipped_or_fatal(tmp_path, caplog):
     X, y = colour_data()
     bad = tmp_path / "bad.png"
     bad.write_bytes(b"\x89PNG\r\n\x1a\n broken")
     model = tiny().fit(X + [bad], np.append(y, "red"))
     assert list(model.skipped_) == [18] and model.n_train_ == 18
+    assert f"skipping 1 unreadable image(s) ({bad}: unreadable" in caplog.text  # which one, not only how many
     with pytest.raises(DataError, match="bad.png"):
         tiny(strict=True).fit(X + [bad], np.append(y, "red"))
     with pytest.raises(DataError, match="cannot read 1 image"):

@@ -92,7 +92,7 @@ def _fit_model(params: dict, images: Sequence, labels, groups, others: Sequence,
     if codes.failures:
         if params["strict"]:
             raise unreadable_error(codes.failures, everything, "or fit without strict to skip them")
-        log.warning("skipping %d unreadable image(s)", len(codes.failures))
+        log.warning("skipping %d unreadable image(s) (%s)", len(codes.failures), failures_in_words(codes.failures, everything))
     train = codes.subset(np.arange(len(sources)))
     ok = train.ok
     classes, y_index = np.unique(labels[ok], return_inverse=True)
@@ -386,13 +386,16 @@ def head_scores(head: LinearHead, codes: Codes) -> np.ndarray:
 
 
 def unreadable_error(failures: dict[int, str], images: Sequence, fix: str = "") -> DataError:
-    """One line: each reason once (a batch fails for one reason more often than not), with the
-    first three images it applies to."""
+    return DataError(f"cannot read {len(failures)} image(s) ({failures_in_words(failures, images)}); remove or replace them{', ' + fix if fix else ''}.")
+
+
+def failures_in_words(failures: dict[int, str], images: Sequence) -> str:
+    """Each reason once (a batch fails for one reason more often than not), with the first three
+    images it applies to."""
     by_reason: dict[str, list[str]] = {}
     for i, why in failures.items():
         by_reason.setdefault(why, []).append(_describe(images[i], i))
-    shown = "; ".join(f"{shortened(names, 3)}: {why}" for why, names in by_reason.items())
-    return DataError(f"cannot read {len(failures)} image(s) ({shown}); remove or replace them{', ' + fix if fix else ''}.")
+    return "; ".join(f"{shortened(names, 3)}: {why}" for why, names in by_reason.items())
 
 
 def _describe(image, index: int) -> str:
