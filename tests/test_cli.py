@@ -354,7 +354,7 @@ def test_every_argument_of_every_command_says_what_it_is():
 
 
 def test_the_unknown_line_keeps_its_digits_and_says_when_its_threshold_is_unsure():
-    from headstart.cli import _rejection_line
+    from headstart.summary import _rejection_line
 
     rejection = {"rejected": 0, "false_rejection_rate": 0.0, "threshold": 1.0, "accuracy_on_accepted": 1.0, "accuracy_with_rejection": 1.0}
     assert "(0.0% false rejections, threshold 1.00);" in _rejection_line(rejection, 1.0, 4)  # it read "threshold 1", beside "0.984" elsewhere

@@ -89,7 +89,7 @@ def test_a_held_out_split_of_one_class_cannot_show_learning():
 
 
 def test_counts_and_cv_are_described_as_they_are_on_a_class_of_one_image():
-    from headstart.cli import _how_C_was_chosen
+    from headstart.summary import _how_C_was_chosen
     from headstart.diagnostics import wilson_interval
 
     lopsided = judge(Evidence(2, 0.5, 6 / 7, "test", 6 / 7, wilson_interval(6, 7), heldout_images=7, images_per_class=1, class_range=(1, 24)))

@@ -61,7 +61,7 @@ def test_cross_split_duplicates_are_reported_as_leakage(colour_splits, tmp_path)
     pair = summary.duplicates["leakage"][0]
     assert pair["kind"] == "exact" and sorted(pair["splits"]) == ["test", "train"]
     assert summary.duplicates["conflicting_labels"] == []  # the same label both sides
-    from headstart.cli import format_summary
+    from headstart.summary import format_summary
 
     shown = {f"{pair['paths'][0]} ({pair['splits'][0]})", f"{pair['paths'][1]} ({pair['splits'][1]})"}
     line = next(line.strip() for line in format_summary(summary, tmp_path / "run").splitlines() if "<->" in line)

@@ -22,7 +22,7 @@ from ._json import as_json, to_json_label
 from ._memory import release_freed_memory
 from ._text import shortened
 from .data import Dataset, find_duplicates, load_dataset
-from .data.dataset import Skipped, check_exists, kinds_in_words, kinds_of, respellings
+from .data.dataset import Skipped, check_exists, kinds_of, respellings
 from .data.images import as_sources, unreadable_files
 from .diagnostics import diagnose, error_analysis, wilson_interval
 from .diagnostics.error_analysis import balanced_accuracy
@@ -35,6 +35,7 @@ from .pipeline import Fit, fit_model, head_scores, novelty_scores, refuse_labell
 from .recipe import check_params
 from .report import render_report
 from .strategies.linear import softmax
+from .summary import format_summary, skipped_in_words
 from .training.tensorboard import TensorBoardLog
 
 @dataclass
@@ -93,9 +94,7 @@ class FitSummary:
         return asdict(self)
 
     def __str__(self) -> str:
-        """What ``headstart fit`` prints, as ``print(summary)`` shows it (the command line owns the words)."""
-        from .cli import format_summary
-
+        """What ``headstart fit`` prints, as ``print(summary)`` shows it."""
         return format_summary(self, self.output)
 
     def __repr__(self) -> str:
@@ -597,14 +596,6 @@ def _skipped(dataset: Dataset, unreadable_codes: int = 0) -> dict[str, int]:
         "missing": missing,
         "unreadable": len(dataset.skipped) - len(not_images) - masks - missing + unreadable_codes,
     }
-
-
-def skipped_in_words(counts: dict) -> str:
-    """``3 non-image file(s) (2 .txt, 1 .db), 2 unreadable``, with the segmentation masks where there are any."""
-    kinds = kinds_in_words(counts.get("not_image_kinds", {}))
-    masks = f", {counts['masks']} segmentation mask(s) of images beside them" if counts.get("masks") else ""
-    missing = f", {counts['missing']} listed but missing" if counts.get("missing") else ""
-    return f"{counts['not_images']} non-image file(s){kinds}{masks}, {counts['unreadable']} unreadable{missing}"
 
 
 def image_counts(dataset: Dataset, codes: Codes) -> dict:
