@@ -68,6 +68,9 @@ def test_predict_on_a_folder_reports_an_empty_image_file_and_skips_other_files(r
     assert set(rows) == {str(folder / "empty.jpg"), str(folder / "red.png")}  # not the notes, the raw files or the mask
     assert f"passed over 3 non-image file(s) in {folder} (1 .cr2, 1 .nef, 1 .txt)" in err  # said, as fit counts them
     assert "EXIF" not in err  # Pillow's 'Corrupt EXIF data' on a TIFF-like file stays out of sight
+    code = main(["predict", str(run_dir), str(folder / "red.png"), str(folder / "IMG_0001.CR2")])  # named on its own
+    out, err = capsys.readouterr()
+    assert code == 0 and "IMG_0001.CR2" not in out and f"passed over {folder / 'IMG_0001.CR2'}: a camera's raw file; export it as JPEG" in err
     assert rows[str(folder / "empty.jpg")].endswith("unreadable (empty file)")
 
 

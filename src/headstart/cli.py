@@ -906,7 +906,7 @@ def _expand_images(items: list[str], stdin_to: Path | None = None) -> list[Path]
     A pattern no shell expanded (quoted, or Windows' cmd) is expanded here, as a folder's files are."""
     import glob
 
-    from .data.dataset import classify_file, files_under, kinds_in_words, kinds_of, masks_beside_their_images
+    from .data.dataset import classify_file, files_under, is_raw_photo, kinds_in_words, kinds_of, masks_beside_their_images
 
     paths: list[Path] = []
     for item in items:
@@ -931,6 +931,8 @@ def _expand_images(items: list[str], stdin_to: Path | None = None) -> list[Path]
             if others:  # as fit counts them: a camera's raw files among the photos are not left unsaid
                 log.warning("passed over %d non-image file(s) in %s%s", len(others), path, kinds_in_words(kinds_of(others)))
             paths += [p for p, why in reasons.items() if why != "not an image" and p not in masks]
+        elif path.is_file() and is_raw_photo(path):  # as a folder's are: said and passed over, not an "unreadable" row
+            log.warning("passed over %s: a camera's raw file; export it as JPEG, or read it with rawpy and pass the arrays to TransferClassifier", path)
         elif path.exists():
             paths.append(path)
         else:

@@ -325,9 +325,14 @@ def kinds_in_words(kinds: dict[str, int]) -> str:
     return f" ({', '.join(f'{n} {kind}' for kind, n in shown[:3])}{', ...' if len(shown) > 3 else ''})" if shown else ""
 
 
+def is_raw_photo(path: Path) -> bool:
+    """A camera's raw file, told by its extension (its content starts as a TIFF's)."""
+    return path.suffix.lower() in _RAW_EXTENSIONS
+
+
 def classify_file(path: Path) -> str | None:
     """Return None for a file that looks like an image, else the reason it is skipped."""
-    if path.name.lower() in _IGNORED_NAMES or path.name.startswith(".") or path.suffix.lower() in _RAW_EXTENSIONS:
+    if path.name.lower() in _IGNORED_NAMES or path.name.startswith(".") or is_raw_photo(path):
         return "not an image"
     try:
         with open(path, "rb") as f:
