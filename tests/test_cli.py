@@ -89,6 +89,8 @@ def test_predict_reads_an_image_piped_in_and_refuses_urls(run_dir, colour_splits
     assert code == 0 and piped["path"] == "-" and piped["predictions"] == from_file["predictions"]
     code, _, err = run(capsys, "predict", run_dir, "https://example.com/bee.jpg")
     assert code == 2 and "is a URL" in err and "download it first" in err
+    code, _, err = run(capsys, "predict", run_dir, "https://example.com/bee.jpg?size=large")  # not taken for a pattern
+    assert code == 2 and "is a URL" in err
 
 
 def test_errors_name_the_flag_that_fixes_them(colour_splits, tmp_path, capsys):

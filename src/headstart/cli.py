@@ -906,19 +906,20 @@ def _expand_images(items: list[str], stdin_to: Path | None = None) -> list[Path]
     A pattern no shell expanded (quoted, or Windows' cmd) is expanded here, as a folder's files are."""
     import glob
 
-    from .data.dataset import classify_file, files_under, is_raw_photo, kinds_in_words, kinds_of, masks_beside_their_images
+    from .data.dataset import classify_file, files_under, is_raw_photo, kinds_of, masks_beside_their_images
+    from .summary import kinds_in_words
 
     paths: list[Path] = []
     for item in items:
         path = Path(item).expanduser()
+        if "://" in item:  # before patterns: a URL's query ('?size=large') reads as one
+            raise HeadstartError(f"{item} is a URL: headstart reads local files only (it works offline); download it first and give its path, or pipe it in as '-'.")
         if not path.exists() and glob.has_magic(item):
             matched = [Path(p) for p in sorted(glob.glob(str(path), recursive=True))]
             if not matched:
                 raise HeadstartError(f"{item} matches no files; give image files, folders of images, or a pattern that matches some.")
             paths += _expand_images([str(p) for p in matched if p.is_dir() or classify_file(p) != "not an image"])
             continue
-        if "://" in item:
-            raise HeadstartError(f"{item} is a URL: headstart reads local files only (it works offline); download it first and give its path, or pipe it in as '-'.")
         if item == "-" and stdin_to is not None:
             stdin_to.write_bytes(sys.stdin.buffer.read())
             paths.append(stdin_to)

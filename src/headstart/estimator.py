@@ -24,8 +24,8 @@ from .features import Codes, ImageInput
 from .fitted import FittedModel
 from .persistence import load_model, save_model
 from .pipeline import as_image_list as _as_list
-from .progress import wanted as progress_wanted
 from .pipeline import Predicted, checked_input, fit_model, make_plan, predict_scores, predicted_labels, rejection_threshold, unreadable_error
+from .progress import wanted as progress_wanted
 from .recipe import Runtime, check_params, resolve
 from .strategies.linear import softmax
 

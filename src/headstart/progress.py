@@ -3,8 +3,8 @@ that is known), a bar while it runs, one line per fine-tuning epoch, and nothing
 
 Whoever owns the output switches it once: the command line (off with ``-q``, and off when standard
 error is not a terminal unless ``--progress`` asks), or the estimator's ``progress`` parameter for
-the length of a ``fit``, with :func:`shown` (its default, "auto", is on where a person watches). The phases deep in the call stack ask
-:func:`enabled` rather than every signature carrying a flag. Under torchrun only rank 0 speaks
+the length of a ``fit``, with :func:`shown` (its default, "auto", is on where a person watches).
+The phases deep in the call stack ask :func:`enabled` rather than every signature carrying a flag. Under torchrun only rank 0 speaks
 (the others' phases are the same).
 """
 

@@ -1,8 +1,8 @@
 """The words of a fit and an evaluation: what ``headstart fit`` and ``headstart evaluate`` print,
 and what ``print(summary)`` shows in Python. Kept apart from the command line, which only parses
 and dispatches, so that the fit's record (:class:`~headstart.workflow.FitSummary`) can print
-itself without importing the command line (which imports this module only once a fit or an
-evaluation has run: its own start stays without numpy and torch).
+itself without importing the command line (which imports this module inside the commands that
+print with it, so its own start stays without numpy and torch).
 """
 
 from __future__ import annotations
@@ -10,7 +10,6 @@ from __future__ import annotations
 from pathlib import Path
 
 from ._text import shortened
-from .data.dataset import kinds_in_words
 
 
 def format_summary(summary, output) -> str:
@@ -160,3 +159,9 @@ def skipped_in_words(counts: dict) -> str:
     masks = f", {counts['masks']} segmentation mask(s) of images beside them" if counts.get("masks") else ""
     missing = f", {counts['missing']} listed but missing" if counts.get("missing") else ""
     return f"{counts['not_images']} non-image file(s){kinds}{masks}, {counts['unreadable']} unreadable{missing}"
+
+
+def kinds_in_words(kinds: dict[str, int]) -> str:
+    """`` (2 .txt, 1 .db)``: the three commonest kinds of :func:`~headstart.data.dataset.kinds_of`."""
+    shown = list(kinds.items())
+    return f" ({', '.join(f'{n} {kind}' for kind, n in shown[:3])}{', ...' if len(shown) > 3 else ''})" if shown else ""

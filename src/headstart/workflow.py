@@ -35,6 +35,7 @@ from .pipeline import Fit, fit_model, head_scores, novelty_scores, refuse_labell
 from .recipe import check_params
 from .report import render_report
 from .strategies.linear import softmax
+from .strategies.novelty import NoveltyDetector
 from .summary import format_summary, skipped_in_words
 from .training.tensorboard import TensorBoardLog
 
@@ -271,7 +272,7 @@ def _evaluate_held_out(model: TransferClassifier, dataset: Dataset, codes: Codes
     novelty = novelty[finite] if novelty is not None else None
     evaluation.rejection = rejection_figures(
         scores, novelty, model.novelty_threshold_, np.searchsorted(model.classes_, labels[held_out]), model.classes_, [records[i].path for i in held_out],
-        examples=_examples_taught(model), confidence=_threshold_confidence(model),
+        detector=model.fitted_.novelty,
     )
     return evaluation, scores, held_out
 
@@ -335,7 +336,7 @@ def evaluate_folder(model: TransferClassifier, data: str | os.PathLike, *, allow
     kept = [r for r, good in zip(records, ok) if good]
     evaluation.rejection = rejection_figures(
         scores[ok], novelty[ok] if novelty is not None else None, model.novelty_threshold_, np.searchsorted(model.classes_, labels[ok]),
-        model.classes_, [r.path for r in kept], examples=_examples_taught(model), confidence=_threshold_confidence(model),
+        model.classes_, [r.path for r in kept], detector=model.fitted_.novelty,
     )
     if none_of_these:
         examples = as_sources(list(none_of_these))
@@ -434,25 +435,15 @@ def _none_of_these_figures(model: TransferClassifier, known: np.ndarray, images:
     }
 
 
-def _examples_taught(model: TransferClassifier) -> int:
-    """How many images of none of these the model's novelty score learnt from."""
-    return model.fitted_.novelty.examples if model.fitted_.novelty is not None else 0
-
-
-def _threshold_confidence(model: TransferClassifier) -> float | None:
-    """The chance that the threshold keeps its share of images like the training ones (below 0.9
-    where it was set from fewer than 45 training images' scores)."""
-    return model.fitted_.novelty.confidence if model.fitted_.novelty is not None else None
-
-
 def rejection_figures(
     scores: np.ndarray, novelty: np.ndarray | None, threshold: float | None, truth_index: np.ndarray,
-    classes: np.ndarray | None = None, paths: Sequence | None = None, examples: int = 0, confidence: float | None = None,
+    classes: np.ndarray | None = None, paths: Sequence | None = None, detector: NoveltyDetector | None = None,
 ) -> dict | None:
     """What "none of these" does on labelled images of known classes: the share rejected (every
     one a false rejection), accuracy on the accepted ones, accuracy counting a rejection as an
     error, the scores' histogram and the rejected images, the most novel first (with ``classes``
-    and ``paths``); ``confidence``, the threshold's chance of keeping its share."""
+    and ``paths``); from ``detector``, how many images of none of these it learnt from and the
+    threshold's chance of keeping its share (under 0.9 when set from fewer than 45 scores)."""
     if novelty is None or threshold is None or not len(scores):
         return None
     accepted = novelty <= threshold
@@ -461,7 +452,8 @@ def rejection_figures(
         "threshold": float(threshold), "rejected": int((~accepted).sum()), "false_rejection_rate": float(1 - accepted.mean()),
         "accuracy_on_accepted": float(right[accepted].mean()) if accepted.any() else None,
         "accuracy_with_rejection": float((right & accepted).mean()),
-        "histogram": score_histogram(novelty, threshold), "examples": examples, "confidence": confidence,
+        "histogram": score_histogram(novelty, threshold),
+        "examples": detector.examples if detector is not None else 0, "confidence": detector.confidence if detector is not None else None,
     }
     if classes is not None and paths is not None:
         order = [i for i in np.argsort(-novelty) if not accepted[i]][:REJECTED_LISTED]

@@ -319,12 +319,6 @@ def kinds_of(paths: Iterable[Path]) -> dict[str, int]:
     return dict(sorted(Counter(path.suffix.lower() or path.name for path in paths).items(), key=lambda kind: (-kind[1], kind[0])))
 
 
-def kinds_in_words(kinds: dict[str, int]) -> str:
-    """`` (2 .txt, 1 .db)``: the three commonest kinds of :func:`kinds_of`."""
-    shown = list(kinds.items())
-    return f" ({', '.join(f'{n} {kind}' for kind, n in shown[:3])}{', ...' if len(shown) > 3 else ''})" if shown else ""
-
-
 def is_raw_photo(path: Path) -> bool:
     """A camera's raw file, told by its extension (its content starts as a TIFF's)."""
     return path.suffix.lower() in _RAW_EXTENSIONS
@@ -377,10 +371,10 @@ def _from_csv(csv_path: Path, *, allow_outside: bool) -> Dataset:
 def _refuse_rows_that_relabel(records: list[ImageRecord], csv_path: Path, base: Path) -> None:
     """One file listed on several rows with different labels is multi-label data in long form (one
     row per image and tag): trained as it is, each copy pulls the head towards another class."""
-    labels_of: dict[Path, list] = {}
+    labels_of: dict[Path, set] = {}
     for record in records:
-        labels_of.setdefault(record.path, []).append(record.label)
-    relabelled = {path: sorted(set(map(str, labels))) for path, labels in labels_of.items() if len(set(labels)) > 1}
+        labels_of.setdefault(record.path, set()).add(record.label)
+    relabelled = {path: sorted(map(str, labels)) for path, labels in labels_of.items() if len(labels) > 1}
     if relabelled:
         path, labels = next(iter(relabelled.items()))
         raise DataError(

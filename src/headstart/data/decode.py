@@ -118,13 +118,13 @@ def read_heif() -> bool:
 def open_file(path) -> Image.Image:
     """``Image.open`` (the header only, until pixels are asked for), HEIC included: Pillow is
     taught HEIC only where it knows no other format for the file, so other files are opened once."""
-    try:
-        with _pillow_quiet():
+    with _pillow_quiet():
+        try:
             return Image.open(path)
-    except Image.UnidentifiedImageError:
-        if not read_heif():
-            raise
-        return Image.open(path)
+        except Image.UnidentifiedImageError:
+            if not read_heif():
+                raise
+            return Image.open(path)
 
 
 def plain_reason(exc: BaseException) -> str:
