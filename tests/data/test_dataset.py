@@ -87,6 +87,9 @@ def test_csv_with_integer_labels_keeps_them(tmp_path):
     # written on Windows: backslashes between folders
     (tmp_path / "windows.csv").write_text("\n".join(row.replace("/", "\\") for row in rows))
     assert [r.path for r in load_dataset(tmp_path / "windows.csv", split=False).records] == [r.path for r in load_dataset(tmp_path / "labels.csv", split=False).records]
+    # codes with leading zeros are names: read as integers they would print "7" and merge "007" with "7"
+    (tmp_path / "codes.csv").write_text("\n".join(rows).replace(",15", ",015").replace(",2", ",002"))
+    assert load_dataset(tmp_path / "codes.csv").classes == ["002", "015", "1"]
 
 
 def test_tsv_without_header(tmp_path):

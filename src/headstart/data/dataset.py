@@ -533,11 +533,14 @@ def _looks_like_a_header(table: list[list[str]], base: Path) -> bool:
 
 
 def _parse_labels(raw: Sequence[str]) -> list[Label]:
-    """Integers stay integers (labels 1..15 give classes 1..15); anything else stays a string."""
+    """Integers stay integers (labels 1..15 give classes 1..15); anything else stays a string.
+    Labels read as integers only when each is written as its integer is ("007" is a code, and
+    reading it as 7 would print another name and merge it with a class "7")."""
     try:
-        return [int(v) for v in raw]
+        numbers = [int(v) for v in raw]
     except ValueError:
         return list(raw)
+    return numbers if all(str(n) == v.strip() for n, v in zip(numbers, raw)) else list(raw)
 
 
 def _resolve_inside(base: Path, rel: str, csv_path: Path, allow_outside: bool) -> Path:
