@@ -81,6 +81,15 @@ def test_predict_expands_a_pattern_no_shell_expanded(run_dir, colour_splits, cap
     assert code == 2 and "*.jpg matches no files" in err
 
 
+
+def test_predict_refuses_an_archive_not_yet_unpacked(run_dir, colour_splits, tmp_path, capsys):
+    import shutil
+
+    archive = shutil.make_archive(str(tmp_path / "photos"), "zip", colour_splits / "test")
+    code, out, err = run(capsys, "predict", run_dir, archive, colour_splits / "test" / "blue" / "00.png")
+    assert code == 2 and out == "" and "photos.zip is an archive: unpack it first" in err  # not an "unreadable" row
+
+
 def test_predict_reads_an_image_piped_in_and_refuses_urls(run_dir, colour_splits, capsys, monkeypatch):
     image = colour_splits / "test" / "blue" / "00.png"
     monkeypatch.setattr("sys.stdin", io.TextIOWrapper(io.BytesIO(image.read_bytes())))

@@ -906,7 +906,7 @@ def _expand_images(items: list[str], stdin_to: Path | None = None) -> list[Path]
     A pattern no shell expanded (quoted, or Windows' cmd) is expanded here, as a folder's files are."""
     import glob
 
-    from .data.dataset import classify_file, files_under, is_raw_photo, kinds_of, masks_beside_their_images
+    from .data.dataset import archive_refusal, classify_file, files_under, is_archive, is_raw_photo, kinds_of, masks_beside_their_images
     from .summary import kinds_in_words
 
     paths: list[Path] = []
@@ -934,6 +934,8 @@ def _expand_images(items: list[str], stdin_to: Path | None = None) -> list[Path]
             paths += [p for p, why in reasons.items() if why != "not an image" and p not in masks]
         elif path.is_file() and is_raw_photo(path):  # as a folder's are: said and passed over, not an "unreadable" row
             log.warning("passed over %s: a camera's raw file; export it as JPEG, or read it with rawpy and pass the arrays to TransferClassifier", path)
+        elif path.is_file() and classify_file(path) is not None and is_archive(path):  # a download not yet unpacked: not an "unreadable" row
+            raise HeadstartError(archive_refusal(path))
         elif path.exists():
             paths.append(path)
         else:

@@ -416,13 +416,22 @@ def glob_escape(text: str) -> str:
     return re.sub(r"([\[\]*?])", r"[\1]", text)
 
 
+def is_archive(path: Path) -> bool:
+    """A zip or tar file (compressed or not): what a dataset download is before it is unpacked."""
+    return zipfile.is_zipfile(path) or tarfile.is_tarfile(path)
+
+
+def archive_refusal(path: Path) -> str:
+    return f"{path} is an archive: unpack it first (unzip or tar -xf) and give the folder it makes."
+
+
 def _table_text(path: Path) -> str:
     """A labels file's text, or a one-line refusal of what people give instead: an archive (a
     Kaggle download), one image, or another binary file. Excel on Windows writes CSVs in
     Windows-1252, read as such where the bytes are not UTF-8."""
     data = path.read_bytes()
-    if zipfile.is_zipfile(path) or tarfile.is_tarfile(path):
-        raise DataError(f"{path} is an archive: unpack it first (unzip or tar -xf) and give the folder it makes.")
+    if is_archive(path):
+        raise DataError(archive_refusal(path))
     if classify_file(path) is None:
         raise DataError(f"{path} is one image; give the folder that holds the class folders, or a CSV of path,label rows.")
     try:
