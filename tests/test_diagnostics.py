@@ -201,6 +201,20 @@ def test_weight_report_compares_pretrained_random_and_trained():
     assert any(note.startswith("Fine-tuning moved") for note in tuned["notes"])
 
 
+def test_filters_are_drawn_each_to_its_own_range_in_one_image():
+    from headstart.report.plots import filter_mosaic, filters_by_scheme_plot
+
+    rng = np.random.default_rng(0)
+    small, large, flat = rng.normal(0, 0.01, (3, 2, 2)), rng.normal(0, 10.0, (3, 2, 2)), np.full((3, 2, 2), 0.5)
+    mosaic = filter_mosaic([np.stack([small, large]), np.stack([flat])], columns=2)
+    assert mosaic.shape == (5, 5, 3)  # two rows of two 2x2 filters, one white pixel between them
+    for top, left in ((0, 0), (0, 3)):  # each spans black to white, whatever its scale
+        cell = mosaic[top : top + 2, left : left + 2]
+        assert cell.min() == 0.0 and cell.max() == 1.0
+    assert (mosaic[3:5, 0:2] == 0.0).all() and (mosaic[2, :] == 1.0).all() and (mosaic[3:5, 3:5] == 1.0).all()  # constant: black; gaps and the missing filter: white
+    assert filters_by_scheme_plot({"pretrained": [small, large], "he_normal": [large, small]}).startswith("data:image/png;base64,")
+
+
 def random_label_folders(root, seed=0):
     """Colour classes written to disk, then every file moved to a random class folder."""
     write_class_folders(root / "train", per_class=12, seed=1)
