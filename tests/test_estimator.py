@@ -65,6 +65,22 @@ def test_float_images_far_below_255_are_said_to_read_nearly_black(caplog):
     assert "nearly black" not in caplog.text
 
 
+def test_images_normalised_already_or_all_unreadable_are_refused_in_one_line(tmp_path):
+    import torch
+
+    X, y = colour_data()
+    arrays = np.stack([np.asarray(image, dtype=np.float32) for image in X]) / 255
+    normalised = (arrays - 0.5) / 0.25  # as after torchvision's Normalize: each image would be skipped, then "only ." classes
+    for given in (normalised, torch.from_numpy(normalised).permute(0, 3, 1, 2)):
+        with pytest.raises(DataError, match=r"^18 of the 18 images have pixel values below 0 \(down to -2\), as after normalisation; pass images as 0-1 or 0-255"):
+            tiny().fit(given, y)
+    broken = [tmp_path / f"{i}.jpg" for i in range(len(y))]
+    for path in broken:
+        path.write_bytes(b"not a jpeg")
+    with pytest.raises(DataError, match=r"^none of the 18 training images can be read \(.*0.jpg.*not a recognised image format"):
+        tiny().fit(broken, y)
+
+
 def test_arrays_and_paths_are_accepted(tmp_path, monkeypatch):
     X, y = colour_data()
     paths = []

@@ -92,6 +92,8 @@ def _fit_model(params: dict, images: Sequence, labels, groups, others: Sequence,
     if codes.failures:
         if params["strict"]:
             raise unreadable_error(codes.failures, everything, "or fit without strict to skip them")
+        if not codes.ok[: len(sources)].any():
+            raise DataError(f"none of the {len(sources)} training images can be read ({failures_in_words(codes.failures, everything)}).")
         log.warning("skipping %d unreadable image(s) (%s)", len(codes.failures), failures_in_words(codes.failures, everything))
     train = codes.subset(np.arange(len(sources)))
     ok = train.ok
@@ -427,7 +429,7 @@ def checked_input(images, labels) -> tuple[list[ImageSource], np.ndarray]:
     """The training images as sources and their labels as a 1-D array, or a DataError that says
     what to fix: counts that differ, no images, missing labels, labels that mix types."""
     images = as_image_list(images)
-    _warn_dim_floats(images)
+    _check_float_ranges(images)
     sources = as_sources(images)
     labels = _label_array(labels)
     if len(sources) != len(labels):
@@ -461,17 +463,33 @@ def _is_missing(label) -> bool:
     return label is None or type(label).__name__ in ("NAType", "NaTType") or (isinstance(label, (float, np.floating)) and label != label)
 
 
-def _warn_dim_floats(images: list) -> None:
-    """Float arrays are read one at a time, as 0-1 when none passes 1 and as 0-255 otherwise; a set
-    whose brightest value stays far below 255 (scikit-learn's ``load_digits``: 0-16) is then nearly
-    black. Only the whole set shows it, so it is said here, once."""
-    floats = [image for image in images if isinstance(image, np.ndarray) and image.dtype.kind == "f" and image.size]
+def _check_float_ranges(images: list) -> None:
+    """Float arrays are read one at a time, as 0-1 when none passes 1 and as 0-255 otherwise. Only
+    the whole set shows two mistakes, so they are told here, once: images normalised already
+    (values below 0: refused, since every one of them would be skipped as unreadable), and a set
+    whose brightest value stays far below 255 (scikit-learn's ``load_digits``: 0-16), which would
+    be read as nearly black (a warning: it may be meant)."""
+    floats = [image for image in map(_as_array, images) if image is not None and image.dtype.kind == "f" and image.size]
+    below = [i for i, image in enumerate(floats) if float(np.nanmin(image)) < 0]
+    if below:
+        darkest = min(float(np.nanmin(floats[i])) for i in below)
+        raise DataError(
+            f"{len(below)} of the {len(images)} images have pixel values below 0 (down to {darkest:g}), as after normalisation; "
+            "pass images as 0-1 or 0-255 (headstart normalises for the backbone)."
+        )
     brightest = max((float(np.nanmax(image)) for image in floats), default=0.0)
     if 1 < brightest <= 32:
         log.warning(
             "the float images reach only %g, so they are read as 0-255 and look nearly black; if %g is white, pass X / %g (0-1)",
             brightest, brightest, brightest,
         )
+
+
+def _as_array(image) -> np.ndarray | None:
+    """A NumPy array or a PyTorch tensor as an array; None for anything else (a path, a PIL image)."""
+    if isinstance(image, np.ndarray):
+        return image
+    return image.detach().cpu().numpy() if hasattr(image, "detach") and hasattr(image, "numpy") else None
 
 
 def _one_label_each(labels: np.ndarray) -> np.ndarray:
