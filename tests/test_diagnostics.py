@@ -131,6 +131,9 @@ def test_the_learning_curve_is_quoted_as_a_gain_not_a_level():
     assert curve["accuracy_doubled"] == pytest.approx(1 - (0.5 * 30**-0.5 + 0.02), abs=1e-6)
     # a level ("~88.9%") read as a loss beside a held-out accuracy above the cross-validated one
     assert curve["words"] == "about 21 images per class (now 15) for 2 more points, by the learning curve; doubling them (30) would add about 3.8."
+    # nearer its ceiling: 2 more points are out of reach, and the half point doubling adds is still a gain, not a level
+    points = [{"per_class": m, "accuracy": 1 - (0.075 * m**-0.5 + 0.02)} for m in (3, 6, 10, 15)]
+    assert extrapolate(points, 15)["words"] == "doubling the images per class (now 15) would add about 0.6 points, by the learning curve."
 
 
 def test_error_analysis_confusion_pairs_and_calibration():

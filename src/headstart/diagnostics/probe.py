@@ -157,7 +157,7 @@ def extrapolate(points: list[dict], now: float) -> dict:
             f"doubling them ({2 * now:g}) would add about {(doubled - current) * 100:.1f}."
         )
     else:
-        words = f"doubling the images per class (now {now:g}) would give ~{doubled:.1%} (now ~{current:.1%}), by the learning curve."
+        words = f"doubling the images per class (now {now:g}) would add about {(doubled - current) * 100:.1f} points, by the learning curve."
     return {
         "fit": {"a": float(a), "b": float(b), "c": float(c)},
         "accuracy_now": current,
