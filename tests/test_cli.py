@@ -332,16 +332,25 @@ def test_compare_scratch_adds_the_from_scratch_reference(colour_splits, tmp_path
     assert "Against training from scratch" in (tmp_path / "run" / "report.html").read_text()
 
 
-def test_an_interrupted_fit_says_so_once_and_how_to_resume(colour_splits, tmp_path, capsys, monkeypatch):
+@pytest.mark.parametrize("stop", ["ctrl-c", "sigterm"])
+def test_an_interrupted_fit_says_so_once_and_how_to_resume(stop, colour_splits, tmp_path, capsys, monkeypatch):
+    import signal
+
     import headstart.workflow
 
     def interrupted(*args, **kwargs):
-        raise KeyboardInterrupt
+        if stop == "ctrl-c":
+            raise KeyboardInterrupt
+        handler = signal.getsignal(signal.SIGTERM)  # what SIGTERM (a scheduler's stop) would run now: not the default death
+        assert callable(handler), handler
+        handler(signal.SIGTERM, None)
 
     monkeypatch.setattr(headstart.workflow, "fit_folder", interrupted)
+    before = signal.getsignal(signal.SIGTERM)
     code = main(["fit", str(colour_splits), "-o", str(tmp_path / "run"), "--strategy", "finetune_top"])
     err = capsys.readouterr().err
     assert code == 130 and err.count("interrupted") == 1 and "rerun the same command with --resume" in err
+    assert signal.getsignal(signal.SIGTERM) is before  # given back
 
 
 def test_every_command_says_what_it_starts_first(run_dir, capsys):

@@ -8,8 +8,10 @@ import io
 import json
 import logging
 import os
+import signal
 import sys
 import tempfile
+import threading
 from pathlib import Path
 
 from .errors import SHOWN_IN_SUMMARY, HeadstartError, one_line
@@ -36,6 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     args.show_progress = not args.quiet and (args.progress or sys.stderr.isatty())
     _configure_logging(args.quiet)
     _starting(args)
+    previous = _stop_as_interrupt()
     try:
         return args.handler(args)
     except KeyboardInterrupt:
@@ -46,6 +49,22 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"error: {one_line(exc)}", file=sys.stderr)
         return EXIT_ERROR
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _stop_as_interrupt():
+    """SIGTERM (a scheduler's stop or preemption: SLURM, Kubernetes, systemd, ``kill``) ends a
+    command as Ctrl-C does, saying so and how to resume, instead of a silent death. Returns the
+    handler it replaced (None off the main thread, where handlers cannot be set)."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    return signal.signal(signal.SIGTERM, interrupt)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -380,6 +399,7 @@ def cmd_fit(args) -> int:
 def _fit_on_this_rank(args, world) -> int:
     from . import distributed
 
+    lost = False
     try:
         return _fit(args)
     except HeadstartError:
@@ -389,10 +409,11 @@ def _fit_on_this_rank(args, world) -> int:
     except RuntimeError as exc:  # a collective that failed or timed out: another rank died or hangs
         if not world.active or args.debug:
             raise
+        lost = True
         print(f"error: rank {world.rank} of {world.size}: lost the other processes ({one_line(exc)[:200]}); the whole job stops.", file=sys.stderr)
         return EXIT_ERROR
     finally:
-        distributed.stop()
+        distributed.stop(wait=not lost)
 
 
 def _launch(args) -> int:

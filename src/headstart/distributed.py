@@ -125,11 +125,14 @@ def start(device: str = "auto") -> World:
     return current()
 
 
-def stop() -> None:
+def stop(wait: bool = True) -> None:
+    """Leave the process group. ``wait=False`` after a collective failed: another rank is gone, and
+    a barrier would fail again with a traceback, or wait out the collective timeout once more."""
     if dist.is_available() and dist.is_initialized():
         # Every rank's collectives done before any tears its connections down, as PyTorch's
         # shutdown notes advise. (It did not stop the rare SIGABRT of a rank at exit: see cmd_fit.)
-        dist.barrier()
+        if wait:
+            dist.barrier()
         dist.destroy_process_group()
 
 
