@@ -26,7 +26,7 @@ import pytest
 import uvicorn
 from PIL import Image
 
-from headstart import TransferClassifier, fit_folder
+from headstart import DataError, TransferClassifier, fit_folder
 from headstart.cli import main
 from headstart.export import export_onnx
 from headstart.serve import Settings, create_app, load_served
@@ -213,9 +213,14 @@ def test_a_token_guards_the_api_and_is_required_beyond_loopback(run, served, cap
     assert "cannot listen on 127.0.0.1" in capsys.readouterr().err
     busy.close()
     # values that would refuse or time out every request, or that the socket would die on, are said first
-    for flag, value in (("--port", "-1"), ("--max-upload-mb", "-1"), ("--timeout", "0"), ("--max-wait-ms", "-3")):
+    for flag, value in (("--port", "-1"), ("--max-upload-mb", "-1"), ("--timeout", "0"), ("--max-wait-ms", "-3"), ("--queue", "0"), ("--batch-size", "0")):
         assert main(["serve", str(run), flag, value]) == 2
-        assert f"{flag} must be" in capsys.readouterr().err
+        err = capsys.readouterr().err
+        assert " must be " in err and flag in err, err
+    # checked where they are made, so a Python user's settings are too
+    for bad in ({"max_batch": 0}, {"max_wait": -0.003}, {"timeout": 0}, {"device": "gpu"}):
+        with pytest.raises(DataError, match=f"^serve setting {next(iter(bad))} must be "):
+            Settings(**bad)
 
 
 def batches_run(metrics: str) -> float:

@@ -622,20 +622,14 @@ def cmd_serve(args) -> int:
 
     token = args.token or os.environ.get(TOKEN_VARIABLE) or None
     check_exposure(args.host, token)
-    for name in ("batch_size", "queue", "max_connections"):
-        if getattr(args, name) < 1:
-            raise HeadstartError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}.")
-    for name in ("max_upload_mb", "timeout"):  # zero would refuse or time out every request
-        if not getattr(args, name) > 0:
-            raise HeadstartError(f"--{name.replace('_', '-')} must be above 0, got {getattr(args, name):g}.")
-    if not 0 <= args.max_wait_ms <= 10_000:
-        raise HeadstartError(f"--max-wait-ms must be 0 to 10000, got {args.max_wait_ms:g}.")
+    if args.max_connections < 1:  # the other values are checked by Settings
+        raise HeadstartError(f"--max-connections must be at least 1, got {args.max_connections}.")
     if not 0 <= args.port <= 65535:
         raise HeadstartError(f"--port must be 0 to 65535 (0 picks a free one), got {args.port}.")
     settings = Settings(
         token=token, max_upload=int(args.max_upload_mb * MB), timeout=args.timeout, max_batch=args.batch_size,
         max_wait=args.max_wait_ms / 1000, max_queue=args.queue, device=args.device,
-        max_images=min(Settings.max_images, args.queue),  # a request the queue could never hold is refused as too large
+        max_images=max(1, min(Settings.max_images, args.queue)),  # a request the queue could never hold is refused as too large
     )
     from .progress import shown
 

@@ -32,7 +32,7 @@ from starlette.formparsers import MultiPartException, MultiPartParser
 
 from .._version import __version__
 from ..data.decode import UnreadableImage
-from ..errors import one_line
+from ..errors import DataError, one_line
 from .batching import Batcher, QueueFull
 from .models import SERVE_MAX_PIXELS, ServedModel, load_served
 
@@ -52,6 +52,30 @@ class Settings:
     max_queue: int = 256  # images waiting or running
     device: str = "auto"
     decode_threads: int = max(1, min(8, os.cpu_count() or 1))
+
+    def __post_init__(self):
+        """Each value checked once, for Python and the command line alike: a zero or negative
+        size or wait would refuse or time out every request instead of failing here."""
+        for name, (allowed, words, flag) in _LIMITS.items():
+            value = getattr(self, name)
+            if not allowed(value):
+                shown = f"{value:g}" if isinstance(value, float) else value
+                raise DataError(f"serve setting {name} must be {words}{flag}, got {shown}.")
+        if self.device not in ("auto", "cpu", "cuda"):
+            raise DataError(f"serve setting device must be 'auto', 'cpu' or 'cuda' (--device), got {self.device!r}.")
+
+
+# Each setting's bounds in words, and the flag of `headstart serve` that sets it (in its own unit).
+_LIMITS = {
+    "max_upload": (lambda v: v > 0, "above 0 bytes", " (--max-upload-mb, in MB)"),
+    "max_pixels": (lambda v: v > 0, "above 0", ""),
+    "max_images": (lambda v: v >= 1, "at least 1", ""),
+    "timeout": (lambda v: v > 0, "above 0 seconds", " (--timeout)"),
+    "max_batch": (lambda v: v >= 1, "at least 1", " (--batch-size)"),
+    "max_wait": (lambda v: 0 <= v <= 10, "0 to 10 seconds", " (--max-wait-ms, in ms)"),
+    "max_queue": (lambda v: v >= 1, "at least 1", " (--queue)"),
+    "decode_threads": (lambda v: v >= 1, "at least 1", ""),
+}
 
 
 # The body predict reads itself (raw, or multipart), described for /docs, whose "Try it out" then
