@@ -216,6 +216,11 @@ def test_filters_are_drawn_each_to_its_own_range_in_one_image():
         assert cell.min() == 0.0 and cell.max() == 1.0
     assert (mosaic[3:5, 0:2] == 0.0).all() and (mosaic[2, :] == 1.0).all() and (mosaic[3:5, 3:5] == 1.0).all()  # constant: black; gaps and the missing filter: white
     assert filters_by_scheme_plot({"pretrained": [small, large], "he_normal": [large, small]}).startswith("data:image/png;base64,")
+    # the reliability diagram sizes its points by their images; a run written before bins had counts still draws
+    from headstart.report.plots import reliability_plot
+
+    for bins in ([{"confidence": 0.5, "accuracy": 0.0, "count": 1}, {"confidence": 0.9, "accuracy": 0.95, "count": 40}], [{"confidence": 0.5, "accuracy": 0.0}]):
+        assert reliability_plot({"ece": 0.1, "bins": bins}).startswith("data:image/png;base64,")
 
 
 def random_label_folders(root, seed=0):

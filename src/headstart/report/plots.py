@@ -110,11 +110,16 @@ def reliability_plot(calibration: dict) -> str | None:
     fig, ax = plt.subplots(figsize=(3.6, 3.4))
     bins = calibration["bins"]
     ax.plot([0, 1], [0, 1], "--", color="grey", label="perfectly calibrated")
-    ax.plot([b["confidence"] for b in bins], [b["accuracy"] for b in bins], "o-", label="model")
+    confidence, accuracy = [b["confidence"] for b in bins], [b["accuracy"] for b in bins]
+    # each point's area by its images: a bin of one image at 0% is a dip, not a failure of the model
+    counts = np.array([b.get("count", 1) for b in bins], dtype=float)
+    ax.plot(confidence, accuracy, "-", color="C0", alpha=0.4)
+    ax.scatter(confidence, accuracy, s=12 + 150 * counts / counts.max(), color="C0", zorder=3, label="model (area: images)")
     ax.set_xlabel("confidence (top-class probability)")
     ax.set_ylabel("accuracy")
     ax.set_title(f"ECE {calibration['ece']:.3f}")
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=2, frameon=False)  # below: points sit anywhere
+    ax.set_ylim(-0.05, 1.05)
     ax.grid(alpha=0.3)
     return _data_uri(fig)
 
