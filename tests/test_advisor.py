@@ -440,3 +440,13 @@ def test_a_small_dataset_is_measured_whole_and_a_larger_one_in_proportion():
     taken = np.bincount(labels[sample_index(labels, max_images=2000)])
     assert taken.sum() == 2000 and abs(taken[0] / taken[1] - 5) < 0.2 and taken[3] >= 2
 
+
+
+def test_the_size_line_gives_the_range_of_images_per_class():
+    from types import SimpleNamespace
+
+    from headstart.advisor.measure import size_stats
+
+    labels = np.repeat(["ants", "bees"], [98, 10])  # of two classes the (lower) median is the smaller: 10 alone read as every class's
+    line = planning._size_line(SimpleNamespace(size=size_stats(labels)), small=True)
+    assert line.startswith("2 classes, 10 images per class (median; 10 to 98, 108 in all, imbalance 9.8:1): small")
