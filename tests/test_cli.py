@@ -140,6 +140,8 @@ def test_evaluate_prints_every_figure_the_worst_mistakes_and_a_report(run_dir, t
     assert len(mistakes) == 3 and all(line.split()[1:3] == ["red", "green"] for line in mistakes)
     report = (tmp_path / "evaluation" / "report.html").read_text()
     assert "Confusion" in report or "confusion" in report
+    # the report speaks as the command does: no internal "pool", no learning curve it cannot have
+    assert "pool" not in report and "No learning curve" not in report and ">accuracy<b>" in report
     # files the folder scan passes over are reported too, not only those that fail to decode
     (data / "blue" / "empty.png").write_bytes(b"")
     Image.new("L", (40, 40), 0).save(data / "blue" / "00_mask.png")

@@ -79,13 +79,19 @@ def format_evaluation(ev, indent: str = "", all_classes: bool = False) -> str:
     recall = sorted(ev.per_class_recall.items(), key=lambda kv: kv[1])
     limit = 50 if all_classes else 12
     shown = ", ".join(f"{k} {v:.0%}" for k, v in recall[:limit]) + (f" ... ({len(recall) - limit} more)" if len(recall) > limit else "")
-    name = "accuracy" if ev.split == "pool" else f"{ev.split} accuracy"
+    name = accuracy_name(ev.split)
     return (
         f"{indent}{name} {ev.accuracy:.1%} on {ev.n_images} images (95% CI {low:.1%}-{high:.1%}); "
         f"chance {ev.chance_uniform:.1%} (1/K), {ev.chance_majority:.1%} (majority); balanced accuracy {ev.balanced_accuracy:.1%}\n"
         f"{indent}recall      {'lowest first: ' if len(recall) > limit else ''}{shown}"
         + (f"\n{indent}{_rejection_line(ev.rejection, ev.accuracy, ev.n_images)}" if ev.rejection else "")
     )
+
+
+def accuracy_name(split: str | None) -> str:
+    """"test accuracy" for a fit's held-out split; plain "accuracy" for every image of an evaluated
+    folder (its split is called "pool" inside, a word no reader should meet)."""
+    return "accuracy" if split in (None, "pool") else f"{split} accuracy"
 
 
 def _rejection_line(r: dict, accuracy: float, n_images: int) -> str:

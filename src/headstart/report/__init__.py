@@ -12,6 +12,7 @@ import jinja2
 from .._atomic import write_text
 from ..errors import ModelFileError
 from ..persistence import METRICS_FILE, REPORT_FILE
+from ..summary import accuracy_name
 from . import plots
 
 WORST_CLASSES = 50
@@ -58,6 +59,7 @@ def render_report(metrics: dict) -> str:
         weights=weights,
         leakage=[{**pair, "thumbnails": [plots.thumbnail(p) for p in pair["paths"]]} for pair in leakage[:20]],
         leakage_total=len(leakage),
+        accuracy_name=accuracy_name((metrics.get("evaluation") or {}).get("split")),
     )
 
 
