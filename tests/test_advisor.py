@@ -450,3 +450,5 @@ def test_the_size_line_gives_the_range_of_images_per_class():
     labels = np.repeat(["ants", "bees"], [98, 10])  # of two classes the (lower) median is the smaller: 10 alone read as every class's
     line = planning._size_line(SimpleNamespace(size=size_stats(labels)), small=True)
     assert line.startswith("2 classes, 10 images per class (median; 10 to 98, 108 in all, imbalance 9.8:1): small")
+    line = planning._size_line(SimpleNamespace(size=size_stats(np.repeat(["ants", "bees"], 4))), small=True)
+    assert line.startswith("2 classes, 4 images per class (each, 8 in all): small")

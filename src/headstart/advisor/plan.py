@@ -535,8 +535,9 @@ def _size_line(m: Measurements, small: bool) -> str:
     s = m.size
     skew = f", imbalance {s.imbalance_ratio:.1f}:1" if s.imbalance_ratio > 1.5 else ""
     largest = round(s.min_per_class * s.imbalance_ratio)  # the range, not the minimum alone: of 2 classes the median is the smaller
+    spread = f"median; {s.min_per_class} to {largest}, " if largest > s.min_per_class else "each, "
     return (
-        f"{s.n_classes} classes, {s.median_per_class:g} images per class (median; {s.min_per_class} to {largest}, {s.n_images} in all{skew}): "
+        f"{s.n_classes} classes, {s.median_per_class:g} images per class ({spread}{s.n_images} in all{skew}): "
         f"{'small' if small else 'large'} (threshold {SMALL_PER_CLASS} per class)."
     )
 
