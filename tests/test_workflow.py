@@ -43,6 +43,11 @@ def test_auto_strategy_plans_first_and_its_pass_fills_the_cache(colour_splits, t
     plan = json.loads((tmp_path / "run" / "plan.json").read_text())
     assert plan["measurements"]["size"]["n_images"] == 18 and plan["alternatives"]
     assert json.loads((tmp_path / "run" / "model.json").read_text())["strategy"] == model.strategy_ != "auto"
+    # the plan and the record show briefly in a notebook cell, and print() gives the plan's reasons as advise does
+    assert repr(model.plan_) == f"Plan(strategy={model.strategy_!r}, tap={model.plan_.tap!r}, backbone='tiny', case={model.plan_.case!r}; print() it for the reasons)"
+    assert str(model.plan_).splitlines()[:2] == [f"  case        {model.plan_.case}", f"  plan        {model.plan_.describe()}"]
+    assert str(model.plan_).splitlines()[2:] == [f"  - {line}" for line in model.plan_.explanation]
+    assert repr(model.fitted_).startswith(f"FittedModel(strategy={model.strategy_!r}, backbone='tiny'") and len(repr(model.fitted_)) < 200
 
 
 def test_a_summary_prints_as_the_command_line_does_and_shows_briefly(colour_splits, tmp_path):

@@ -586,10 +586,7 @@ def cmd_advise(args) -> int:
     m = plan.measurements
     how = "plan reused from the cache (same images, labels and settings; --no-cache measures again)" if plan.from_cache else f"{m.n_measured} images measured in {plan.seconds:.1f} s"
     print(f"headstart advise: {args.data}, backbone {args.backbone} at {plan.input_size} px, {how}")
-    print(f"  case        {plan.case}")
-    print(f"  plan        {plan.describe()}" + (f"; imbalance: {plan.imbalance}" if m.size.imbalance_ratio > 1.5 else ""))
-    for line in plan.explanation:
-        print(f"  - {line}")
+    print(plan)
     return 0
 
 

@@ -53,6 +53,13 @@ class FittedModel:
     novelty: NoveltyDetector | None = None  # "none of these": scores images unlike the training ones
     _ensemble: nn.Module | None = field(default=None, init=False, repr=False)  # predictor()'s, built once
 
+    def __repr__(self) -> str:
+        # The dataclass's own repr printed every weight array, the novelty bank and the plan.
+        return (
+            f"FittedModel(strategy={self.strategy!r}, backbone={self.backbone!r}, tap={self.tap!r}, "
+            f"classes={len(self.classes)}, n_train={self.n_train}, input_size={self.input_size})"
+        )
+
     @property
     def input_size(self) -> int:
         """The side images are read at (given, or chosen from the images by recipe.input_size)."""

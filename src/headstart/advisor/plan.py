@@ -106,6 +106,16 @@ class Plan:
         alternatives = [Alternative(**a) for a in d["alternatives"]]
         return cls(**{**d, "measurements": measurements, "settings": settings, "alternatives": alternatives})
 
+    def __str__(self) -> str:
+        """The case, the choice and its reasons, as ``headstart advise`` prints them under its first line."""
+        skew = f"; imbalance: {self.imbalance}" if self.measurements.size.imbalance_ratio > 1.5 else ""
+        lines = [f"  case        {self.case}", f"  plan        {self.describe()}{skew}"]
+        return "\n".join(lines + [f"  - {line}" for line in self.explanation])
+
+    def __repr__(self) -> str:
+        # The dataclass's own repr gave every measurement and alternative: a wall in a notebook cell.
+        return f"Plan(strategy={self.strategy!r}, tap={self.tap!r}, backbone={self.backbone!r}, case={self.case!r}; print() it for the reasons)"
+
     def describe(self) -> str:
         if self.strategy != "linear":
             averaged = self.tap != PRE_LOGITS and self.settings.get("ensemble", DEFAULT_CONFIG.ensemble)
