@@ -224,6 +224,10 @@ def test_fine_tuning_strategy_fits_predicts_and_saves(pooling, tmp_path):
     X, y = colour_data(per_class=8)
     model = tiny(strategy="finetune_top", finetune={**FAST_FINETUNE, "pooling": pooling}).fit(X, y)
     assert model.net_ is not None and len(model.history_.records) <= 2
+    # briefly in a notebook cell; print() gives an epoch's line as training printed it
+    history = model.history_
+    assert repr(history).startswith(f"History({len(history.records)} epochs, kept epoch {history.kept().epoch}") and len(repr(history)) < 150
+    assert str(history).splitlines()[0].startswith(f"epoch 1: train loss {history.records[0].train_loss:.3f} acc")
     X_test, y_test = colour_data(per_class=3, seed=7)
     assert model.score(X_test, y_test) == 1.0
     model.save(tmp_path / "run")

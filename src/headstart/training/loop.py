@@ -51,6 +51,16 @@ class History:
         """The history :meth:`to_dict` gave (as read back from JSON)."""
         return cls([EpochRecord(**r) for r in d["records"]], d["best_epoch"], d["stopped_early"], d.get("time_bound"))
 
+    def __str__(self) -> str:
+        """One line per epoch, as fine-tuning printed them, the kept one marked."""
+        return "\n".join(epoch_line("", r, None, best=r.epoch == self.best_epoch) for r in self.records)
+
+    def __repr__(self) -> str:
+        # The dataclass's own repr gave every epoch's learning rate of every parameter group.
+        kept = self.kept()
+        scores = f", val accuracy {kept.val_accuracy:.1%}" if kept is not None and kept.val_accuracy is not None else ""
+        return f"History({len(self.records)} epochs, kept epoch {kept.epoch if kept else None}{scores}, stopped early: {self.stopped_early}; print() it for every epoch)"
+
     def kept(self) -> EpochRecord | None:
         """The record of the epoch whose weights the model holds (the last one without early stopping)."""
         if not self.records:
@@ -212,10 +222,12 @@ def _epochs_that_fit(deadline: float, epoch: int, start_epoch: int, epochs: int,
     return planned
 
 
-def epoch_line(name: str, record: EpochRecord, epochs: int, best: bool = False) -> str:
+def epoch_line(name: str, record: EpochRecord, epochs: int | None, best: bool = False) -> str:
     """``fine-tuning epoch 3/12: train loss 0.412 acc 86.2% | val loss 0.388 acc 88.0% | lr 1.0e-03 | 12.4 s``
-    (the learning rate is the largest group's: the head's)."""
-    parts = [f"{name} epoch {record.epoch}/{epochs}: train loss {record.train_loss:.3f} acc {record.train_accuracy:.1%}"]
+    (the learning rate is the largest group's: the head's); without ``name`` and ``epochs``,
+    ``epoch 3: ...``."""
+    which = f"{name} epoch {record.epoch}".lstrip() + (f"/{epochs}" if epochs else "")
+    parts = [f"{which}: train loss {record.train_loss:.3f} acc {record.train_accuracy:.1%}"]
     if record.val_loss is not None:
         parts.append(f"val loss {record.val_loss:.3f} acc {record.val_accuracy:.1%}" + (" (best)" if best else ""))
     parts.append(f"lr {max(record.learning_rates.values()):.1e}")
