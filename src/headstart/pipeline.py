@@ -489,7 +489,10 @@ def _as_array(image) -> np.ndarray | None:
     """A NumPy array or a PyTorch tensor as an array; None for anything else (a path, a PIL image)."""
     if isinstance(image, np.ndarray):
         return image
-    return image.detach().cpu().numpy() if hasattr(image, "detach") and hasattr(image, "numpy") else None
+    if not (hasattr(image, "detach") and hasattr(image, "is_floating_point")):
+        return None
+    tensor = image.detach().cpu()
+    return (tensor.float() if tensor.is_floating_point() else tensor).numpy()  # NumPy has no bfloat16
 
 
 def _one_label_each(labels: np.ndarray) -> np.ndarray:

@@ -209,8 +209,8 @@ def filters_by_scheme_plot(filters: dict[str, list], *, columns: int = 16) -> st
     fig, ax = plt.subplots(figsize=(columns * 0.5, len(filters) * 0.62))
     rows = [np.array(weights, dtype=float)[:columns] for weights in filters.values()]
     _show_mosaic(ax, rows, columns)
-    side = rows[0].shape[2] + 1
-    ax.set_yticks([r * side + side / 2 - 0.5 for r in range(len(rows))], list(filters), fontsize=8)
+    height = rows[0].shape[2]
+    ax.set_yticks([r * (height + 1) + (height - 1) / 2 for r in range(len(rows))], list(filters), fontsize=8)  # each row's middle pixel
     ax.tick_params(left=False)
     return _data_uri(fig)
 
