@@ -92,7 +92,6 @@ def test_the_measuring_pass_fills_the_feature_cache():
     np.testing.assert_allclose(CodeExtractor(TINY, PRE_LOGITS, engine="torch")(X).codes, fresh.codes, rtol=1e-5, atol=1e-6)
 
 
-
 def test_the_measuring_pass_in_onnx_runtime_gives_the_eager_pass_figures(monkeypatch, private_cache):
     import importlib
 
@@ -439,7 +438,6 @@ def test_a_small_dataset_is_measured_whole_and_a_larger_one_in_proportion():
     np.testing.assert_array_equal(sample_index(labels[:500], max_images=2000), np.arange(500))
     taken = np.bincount(labels[sample_index(labels, max_images=2000)])
     assert taken.sum() == 2000 and abs(taken[0] / taken[1] - 5) < 0.2 and taken[3] >= 2
-
 
 
 def test_the_size_line_gives_the_range_of_images_per_class():

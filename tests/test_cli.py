@@ -81,7 +81,6 @@ def test_predict_expands_a_pattern_no_shell_expanded(run_dir, colour_splits, cap
     assert code == 2 and "*.jpg matches no files" in err
 
 
-
 def test_predict_refuses_an_archive_not_yet_unpacked(run_dir, colour_splits, tmp_path, capsys):
     import shutil
 
@@ -203,7 +202,6 @@ def test_demo_runs_offline(tmp_path, capsys):
     # a first run: the fit is held to the demo's time budget, and says so
     assert "Fitting within a 60 s time budget" in out
     assert json.loads((tmp_path / "demo" / "model.json").read_text())["params"]["time_budget"] == 60.0
-
 
 
 def test_demo_refuses_a_negative_budget_before_writing_anything(tmp_path, capsys):
