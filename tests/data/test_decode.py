@@ -84,8 +84,12 @@ def test_gif_first_frame():
 
 def test_truncated_image_is_unreadable():
     data = encode(RGB.resize((200, 200)), "JPEG")
-    with pytest.raises(UnreadableImage):
+    with pytest.raises(UnreadableImage, match="^truncated: the file ends before the image does"):
         decode_image(data[: len(data) // 2])
+    buffer = io.BytesIO()
+    RGB.save(buffer, format="JPEG", comment=b"x" * 3000)  # cut within a header (a camera's EXIF): Pillow says "Truncated File Read"
+    with pytest.raises(UnreadableImage, match="^truncated: the file ends before the image does"):
+        decode_image(buffer.getvalue()[:1000])
 
 
 def test_garbage_is_unreadable():

@@ -133,7 +133,7 @@ def plain_reason(exc: BaseException) -> str:
     text = str(exc)
     if isinstance(exc, Image.UnidentifiedImageError):
         return "not a recognised image format (damaged, or not really an image)"
-    if "truncated" in text or isinstance(exc, EOFError):
+    if "truncated" in text.lower() or isinstance(exc, EOFError):  # "image file is truncated", or "Truncated File Read" within a header
         return "truncated: the file ends before the image does, as after an interrupted copy"
     return re.sub(r"<[^<>]* object at 0x[0-9a-fA-F]+>", "the file", text) or type(exc).__name__
 
