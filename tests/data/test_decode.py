@@ -92,6 +92,17 @@ def test_truncated_image_is_unreadable():
         decode_image(buffer.getvalue()[:1000])
 
 
+def test_damaged_image_data_is_said_in_plain_words():
+    rng = np.random.default_rng(0)
+    noise = Image.fromarray(rng.integers(0, 255, (64, 64, 3), dtype=np.uint8))
+    png = bytearray(encode(noise, "PNG"))
+    png[100:-100] = rng.integers(0, 255, len(png) - 200, dtype=np.uint8).tobytes()  # Pillow: "unrecognized data stream contents"
+    webp = encode(noise, "WEBP")
+    for damaged in (bytes(png), webp[: len(webp) // 2]):  # WebP cut short, Pillow: "could not create decoder object"
+        with pytest.raises(UnreadableImage, match="^damaged: its image data cannot be decoded"):
+            decode_image(damaged)
+
+
 def test_garbage_is_unreadable():
     with pytest.raises(UnreadableImage):
         decode_image(b"not an image at all")

@@ -135,6 +135,8 @@ def plain_reason(exc: BaseException) -> str:
         return "not a recognised image format (damaged, or not really an image)"
     if "truncated" in text.lower() or isinstance(exc, EOFError):  # "image file is truncated", or "Truncated File Read" within a header
         return "truncated: the file ends before the image does, as after an interrupted copy"
+    if any(words in text for words in ("data stream", "decoder", "decoding")):  # "unrecognized data stream contents", WebP's "could not create decoder object"
+        return "damaged: its image data cannot be decoded (a corrupt file, or one cut short)"
     return re.sub(r"<[^<>]* object at 0x[0-9a-fA-F]+>", "the file", text) or type(exc).__name__
 
 
