@@ -112,6 +112,14 @@ def test_decompression_bomb_is_refused():
     with pytest.raises(UnreadableImage, match="exceeds the 100-pixel limit"):
         decode_image(encode(RGB, "PNG"), max_pixels=100)  # the server's limit is lower than the library's
     assert MAX_PIXELS > 100_000_000  # the real limit admits any photo
+    huge = bytearray(encode(RGB, "GIF"))
+    huge[6:10] = b"\xff\xff\xff\xff"  # a header claiming 65535x65535: Pillow refuses it in Image.open, said in the same words
+    with pytest.raises(UnreadableImage, match=f"^4,294,836,225 pixels exceeds the {MAX_PIXELS:,}-pixel limit"):
+        decode_image(bytes(huge))
+    huge[6:10] = b"\x10\x27\x10\x27"  # 10000x10000: a 100-megapixel camera's size, over Pillow's warning (89 million), under the limit
+    assert decode_image(bytes(huge)).size == (10000, 10000)  # read, not refused as a bomb (its 8x8 frame drawn on that screen)
+    with pytest.raises(UnreadableImage, match="^10000x10000 pixels exceeds the 50,000,000-pixel limit"):
+        decode_image(bytes(huge), max_pixels=50_000_000)
 
 
 def test_jpeg_draft_never_goes_below_requested_size():

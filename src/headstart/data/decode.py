@@ -75,7 +75,6 @@ def decode_image(data: bytes, *, draft_size: int | None = None, max_pixels: int 
         raise UnreadableImage("a HEIC photo, and pillow-heif is not installed: pip install pillow-heif")
     try:
         with _pillow_quiet():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
             image = Image.open(io.BytesIO(data))
             if image.width * image.height > max_pixels:
                 raise UnreadableImage(
@@ -89,8 +88,10 @@ def decode_image(data: bytes, *, draft_size: int | None = None, max_pixels: int 
             return to_rgb(image)
     except UnreadableImage:
         raise
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise UnreadableImage(f"possible decompression bomb: {exc}") from None
+    except Image.DecompressionBombError as exc:  # refused in Image.open, before the check above
+        claimed = re.search(r"\((\d+) pixels\)", str(exc))
+        size = f"{int(claimed.group(1)):,} pixels" if claimed else "its size"
+        raise UnreadableImage(f"{size} exceeds the {2 * Image.MAX_IMAGE_PIXELS:,}-pixel limit (possible decompression bomb, or a damaged header)") from None
     except (OSError, ValueError, SyntaxError, EOFError, Image.UnidentifiedImageError) as exc:
         raise UnreadableImage(plain_reason(exc)) from None
 
@@ -99,9 +100,12 @@ def decode_image(data: bytes, *, draft_size: int | None = None, max_pixels: int 
 def _pillow_quiet() -> Iterator[None]:
     """Pillow's UserWarnings ("Corrupt EXIF data", "Truncated File Read"), on a camera's raw file
     (a .CR2 starts as a TIFF) or a damaged one, would reach the person's terminal: the image is
-    decoded, or named as unreadable with the reason, either way."""
+    decoded, or named as unreadable with the reason, either way. Its DecompressionBombWarning
+    too: it warns from 89 million pixels (a 100-megapixel camera's photo), where decode_image's
+    ``max_pixels`` judges instead (Pillow's own refusal, above twice that, is said in its words)."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
         yield
 
 
