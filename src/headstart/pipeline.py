@@ -89,14 +89,14 @@ def _fit_model(params: dict, images: Sequence, labels, groups, others: Sequence,
     refuse_labelled_examples(examples, readable_hashes(example_codes), set(filter(None, readable_hashes(codes))))
     none_of_these = _readable_examples(examples, example_codes, params["strict"])
     seconds_codes = time.perf_counter() - tick
+    train = codes.subset(np.arange(len(sources)))
+    ok = train.ok
     if codes.failures:
         if params["strict"]:
             raise unreadable_error(codes.failures, everything, "or fit without strict to skip them")
-        if not codes.ok[: len(sources)].any():
+        if not ok.any():
             raise DataError(f"none of the {len(sources)} training images can be read ({failures_in_words(codes.failures, everything)}).")
         log.warning("skipping %d unreadable image(s) (%s)", len(codes.failures), failures_in_words(codes.failures, everything))
-    train = codes.subset(np.arange(len(sources)))
-    ok = train.ok
     classes, y_index = np.unique(labels[ok], return_inverse=True)
     if len(classes) < 2:
         raise DataError(f"need images of at least 2 classes, but the data contain only {', '.join(map(str, classes))}.")
@@ -470,11 +470,10 @@ def _check_float_ranges(images: list) -> None:
     whose brightest value stays far below 255 (scikit-learn's ``load_digits``: 0-16), which would
     be read as nearly black (a warning: it may be meant)."""
     floats = [image for image in map(_as_array, images) if image is not None and image.dtype.kind == "f" and image.size]
-    below = [i for i, image in enumerate(floats) if float(np.nanmin(image)) < 0]
+    below = [low for low in (float(np.nanmin(image)) for image in floats) if low < 0]
     if below:
-        darkest = min(float(np.nanmin(floats[i])) for i in below)
         raise DataError(
-            f"{len(below)} of the {len(images)} images have pixel values below 0 (down to {darkest:g}), as after normalisation; "
+            f"{len(below)} of the {len(images)} images have pixel values below 0 (down to {min(below):g}), as after normalisation; "
             "pass images as 0-1 or 0-255 (headstart normalises for the backbone)."
         )
     brightest = max((float(np.nanmax(image)) for image in floats), default=0.0)
