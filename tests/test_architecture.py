@@ -118,3 +118,29 @@ def test_the_command_line_starts_without_torch():
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
     assert done.stdout.strip().splitlines()[-1] == "[]"
     assert "invalid choice: 'nope'" in done.stderr
+
+
+def test_data_that_cannot_be_trained_on_is_refused_before_torch_loads(tmp_path):
+    """fit, advise and evaluate find the images first (NumPy and Pillow only), so a folder with a
+    one-image class or no class folders is refused in a fraction of a second, not after PyTorch."""
+    from PIL import Image
+
+    for name, count in (("ants", 3), ("bees", 1)):
+        (tmp_path / "data" / name).mkdir(parents=True)
+        for i in range(count):
+            Image.new("RGB", (8, 8), (40 * i, 90, 20)).save(tmp_path / "data" / name / f"{i}.png")
+    data, flat = tmp_path / "data", tmp_path / "data" / "ants"
+    probe = (
+        "import sys\n"
+        "from headstart.cli import main\n"
+        f"for argv in (['fit', {str(data)!r}, '-o', 'run'], ['advise', {str(data)!r}], ['fit', {str(flat)!r}, '-o', 'run'],\n"
+        f"             ['evaluate', 'no-run', {str(tmp_path / 'missing')!r}]):\n"
+        "    assert main(argv) == 2, argv\n"
+        "print(sorted(m for m in ('torch', 'torchvision', 'sklearn') if m in sys.modules))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True, cwd=tmp_path)
+    assert done.stdout.strip().splitlines()[-1] == "[]"
+    errors = done.stderr.splitlines()
+    assert len(errors) == 4, done.stderr
+    assert errors[0] == errors[1] == "error: class(es) bees have fewer than 2 images; add images or remove those classes."
+    assert "has no sub-folders" in errors[2] and "missing does not exist" in errors[3]

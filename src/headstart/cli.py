@@ -473,12 +473,16 @@ def _checked_fit_params(args) -> dict:
 
 
 def _fit(args) -> int:
-    from .workflow import fit_folder
+    from .data.dataset import load_dataset
 
     params = _checked_fit_params(args)
+    # Found before PyTorch loads: a folder it cannot train on is refused in a fraction of a second.
+    dataset = load_dataset(args.data, test_size=args.test_size, random_state=args.seed, allow_outside=args.allow_outside)
+    from .workflow import fit_folder
+
     try:
         _, summary = fit_folder(
-            args.data, args.output, strict=args.strict, test_size=args.test_size, allow_outside=args.allow_outside,
+            dataset, args.output, strict=args.strict, test_size=args.test_size, allow_outside=args.allow_outside,
             resume=args.resume, diagnostics=not args.no_diagnostics, tensorboard=args.tensorboard, compare_scratch=args.compare_scratch,
             none_of_these=_none_of_these(args), **params,
         )
@@ -509,12 +513,15 @@ def cmd_predict(args) -> int:
 
 
 def cmd_evaluate(args) -> int:
+    from .data.dataset import load_dataset
+
+    dataset = load_dataset(args.data, split=False, allow_outside=args.allow_outside)  # before PyTorch loads, as fit's
     from .estimator import TransferClassifier
     from .workflow import evaluate_folder
 
     model = TransferClassifier.load(args.run)
     model.progress = args.show_progress
-    evaluation = evaluate_folder(model, args.data, allow_outside=args.allow_outside, none_of_these=_none_of_these(args))
+    evaluation = evaluate_folder(model, dataset, allow_outside=args.allow_outside, none_of_these=_none_of_these(args))
     report = _write_evaluation_report(model, evaluation, args) if args.report else None
     if args.format == "json":
         from dataclasses import asdict
@@ -568,11 +575,12 @@ def format_evaluation_command(ev, args, report: Path | None) -> str:
 
 
 def cmd_advise(args) -> int:
-    from .data import load_dataset
+    from .data.dataset import load_dataset
+
+    dataset = load_dataset(args.data, random_state=args.seed, allow_outside=args.allow_outside)  # before PyTorch loads, as fit's
     from .estimator import TransferClassifier
     from .progress import announce, shown
 
-    dataset = load_dataset(args.data, random_state=args.seed, allow_outside=args.allow_outside)
     train = dataset.split("train")
     with shown(args.show_progress):
         announce(f"found {len(train)} training images of {len(dataset.classes)} classes in {args.data}")
@@ -813,12 +821,13 @@ def format_style_comparison(total: float, per_layer: list, backbone: str) -> str
 
 
 def cmd_style_evaluate(args) -> int:
-    from .data import load_dataset
+    from .data.dataset import load_dataset
+
+    dataset = load_dataset(args.data)  # before PyTorch loads, as fit's
     from .style import evaluate_style
     from .style.descriptors import DEFAULT_STYLE_SIZE
     from .style.evaluate import DEFAULT_EVALUATE_BACKBONES, format_table
 
-    dataset = load_dataset(args.data)
     images, labels = [r.path for r in dataset.records], [r.label for r in dataset.records]
     rows = evaluate_style(
         images, labels, backbones=args.backbones or DEFAULT_EVALUATE_BACKBONES, temperatures=(None, *args.smooth),

@@ -11,20 +11,25 @@ directory, checkpoints and report.
 Every collective waits at most ``HEADSTART_COLLECTIVE_TIMEOUT`` seconds (default 600): a rank that
 hangs ends the job with one line and a non-zero exit instead of a silent wait; one that dies is
 seen by torchrun, which stops the others.
+
+PyTorch is imported when a process group is joined or used, not with this module: a single process
+(no launcher) asks only :func:`launched`, so the command line can check the data before PyTorch loads.
 """
 
 from __future__ import annotations
 
 import os
+import sys
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
-import torch
-import torch.distributed as dist
 
 from .errors import DataError
+
+if TYPE_CHECKING:
+    import torch
 
 TIMEOUT_VARIABLE = "HEADSTART_COLLECTIVE_TIMEOUT"
 DEFAULT_TIMEOUT = 600.0
@@ -58,6 +63,8 @@ class World:
 
     def barrier(self) -> None:
         if self.active:
+            import torch.distributed as dist
+
             dist.barrier()
 
     def from_main(self, make: Callable[[], Any]) -> Any:
@@ -65,6 +72,8 @@ class World:
         every rank raises it, so no rank is left waiting)."""
         if not self.active:
             return make()
+        import torch.distributed as dist
+
         box: list = [None]
         if self.main:
             try:
@@ -81,6 +90,8 @@ class World:
         """Every rank's ``part``, in rank order, on every rank."""
         if not self.active:
             return [part]
+        import torch.distributed as dist
+
         parts: list = [None] * self.size
         dist.all_gather_object(parts, part)
         return parts
@@ -89,6 +100,9 @@ class World:
         """``values`` summed over the ranks, element by element."""
         if not self.active:
             return list(values)
+        import torch
+        import torch.distributed as dist
+
         tensor = torch.tensor(values, dtype=torch.float64)
         dist.all_reduce(tensor)
         return tensor.tolist()
@@ -97,13 +111,23 @@ class World:
         """``module`` under DistributedDataParallel (gradients averaged over the ranks each step)."""
         if not self.active:
             return module
+        import torch
+
         ids = [device.index if device.index is not None else torch.cuda.current_device()] if device.type == "cuda" else None
         return torch.nn.parallel.DistributedDataParallel(module, device_ids=ids)
 
 
+def _joined():
+    """``torch.distributed`` where this process has joined a group, else None (and where PyTorch
+    was never imported, no group was joined: nothing is imported to find that out)."""
+    dist = sys.modules.get("torch.distributed")
+    return dist if dist is not None and dist.is_available() and dist.is_initialized() else None
+
+
 def current() -> World:
     """The world this process belongs to (one process unless :func:`start` joined a group)."""
-    if not (dist.is_available() and dist.is_initialized()):
+    dist = _joined()
+    if dist is None:
         return World()
     return World(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", 0)), dist.get_backend())
 
@@ -115,8 +139,11 @@ def launched() -> bool:
 
 def start(device: str = "auto") -> World:
     """Join the process group torchrun describes; one process when it describes none."""
-    if not launched() or dist.is_initialized():
+    if not launched() or _joined():
         return current()
+    import torch
+    import torch.distributed as dist
+
     local_rank = int(os.environ.get("LOCAL_RANK", 0))
     cuda = device != "cpu" and torch.cuda.is_available()
     if cuda:
@@ -128,7 +155,8 @@ def start(device: str = "auto") -> World:
 def stop(wait: bool = True) -> None:
     """Leave the process group. ``wait=False`` after a collective failed: another rank is gone, and
     a barrier would fail again with a traceback, or wait out the collective timeout once more."""
-    if dist.is_available() and dist.is_initialized():
+    dist = _joined()
+    if dist is not None:
         # Every rank's collectives done before any tears its connections down, as PyTorch's
         # shutdown notes advise. (It did not stop the rare SIGABRT of a rank at exit: see cmd_fit.)
         if wait:

@@ -105,7 +105,7 @@ class FitSummary:
 
 
 def fit_folder(
-    data: str | os.PathLike,
+    data: str | os.PathLike | Dataset,
     output: str | os.PathLike | None = None,
     *,
     strict: bool = False,
@@ -117,7 +117,8 @@ def fit_folder(
     none_of_these: Sequence = (),
     **params,
 ) -> tuple[TransferClassifier, FitSummary]:
-    """Fit a :class:`TransferClassifier` on a dataset folder or CSV and optionally save the run.
+    """Fit a :class:`TransferClassifier` on a dataset folder or CSV (or the :class:`Dataset`
+    ``load_dataset`` found there, whose split is then used as it is) and optionally save the run.
 
     ``params`` go to :class:`TransferClassifier`. The held-out split (test, else val, else a
     stratified 20% of the pool) is evaluated and never used for fitting. With ``diagnostics``
@@ -138,7 +139,8 @@ def check_before_reading(data, output, params: dict, tensorboard: bool = False) 
         output = Path(output).expanduser()
         check_replaceable(output, RUN_FILES, "run")
     check_params(TransferClassifier(**_run_directories(output, tensorboard, params)).get_params())
-    check_exists(data)
+    if not isinstance(data, Dataset):
+        check_exists(data)
     return output
 
 
@@ -149,7 +151,7 @@ def _fit_folder(
     phases = _Phases()
     output = check_before_reading(data, output, params, tensorboard)
     model = TransferClassifier(strict=strict, **_run_directories(output, tensorboard, params))
-    dataset = load_dataset(data, test_size=test_size, random_state=params.get("random_state") or 0, allow_outside=allow_outside)
+    dataset = data if isinstance(data, Dataset) else load_dataset(data, test_size=test_size, random_state=params.get("random_state") or 0, allow_outside=allow_outside)
     progress.announce(describe_found(dataset))
     phases.done("finding images")
     if strict:
@@ -179,7 +181,7 @@ def _fit_folder(
         comparison = _scratch_comparison(record, evaluation, records, train & codes.ok, labels, held_out, params)
     if tensorboard and evaluation is not None:
         _log_final_scores(Path(output) / TENSORBOARD, evaluation)
-    summary = _summary(data, dataset, record, fit, codes, evaluation, report, comparison, model.classifier, start)
+    summary = _summary(dataset, record, fit, codes, evaluation, report, comparison, model.classifier, start)
     phases.done("summary")
     summary.seconds_by_phase = phases.seconds
     summary.output = str(output) if output is not None else None
@@ -277,10 +279,10 @@ def _evaluate_held_out(model: TransferClassifier, dataset: Dataset, codes: Codes
     return evaluation, scores, held_out
 
 
-def _summary(data, dataset: Dataset, record: FittedModel, fit: Fit, codes: Codes, evaluation, report, comparison, classifier, start) -> FitSummary:
+def _summary(dataset: Dataset, record: FittedModel, fit: Fit, codes: Codes, evaluation, report, comparison, classifier, start) -> FitSummary:
     records = dataset.records
     return FitSummary(
-        data=str(data),
+        data=dataset.source or str(dataset.root),
         layout=dataset.layout,
         classes=[to_json_label(c) for c in record.classes],
         n_train=record.n_train,
@@ -307,25 +309,26 @@ def _summary(data, dataset: Dataset, record: FittedModel, fit: Fit, codes: Codes
     )
 
 
-def evaluate_folder(model: TransferClassifier, data: str | os.PathLike, *, allow_outside: bool = False, none_of_these: Sequence = ()) -> Evaluation:
-    """Accuracy of a fitted model on a labelled folder or CSV.
+def evaluate_folder(model: TransferClassifier, data: str | os.PathLike | Dataset, *, allow_outside: bool = False, none_of_these: Sequence = ()) -> Evaluation:
+    """Accuracy of a fitted model on a labelled folder or CSV (or the :class:`Dataset` that
+    ``load_dataset(..., split=False)`` found there).
 
     With split folders, the test split is used (else val); with class folders, every image.
     ``none_of_these``: images of none of the classes, to measure how many the model flags.
     """
     if none_of_these and model.fitted_.novelty is None:  # said before any image is read
         raise DataError("this model has no novelty detector to measure on images of none of the classes; refit it with a linear head or enough held-out images.")
-    dataset = load_dataset(data, split=False, allow_outside=allow_outside)
+    dataset = data if isinstance(data, Dataset) else load_dataset(data, split=False, allow_outside=allow_outside)
     split = dataset.eval_split or dataset.splits[0]
     records = dataset.split(split)
     unknown = sorted({str(r.label) for r in records} - {str(c) for c in model.classes_})
     if unknown:
         renames = respellings(unknown, model.classes_)
-        inside = respellings([Path(data).name], model.classes_) and dataset.layout == "folders"  # given one class's folder, not the folder of classes
+        inside = respellings([Path(dataset.source).name], model.classes_) and dataset.layout == "folders"  # given one class's folder, not the folder of classes
         raise DataError(
             f"labels {', '.join(unknown[:5])} are not among the model's classes ({', '.join(map(str, model.classes_[:10]))}); "
             + (f"rename them to match ({shortened(renames)}), since class names are compared exactly." if renames
-               else f"{data} is named as one class: give the folder that holds the class folders." if inside
+               else f"{dataset.source} is named as one class: give the folder that holds the class folders." if inside
                else "evaluate on data with the same class names.")
         )
     sources = as_sources([r.path for r in records])  # they remember the content hashes predicting computes

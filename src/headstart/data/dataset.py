@@ -108,6 +108,7 @@ class Dataset:
     layout: str
     records: list[ImageRecord]
     skipped: list[Skipped] = field(default_factory=list)
+    source: str = ""  # the folder or CSV as load_dataset was given it, for what a summary names
 
     def split(self, name: str) -> list[ImageRecord]:
         return [r for r in self.records if r.split == name]
@@ -179,10 +180,8 @@ def load_dataset(
     if not 0.0 < test_size < 1.0:
         raise DataError(f"test_size must be between 0 and 1 (a share of each class), got {test_size}.")
     path = check_exists(source)
-    if path.is_file():
-        dataset = _from_csv(path, allow_outside=allow_outside)
-    else:
-        dataset = _from_folders(path)
+    dataset = _from_csv(path, allow_outside=allow_outside) if path.is_file() else _from_folders(path)
+    dataset.source = str(source)
     if not split:
         return dataset
     if dataset.layout != "folders" and "train" not in dataset.splits and "pool" not in dataset.splits:
@@ -644,7 +643,7 @@ def stratified_split(dataset: Dataset, *, test_size: float = 0.2, random_state: 
         held_out = set(order[:n_test].tolist())
         for i, record in enumerate(members):
             split_records.append(replace(record, split="test" if i in held_out else "train"))
-    return Dataset(dataset.root, dataset.layout, others + _groups_on_one_side(split_records, test_size), dataset.skipped)
+    return replace(dataset, records=others + _groups_on_one_side(split_records, test_size))
 
 
 def _groups_on_one_side(records: list[ImageRecord], test_size: float) -> list[ImageRecord]:
