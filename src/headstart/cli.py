@@ -472,12 +472,19 @@ def _checked_fit_params(args) -> dict:
     return params
 
 
-def _fit(args) -> int:
+def _found(args, **options):
+    """The images of ``args.data``, found before PyTorch loads (it takes seconds): a folder the
+    command cannot use is refused in a fraction of a second. A bar shows the search of many folders."""
     from .data.dataset import load_dataset
+    from .progress import shown
 
+    with shown(args.show_progress):
+        return load_dataset(args.data, allow_outside=getattr(args, "allow_outside", False), **options)
+
+
+def _fit(args) -> int:
     params = _checked_fit_params(args)
-    # Found before PyTorch loads: a folder it cannot train on is refused in a fraction of a second.
-    dataset = load_dataset(args.data, test_size=args.test_size, random_state=args.seed, allow_outside=args.allow_outside)
+    dataset = _found(args, test_size=args.test_size, random_state=args.seed)
     from .workflow import fit_folder
 
     try:
@@ -513,9 +520,7 @@ def cmd_predict(args) -> int:
 
 
 def cmd_evaluate(args) -> int:
-    from .data.dataset import load_dataset
-
-    dataset = load_dataset(args.data, split=False, allow_outside=args.allow_outside)  # before PyTorch loads, as fit's
+    dataset = _found(args, split=False)
     from .estimator import TransferClassifier
     from .workflow import evaluate_folder
 
@@ -575,9 +580,7 @@ def format_evaluation_command(ev, args, report: Path | None) -> str:
 
 
 def cmd_advise(args) -> int:
-    from .data.dataset import load_dataset
-
-    dataset = load_dataset(args.data, random_state=args.seed, allow_outside=args.allow_outside)  # before PyTorch loads, as fit's
+    dataset = _found(args, random_state=args.seed)
     from .estimator import TransferClassifier
     from .progress import announce, shown
 
@@ -821,9 +824,7 @@ def format_style_comparison(total: float, per_layer: list, backbone: str) -> str
 
 
 def cmd_style_evaluate(args) -> int:
-    from .data.dataset import load_dataset
-
-    dataset = load_dataset(args.data)  # before PyTorch loads, as fit's
+    dataset = _found(args)
     from .style import evaluate_style
     from .style.descriptors import DEFAULT_STYLE_SIZE
     from .style.evaluate import DEFAULT_EVALUATE_BACKBONES, format_table

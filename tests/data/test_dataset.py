@@ -380,3 +380,14 @@ def test_segmentation_masks_beside_their_images_are_passed_over_and_counted(tmp_
     assert masks == {"00_mask.png": "segmentation mask of 00", "00_mask_1.jpg": "segmentation mask of 00", "01-segmentation.png": "segmentation mask of 01"}
     assert {"01_mask.png", "lone_mask.png"} <= {r.path.name for r in dataset.records}
     assert describe_found(dataset) == "found 11 images of 3 classes (pool 11); passed over 0 non-image file(s), 3 segmentation mask(s) of images beside them, 0 unreadable"
+
+
+def test_the_search_of_class_folders_shows_a_bar_when_progress_is_on(colour_splits, capsys):
+    from headstart import progress
+
+    with progress.shown(True):
+        load_dataset(colour_splits)
+    shown = capsys.readouterr().err
+    assert "finding images (train)" in shown and "finding images (test)" in shown and "class/s" in shown
+    load_dataset(colour_splits)  # progress off: nothing on standard error
+    assert capsys.readouterr().err == ""

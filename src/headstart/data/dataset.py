@@ -22,6 +22,7 @@ from typing import Hashable, Iterable, Sequence
 import numpy as np
 from PIL import Image
 
+from .. import progress
 from .._text import shortened
 from ..errors import DataError
 from .decode import IMAGE_EXTENSIONS, open_file, sniff_format
@@ -272,7 +273,8 @@ def files_under(folder: Path) -> list[Path]:
 
 def _scan_class_dirs(class_dirs: Iterable[Path], split: str) -> tuple[list[ImageRecord], list[Skipped]]:
     records, skipped, empty = [], [], []
-    for class_dir in class_dirs:
+    where = "" if split == "pool" else f" ({split})"
+    for class_dir in progress.bar(class_dirs, desc=f"finding images{where}", unit="class"):  # 100,000 images take ~12 s
         found = len(records)
         files = files_under(class_dir)
         reasons = {file: classify_file(file) for file in files}
