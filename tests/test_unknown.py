@@ -2,6 +2,7 @@
 ONNX graph's second output and the CLI."""
 
 import json
+import warnings
 
 import numpy as np
 import pytest
@@ -155,6 +156,12 @@ def test_the_module_gives_the_detectors_scores():
     np.testing.assert_allclose(got, detector.score(probe_codes, probe_logits), atol=1e-5)
     oof_kept = (detector.score(codes, logits) <= detector.threshold).mean()
     assert oof_kept >= 0.9  # in-sample scores are at most the out-of-fold ones the threshold keeps 95% of
+    # Traced for the ONNX graph without a TracerWarning (one printed on every export and reload)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # torch.jit.trace's own deprecation
+        warnings.simplefilter("error", torch.jit.TracerWarning)
+        traced = torch.jit.trace(module, (torch.as_tensor(probe_codes, dtype=torch.float32), torch.as_tensor(probe_logits, dtype=torch.float32)))
+    np.testing.assert_allclose(traced(torch.as_tensor(probe_codes, dtype=torch.float32), torch.as_tensor(probe_logits, dtype=torch.float32)).numpy(), got, atol=1e-6)
 
 
 def energy_only_images(rng, n: int, offset: float):

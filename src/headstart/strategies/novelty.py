@@ -377,6 +377,9 @@ class NoveltyModule(torch.nn.Module):
         self.parts, self.learned, self.every, self.k = detector.parts, detector.learned, every, detector.k
         if "knn" in every:
             self.register_buffer("bank", torch.as_tensor(detector.state["bank"], dtype=torch.float32))
+            # A number fixed here: the bank's size read in forward is a tensor to the ONNX tracer,
+            # and min() of it warned "Converting a tensor to a Python boolean" on every export.
+            self.k = min(self.k, len(self.bank))
         if "ncm" in every:
             self.register_buffer("prototypes", torch.as_tensor(detector.state["prototypes"], dtype=torch.float32))
         for part in every if len(self.parts) > 1 else ():
@@ -402,7 +405,7 @@ class NoveltyModule(torch.nn.Module):
             unit = codes / codes.norm(dim=1, keepdim=True).clamp_min(1e-12)
             if part == "ncm":
                 return 1.0 - (unit @ self.prototypes.T).amax(dim=1)
-            return 1.0 - (unit @ self.bank.T).topk(min(self.k, self.bank.shape[0]), dim=1).values[:, -1]
+            return 1.0 - (unit @ self.bank.T).topk(self.k, dim=1).values[:, -1]
         if part == "msp":
             return -logits.softmax(dim=1).amax(dim=1)
         return -torch.logsumexp(logits, dim=1)
