@@ -242,3 +242,12 @@ def test_the_cache_is_shared_by_writers_and_reads_the_layout_before_packs(tmp_pa
     legacy.parent.mkdir(parents=True)
     legacy.write_bytes(np.array([13], "<u8").tobytes() + codes[3].tobytes())
     assert reader.get(keys[3]).phash == 13 and reader.get(keys[4]) is None
+
+
+def test_joined_backbones_name_an_engine_they_share_once(image_paths):
+    from headstart.backbones import PRE_LOGITS
+    from headstart.features import code_extractor
+
+    joined = lambda: code_extractor("tiny+tiny@he_normal", PRE_LOGITS, engine="torch", cache_dir=image_paths[0].parent / "cache")  # noqa: E731
+    assert joined()(image_paths).engine == "torch"  # the summary said "engine torch+torch"
+    assert joined()(image_paths).engine == "cache"

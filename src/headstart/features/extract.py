@@ -204,5 +204,5 @@ class ConcatExtractor:
             phashes=first.phashes,
             failures=failures,
             computed=max(r.computed for r in results),
-            engine="+".join(r.engine for r in results),
+            engine="+".join(dict.fromkeys(r.engine for r in results)),  # "cache", not "cache+cache"
         )
