@@ -121,8 +121,9 @@ def test_the_command_line_starts_without_torch():
 
 
 def test_data_that_cannot_be_trained_on_is_refused_before_torch_loads(tmp_path):
-    """fit, advise and evaluate find the images first (NumPy and Pillow only), so a folder with a
-    one-image class or no class folders is refused in a fraction of a second, not after PyTorch."""
+    """fit (its --nproc launcher too), advise and evaluate find the images first (NumPy and Pillow
+    only), so a folder with a one-image class or no class folders is refused in a fraction of a
+    second, not after PyTorch (or N processes) started."""
     from PIL import Image
 
     for name, count in (("ants", 3), ("bees", 1)):
@@ -133,7 +134,8 @@ def test_data_that_cannot_be_trained_on_is_refused_before_torch_loads(tmp_path):
     probe = (
         "import sys\n"
         "from headstart.cli import main\n"
-        f"for argv in (['fit', {str(data)!r}, '-o', 'run'], ['advise', {str(data)!r}], ['fit', {str(flat)!r}, '-o', 'run'],\n"
+        f"for argv in (['fit', {str(data)!r}, '-o', 'run'], ['advise', {str(data)!r}], ['fit', {str(data)!r}, '-o', 'run', '--nproc', '2'],\n"
+        f"             ['fit', {str(flat)!r}, '-o', 'run'],\n"
         f"             ['evaluate', 'no-run', {str(tmp_path / 'missing')!r}]):\n"
         "    assert main(argv) == 2, argv\n"
         "print(sorted(m for m in ('torch', 'torchvision', 'sklearn') if m in sys.modules))\n"
@@ -141,6 +143,6 @@ def test_data_that_cannot_be_trained_on_is_refused_before_torch_loads(tmp_path):
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True, cwd=tmp_path)
     assert done.stdout.strip().splitlines()[-1] == "[]"
     errors = done.stderr.splitlines()
-    assert len(errors) == 4, done.stderr
-    assert errors[0] == errors[1] == "error: class(es) bees have fewer than 2 images; add images or remove those classes."
-    assert "has no sub-folders" in errors[2] and "missing does not exist" in errors[3]
+    assert len(errors) == 5, done.stderr
+    assert errors[0] == errors[1] == errors[2] == "error: class(es) bees have fewer than 2 images; add images or remove those classes."
+    assert "has no sub-folders" in errors[3] and "missing does not exist" in errors[4]

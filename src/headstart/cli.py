@@ -421,14 +421,15 @@ def _launch(args) -> int:
 
     torchrun's own ``run`` is called here, as its command line does, so that a failed rank is
     said in one line (the rank said why above it) instead of torchrun's logs and failure table."""
+    if args.nproc < 1:
+        raise HeadstartError(f"--nproc {args.nproc}: give 1 or more processes.")
+    _found(args, test_size=args.test_size, random_state=args.seed)  # data they cannot use refused before PyTorch loads (each process finds them again)
     from torch.distributed.elastic.multiprocessing.api import SignalException
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.run import parse_args, run
 
     from .workflow import check_before_reading
 
-    if args.nproc < 1:
-        raise HeadstartError(f"--nproc {args.nproc}: give 1 or more processes.")
     check_before_reading(args.data, args.output, _checked_fit_params(args), args.tensorboard)  # bad input said now, not after N processes start
     argv, skip = [], False
     for token in args.argv:  # the command line without --nproc N
