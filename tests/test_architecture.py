@@ -120,29 +120,41 @@ def test_the_command_line_starts_without_torch():
     assert "invalid choice: 'nope'" in done.stderr
 
 
-def test_data_that_cannot_be_trained_on_is_refused_before_torch_loads(tmp_path):
-    """fit (its --nproc launcher too), advise and evaluate find the images first (NumPy and Pillow
-    only), so a folder with a one-image class or no class folders is refused in a fraction of a
-    second, not after PyTorch (or N processes) started."""
+def test_bad_data_and_run_folders_are_refused_before_torch_loads(tmp_path):
+    """The images are found (NumPy and Pillow only) and a run's model.json read before PyTorch
+    loads, so a folder with a one-image class, no class folders, a run folder that is none, or an
+    output folder holding other files is refused in a fraction of a second, not after PyTorch (or
+    --nproc's N processes) started."""
     from PIL import Image
 
     for name, count in (("ants", 3), ("bees", 1)):
         (tmp_path / "data" / name).mkdir(parents=True)
         for i in range(count):
             Image.new("RGB", (8, 8), (40 * i, 90, 20)).save(tmp_path / "data" / name / f"{i}.png")
-    data, flat = tmp_path / "data", tmp_path / "data" / "ants"
+    data, flat, image = str(tmp_path / "data"), str(tmp_path / "data" / "ants"), str(tmp_path / "data" / "ants" / "0.png")
+    tiny_class = "error: class(es) bees have fewer than 2 images; add images or remove those classes."
+    cases = [
+        (["fit", data, "-o", "run"], tiny_class),
+        (["advise", data], tiny_class),
+        (["fit", data, "-o", "run", "--nproc", "2"], tiny_class),
+        (["fit", flat, "-o", "run"], f"error: {flat} has no sub-folders"),
+        (["fit", flat, "-o", data], f"error: {data} holds ants, bees, which writing a run there would delete"),
+        (["evaluate", "no-run", data], "error: no-run does not exist; give the run directory"),
+        (["predict", data, image], f"error: {data} is not a headstart model (no model.json)"),
+        (["export", "no-run"], "error: no-run does not exist"),
+        (["serve", "no-run"], "error: no-run does not exist"),
+        (["inspect", "weights", data], f"error: {data} is not a headstart model"),
+    ]
     probe = (
         "import sys\n"
         "from headstart.cli import main\n"
-        f"for argv in (['fit', {str(data)!r}, '-o', 'run'], ['advise', {str(data)!r}], ['fit', {str(data)!r}, '-o', 'run', '--nproc', '2'],\n"
-        f"             ['fit', {str(flat)!r}, '-o', 'run'],\n"
-        f"             ['evaluate', 'no-run', {str(tmp_path / 'missing')!r}]):\n"
+        f"for argv in {[argv for argv, _ in cases]!r}:\n"
         "    assert main(argv) == 2, argv\n"
         "print(sorted(m for m in ('torch', 'torchvision', 'sklearn') if m in sys.modules))\n"
     )
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True, cwd=tmp_path)
     assert done.stdout.strip().splitlines()[-1] == "[]"
     errors = done.stderr.splitlines()
-    assert len(errors) == 5, done.stderr
-    assert errors[0] == errors[1] == errors[2] == "error: class(es) bees have fewer than 2 images; add images or remove those classes."
-    assert "has no sub-folders" in errors[3] and "missing does not exist" in errors[4]
+    assert len(errors) == len(cases), done.stderr
+    for error, (argv, expected) in zip(errors, cases):
+        assert error.startswith(expected), (argv, error)

@@ -484,7 +484,10 @@ def _found(args, **options):
 
 
 def _fit(args) -> int:
+    from .persistence import check_run_output
+
     params = _checked_fit_params(args)
+    check_run_output(args.output)  # as the data: said before PyTorch loads
     dataset = _found(args, test_size=args.test_size, random_state=args.seed)
     from .workflow import fit_folder
 
@@ -504,15 +507,26 @@ def _fit(args) -> int:
     return 0  # the model is saved; skipped files are named in the summary (--strict fails on them instead)
 
 
-def cmd_predict(args) -> int:
-    from .estimator import TransferClassifier
-    from .workflow import predict_images
+def _read_runs(*runs) -> None:
+    """Each run folder's model.json, read before PyTorch loads: a path that is no run is said in a
+    fraction of a second (the weights are read, and checked, where the model is loaded)."""
+    from .persistence import read_meta
 
-    model = TransferClassifier.load(args.run)
-    model.progress = args.show_progress
+    for run in runs:
+        read_meta(Path(run).expanduser())
+
+
+def cmd_predict(args) -> int:
+    _read_runs(args.run)
     with tempfile.TemporaryDirectory(prefix="headstart-stdin-") as folder:
         piped = Path(folder) / "stdin"
-        rows = predict_images(model, _expand_images(args.images, stdin_to=piped), top_k=args.top_k, reject=None if args.no_reject else "auto")
+        images = _expand_images(args.images, stdin_to=piped)  # missing files said before PyTorch loads too
+        from .estimator import TransferClassifier
+        from .workflow import predict_images
+
+        model = TransferClassifier.load(args.run)
+        model.progress = args.show_progress
+        rows = predict_images(model, images, top_k=args.top_k, reject=None if args.no_reject else "auto")
     for row in rows:
         if row["path"] == str(piped):
             row["path"] = "-"
@@ -521,6 +535,7 @@ def cmd_predict(args) -> int:
 
 
 def cmd_evaluate(args) -> int:
+    _read_runs(args.run)
     dataset = _found(args, split=False)
     from .estimator import TransferClassifier
     from .workflow import evaluate_folder
@@ -625,6 +640,7 @@ def cmd_demo(args) -> int:
 
 
 def cmd_serve(args) -> int:
+    _read_runs(*args.runs)
     from .serve import Settings, check_exposure, load_runs, serve
     from .serve.app import MB
     from .serve.server import TOKEN_VARIABLE, bind
@@ -650,6 +666,7 @@ def cmd_serve(args) -> int:
 
 
 def cmd_export(args) -> int:
+    _read_runs(args.run)
     from .estimator import TransferClassifier
     from .export import export_onnx
 
@@ -667,9 +684,11 @@ def cmd_report(args) -> int:
 
 
 def cmd_inspect_weights(args) -> int:
+    target = Path(args.target)
+    if target.is_dir():
+        _read_runs(target)
     from .diagnostics import model_weight_report, weight_report
 
-    target = Path(args.target)
     if target.is_dir():
         from .estimator import TransferClassifier
 

@@ -14,14 +14,16 @@ import shutil
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from safetensors.numpy import load_file, save_file
 
-from ._atomic import atomic_directory, give_usual_mode
+from ._atomic import atomic_directory, check_replaceable, give_usual_mode
 from ._json import jsonable
 from .errors import HeadstartError, ModelFileError
-from .features import code_extractor
-from .fitted import FittedModel
+
+if TYPE_CHECKING:  # imported where a model is built: reading model.json (read_meta) needs no PyTorch
+    from .fitted import FittedModel
 
 FORMAT = "headstart.model"
 FORMAT_VERSION = 1
@@ -77,6 +79,14 @@ def save_model(record: FittedModel, directory: Path, *, metrics: dict | None = N
     return directory
 
 
+def check_run_output(output) -> Path:
+    """``output`` with '~' expanded, as a shell would, if a run may be written there: a new or empty
+    folder, or a run's (whose checkpoints and TensorBoard logs are kept); else a DataError."""
+    output = Path(output).expanduser()
+    check_replaceable(output, RUN_FILES, "run")
+    return output
+
+
 def load_model(directory: Path) -> FittedModel:
     """The record :func:`save_model` wrote, plan and history included; reads JSON and safetensors only."""
     directory = Path(directory).expanduser()
@@ -90,6 +100,8 @@ def load_model(directory: Path) -> FittedModel:
         tensors = load_file(str(weights_path))
     except Exception as exc:
         raise ModelFileError(f"cannot read {weights_path} ({exc}); re-run fit.") from None
+    from .fitted import FittedModel
+
     record = FittedModel.from_json(meta, tensors, plan=_read_json(directory / PLAN_FILE), history=_read_json(directory / HISTORY_FILE))
     _check_backbone(record)
     return record
@@ -120,6 +132,8 @@ def _read_json(path: Path) -> dict | None:
 
 def _check_backbone(record: FittedModel) -> None:
     """The head only makes sense on the exact codes it was trained on."""
+    from .features import code_extractor
+
     try:
         expected = code_extractor(record.backbone, record.tap, input_size=record.input_size, cache=False).fingerprint
     except HeadstartError:

@@ -17,7 +17,7 @@ import numpy as np
 from sklearn.metrics import recall_score
 
 from . import distributed, progress
-from ._atomic import check_replaceable, write_text
+from ._atomic import write_text
 from ._json import as_json, to_json_label
 from ._memory import release_freed_memory
 from ._text import shortened
@@ -30,7 +30,7 @@ from .errors import DataError
 from .estimator import TransferClassifier
 from .features import Codes
 from .fitted import FittedModel
-from .persistence import CHECKPOINTS, RUN_FILES, TENSORBOARD, UNREADABLE_FILE
+from .persistence import CHECKPOINTS, TENSORBOARD, UNREADABLE_FILE, check_run_output
 from .pipeline import Fit, fit_model, head_scores, novelty_scores, refuse_labelled_examples, rejection_threshold
 from .recipe import check_params
 from .report import render_report
@@ -136,8 +136,7 @@ def check_before_reading(data, output, params: dict, tensorboard: bool = False) 
     launcher says it before starting processes): a bad parameter, an output folder that holds
     something else, the data missing. Returns ``output`` with '~' expanded, as a shell would."""
     if output is not None:
-        output = Path(output).expanduser()
-        check_replaceable(output, RUN_FILES, "run")
+        output = check_run_output(output)
     check_params(TransferClassifier(**_run_directories(output, tensorboard, params)).get_params())
     if not isinstance(data, Dataset):
         check_exists(data)

@@ -35,7 +35,29 @@ _LAZY = {
     "plan_imbalance": "sampling",
 }
 
-__all__ = sorted(_LAZY)
+__all__ = [
+    "ClassBalancedSampler",
+    "Dataset",
+    "DuplicatePair",
+    "ImageRecord",
+    "ImbalancePlan",
+    "POLICIES",
+    "Skipped",
+    "UnreadableImage",
+    "augmentation_transform",
+    "check_mirroring",
+    "decode_image",
+    "describe_groups",
+    "find_duplicates",
+    "grouped_hold_out",
+    "inverse_frequency_weights",
+    "load_dataset",
+    "mirror_sensitivity",
+    "near_duplicate_groups",
+    "plan_imbalance",
+    "stratified_folds",
+    "stratified_split",
+]
 
 
 def __getattr__(name: str):
