@@ -1,9 +1,11 @@
 """What a new user waits for, from an empty cache, each in a fresh process (issue 16's targets).
 
-    python benchmarks/bench_first_contact.py [--repeats 3] [--skip demo advise cold parity] [--input-size 224]
+    python benchmarks/bench_first_contact.py [--repeats 3] [--skip help refusals demo advise cold parity] [--input-size 224]
 
 - ``headstart --help``: wall time (target under 0.5 s), and the seconds until ``headstart fit``
   prints its first line (target under 2 s).
+- Refusals: the seconds until bad input a new user gives first (a class of one image, an output
+  folder holding other files, a run folder that is none) is refused, beside ``--help``'s.
 - ``headstart demo``: wall time and the fit's own seconds (targets 75 s and 60 s).
 - ``headstart advise`` cold: on a few hundred brain-MRI slices (unlike ImageNet; a seeded 5% of
   alzheimer_mri4's training images per class, at least 8 each, linked under $TMPDIR) and on
@@ -109,6 +111,32 @@ def bench_help(repeats: int, tmp: Path) -> None:
     print(f"headstart fit, first line: median {statistics.median(firsts):.2f} s (target < 2 s)")
 
 
+def bench_refusals(repeats: int, tmp: Path) -> None:
+    """Seconds until bad input a new user gives first is refused (exit 2), beside --help's."""
+    data, other = tmp / "one-image-class", tmp / "other-files"
+    for name, count in (("ants", 3), ("bees", 1)):
+        (data / name).mkdir(parents=True)
+        for i in range(count):
+            (data / name / f"{i}.jpg").symlink_to(sorted((SHARED / "hymenoptera" / "train" / name).iterdir())[i])
+    other.mkdir()
+    (other / "notes.txt").write_text("not a run")
+    cases = {
+        "fit, a class of one image": ["fit", str(data), "-o", str(tmp / "refused")],
+        "fit --nproc 2, the same": ["fit", str(data), "-o", str(tmp / "refused"), "--nproc", "2"],
+        "fit, an output folder holding other files": ["fit", str(SHARED / "hymenoptera"), "-o", str(other)],
+        "predict, a run folder that is none": ["predict", str(other), str(SHARED / "hymenoptera" / "val")],
+    }
+    help_seconds = statistics.median(timed(HEADSTART + ["--help"])[0] for _ in range(repeats))
+    for name, argv in cases.items():
+        seconds = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            done = subprocess.run(HEADSTART + argv, capture_output=True, text=True)
+            seconds.append(time.perf_counter() - start)
+            assert done.returncode == 2, done.stderr
+        print(f"refused ({name}): median {statistics.median(seconds):.2f} s (--help {help_seconds:.2f} s); {done.stderr.strip()[:90]}")
+
+
 def bench_demo(tmp: Path) -> None:
     with tempfile.TemporaryDirectory(dir=tmp) as cache:
         seconds, done = timed(HEADSTART + ["-q", "demo", "-o", str(tmp / "demo")], cache)
@@ -169,13 +197,13 @@ def bench_parity(tmp: Path) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--skip", nargs="*", default=[], choices=("help", "demo", "advise", "cold", "parity"))
+    parser.add_argument("--skip", nargs="*", default=[], choices=("help", "refusals", "demo", "advise", "cold", "parity"))
     parser.add_argument("--input-size", type=int, default=None, help="the cold fit's input side (default: the fit chooses)")
     args = parser.parse_args()
     print(machine(), flush=True)
     with tempfile.TemporaryDirectory(prefix="headstart-first-contact-") as folder:
         tmp = Path(folder)
-        for name, run in (("help", lambda: bench_help(args.repeats, tmp)), ("demo", lambda: bench_demo(tmp)), ("advise", lambda: bench_advise(tmp)),
+        for name, run in (("help", lambda: bench_help(args.repeats, tmp)), ("refusals", lambda: bench_refusals(args.repeats, tmp)), ("demo", lambda: bench_demo(tmp)), ("advise", lambda: bench_advise(tmp)),
                           ("cold", lambda: bench_cold_fit(args.repeats, tmp, args.input_size)), ("parity", lambda: bench_parity(tmp))):
             if name not in args.skip:
                 run()
