@@ -2,6 +2,7 @@
 estimator stays a thin adapter, and the command line starts without torch."""
 
 import ast
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -122,15 +123,19 @@ def test_the_command_line_starts_without_torch():
 
 def test_bad_data_and_run_folders_are_refused_before_torch_loads(tmp_path):
     """The images are found (NumPy and Pillow only) and a run's model.json read before PyTorch
-    loads, so a folder with a one-image class, no class folders, a run folder that is none, or an
-    output folder holding other files is refused in a fraction of a second, not after PyTorch (or
+    loads, so a folder with a one-image class, no class folders, a run folder that is none, labels
+    the model does not know, or an output folder holding other files is refused in a fraction of a second, not after PyTorch (or
     --nproc's N processes) started."""
     from PIL import Image
+
+    from headstart.persistence import FORMAT, FORMAT_VERSION, META_FILE
 
     for name, count in (("ants", 3), ("bees", 1)):
         (tmp_path / "data" / name).mkdir(parents=True)
         for i in range(count):
             Image.new("RGB", (8, 8), (40 * i, 90, 20)).save(tmp_path / "data" / name / f"{i}.png")
+    (tmp_path / "run").mkdir()  # a run's model.json: what evaluate needs to check the labels
+    (tmp_path / "run" / META_FILE).write_text(json.dumps({"format": FORMAT, "format_version": FORMAT_VERSION, "classes": ["ants", "wasps"]}))
     data, flat, image = str(tmp_path / "data"), str(tmp_path / "data" / "ants"), str(tmp_path / "data" / "ants" / "0.png")
     tiny_class = "error: class(es) bees have fewer than 2 images; add images or remove those classes."
     cases = [
@@ -140,6 +145,7 @@ def test_bad_data_and_run_folders_are_refused_before_torch_loads(tmp_path):
         (["fit", flat, "-o", "run"], f"error: {flat} has no sub-folders"),
         (["fit", flat, "-o", data], f"error: {data} holds ants, bees, which writing a run there would delete"),
         (["evaluate", "no-run", data], "error: no-run does not exist; give the run directory"),
+        (["evaluate", "run", data], "error: labels bees are not among the model's classes (ants, wasps)"),
         (["predict", data, image], f"error: {data} is not a headstart model (no model.json)"),
         (["export", "no-run"], "error: no-run does not exist"),
         (["serve", "no-run"], "error: no-run does not exist"),

@@ -507,13 +507,12 @@ def _fit(args) -> int:
     return 0  # the model is saved; skipped files are named in the summary (--strict fails on them instead)
 
 
-def _read_runs(*runs) -> None:
+def _read_runs(*runs) -> list[dict]:
     """Each run folder's model.json, read before PyTorch loads: a path that is no run is said in a
     fraction of a second (the weights are read, and checked, where the model is loaded)."""
     from .persistence import read_meta
 
-    for run in runs:
-        read_meta(Path(run).expanduser())
+    return [read_meta(Path(run).expanduser()) for run in runs]
 
 
 def cmd_predict(args) -> int:
@@ -535,8 +534,11 @@ def cmd_predict(args) -> int:
 
 
 def cmd_evaluate(args) -> int:
-    _read_runs(args.run)
+    from .data.dataset import check_labels_known
+
+    (meta,) = _read_runs(args.run)
     dataset = _found(args, split=False)
+    check_labels_known(dataset, meta["classes"])  # before PyTorch loads, as the rest
     from .estimator import TransferClassifier
     from .workflow import evaluate_folder
 

@@ -20,9 +20,8 @@ from . import distributed, progress
 from ._atomic import write_text
 from ._json import as_json, to_json_label
 from ._memory import release_freed_memory
-from ._text import shortened
 from .data import Dataset, find_duplicates, load_dataset
-from .data.dataset import Skipped, check_exists, kinds_of, respellings
+from .data.dataset import Skipped, check_exists, check_labels_known, kinds_of
 from .data.images import as_sources, unreadable_files
 from .diagnostics import diagnose, error_analysis, wilson_interval
 from .diagnostics.error_analysis import balanced_accuracy
@@ -320,16 +319,7 @@ def evaluate_folder(model: TransferClassifier, data: str | os.PathLike | Dataset
     dataset = data if isinstance(data, Dataset) else load_dataset(data, split=False, allow_outside=allow_outside)
     split = dataset.eval_split or dataset.splits[0]
     records = dataset.split(split)
-    unknown = sorted({str(r.label) for r in records} - {str(c) for c in model.classes_})
-    if unknown:
-        renames = respellings(unknown, model.classes_)
-        inside = respellings([Path(dataset.source).name], model.classes_) and dataset.layout == "folders"  # given one class's folder, not the folder of classes
-        raise DataError(
-            f"labels {', '.join(unknown[:5])} are not among the model's classes ({', '.join(map(str, model.classes_[:10]))}); "
-            + (f"rename them to match ({shortened(renames)}), since class names are compared exactly." if renames
-               else f"{dataset.source} is named as one class: give the folder that holds the class folders." if inside
-               else "evaluate on data with the same class names.")
-        )
+    check_labels_known(dataset, model.classes_)
     sources = as_sources([r.path for r in records])  # they remember the content hashes predicting computes
     scores, failures, novelty = model.predicted(sources)
     ok = np.isfinite(scores).all(axis=1)

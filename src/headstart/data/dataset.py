@@ -595,6 +595,22 @@ def _classes_one_level_down(dataset: Dataset) -> str:
     return f" Its images lie in {len(inner)} folders ({shortened(inner)}): if those are the classes, give {folder}." if len(inner) > 1 else ""
 
 
+def check_labels_known(dataset: Dataset, classes: Sequence) -> None:
+    """Refuse evaluation data whose held-out split has labels that are none of a model's ``classes``."""
+    split = dataset.eval_split or dataset.splits[0]
+    unknown = sorted({str(r.label) for r in dataset.split(split)} - {str(c) for c in classes})
+    if not unknown:
+        return
+    renames = respellings(unknown, classes)
+    inside = respellings([Path(dataset.source).name], classes) and dataset.layout == "folders"  # given one class's folder, not the folder of classes
+    raise DataError(
+        f"labels {', '.join(unknown[:5])} are not among the model's classes ({', '.join(map(str, classes[:10]))}); "
+        + (f"rename them to match ({shortened(renames)}), since class names are compared exactly." if renames
+           else f"{dataset.source} is named as one class: give the folder that holds the class folders." if inside
+           else "evaluate on data with the same class names.")
+    )
+
+
 def respellings(names: Iterable, known: Iterable) -> list[str]:
     """``"Ants -> ants"`` for each of ``names`` that is one of ``known`` but for case or spaces."""
     by_case = {str(k).casefold().strip(): str(k) for k in known}
