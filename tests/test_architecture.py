@@ -1,5 +1,5 @@
 """The package's shape: imports flow one way, functions on the fitting path stay short, the
-estimator stays a thin adapter, and the command line starts without torch."""
+estimator stays a thin adapter, and the command line starts (and refuses bad input) without torch."""
 
 import ast
 import json
@@ -124,8 +124,8 @@ def test_the_command_line_starts_without_torch():
 def test_bad_data_and_run_folders_are_refused_before_torch_loads(tmp_path):
     """The images are found (NumPy and Pillow only) and a run's model.json read before PyTorch
     loads, so a folder with a one-image class, no class folders, a run folder that is none, labels
-    the model does not know, or an output folder holding other files is refused in a fraction of a second, not after PyTorch (or
-    --nproc's N processes) started."""
+    the model does not know, or an output folder holding other files is refused in a fraction of a
+    second, not after PyTorch (or --nproc's N processes) started."""
     from PIL import Image
 
     from headstart.persistence import FORMAT, FORMAT_VERSION, META_FILE

@@ -156,7 +156,7 @@ def test_the_module_gives_the_detectors_scores():
     np.testing.assert_allclose(got, detector.score(probe_codes, probe_logits), atol=1e-5)
     oof_kept = (detector.score(codes, logits) <= detector.threshold).mean()
     assert oof_kept >= 0.9  # in-sample scores are at most the out-of-fold ones the threshold keeps 95% of
-    # Traced for the ONNX graph without a TracerWarning (one printed on every export and reload)
+    # Traced for the ONNX graph without a TracerWarning (the export hid it, unless decoding threads restored the filters meanwhile)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)  # torch.jit.trace's own deprecation
         warnings.simplefilter("error", torch.jit.TracerWarning)

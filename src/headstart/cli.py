@@ -423,7 +423,7 @@ def _launch(args) -> int:
     said in one line (the rank said why above it) instead of torchrun's logs and failure table."""
     if args.nproc < 1:
         raise HeadstartError(f"--nproc {args.nproc}: give 1 or more processes.")
-    _found(args, test_size=args.test_size, random_state=args.seed)  # data they cannot use refused before PyTorch loads (each process finds them again)
+    _fit_data(args)  # refused before PyTorch loads (each process finds the images again)
     from torch.distributed.elastic.multiprocessing.api import SignalException
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.run import parse_args, run
@@ -483,12 +483,17 @@ def _found(args, **options):
         return load_dataset(args.data, allow_outside=getattr(args, "allow_outside", False), **options)
 
 
-def _fit(args) -> int:
+def _fit_data(args):
+    """fit's images, after its output folder is checked: both before PyTorch loads."""
     from .persistence import check_run_output
 
+    check_run_output(args.output)
+    return _found(args, test_size=args.test_size, random_state=args.seed)
+
+
+def _fit(args) -> int:
     params = _checked_fit_params(args)
-    check_run_output(args.output)  # as the data: said before PyTorch loads
-    dataset = _found(args, test_size=args.test_size, random_state=args.seed)
+    dataset = _fit_data(args)
     from .workflow import fit_folder
 
     try:
@@ -687,11 +692,12 @@ def cmd_report(args) -> int:
 
 def cmd_inspect_weights(args) -> int:
     target = Path(args.target)
-    if target.is_dir():
+    a_run = target.is_dir()
+    if a_run:
         _read_runs(target)
     from .diagnostics import model_weight_report, weight_report
 
-    if target.is_dir():
+    if a_run:
         from .estimator import TransferClassifier
 
         report = model_weight_report(TransferClassifier.load(target))
