@@ -6,9 +6,9 @@ command line's ``--help`` do not pay for importing torch.
 
 from __future__ import annotations
 
-import importlib
 from typing import TYPE_CHECKING
 
+from ._lazy import attach
 from ._version import __version__
 from .errors import BackboneError, DataError, HeadstartError, ModelFileError
 
@@ -53,16 +53,7 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str):
-    if name not in _LAZY:
-        raise AttributeError(f"module 'headstart' has no attribute {name!r}")
-    value = getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
-    globals()[name] = value  # later lookups skip this function
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_LAZY))
+__getattr__, __dir__ = attach(__name__, _LAZY, globals())
 
 
 if TYPE_CHECKING:  # for type checkers and editors, which do not run __getattr__

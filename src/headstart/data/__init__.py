@@ -7,8 +7,9 @@ a folder it cannot train on before PyTorch loads (augmentation and sampling impo
 
 from __future__ import annotations
 
-import importlib
 from typing import TYPE_CHECKING
+
+from .._lazy import attach
 
 # public name -> the module of this package that defines it
 _LAZY = {
@@ -60,16 +61,7 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str):
-    if name not in _LAZY:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
-    globals()[name] = value  # later lookups skip this function
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_LAZY))
+__getattr__, __dir__ = attach(__name__, _LAZY, globals())
 
 
 if TYPE_CHECKING:  # for type checkers and editors, which do not run __getattr__
