@@ -378,7 +378,7 @@ class NoveltyModule(torch.nn.Module):
         if "knn" in every:
             self.register_buffer("bank", torch.as_tensor(detector.state["bank"], dtype=torch.float32))
             # A number fixed here: the bank's size read in forward is a tensor to the ONNX tracer,
-            # and min() of it warned "Converting a tensor to a Python boolean" on every export.
+            # and min() of it raised a TracerWarning ("Converting a tensor to a Python boolean").
             self.k = min(self.k, len(self.bank))
         if "ncm" in every:
             self.register_buffer("prototypes", torch.as_tensor(detector.state["prototypes"], dtype=torch.float32))
