@@ -353,6 +353,28 @@ def test_an_interrupted_fit_says_so_once_and_how_to_resume(stop, colour_splits, 
     assert signal.getsignal(signal.SIGTERM) is before  # given back
 
 
+def test_a_stopped_nproc_job_says_how_to_resume_and_its_ranks_keep_sigterms_default(colour_splits, tmp_path, capsys, monkeypatch):
+    import signal
+
+    import torch.distributed.run
+    from torch.distributed.elastic.multiprocessing.api import SignalException
+
+    from headstart.cli import _stop_as_interrupt
+
+    def stopped(config):  # torchrun's agent, sent SIGTERM by a scheduler: the ranks got it too, and died of it
+        raise SignalException("stopped", signal.SIGTERM)
+
+    monkeypatch.setattr(torch.distributed.run, "run", stopped)
+    code = main(["fit", str(colour_splits), "-o", str(tmp_path / "run"), "--strategy", "finetune_top", "--nproc", "2"])
+    err = capsys.readouterr().err
+    assert code == 130 and err.count("interrupted") == 1 and "rerun the same command with --resume" in err
+    # A rank leaves SIGTERM as it is: torchrun sends it to the survivors when one rank dies, and an
+    # interrupt raised wherever the rank was (a finalizer) printed a traceback.
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    before = signal.getsignal(signal.SIGTERM)
+    assert _stop_as_interrupt() is None and signal.getsignal(signal.SIGTERM) is before
+
+
 def test_every_command_says_what_it_starts_first(run_dir, capsys):
     assert main(["backbones", "--progress"]) == 0
     assert capsys.readouterr().err.splitlines()[0] == "headstart backbones (loading PyTorch)"

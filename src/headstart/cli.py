@@ -57,8 +57,13 @@ def main(argv: list[str] | None = None) -> int:
 def _stop_as_interrupt():
     """SIGTERM (a scheduler's stop or preemption: SLURM, Kubernetes, systemd, ``kill``) ends a
     command as Ctrl-C does, saying so and how to resume, instead of a silent death. Returns the
-    handler it replaced (None off the main thread, where handlers cannot be set)."""
-    if threading.current_thread() is not threading.main_thread():
+    handler it replaced (None off the main thread, where handlers cannot be set, and in a torchrun
+    rank: torchrun sends SIGTERM to the survivors when one rank dies, and an interrupt raised
+    wherever a rank then is, a finalizer among others, printed a traceback; the ranks of a stopped
+    ``--nproc`` job are spoken for by their launcher)."""
+    from .distributed import launched
+
+    if threading.current_thread() is not threading.main_thread() or launched():
         return None
 
     def interrupt(signum, frame):
@@ -458,7 +463,11 @@ def _launch(args) -> int:
         how = f"killed by signal {failure.signal_name()}" if failure.exitcode < 0 else f"exit {failure.exitcode}"
         print(f"error: {args.nproc} processes: rank {rank} failed ({how}); its output is above.", file=sys.stderr)
         return EXIT_ERROR
-    except (KeyboardInterrupt, SignalException):  # Ctrl-C reached every rank too: rank 0 said what to do
+    except SignalException as exc:
+        if exc.sigval == signal.SIGTERM:  # a scheduler stopped this launcher: its ranks died of it without a word
+            print(_interrupted(args), file=sys.stderr)
+        return 130  # Ctrl-C reached every rank too: rank 0 said what to do
+    except KeyboardInterrupt:
         return 130
     return 0
 
@@ -491,6 +500,11 @@ def _fit_data(args):
     return _found(args, test_size=args.test_size, random_state=args.seed)
 
 
+def _interrupted(args) -> str:
+    resume = "; finished epochs are checkpointed: rerun the same command with --resume to continue" if args.strategy != "linear" else ""
+    return f"interrupted{resume}."
+
+
 def _fit(args) -> int:
     params = _checked_fit_params(args)
     dataset = _fit_data(args)
@@ -503,8 +517,7 @@ def _fit(args) -> int:
             none_of_these=_none_of_these(args), **params,
         )
     except KeyboardInterrupt:
-        resume = "; finished epochs are checkpointed: rerun the same command with --resume to continue" if args.strategy != "linear" else ""
-        print(f"interrupted{resume}.", file=sys.stderr)
+        print(_interrupted(args), file=sys.stderr)
         return 130
     if summary is None:  # a rank other than 0: rank 0 writes and reports
         return 0
