@@ -317,7 +317,7 @@ def evaluate_folder(model: TransferClassifier, data: str | os.PathLike | Dataset
     if none_of_these and model.fitted_.novelty is None:  # said before any image is read
         raise DataError("this model has no novelty detector to measure on images of none of the classes; refit it with a linear head or enough held-out images.")
     dataset = data if isinstance(data, Dataset) else load_dataset(data, split=False, allow_outside=allow_outside)
-    split = dataset.eval_split or dataset.splits[0]
+    split = dataset.split_to_evaluate
     records = dataset.split(split)
     check_labels_known(dataset, model.classes_)
     sources = as_sources([r.path for r in records])  # they remember the content hashes predicting computes

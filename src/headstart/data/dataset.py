@@ -129,6 +129,11 @@ class Dataset:
         return None
 
     @property
+    def split_to_evaluate(self) -> str:
+        """The split a fitted model is evaluated on: the held-out one, else every image there is."""
+        return self.eval_split or self.splits[0]
+
+    @property
     def classes(self) -> list[Label]:
         return sorted({r.label for r in self.records}, key=_label_sort_key)
 
@@ -597,8 +602,7 @@ def _classes_one_level_down(dataset: Dataset) -> str:
 
 def check_labels_known(dataset: Dataset, classes: Sequence) -> None:
     """Refuse evaluation data whose held-out split has labels that are none of a model's ``classes``."""
-    split = dataset.eval_split or dataset.splits[0]
-    unknown = sorted({str(r.label) for r in dataset.split(split)} - {str(c) for c in classes})
+    unknown = sorted({str(r.label) for r in dataset.split(dataset.split_to_evaluate)} - {str(c) for c in classes})
     if not unknown:
         return
     renames = respellings(unknown, classes)
