@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 from pathlib import Path
 
@@ -13,16 +14,24 @@ from PIL import Image
 CLASS_COLOURS = {"red": (200, 40, 40), "green": (40, 180, 60), "blue": (40, 60, 200)}
 
 
-@pytest.fixture(autouse=True)
-def restore_logging():
-    """The command line configures the "headstart" logger (its own handler, no propagation); undo
-    that after each test, so that caplog sees the library's warnings whatever ran before."""
+@contextlib.contextmanager
+def logging_restored():
+    """The command line configures the "headstart" logger (its own handler, no propagation); this
+    undoes that, so that caplog sees the library's warnings whatever ran before."""
     import logging
 
     logger = logging.getLogger("headstart")
     saved = (logger.handlers[:], logger.level, logger.propagate)
-    yield
-    logger.handlers[:], logger.level, logger.propagate = saved[0], saved[1], saved[2]
+    try:
+        yield
+    finally:
+        logger.handlers[:], logger.level, logger.propagate = saved[0], saved[1], saved[2]
+
+
+@pytest.fixture(autouse=True)
+def restore_logging():
+    with logging_restored():
+        yield
 
 
 @pytest.fixture(autouse=True)
@@ -55,12 +64,16 @@ def colour_folders(tmp_path) -> Path:
     return write_class_folders(tmp_path / "colours")
 
 
-@pytest.fixture
-def colour_splits(tmp_path) -> Path:
-    root = tmp_path / "splits"
+def write_colour_splits(root: Path) -> Path:
+    """root/train (6 images a class) and root/test (3): the same images wherever written."""
     write_class_folders(root / "train", per_class=6, seed=1)
     write_class_folders(root / "test", per_class=3, seed=2)
     return root
+
+
+@pytest.fixture
+def colour_splits(tmp_path) -> Path:
+    return write_colour_splits(tmp_path / "splits")
 
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")

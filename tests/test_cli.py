@@ -1,12 +1,14 @@
 import csv
 import io
 import json
+import shutil
 from pathlib import Path
 
 import pytest
 from PIL import Image
 
 from headstart.cli import main
+from tests.conftest import logging_restored, write_colour_splits
 
 
 def run(capsys, *argv):
@@ -15,11 +17,22 @@ def run(capsys, *argv):
     return code, out, err
 
 
+@pytest.fixture(scope="module")
+def fitted_run(tmp_path_factory) -> Path:
+    """One fit on the colour splits, made once for the tests that use a saved run (a dozen fits
+    took a minute of the suite), with a feature cache of its own."""
+    root = tmp_path_factory.mktemp("fitted")
+    with pytest.MonkeyPatch.context() as patch, logging_restored():
+        patch.setenv("HEADSTART_CACHE", str(root / "headstart-cache"))
+        code = main(["-q", "fit", str(write_colour_splits(root / "splits")), "-o", str(root / "run"), "--backbone", "tiny", "--engine", "torch"])
+    assert code == 0
+    return root / "run"
+
+
 @pytest.fixture
-def run_dir(colour_splits, tmp_path, capsys):
-    code, out, _ = run(capsys, "fit", colour_splits, "-o", tmp_path / "run", "--backbone", "tiny", "--engine", "torch")
-    assert code == 0, out
-    return tmp_path / "run"
+def run_dir(fitted_run, tmp_path) -> Path:
+    """A copy of the fitted run, the test's own to change."""
+    return Path(shutil.copytree(fitted_run, tmp_path / "run"))
 
 
 def test_fit_prints_a_summary(colour_splits, tmp_path, capsys):
