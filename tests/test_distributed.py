@@ -90,6 +90,18 @@ def test_bad_input_under_nproc_is_said_in_one_line(noisy_splits, tmp_path):
     assert len(strict.stderr.splitlines()) == 1 and strict.stderr.startswith("error: --strict: 1 unreadable") and "broken.png" in strict.stderr
 
 
+def test_a_process_the_launcher_started_fits_on_the_images_the_launcher_found(noisy_splits, tmp_path, monkeypatch):
+    from headstart.cli import FOUND_VARIABLE, main
+    from headstart.data import load_dataset
+
+    found = load_dataset(noisy_splits)
+    found.records = [r for r in found.records if r.label != "blue"]  # unlike the folder: a rank that searched again would differ
+    (tmp_path / "found.json").write_text(found.to_json())
+    monkeypatch.setenv(FOUND_VARIABLE, str(tmp_path / "found.json"))
+    assert main(["-q", "fit", str(noisy_splits), "-o", str(tmp_path / "run"), "--strategy", "linear", *TINY]) == 0
+    assert json.loads((tmp_path / "run" / "model.json").read_text())["classes"] == ["green", "grey", "red"]
+
+
 def _children(pid: int) -> list[int]:
     return [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
 
@@ -97,6 +109,14 @@ def _children(pid: int) -> list[int]:
 def _rank_of(pid: int) -> int | None:
     environ = dict(item.split("=", 1) for item in Path(f"/proc/{pid}/environ").read_bytes().decode(errors="replace").split("\0") if "=" in item)
     return int(environ["RANK"]) if "RANK" in environ else None
+
+
+def _alive(pid: int) -> bool:
+    """Running, not a zombie waiting for its parent."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
 
 
 @pytest.mark.parametrize("how", ["killed", "hung"])
@@ -110,10 +130,18 @@ def test_a_rank_that_dies_or_hangs_ends_the_job_non_zero(noisy_splits, tmp_path,
     while not (tmp_path / "run" / "checkpoints").exists():  # training has started
         assert job.poll() is None and time.monotonic() < deadline, job.stderr.read()[-2000:] if job.poll() is not None else "no checkpoint"
         time.sleep(0.5)
-    victim = next(pid for pid in _children(job.pid) if _rank_of(pid) == 1)
+    ranks = {_rank_of(pid): pid for pid in _children(job.pid)}
+    victim = ranks[1]
     os.kill(victim, signal.SIGKILL if how == "killed" else signal.SIGSTOP)
     started = time.monotonic()
     try:
+        if how == "hung":
+            # Once rank 0 has left, torchrun sends the hung rank SIGTERM, which a stopped process
+            # only receives when it continues (else torchrun waits 30 s, then sends SIGKILL): a
+            # rank hung in a collective is not stopped, so it is let go on here.
+            while _alive(ranks[0]) and time.monotonic() - started < 60:
+                time.sleep(0.2)
+            os.kill(victim, signal.SIGCONT)
         _, err = job.communicate(timeout=90)
     finally:
         if job.poll() is None:

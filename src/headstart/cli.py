@@ -25,6 +25,8 @@ PRECISION_CHOICES = ("auto", "bf16", "fp32")
 # The demo is a first run: it fits within first contact's bound. Unbounded, auto's trial finds
 # fine-tuning ahead on its digits (94.3% against 93.3%) and the fit takes 130 s; within it, 16 s.
 DEMO_SECONDS = 60.0
+# Names the file in which the --nproc launcher hands the images it found to the processes it starts.
+FOUND_VARIABLE = "HEADSTART_FOUND_IMAGES"
 INPUT_SIZE_HELP = "crop side fed to the backbone (default: its test size, 288 px, where the images' median shorter side is at least the 224 px it learnt at; else 224)"
 PRECISION_HELP = "arithmetic of the network (default auto: bf16 where the hardware has it natively, ~4x faster on such CPUs)"
 
@@ -428,14 +430,25 @@ def _launch(args) -> int:
     said in one line (the rank said why above it) instead of torchrun's logs and failure table."""
     if args.nproc < 1:
         raise HeadstartError(f"--nproc {args.nproc}: give 1 or more processes.")
-    _fit_data(args)  # refused before PyTorch loads (each process finds the images again)
+    dataset = _fit_data(args)  # refused before PyTorch loads, and found once for every process
+    from .workflow import check_before_reading
+
+    check_before_reading(args.data, args.output, _checked_fit_params(args), args.tensorboard)  # bad input said now, not after N processes start
+    with tempfile.TemporaryDirectory(prefix="headstart-") as folder:
+        found = Path(folder) / "found.json"
+        found.write_text(dataset.to_json())
+        os.environ[FOUND_VARIABLE] = str(found)  # the processes torchrun starts inherit it
+        try:
+            return _torchrun(args)
+        finally:
+            del os.environ[FOUND_VARIABLE]
+
+
+def _torchrun(args) -> int:
     from torch.distributed.elastic.multiprocessing.api import SignalException
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.run import parse_args, run
 
-    from .workflow import check_before_reading
-
-    check_before_reading(args.data, args.output, _checked_fit_params(args), args.tensorboard)  # bad input said now, not after N processes start
     argv, skip = [], False
     for token in args.argv:  # the command line without --nproc N
         if skip or token.startswith("--nproc="):
@@ -493,10 +506,14 @@ def _found(args, **options):
 
 
 def _fit_data(args):
-    """fit's images, after its output folder is checked: both before PyTorch loads."""
+    """fit's images, after its output folder is checked: both before PyTorch loads. A process that
+    the ``--nproc`` launcher started reads what the launcher found instead of searching again."""
+    from .data.dataset import Dataset
     from .persistence import check_run_output
 
     check_run_output(args.output)
+    if FOUND_VARIABLE in os.environ:
+        return Dataset.from_json(Path(os.environ[FOUND_VARIABLE]).read_text())
     return _found(args, test_size=args.test_size, random_state=args.seed)
 
 

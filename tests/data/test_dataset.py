@@ -4,6 +4,7 @@ import os
 import pytest
 
 from headstart.data import load_dataset
+from headstart.data.dataset import Dataset
 from headstart.errors import DataError
 from tests.conftest import write_class_folders
 
@@ -391,3 +392,17 @@ def test_the_search_of_class_folders_shows_a_bar_when_progress_is_on(colour_spli
     assert "finding images (train)" in shown and "finding images (test)" in shown and "class/s" in shown
     load_dataset(colour_splits)  # progress off: nothing on standard error
     assert capsys.readouterr().err == ""
+
+
+def test_what_was_found_round_trips_through_json(tmp_path, colour_folders):
+    (colour_folders / "red" / "notes.txt").write_text("not an image")
+    (colour_folders / "blue" / "empty.png").write_bytes(b"")
+    folders = load_dataset(colour_folders, test_size=0.5)
+    write_class_folders(tmp_path / "img", per_class=4)
+    rows = ["path,label,group"] + [f"img/{name}/{i:02d}.png,{number},subject{i % 2}" for number, name in ((1, "red"), (15, "blue")) for i in range(4)]
+    (tmp_path / "labels.csv").write_text("\n".join(rows))
+    table = load_dataset(tmp_path / "labels.csv", split=False)
+    for found in (folders, table):
+        again = Dataset.from_json(found.to_json())
+        assert again == found and again.records[0].path == found.records[0].path  # Paths, integer labels and groups kept
+    assert {s.kind for s in folders.skipped} == {"not an image", "unreadable"} and table.classes == [1, 15] and table.records[0].group == "subject0"

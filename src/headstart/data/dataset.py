@@ -144,6 +144,20 @@ class Dataset:
     def counts(self, split: str | None = None) -> Counter:
         return Counter(r.label for r in self.records if split is None or r.split == split)
 
+    def to_json(self) -> str:
+        """What was found, as JSON (labels are text or integers, as found): the ``--nproc``
+        launcher hands its search to the processes it starts (a million images take minutes to find)."""
+        records = [[str(r.path), r.label, r.split, r.group] for r in self.records]
+        skipped = [[str(s.path), s.reason, s.split] for s in self.skipped]
+        return json.dumps({"root": str(self.root), "layout": self.layout, "source": self.source, "records": records, "skipped": skipped})
+
+    @classmethod
+    def from_json(cls, text: str) -> "Dataset":
+        found = json.loads(text)
+        records = [ImageRecord(Path(path), label, split, group) for path, label, split, group in found["records"]]
+        skipped = [Skipped(Path(path), reason, split) for path, reason, split in found["skipped"]]
+        return cls(Path(found["root"]), found["layout"], records, skipped, found["source"])
+
 
 def _label_sort_key(label: Label):
     # Integers sort numerically and before strings, so mixed labels never raise.
