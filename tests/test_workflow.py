@@ -18,6 +18,16 @@ def test_fit_folder_writes_a_complete_run(colour_splits, tmp_path):
     assert again.computed_codes == 0  # every code came from the cache
 
 
+def test_a_dataset_found_before_the_fit_counts_its_search_in_the_fits_time(colour_splits):
+    from headstart.data import load_dataset
+
+    found = load_dataset(colour_splits)
+    assert 0 < found.seconds_to_find < 30
+    found.seconds_to_find = 30.0  # as a search of a million images takes (the command line's, before PyTorch loads)
+    _, summary = fit_folder(found, backbone="tiny", engine="torch", strategy="linear", diagnostics=False)
+    assert summary.seconds_by_phase["finding images"] >= 30 and summary.seconds >= 30 + summary.seconds_by_phase["fit"]
+
+
 def test_fit_lists_the_held_out_mistakes_in_its_report(colour_splits, tmp_path):
     # a green test image filed under red: fit's own evaluation names it, as evaluate does
     (colour_splits / "test" / "green" / "00.png").rename(colour_splits / "test" / "red" / "filed-wrong.png")

@@ -13,6 +13,7 @@ import logging
 import os
 import re
 import tarfile
+import time
 import zipfile
 from collections import Counter
 from dataclasses import dataclass, field, replace
@@ -110,6 +111,7 @@ class Dataset:
     records: list[ImageRecord]
     skipped: list[Skipped] = field(default_factory=list)
     source: str = ""  # the folder or CSV as load_dataset was given it, for what a summary names
+    seconds_to_find: float = 0.0  # load_dataset's search: a fit given the dataset counts it among its phases
 
     def split(self, name: str) -> list[ImageRecord]:
         return [r for r in self.records if r.split == name]
@@ -149,14 +151,15 @@ class Dataset:
         launcher hands its search to the processes it starts (a million images take minutes to find)."""
         records = [[str(r.path), r.label, r.split, r.group] for r in self.records]
         skipped = [[str(s.path), s.reason, s.split] for s in self.skipped]
-        return json.dumps({"root": str(self.root), "layout": self.layout, "source": self.source, "records": records, "skipped": skipped})
+        found = {"root": str(self.root), "layout": self.layout, "source": self.source, "seconds_to_find": self.seconds_to_find}
+        return json.dumps(found | {"records": records, "skipped": skipped})
 
     @classmethod
     def from_json(cls, text: str) -> "Dataset":
         found = json.loads(text)
         records = [ImageRecord(Path(path), label, split, group) for path, label, split, group in found["records"]]
         skipped = [Skipped(Path(path), reason, split) for path, reason, split in found["skipped"]]
-        return cls(Path(found["root"]), found["layout"], records, skipped, found["source"])
+        return cls(Path(found["root"]), found["layout"], records, skipped, found["source"], found["seconds_to_find"])
 
 
 def _label_sort_key(label: Label):
@@ -199,11 +202,17 @@ def load_dataset(
     """
     if not 0.0 < test_size < 1.0:
         raise DataError(f"test_size must be between 0 and 1 (a share of each class), got {test_size}.")
+    started = time.perf_counter()
     path = check_exists(source)
     dataset = _from_csv(path, allow_outside=allow_outside) if path.is_file() else _from_folders(path)
     dataset.source = str(source)
-    if not split:
-        return dataset
+    if split:
+        dataset = _checked_and_split(dataset, path, test_size, random_state)
+    dataset.seconds_to_find = time.perf_counter() - started
+    return dataset
+
+
+def _checked_and_split(dataset: Dataset, path: Path, test_size: float, random_state: int) -> Dataset:
     if dataset.layout != "folders" and "train" not in dataset.splits and "pool" not in dataset.splits:
         raise DataError(f"{path} has {', '.join(dataset.splits)} split(s) but no train split; add a train/ folder.")
     check_held_out_classes(dataset)  # first: a class only test/ holds is not a "small" class to warn about
