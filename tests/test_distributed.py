@@ -102,6 +102,31 @@ def test_a_process_the_launcher_started_fits_on_the_images_the_launcher_found(no
     assert json.loads((tmp_path / "run" / "model.json").read_text())["classes"] == ["green", "grey", "red"]
 
 
+def test_strict_has_each_process_decode_its_share_and_every_one_name_all_unreadable(noisy_splits, monkeypatch):
+    from headstart import distributed, workflow
+    from headstart.data import load_dataset
+
+    found = load_dataset(noisy_splits)
+    paths = [r.path for r in found.records]
+    decoded = []
+
+    def unreadable(share):
+        decoded.extend(share)
+        return {path: "unreadable (truncated)" for path in share if path.name == "03.png"}
+
+    class SecondOfTwo(distributed.World):  # rank 1; rank 0 found its share's 03.png files unreadable
+        def gather(self, part):
+            return [[(i, "unreadable (truncated)") for i in range(0, len(paths), 2) if paths[i].name == "03.png"], part]
+
+    monkeypatch.setattr(workflow, "unreadable_files", unreadable)
+    monkeypatch.setattr(distributed, "current", lambda: SecondOfTwo(rank=1, size=2))
+    with pytest.raises(workflow.DataError) as said:
+        workflow._check_every_image(found, None)
+    assert decoded == paths[1::2]  # its share alone
+    named = [str(path) for path in paths if path.name == "03.png"]
+    assert f"--strict: {len(named)} unreadable" in str(said.value) and all(name in str(said.value) for name in named[:10])
+
+
 def _children(pid: int) -> list[int]:
     return [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
 

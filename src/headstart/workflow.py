@@ -615,18 +615,29 @@ def _match_label_types(labels: np.ndarray, classes: np.ndarray) -> np.ndarray:
 STRICT_LISTED = 10
 
 
+def _unreadable_shared_out(paths: list[Path]) -> dict[Path, str]:
+    """:func:`unreadable_files` of ``paths``, in their order; several processes each decode their
+    share and every one gets the whole answer (each decoded every image before)."""
+    world = distributed.current()
+    share = world.share(len(paths))
+    mine = unreadable_files([paths[i] for i in share])
+    failed = [(int(i), mine[paths[i]]) for i in share if paths[i] in mine]
+    return {paths[i]: why for i, why in sorted(sum(world.gather(failed), []))}
+
+
 def _check_every_image(dataset: Dataset, output) -> None:
     """--strict: decode every image before any work, and fail naming all that cannot be read."""
     progress.announce(f"--strict: decoding all {len(dataset.records)} images first, to find every unreadable one")
     found = {s.path: s.reason for s in dataset.skipped if s.kind in ("unreadable", "missing")}
-    found |= unreadable_files([r.path for r in dataset.records])
+    found |= _unreadable_shared_out([r.path for r in dataset.records])
     if not found:
         return
     listed = "; ".join(f"{path}: {why}" for path, why in list(found.items())[:STRICT_LISTED])
     where = ""
     if len(found) > STRICT_LISTED:
         target = Path(output or ".") / UNREADABLE_FILE
-        target.parent.mkdir(parents=True, exist_ok=True)
-        write_text(target, "".join(f"{path}\t{why}\n" for path, why in found.items()))
+        if distributed.current().main:  # one process writes the list
+            target.parent.mkdir(parents=True, exist_ok=True)
+            write_text(target, "".join(f"{path}\t{why}\n" for path, why in found.items()))
         where = f"; and {len(found) - STRICT_LISTED} more: all {len(found)} are listed in {target}"
     raise DataError(f"--strict: {len(found)} unreadable or missing file(s): {listed}{where}; remove or replace them, or drop --strict to skip them.")
