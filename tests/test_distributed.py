@@ -44,21 +44,54 @@ def noisy_splits(tmp_path) -> Path:
     return tmp_path / "data"
 
 
-@pytest.mark.parametrize("solver", ["sklearn", "minibatch"])
-def test_two_processes_fit_the_linear_head_one_process_fits(noisy_splits, tmp_path, solver):
-    one = headstart("fit", noisy_splits, "-o", tmp_path / "one", "--strategy", "linear", "--solver", solver, *TINY)
-    two = headstart("fit", noisy_splits, "-o", tmp_path / "two", "--strategy", "linear", "--solver", solver, *TINY, nproc=2)
+def test_two_processes_fit_the_linear_head_one_process_fits(noisy_splits, tmp_path):
+    one = headstart("fit", noisy_splits, "-o", tmp_path / "one", "--strategy", "linear", *TINY)
+    two = headstart("fit", noisy_splits, "-o", tmp_path / "two", "--strategy", "linear", *TINY, nproc=2)
     assert one.returncode == 0 and two.returncode == 0, two.stderr[-2000:]
     a, b = head_of(tmp_path / "one"), head_of(tmp_path / "two")
     np.testing.assert_array_equal(a["mean"], b["mean"])  # codes identical: the statistics are too
-    # scikit-learn's head is rank 0's, handed over; the mini-batch one splits every batch between
-    # the ranks, so its bf16 products round in other places (0.3% of a weight, here)
-    np.testing.assert_allclose(a["coef"], b["coef"], rtol=0, atol=0 if solver == "sklearn" else 0.02 * np.abs(a["coef"]).max())
+    np.testing.assert_array_equal(a["coef"], b["coef"])  # scikit-learn's head is rank 0's, handed over
     metrics = json.loads((tmp_path / "two" / "metrics.json").read_text())
     assert metrics["run"] == {"world_size": 2, "backend": "gloo", "device": "cpu"}
     assert json.loads((tmp_path / "one" / "model.json").read_text())["run"]["world_size"] == 1
     assert json.loads((tmp_path / "two" / "model.json").read_text())["run"]["backend"] == "gloo"
     assert metrics["evaluation"]["accuracy"] == json.loads((tmp_path / "one" / "metrics.json").read_text())["evaluation"]["accuracy"]
+
+
+SHARED_HEAD = """
+import sys
+import numpy as np
+from headstart import distributed
+from headstart.strategies import minibatch
+from tests.test_distributed import separable_codes
+
+minibatch.MIN_SHARED_STEP = 0  # every step shared out, however small
+minibatch.STEPS = 300
+world = distributed.start("cpu")
+(_, _, coef, _), _ = minibatch.fit_minibatch(*separable_codes(), Cs=(1.0,), balanced=False)  # one C: no search
+if world.main:
+    np.save(sys.argv[1], coef)
+distributed.stop()
+"""
+
+
+def separable_codes() -> tuple[np.ndarray, np.ndarray]:
+    y = np.repeat(np.arange(4), 30)
+    return (np.random.default_rng(0).normal(size=(120, 8)) + y[:, None]).astype(np.float32), y
+
+
+def test_the_mini_batch_head_shared_out_between_two_processes_is_one_processs_head(tmp_path, monkeypatch):
+    from headstart.strategies import minibatch
+
+    monkeypatch.setattr(minibatch, "STEPS", 300)
+    (_, _, one, _), _ = minibatch.fit_minibatch(*separable_codes(), Cs=(1.0,), balanced=False)
+    (tmp_path / "head.py").write_text(SHARED_HEAD)
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2", str(tmp_path / "head.py"), str(tmp_path / "two.npy")]
+    root = str(Path(__file__).parents[1])  # where the script imports tests.test_distributed from
+    done = subprocess.run(command, capture_output=True, text=True, timeout=240, env={**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": root})
+    assert done.returncode == 0, done.stderr[-2000:]
+    # each process computes half of every batch, so its bf16 products round in other places
+    np.testing.assert_allclose(np.load(tmp_path / "two.npy"), one, rtol=0, atol=0.02 * np.abs(one).max())
 
 
 def test_fine_tuning_on_two_processes_ends_within_one_image_of_one(noisy_splits, tmp_path):

@@ -62,6 +62,14 @@ SEARCH_CODES = 100_000  # codes each C is tried on (all of them outside the held
 STEPS = 2000
 SEARCH_STEPS = 1000
 MAX_EPOCHS = 5
+# A step is shared out between processes only where each one's share of its products comes to at
+# least this many multiply-adds; below, the gradient's all-reduce costs more than the share saves,
+# and every process takes the whole batch itself, alike. (Two gloo processes on 2 cores: an
+# all-reduce of 64 to 128,000 numbers took 1.6-2.4 ms; a bf16 step on 40 codes of 16 numbers and 4
+# classes 0.28 ms, on 512 of 1,280 and 10 classes 17.8 ms. A forced mini-batch head on 40 codes ran
+# 25 s on two processes, 4 s on one.) The mini-batch solver's own sizes are always shared out:
+# from 1,024 codes a step, half of 1,024 x 1,280 x 2 classes is 1.3 million.
+MIN_SHARED_STEP = 1_000_000
 LEARNING_RATE = 1e-2  # Adam's at most (3e-3 trained too slowly: 8 points lower on 16,000 codes of 100 classes)...
 STEP_SHARE = 0.1  # ...and at most this share of the weights' expected size (see _learning_rate)
 
@@ -247,6 +255,8 @@ def _train(model, data, rows, balanced, C, steps, rng, progress, desc) -> int:
     total = per_epoch * epochs
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 0.5 * (1 + math.cos(math.pi * min(step, total) / total)))
     world = distributed.current()
+    if min(batch, len(rows)) // world.size * data.codes.shape[1] * n_classes < MIN_SHARED_STEP:
+        world = distributed.World()  # too little to share: each process takes every batch whole
     net = world.wrap(model, data.device)  # several processes: each takes its share of every batch
     with tqdm(total=total, disable=not progress, desc=desc, leave=False, unit="step") as bar:
         for _ in range(epochs):
