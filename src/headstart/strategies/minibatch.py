@@ -67,8 +67,9 @@ MAX_EPOCHS = 5
 # and every process takes the whole batch itself, alike. (Two gloo processes on 2 cores: an
 # all-reduce of 64 to 128,000 numbers took 1.6-2.4 ms; a bf16 step on 40 codes of 16 numbers and 4
 # classes 0.28 ms, on 512 of 1,280 and 10 classes 17.8 ms. A forced mini-batch head on 40 codes ran
-# 25 s on two processes, 4 s on one.) The mini-batch solver's own sizes are always shared out:
-# from 1,024 codes a step, half of 1,024 x 1,280 x 2 classes is 1.3 million.
+# 25 s on two processes, 4 s on one.) Where the solver is chosen by default, steps are shared out
+# on a few processes: 1,024 codes or more a step, so half of 1,024 x 1,280 numbers x 2 classes is
+# 1.3 million multiply-adds; on many processes with short codes and few classes, they may not be.
 MIN_SHARED_STEP = 1_000_000
 LEARNING_RATE = 1e-2  # Adam's at most (3e-3 trained too slowly: 8 points lower on 16,000 codes of 100 classes)...
 STEP_SHARE = 0.1  # ...and at most this share of the weights' expected size (see _learning_rate)
