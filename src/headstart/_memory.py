@@ -1,10 +1,13 @@
-"""Handing freed memory back to the operating system between the phases of a fit."""
+"""Memory between the phases of a fit: freed memory handed back to the operating system, and the
+garbage collector paused while a million small objects are made."""
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import ctypes.util
 import functools
+import gc
 import sys
 
 
@@ -26,3 +29,18 @@ def release_freed_memory() -> None:
     libc = _libc()
     if libc is not None:
         libc.malloc_trim(0)
+
+
+@contextlib.contextmanager
+def collector_paused():
+    """Python's cyclic garbage collector off while making objects by the million that live on (a
+    Path and a record per image): it ran over all of them again and again and found nothing to
+    free. A million records read back from JSON took 16.3-18.4 s with it, 9.4-10.6 s without; the
+    search of 100,000 images 8.7 s, 7.6 s (medians of 5, each in a fresh process)."""
+    was_on = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_on:
+            gc.enable()

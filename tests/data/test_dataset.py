@@ -406,3 +406,25 @@ def test_what_was_found_round_trips_through_json(tmp_path, colour_folders):
         again = Dataset.from_json(found.to_json())
         assert again == found and again.records[0].path == found.records[0].path  # Paths, integer labels and groups kept
     assert {s.kind for s in folders.skipped} == {"not an image", "unreadable"} and table.classes == [1, 15] and table.records[0].group == "subject0"
+
+
+def test_the_search_pauses_the_garbage_collector_and_leaves_it_as_it_was(tmp_path, colour_folders, monkeypatch):
+    import gc
+
+    from headstart.data import dataset
+
+    during = []
+    classify = dataset.classify_file
+    monkeypatch.setattr(dataset, "classify_file", lambda path: (during.append(gc.isenabled()), classify(path))[1])
+    load_dataset(colour_folders)
+    assert during and not any(during) and gc.isenabled()  # off while a record per image is made, then on
+    (tmp_path / "nothing" / "a").mkdir(parents=True)
+    with pytest.raises(DataError, match="no images found"):  # raised while it is off
+        load_dataset(tmp_path / "nothing")
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        load_dataset(colour_folders)
+        assert not gc.isenabled()  # a caller's choice stays
+    finally:
+        gc.enable()

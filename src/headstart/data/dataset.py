@@ -24,6 +24,7 @@ import numpy as np
 from PIL import Image
 
 from .. import progress
+from .._memory import collector_paused
 from .._text import shortened
 from ..errors import DataError
 from .decode import IMAGE_EXTENSIONS, open_file, sniff_format
@@ -156,9 +157,10 @@ class Dataset:
 
     @classmethod
     def from_json(cls, text: str) -> "Dataset":
-        found = json.loads(text)
-        records = [ImageRecord(Path(path), label, split, group) for path, label, split, group in found["records"]]
-        skipped = [Skipped(Path(path), reason, split) for path, reason, split in found["skipped"]]
+        with collector_paused():
+            found = json.loads(text)
+            records = [ImageRecord(Path(path), label, split, group) for path, label, split, group in found["records"]]
+            skipped = [Skipped(Path(path), reason, split) for path, reason, split in found["skipped"]]
         return cls(Path(found["root"]), found["layout"], records, skipped, found["source"], found["seconds_to_find"])
 
 
@@ -204,7 +206,8 @@ def load_dataset(
         raise DataError(f"test_size must be between 0 and 1 (a share of each class), got {test_size}.")
     started = time.perf_counter()
     path = check_exists(source)
-    dataset = _from_csv(path, allow_outside=allow_outside) if path.is_file() else _from_folders(path)
+    with collector_paused():
+        dataset = _from_csv(path, allow_outside=allow_outside) if path.is_file() else _from_folders(path)
     dataset.source = str(source)
     if split:
         dataset = _checked_and_split(dataset, path, test_size, random_state)
