@@ -35,8 +35,8 @@ def release_freed_memory() -> None:
 def collector_paused():
     """Python's cyclic garbage collector off while making objects by the million that live on (a
     Path and a record per image): it ran over all of them again and again and found nothing to
-    free. A million records read back from JSON took 16.3-18.4 s with it, 9.4-10.6 s without; the
-    search of 100,000 images 8.7 s, 7.6 s (medians of 5, each in a fresh process)."""
+    free. A million records read back from JSON took 12.8 s with it, 8.7 s without; the search of
+    100,000 images 7.5 s, 7.0 s (benchmarks/bench_search.py)."""
     was_on = gc.isenabled()
     gc.disable()
     try:
