@@ -433,7 +433,7 @@ def _launch(args) -> int:
     dataset = _fit_data(args)  # refused before PyTorch loads, and found once for every process
     from .workflow import check_before_reading
 
-    check_before_reading(args.data, args.output, _checked_fit_params(args), args.tensorboard)  # bad input said now, not after N processes start
+    check_before_reading(dataset, args.output, _checked_fit_params(args), args.tensorboard)  # bad input said now, not after N processes start
     with tempfile.TemporaryDirectory(prefix="headstart-") as folder:
         found = Path(folder) / "found.json"
         found.write_text(dataset.to_json())

@@ -622,7 +622,7 @@ def _unreadable_shared_out(paths: list[Path]) -> dict[Path, str]:
     share = world.share(len(paths))
     mine = unreadable_files([paths[i] for i in share])
     failed = [(int(i), mine[paths[i]]) for i in share if paths[i] in mine]
-    return {paths[i]: why for i, why in sorted(sum(world.gather(failed), []))}
+    return {paths[i]: why for i, why in sorted(pair for part in world.gather(failed) for pair in part)}
 
 
 def _check_every_image(dataset: Dataset, output) -> None:

@@ -206,11 +206,11 @@ def load_dataset(
         raise DataError(f"test_size must be between 0 and 1 (a share of each class), got {test_size}.")
     started = time.perf_counter()
     path = check_exists(source)
-    with collector_paused():
+    with collector_paused():  # the search makes a record per image, and a split remakes each
         dataset = _from_csv(path, allow_outside=allow_outside) if path.is_file() else _from_folders(path)
-    dataset.source = str(source)
-    if split:
-        dataset = _checked_and_split(dataset, path, test_size, random_state)
+        dataset.source = str(source)
+        if split:
+            dataset = _checked_and_split(dataset, path, test_size, random_state)
     dataset.seconds_to_find = time.perf_counter() - started
     return dataset
 
