@@ -12,7 +12,8 @@ until the whole job has ended (and its exit code) is printed.
 
 prints instead how long `headstart fit DATA` takes until its fit has the images (rank 0 says how
 many it found), on one process and with `--nproc 2`: the search for images, and under `--nproc`
-the launcher's too. Run it with `PYTHONPATH=OTHER/src` for another revision's figures.
+the launcher's too. `--strict` instead times `fit --strict`'s decoding of every image, from its
+announcement to the next line. Run it with `PYTHONPATH=OTHER/src` for another revision's figures.
 """
 
 from __future__ import annotations
@@ -33,14 +34,16 @@ def main() -> None:
     parser.add_argument("data", type=Path)
     parser.add_argument("--strategies", nargs="*", default=["linear", "finetune_top"])
     parser.add_argument("--search", action="store_true", help="time only the search for images")
+    parser.add_argument("--strict", action="store_true", help="time only --strict's decoding of every image")
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="headstart-distributed-") as work:
         work = Path(work)
-        if args.search:
+        if args.search or args.strict:
+            what = "--strict decoded every image in" if args.strict else "the fit has its images after"
             for nproc in (1, 2):
-                seconds = sorted(time_to_found(args.data, work / f"search-{nproc}-{i}", nproc) for i in range(args.repeats))
-                print(f"{args.data.name}: {nproc} process(es), the fit has its images after {seconds[len(seconds) // 2]:.1f} s (median of {args.repeats}: {', '.join(f'{t:.1f}' for t in seconds)})", flush=True)
+                seconds = sorted(time_to_found(args.data, work / f"search-{nproc}-{i}", nproc, args.strict) for i in range(args.repeats))
+                print(f"{args.data.name}: {nproc} process(es), {what} {seconds[len(seconds) // 2]:.1f} s (median of {args.repeats}: {', '.join(f'{t:.1f}' for t in seconds)})", flush=True)
             return
         for strategy in args.strategies:
             results = [fit(args.data, work / f"{strategy}-{n}", strategy, n) for n in (1, 2)]
@@ -64,15 +67,22 @@ def fit(data: Path, run: Path, strategy: str, nproc: int) -> tuple[dict, float]:
     return metrics["evaluation"] | {"run": metrics["run"]}, time.perf_counter() - start
 
 
-def time_to_found(data: Path, run: Path, nproc: int) -> float:
-    """Seconds until rank 0's fit announces the images found; the job is then stopped."""
+def time_to_found(data: Path, run: Path, nproc: int, strict: bool = False) -> float:
+    """Seconds until rank 0's fit announces the images found (``strict``: from its announcement of
+    --strict's decoding to the next announcement); the job is then stopped."""
     command = [sys.executable, "-m", "headstart", "--progress", "fit", str(data), "-o", str(run), "--strategy", "linear", "--backbone", "tiny", "--no-diagnostics"]
     command += ["--nproc", str(nproc)] if nproc > 1 else []
-    start = time.perf_counter()
+    command += ["--strict"] if strict else []
+    start = None if strict else time.perf_counter()
     job = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
     try:
         for line in job.stderr:  # the bars end in carriage returns; an announcement ends its line
-            if line.startswith("found ") and " images of " in line:
+            said = line.rsplit("\r", 1)[-1]
+            if strict and said.startswith("--strict: decoding"):
+                start = time.perf_counter()
+            elif strict and start is not None and said.strip() and not said.startswith("checking"):
+                return time.perf_counter() - start
+            elif not strict and line.startswith("found ") and " images of " in line:
                 return time.perf_counter() - start
         sys.exit(f"the fit ended without saying what it found (exit {job.wait()})")
     finally:
