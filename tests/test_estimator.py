@@ -186,6 +186,8 @@ def test_advise_checks_its_input_as_fit_does():
         ([(colour_image((1, 1, 1), i), "a") for i in range(4)], ["a"] * 4, r"\(image, label\) pairs.*X = \[image for image, _ in ds\]"),
         (_Table({"path": ["a.jpg", "b.jpg"], "label": ["a", "b"]}), ["a", "b"], r"a table of 2 columns \(path, label\); pass the column of images, e.g. df\['path'\]"),
         ("some/folder", ["a"], "wrap it in a list"),
+        # one HxWxC image, not 375 images of 500x3 pixels
+        (np.zeros((375, 500, 3), np.uint8), ["a"], r"got one 375x500x3 image \(an array of shape \(375, 500, 3\)\); pass x\[None\]"),
         ([colour_image((1, 1, 1), i) for i in range(4)], np.eye(2)[[0, 1, 0, 1]], r"one-hot \(4 rows of 2 columns\).*y.argmax\(axis=1\)"),
         ([colour_image((1, 1, 1), i) for i in range(4)], np.zeros((4, 3)), r"one label per image \(a 1-D sequence\), got shape \(4, 3\)"),
     ],
@@ -193,6 +195,14 @@ def test_advise_checks_its_input_as_fit_does():
 def test_bad_fit_input(X, y, message):
     with pytest.raises(DataError, match=message):
         tiny().fit(X, y)
+
+
+def test_one_image_array_refused_by_predict():
+    X, y = colour_data()
+    model = tiny().fit(X, y)
+    with pytest.raises(DataError, match="got one .* image .*pass x\\[None\\]"):
+        model.predict(np.zeros((32, 40, 3), np.uint8))
+    assert len(model.predict(np.zeros((32, 40, 3), np.uint8)[None])) == 1  # the batch of one it asks for
 
 
 def test_predict_before_fit():

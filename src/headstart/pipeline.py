@@ -411,6 +411,9 @@ def as_image_list(images) -> list:
     columns and (image, label) pairs are refused, each with what to pass instead."""
     if isinstance(images, (str, os.PathLike)):
         raise DataError(f"expected a list of images, got the single path {images!s}; wrap it in a list.")
+    if _one_image_array(images):
+        shape = tuple(images.shape)
+        raise DataError(f"expected a batch of images, got one {shape[0]}x{shape[1]}x{shape[2]} image (an array of shape {shape}); pass x[None] or [x].")
     if hasattr(images, "columns") and hasattr(images, "iloc"):  # a pandas DataFrame iterates over its column names
         columns = [str(name) for name in images.columns]
         if len(columns) != 1:
@@ -423,6 +426,13 @@ def as_image_list(images) -> list:
     if any(isinstance(image, tuple) for image in listed):
         raise DataError(f"{pairs}: X = [image for image, _ in ds], y = [label for _, label in ds].")
     return listed
+
+
+def _one_image_array(images) -> bool:
+    """An (H, W, C) array or tensor with C of 1, 3 or 4: one image, not H images of W x C pixels,
+    which is how a stack (N, H, W) would be read. A stack of 3 grayscale images (3, H, W) stays one."""
+    shape = getattr(images, "shape", ())
+    return len(shape) == 3 and shape[2] in (1, 3, 4) and min(shape[0], shape[1]) > 4
 
 
 def checked_input(images, labels) -> tuple[list[ImageSource], np.ndarray]:
