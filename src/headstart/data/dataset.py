@@ -637,8 +637,18 @@ def check_labels_known(dataset: Dataset, classes: Sequence) -> None:
         f"labels {', '.join(unknown[:5])} are not among the model's classes ({', '.join(map(str, classes[:10]))}); "
         + (f"rename them to match ({shortened(renames)}), since class names are compared exactly." if renames
            else f"{dataset.source} is named as one class: give the folder that holds the class folders." if inside
-           else "evaluate on data with the same class names.")
+           else f"evaluate on data with the same class names{_scored_apart(dataset, unknown)}.")
     )
+
+
+def _scored_apart(dataset: Dataset, unknown: list[str]) -> str:
+    """Where a label's images lie in one folder: how to score them as none of the classes instead
+    (what a user who adds an 'other' folder to see the novelty detector at work wants)."""
+    folders = sorted({str(r.path.parent) for r in dataset.split(dataset.split_to_evaluate) if str(r.label) in unknown})
+    if dataset.layout == "csv" or len(folders) != len(unknown):
+        return ""
+    moved = " ".join(folders[:5])
+    return f" (to see how many images of none of them the model flags as unknown, move {moved} out and give it with --none-of-these)"
 
 
 def respellings(names: Iterable, known: Iterable) -> list[str]:
