@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from headstart import DataError, TransferClassifier, evaluate_folder, fit_folder
+from headstart import DataError, TransferClassifier, evaluate_folder, fit_folder, load_dataset
 from tests.conftest import write_class_folders
 
 
@@ -193,6 +193,21 @@ def test_evaluate_folder_uses_the_saved_model(colour_splits, tmp_path):
     assert evaluation.split == "test" and evaluation.n_images == 9 and evaluation.accuracy == 1.0
     pool = write_class_folders(tmp_path / "pool", per_class=2, seed=5)
     assert evaluate_folder(model, pool).n_images == 6
+
+
+def test_options_a_found_dataset_cannot_take_are_refused(colour_splits, tmp_path):
+    """A Dataset comes split: a test_size or allow_outside given beside it would be ignored."""
+    found = load_dataset(colour_splits)
+    with pytest.raises(DataError, match="^test_size applies where the images are found; .* pass test_size to load_dataset"):
+        fit_folder(found, tmp_path / "run", test_size=0.5, backbone="tiny", engine="torch")
+    with pytest.raises(DataError, match="^test_size and allow_outside apply where"):
+        fit_folder(found, tmp_path / "run", test_size=0.5, allow_outside=True, backbone="tiny", engine="torch")
+    assert not (tmp_path / "run").exists()
+    with pytest.raises(DataError, match="^allow_outside applies where"):
+        evaluate_folder(TransferClassifier(), found, allow_outside=True)
+    pool = write_class_folders(tmp_path / "pool", per_class=4)  # given a folder, test_size splits it
+    _, summary = fit_folder(pool, None, test_size=0.5, backbone="tiny", engine="torch", diagnostics=False)
+    assert summary.evaluation.n_images == 2 * len(summary.classes)
 
 
 def test_evaluate_refuses_unknown_classes(colour_splits, tmp_path):

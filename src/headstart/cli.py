@@ -529,7 +529,7 @@ def _fit(args) -> int:
 
     try:
         _, summary = fit_folder(
-            dataset, args.output, strict=args.strict, test_size=args.test_size, allow_outside=args.allow_outside,
+            dataset, args.output, strict=args.strict,  # the dataset was found with --test-size and --allow-outside
             resume=args.resume, diagnostics=not args.no_diagnostics, tensorboard=args.tensorboard, compare_scratch=args.compare_scratch,
             none_of_these=_none_of_these(args), **params,
         )
@@ -579,7 +579,7 @@ def cmd_evaluate(args) -> int:
 
     model = TransferClassifier.load(args.run)
     model.progress = args.show_progress
-    evaluation = evaluate_folder(model, dataset, allow_outside=args.allow_outside, none_of_these=_none_of_these(args))
+    evaluation = evaluate_folder(model, dataset, none_of_these=_none_of_these(args))
     report = _write_evaluation_report(model, evaluation, args) if args.report else None
     if args.format == "json":
         from dataclasses import asdict

@@ -108,7 +108,7 @@ def fit_folder(
     output: str | os.PathLike | None = None,
     *,
     strict: bool = False,
-    test_size: float = 0.2,
+    test_size: float | None = None,
     allow_outside: bool = False,
     diagnostics: bool = True,
     tensorboard: bool = False,
@@ -120,14 +120,24 @@ def fit_folder(
     ``load_dataset`` found there, whose split is then used as it is) and optionally save the run.
 
     ``params`` go to :class:`TransferClassifier`. The held-out split (test, else val, else a
-    stratified 20% of the pool) is evaluated and never used for fitting. With ``diagnostics``
+    stratified ``test_size`` of the pool, 20% by default) is evaluated and never used for fitting. With ``diagnostics``
     the summary carries the verdict and everything the report shows; with ``output``, the run
     directory gets ``report.html`` too, and with ``tensorboard``, TensorBoard logs.
     ``compare_scratch`` also trains the small CNN from scratch on the same split, as a reference.
     ``none_of_these``: images of none of the classes, which teach the novelty score what they look like.
     """
+    _check_found_once(data, test_size=test_size, allow_outside=allow_outside)
     with progress.shown(params.get("progress", progress.AUTO)):
         return _fit_folder(data, output, strict, test_size, allow_outside, diagnostics, tensorboard, compare_scratch, none_of_these, params)
+
+
+def _check_found_once(data, **finding) -> None:
+    """A Dataset was found and split by ``load_dataset``: options that would have changed that are
+    refused, not ignored, and said where they belong."""
+    given = [name for name, value in finding.items() if value not in (None, False)]
+    if isinstance(data, Dataset) and given:
+        names = " and ".join(given)
+        raise DataError(f"{names} {'apply' if len(given) > 1 else 'applies'} where the images are found; a Dataset comes as load_dataset found and split it: pass {names} to load_dataset, or give the folder.")
 
 
 def check_before_reading(data, output, params: dict, tensorboard: bool = False) -> Path | None:
@@ -151,7 +161,7 @@ def _fit_folder(
     phases = _Phases(start)
     output = check_before_reading(data, output, params, tensorboard)
     model = TransferClassifier(strict=strict, **_run_directories(output, tensorboard, params))
-    dataset = data if isinstance(data, Dataset) else load_dataset(data, test_size=test_size, random_state=params.get("random_state") or 0, allow_outside=allow_outside)
+    dataset = data if isinstance(data, Dataset) else load_dataset(data, test_size=0.2 if test_size is None else test_size, random_state=params.get("random_state") or 0, allow_outside=allow_outside)
     progress.announce(describe_found(dataset))
     phases.done("finding images")
     if strict:
@@ -316,6 +326,7 @@ def evaluate_folder(model: TransferClassifier, data: str | os.PathLike | Dataset
     With split folders, the test split is used (else val); with class folders, every image.
     ``none_of_these``: images of none of the classes, to measure how many the model flags.
     """
+    _check_found_once(data, allow_outside=allow_outside)
     if none_of_these and model.fitted_.novelty is None:  # said before any image is read
         raise DataError("this model has no novelty detector to measure on images of none of the classes; refit it with a linear head or enough held-out images.")
     dataset = data if isinstance(data, Dataset) else load_dataset(data, split=False, allow_outside=allow_outside)
