@@ -155,7 +155,27 @@ def test_arrays_past_eight_bits_scale_as_their_files_do():
 def test_a_damaged_tiff_is_unreadable_without_pillows_warnings():
     import warnings
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")  # Pillow's "Corrupt EXIF data" reached the terminal of predict and fit
+    with warnings.catch_warnings(record=True) as shown:
+        warnings.resetwarnings()  # every warning shown, but for the filters decoding puts in place
         with pytest.raises(UnreadableImage, match="not a recognised image format"):
             decode_image(b"II*\x00\x10\x00\x00\x00CR\x02")  # a camera's raw file starts as a TIFF
+    assert not shown  # Pillow's "Corrupt EXIF data" reached the terminal of predict and fit
+
+
+def test_decoding_in_threads_leaves_the_callers_warnings_alone(tmp_path):
+    """Each decoding thread entered and left a catch_warnings of its own: they restored one another's
+    snapshots, and "ignore every UserWarning" stayed in the caller's process after the pass."""
+    import warnings
+
+    from headstart.data.images import unreadable_files
+
+    paths = []
+    for i in range(200):
+        paths.append(tmp_path / f"{i}.png")
+        Image.new("RGB", (64, 64), (i, 0, 0)).save(paths[-1])
+    with warnings.catch_warnings(record=True) as shown:
+        warnings.resetwarnings()
+        for i in range(5):  # the last thread to leave decides: the filter stayed after most passes, not all
+            assert unreadable_files(paths) == {}
+            warnings.warn(f"the caller's own warning, after pass {i}", UserWarning)
+    assert [str(w.message) for w in shown] == [f"the caller's own warning, after pass {i}" for i in range(5)]

@@ -7,9 +7,8 @@ from __future__ import annotations
 
 import io
 import re
+import threading
 import warnings
-from contextlib import contextmanager
-from typing import Iterator
 
 import numpy as np
 from PIL import Image, ImageOps
@@ -36,6 +35,11 @@ _MAGIC = (
 # 4-12, names the format. Pillow reads AVIF itself and HEIC through pillow-heif.
 _AVIF_BRANDS = frozenset({b"avif", b"avis"})
 _HEIF_BRANDS = frozenset({b"heic", b"heix", b"hevc", b"hevx", b"heim", b"heis", b"hevm", b"hevs", b"mif1", b"msf1"})
+
+# Pillow's warnings about a file it decodes anyway or names as unreadable (see _keep_pillow_quiet):
+# (category, module pattern). Its modules warn with the default stack level, so they name themselves.
+_PILLOW_WARNINGS = ((UserWarning, r"PIL\."), (Image.DecompressionBombWarning, ""))
+_PILLOW_FILTERS_LOCK = threading.Lock()
 
 FORMATS_IN_WORDS = "JPEG, PNG, WebP, BMP, GIF, TIFF, HEIC, AVIF, JPEG 2000 or PGM/PPM"  # what a person is told to give instead of an unreadable file
 
@@ -73,19 +77,19 @@ def decode_image(data: bytes, *, draft_size: int | None = None, max_pixels: int 
         raise UnreadableImage("empty file")  # as the folder scan words it (dataset.classify_file)
     if sniff_format(data[:16]) == "HEIF" and not read_heif():
         raise UnreadableImage("a HEIC photo, and pillow-heif is not installed: pip install pillow-heif")
+    _keep_pillow_quiet()
     try:
-        with _pillow_quiet():
-            image = Image.open(io.BytesIO(data))
-            if image.width * image.height > max_pixels:
-                raise UnreadableImage(
-                    f"{image.width}x{image.height} pixels exceeds the {max_pixels:,}-pixel limit "
-                    "(possible decompression bomb)"
-                )
-            image.seek(0)  # first frame of animated GIF/WebP/TIFF
-            if draft_size and image.format == "JPEG":
-                image.draft("RGB", (draft_size, draft_size))
-            image = ImageOps.exif_transpose(image)
-            return to_rgb(image)
+        image = Image.open(io.BytesIO(data))
+        if image.width * image.height > max_pixels:
+            raise UnreadableImage(
+                f"{image.width}x{image.height} pixels exceeds the {max_pixels:,}-pixel limit "
+                "(possible decompression bomb)"
+            )
+        image.seek(0)  # first frame of animated GIF/WebP/TIFF
+        if draft_size and image.format == "JPEG":
+            image.draft("RGB", (draft_size, draft_size))
+        image = ImageOps.exif_transpose(image)
+        return to_rgb(image)
     except UnreadableImage:
         raise
     except Image.DecompressionBombError as exc:  # refused in Image.open, before the check above
@@ -96,17 +100,21 @@ def decode_image(data: bytes, *, draft_size: int | None = None, max_pixels: int 
         raise UnreadableImage(plain_reason(exc)) from None
 
 
-@contextmanager
-def _pillow_quiet() -> Iterator[None]:
+def _keep_pillow_quiet() -> None:
     """Pillow's UserWarnings ("Corrupt EXIF data", "Truncated File Read"), on a camera's raw file
     (a .CR2 starts as a TIFF) or a damaged one, would reach the person's terminal: the image is
     decoded, or named as unreadable with the reason, either way. Its DecompressionBombWarning
     too: it warns from 89 million pixels (a 100-megapixel camera's photo), where decode_image's
-    ``max_pixels`` judges instead (Pillow's own refusal, above twice that, is said in its words)."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)
-        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-        yield
+    ``max_pixels`` judges instead (Pillow's own refusal, above twice that, is said in its words).
+
+    Filters for Pillow's modules, put in place once and again wherever something took them out (a
+    caller's catch_warnings), never a catch_warnings per decode: decoding threads entering and
+    leaving catch_warnings restore one another's snapshots of the filters, which left "ignore every
+    UserWarning" in the caller's process after every pass decoded in threads."""
+    with _PILLOW_FILTERS_LOCK:
+        for category, module in _PILLOW_WARNINGS:
+            if not any(f[0] == "ignore" and f[2] is category and getattr(f[3], "pattern", "") == module for f in warnings.filters):
+                warnings.filterwarnings("ignore", category=category, module=module)
 
 
 def read_heif() -> bool:
@@ -122,13 +130,13 @@ def read_heif() -> bool:
 def open_file(path) -> Image.Image:
     """``Image.open`` (the header only, until pixels are asked for), HEIC included: Pillow is
     taught HEIC only where it knows no other format for the file, so other files are opened once."""
-    with _pillow_quiet():
-        try:
-            return Image.open(path)
-        except Image.UnidentifiedImageError:
-            if not read_heif():
-                raise
-            return Image.open(path)
+    _keep_pillow_quiet()
+    try:
+        return Image.open(path)
+    except Image.UnidentifiedImageError:
+        if not read_heif():
+            raise
+        return Image.open(path)
 
 
 def plain_reason(exc: BaseException) -> str:

@@ -29,8 +29,8 @@ from ..hardware import resolve_device
 
 log = logging.getLogger(__name__)
 
-# Said once per export otherwise. Set here, not only inside the export's catch_warnings: decoding
-# threads enter and leave catch_warnings of their own, which restores the filters they saw.
+# Said once per export otherwise. Set here too, not only inside the export's catch_warnings: that
+# one holds for the export's call alone, and a caller's filters (pytest's, per test) change around it.
 warnings.filterwarnings("ignore", message="You are using the legacy TorchScript-based ONNX export")
 
 ENGINES = ("auto", "onnx", "torch")
