@@ -407,8 +407,9 @@ def _describe(image, index: int) -> str:
 
 def as_image_list(images) -> list:
     """``images`` as a list: of paths or images, or a stacked (N, H, W[, C]) array split into images;
-    a one-column table (a pandas DataFrame) gives its column. A single path, a table of several
-    columns and (image, label) pairs are refused, each with what to pass instead."""
+    a one-column table (a pandas DataFrame) gives its column. A single path, a single (H, W, C)
+    image, a table of several columns and (image, label) pairs are refused, each with what to pass
+    instead."""
     if isinstance(images, (str, os.PathLike)):
         raise DataError(f"expected a list of images, got the single path {images!s}; wrap it in a list.")
     if _one_image_array(images):
@@ -430,7 +431,7 @@ def as_image_list(images) -> list:
 
 def _one_image_array(images) -> bool:
     """An (H, W, C) array or tensor with C of 1, 3 or 4: one image, not H images of W x C pixels,
-    which is how a stack (N, H, W) would be read. A stack of 3 grayscale images (3, H, W) stays one."""
+    which is how a stack (N, H, W) would be read. Three grayscale images stacked, (3, H, W), stay three."""
     shape = getattr(images, "shape", ())
     return len(shape) == 3 and shape[2] in (1, 3, 4) and min(shape[0], shape[1]) > 4
 
