@@ -223,6 +223,25 @@ def test_filters_are_drawn_each_to_its_own_range_in_one_image():
         assert reliability_plot({"ece": 0.1, "bins": bins}).startswith("data:image/png;base64,")
 
 
+def test_drawing_the_report_leaves_the_callers_matplotlib_alone():
+    """The plots chose the Agg backend for the whole process: a notebook's inline plots stopped
+    showing once a fit had written its report."""
+    import subprocess
+    import sys
+
+    probe = (
+        "import matplotlib\n"
+        "matplotlib.use('svg')  # stands for a notebook's inline backend\n"
+        "import matplotlib.pyplot as plt\n"
+        "mine = plt.figure()\n"
+        "from headstart.report.plots import reliability_plot\n"
+        "assert reliability_plot({'ece': 0.1, 'bins': [{'confidence': 0.9, 'accuracy': 0.95, 'count': 40}]}).startswith('data:image/png;base64,')\n"
+        "print(matplotlib.get_backend(), plt.get_fignums())\n"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert done.stdout.split() == ["svg", "[1]"]  # the caller's backend, its one figure, none of ours
+
+
 def random_label_folders(root, seed=0):
     """Colour classes written to disk, then every file moved to a random class folder."""
     write_class_folders(root / "train", per_class=12, seed=1)

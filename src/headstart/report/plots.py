@@ -15,24 +15,23 @@ DPI = 80
 THUMBNAIL = 96  # pixels, longer side
 
 
-def _pyplot():
-    import matplotlib
+def _subplots(*grid: int, figsize: tuple[float, float], **options):
+    """A figure and its axes, made without pyplot: pyplot's figures need a backend, and choosing
+    one (``matplotlib.use("Agg")``) switched the caller's too, so a notebook's own plots stopped
+    showing after a fit wrote its report. A bare Figure draws to PNG with Agg whatever the backend."""
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")  # no display; set before pyplot is imported anywhere
-    import matplotlib.pyplot as plt
-
-    return plt
+    figure = Figure(figsize=figsize)
+    return figure, figure.subplots(*grid, **options)
 
 
 def _data_uri(fig) -> str:
-    plt = _pyplot()
     buffer = io.BytesIO()
     with warnings.catch_warnings():
         # A class named in a script the font lacks (an emoji, Chinese) is drawn as boxes, one
         # warning per character otherwise; the report's tables spell every name out in the browser.
         warnings.filterwarnings("ignore", r"Glyph \d+ .* missing from font", UserWarning)
         fig.savefig(buffer, format="png", dpi=DPI, bbox_inches="tight")
-    plt.close(fig)
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
@@ -40,9 +39,8 @@ def history_plot(history: dict) -> str | None:
     records = history.get("records") if history else None
     if not records:
         return None
-    plt = _pyplot()
     epochs = [r["epoch"] for r in records]
-    fig, (loss_ax, acc_ax) = plt.subplots(1, 2, figsize=(9, 3.2))
+    fig, (loss_ax, acc_ax) = _subplots(1, 2, figsize=(9, 3.2))
     for ax, key, title in ((loss_ax, "loss", "loss"), (acc_ax, "accuracy", "accuracy")):
         ax.plot(epochs, [r[f"train_{key}"] for r in records], "o-", label="train")
         val = [r[f"val_{key}"] for r in records]
@@ -60,8 +58,7 @@ def history_plot(history: dict) -> str | None:
 def learning_curve_plot(curve: dict) -> str | None:
     if not curve or not curve.get("points"):
         return None
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(5, 3.2))
+    fig, ax = _subplots(figsize=(5, 3.2))
     m = np.array([p["per_class"] for p in curve["points"]])
     ax.errorbar(m, [p["accuracy"] for p in curve["points"]], yerr=[p["std"] for p in curve["points"]], fmt="o", capsize=3, label="linear probe (CV)")
     fit = curve.get("fit")
@@ -80,13 +77,12 @@ def learning_curve_plot(curve: dict) -> str | None:
 def confusion_plot(errors: dict) -> str | None:
     if not errors or errors.get("confusion") is None:  # too many classes to draw
         return None
-    plt = _pyplot()
     matrix = np.array(errors["confusion"], dtype=float)
     rows = matrix.sum(1, keepdims=True)
     share = np.divide(matrix, rows, out=np.zeros_like(matrix), where=rows > 0)
     k = len(matrix)
     size = min(9, 2.5 + 0.35 * k)
-    fig, ax = plt.subplots(figsize=(size, size * 0.85))
+    fig, ax = _subplots(figsize=(size, size * 0.85))
     image = ax.imshow(share, cmap="Blues", vmin=0, vmax=1)
     fig.colorbar(image, ax=ax, fraction=0.046, label="share of the true class")
     if k <= 30:
@@ -106,8 +102,7 @@ def confusion_plot(errors: dict) -> str | None:
 def reliability_plot(calibration: dict) -> str | None:
     if not calibration or not calibration["bins"]:
         return None
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(3.6, 3.4))
+    fig, ax = _subplots(figsize=(3.6, 3.4))
     bins = calibration["bins"]
     ax.plot([0, 1], [0, 1], "--", color="grey", label="perfectly calibrated")
     confidence, accuracy = [b["confidence"] for b in bins], [b["accuracy"] for b in bins]
@@ -130,9 +125,8 @@ def novelty_plot(rejection: dict | None) -> str | None:
     histogram = (rejection or {}).get("histogram")
     if not histogram:
         return None
-    plt = _pyplot()
     edges, counts = np.array(histogram["edges"]), np.array(histogram["counts"])
-    fig, ax = plt.subplots(figsize=(5.5, 2.8))
+    fig, ax = _subplots(figsize=(5.5, 2.8))
     kept = edges[:-1] < rejection["threshold"]
     ax.bar(edges[:-1], counts, width=np.diff(edges), align="edge", color=np.where(kept, "#4c72b0", "#c44e52"))
     ax.axvline(rejection["threshold"], color="black", linestyle="--", label=f"threshold {rejection['threshold']:#.3g}")
@@ -147,10 +141,9 @@ def novelty_plot(rejection: dict | None) -> str | None:
 def weight_histograms_plot(histograms: list[dict]) -> str | None:
     if not histograms:
         return None
-    plt = _pyplot()
     columns = 3
     rows = -(-len(histograms) // columns)
-    fig, axes = plt.subplots(rows, columns, figsize=(10, 2.6 * rows), squeeze=False)
+    fig, axes = _subplots(rows, columns, figsize=(10, 2.6 * rows), squeeze=False)
     for ax, h in zip(axes.flat, histograms):
         edges = np.array(h["edges"])
         centres = (edges[1:] + edges[:-1]) / 2
@@ -174,11 +167,10 @@ def filters_plot(first_conv: dict | None) -> str | None:
     weights = np.array(first_conv["filters"], dtype=float)  # (out, in, kh, kw)
     if weights.ndim != 4 or weights.shape[1] not in (1, 3):
         return None
-    plt = _pyplot()
     n = min(len(weights), 64)
     columns = min(16, n)
     rows = -(-n // columns)
-    fig, ax = plt.subplots(figsize=(columns * 0.55, rows * 0.55))
+    fig, ax = _subplots(figsize=(columns * 0.55, rows * 0.55))
     _show_mosaic(ax, [weights[r * columns : (r + 1) * columns] for r in range(rows)], columns)
     ax.set_title(f"{first_conv['layer']}: {len(weights)} filters of {weights.shape[2]}x{weights.shape[3]}", fontsize=9)
     return _data_uri(fig)
@@ -205,8 +197,7 @@ def filters_by_scheme_plot(filters: dict[str, list], *, columns: int = 16) -> st
     filter scaled to its own range, so the schemes' structure (or lack of it) can be compared."""
     if not filters:
         return None
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(columns * 0.5, len(filters) * 0.62))
+    fig, ax = _subplots(figsize=(columns * 0.5, len(filters) * 0.62))
     rows = [np.array(weights, dtype=float)[:columns] for weights in filters.values()]
     _show_mosaic(ax, rows, columns)
     height = rows[0].shape[2]
