@@ -96,8 +96,11 @@ def test_the_mini_batch_head_shared_out_between_two_processes_is_one_processs_he
 
 def test_fine_tuning_on_two_processes_ends_within_one_image_of_one(noisy_splits, tmp_path):
     one = headstart("fit", noisy_splits, "-o", tmp_path / "one", *FINETUNE, *TINY)
-    two = headstart("fit", noisy_splits, "-o", tmp_path / "two", *FINETUNE, *TINY, "--nproc", "2")  # the shorthand
+    temporary = tmp_path / "temporary"
+    temporary.mkdir()
+    two = headstart("fit", noisy_splits, "-o", tmp_path / "two", *FINETUNE, *TINY, "--nproc", "2", env={"TMPDIR": str(temporary)})  # the shorthand
     assert one.returncode == 0 and two.returncode == 0, two.stderr[-2000:]
+    assert not [p.name for p in temporary.iterdir() if p.name.startswith(("torchelastic_", "headstart-"))]  # nothing left behind
     assert "OMP_NUM_THREADS" not in two.stderr  # --nproc shares the cores itself: torchrun's banner stays away under -q
     accuracy = [json.loads((tmp_path / run / "metrics.json").read_text())["evaluation"] for run in ("one", "two")]
     assert abs(accuracy[0]["accuracy"] - accuracy[1]["accuracy"]) * accuracy[0]["n_images"] <= 1
@@ -118,9 +121,12 @@ def test_bad_input_under_nproc_is_said_in_one_line(noisy_splits, tmp_path):
     assert missing.stderr.splitlines() == [f"error: {tmp_path / 'nowhere'} does not exist; give a folder of class folders or a CSV of path,label rows."]
     # found by the ranks: rank 0 says it, and torchrun's logs and failure table stay away
     (noisy_splits / "train" / "red" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n broken")
-    strict = headstart("fit", noisy_splits, "-o", tmp_path / "run", "--strategy", "linear", "--strict", *TINY, "--nproc", "2")
+    temporary = tmp_path / "temporary"
+    temporary.mkdir()
+    strict = headstart("fit", noisy_splits, "-o", tmp_path / "run", "--strategy", "linear", "--strict", *TINY, "--nproc", "2", env={"TMPDIR": str(temporary)})
     assert strict.returncode == 2
     assert len(strict.stderr.splitlines()) == 1 and strict.stderr.startswith("error: --strict: 1 unreadable") and "broken.png" in strict.stderr
+    assert not [p.name for p in temporary.iterdir() if p.name.startswith(("torchelastic_", "headstart-"))]  # torchrun's logs went with the launcher's folder
 
 
 def test_a_process_the_launcher_started_fits_on_the_images_the_launcher_found(noisy_splits, tmp_path, monkeypatch):

@@ -439,12 +439,15 @@ def _launch(args) -> int:
         found.write_text(dataset.to_json())
         os.environ[FOUND_VARIABLE] = str(found)  # the processes torchrun starts inherit it
         try:
-            return _torchrun(args)
+            return _torchrun(args, Path(folder) / "torchrun")
         finally:
             del os.environ[FOUND_VARIABLE]
 
 
-def _torchrun(args) -> int:
+def _torchrun(args, log_dir: Path) -> int:
+    """torchrun's ``run`` on this command without --nproc; its log folders (one per process, empty
+    unless a process fails) go in ``log_dir``, which the caller removes: left to torchrun, every
+    run left a torchelastic_* tree in the temporary folder."""
     from torch.distributed.elastic.multiprocessing.api import SignalException
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.run import parse_args, run
@@ -468,7 +471,7 @@ def _torchrun(args) -> int:
         if name.startswith("torch.distributed.elastic"):
             logging.getLogger(name).setLevel(logging.CRITICAL)
     try:
-        run(parse_args(launcher))
+        run(parse_args(["--log-dir", str(log_dir), *launcher]))
     except ChildFailedError as exc:
         rank, failure = exc.get_first_failure()
         if failure.exitcode == EXIT_ERROR:  # bad input, or a lost process: the rank said which in one line
