@@ -131,6 +131,14 @@ def _duplicates_line(duplicates: dict) -> str:
     cross = duplicates.get("cross_split", 0)
     leak = f"{cross} pair(s) across splits: LEAKAGE, held-out accuracy is optimistic" if cross else "none across splits (no leakage)"
     line = f"duplicates  {within.get('exact', 0)} exact, {within.get('near', 0)} near within splits; {leak}"
+    across = duplicates.get("groups_across_splits", [])
+    if across:
+        first = across[0]
+        where = ", ".join(f"{split} {n}" for split, n in first["splits"].items())
+        line += (
+            f"\n  groups      {len(across)} of {duplicates['groups']} groups (the CSV's group column) have images in more than one split, e.g. {first['group']} ({where}): "
+            "LEAKAGE, held-out accuracy is optimistic; give each group one split, or leave the split column out and headstart keeps them apart"
+        )
     conflicts = duplicates.get("conflicting_labels", [])
     if conflicts:
         first = conflicts[0]

@@ -569,7 +569,22 @@ def duplicate_report(dataset: Dataset, codes: Codes) -> dict:
             leakage.append({"kind": pair.kind, "distance": pair.distance, "paths": [str(a.path), str(b.path)], "splits": [a.split, b.split]})
         if pair.kind == "exact" and a.label != b.label:
             conflicts.append({"paths": [str(a.path), str(b.path)], "labels": [to_json_label(a.label), to_json_label(b.label)]})
-    return {"within_split": within, "cross_split": len(leakage), "leakage": leakage, "conflicting_labels": conflicts}
+    return {"within_split": within, "cross_split": len(leakage), "leakage": leakage, "conflicting_labels": conflicts, **_groups_across_splits(dataset)}
+
+
+def _groups_across_splits(dataset: Dataset) -> dict:
+    """The groups of a CSV's group column (subjects, say) with images in more than one split, each
+    with its count per split: where the CSV gives the split, a subject on both sides scores itself
+    (headstart keeps a group on one side only of the splits it makes). Nothing without groups."""
+    splits: dict[str, dict[str, int]] = {}
+    for record in dataset.records:
+        if record.group:
+            counts = splits.setdefault(record.group, {})
+            counts[record.split] = counts.get(record.split, 0) + 1
+    if not splits:
+        return {}
+    across = [{"group": group, "splits": counts} for group, counts in splits.items() if len(counts) > 1]
+    return {"groups": len(splits), "groups_across_splits": across}
 
 
 def describe_found(dataset: Dataset) -> str:

@@ -122,3 +122,32 @@ def test_a_csv_group_column_reaches_the_fit(tmp_path):
     grouped = summary.classifier["duplicate_groups"]
     assert grouped["largest"] == 2 and grouped["images"] == 2 * grouped["groups"] >= 8  # the training split's subjects, in pairs
     assert grouped["given"] is True
+
+
+def test_a_group_on_both_sides_of_a_given_split_is_reported_as_leakage(tmp_path):
+    """A CSV that gives the split can put one subject's images in train and in test: the held-out
+    images then score the subject the model learnt (headstart keeps groups apart in its own splits)."""
+    from PIL import Image
+
+    from headstart import fit_folder
+    from headstart.summary import format_summary
+
+    rows = ["path,label,split,group"]
+    rng = np.random.default_rng(0)
+    for c, colour in enumerate([(200, 40, 40), (40, 40, 200)]):
+        for i in range(8):
+            pixels = np.clip(np.array(colour) + rng.normal(0, 25, (32, 32, 3)), 0, 255).astype(np.uint8)
+            Image.fromarray(pixels).save(tmp_path / f"{c}-{i}.png")
+            split = "test" if i >= 6 else "train"
+            subject = f"subject{c}-{i // 2}" if c == 0 else f"subject{c}-{min(i, 5)}"  # red: subject0-3 has images 6 and 7; blue: subject1-5 images 5 to 7
+            rows.append(f"{c}-{i}.png,{'rb'[c]},{split},{subject}")
+    (tmp_path / "labels.csv").write_text("\n".join(rows) + "\n")
+    _, summary = fit_folder(tmp_path / "labels.csv", None, backbone="tiny", engine="torch", strategy="linear", diagnostics=False)
+    assert summary.duplicates["groups"] == 10
+    assert summary.duplicates["groups_across_splits"] == [{"group": "subject1-5", "splits": {"train": 1, "test": 2}}]  # subject0-3 is all test
+    line = next(line for line in format_summary(summary, None).splitlines() if line.startswith("  groups "))
+    assert "1 of 10 groups (the CSV's group column) have images in more than one split, e.g. subject1-5 (train 1, test 2): LEAKAGE" in line
+    (tmp_path / "labels.csv").write_text("\n".join(row.rsplit(",", 2)[0] + "," + row.rsplit(",", 1)[1] for row in rows) + "\n")  # the split column left out
+    _, pooled = fit_folder(tmp_path / "labels.csv", None, backbone="tiny", engine="torch", strategy="linear", diagnostics=False, test_size=0.25)
+    assert pooled.duplicates["groups_across_splits"] == []  # the split headstart makes keeps each subject on one side
+    assert not [line for line in format_summary(pooled, None).splitlines() if line.startswith("  groups ")]
