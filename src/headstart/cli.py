@@ -56,6 +56,25 @@ def main(argv: list[str] | None = None) -> int:
             signal.signal(signal.SIGTERM, previous)
 
 
+def run() -> None:
+    """The ``headstart`` command (and ``python -m headstart``): ``main``, then out at once.
+
+    Python's own shutdown tears down PyTorch's and torchvision's modules one by one: 1.5-1.7 s after
+    every command that loaded them, measured here (``benchmarks/bench_exit.py``), a wait after the
+    last line with nothing to show for it. In a torchrun rank the teardown could even abort: gloo's
+    threads may still hold tensors whose release needs the interpreter (SIGABRT at exit, about 1
+    job in 50 here, after destroy_process_group). Whatever a command writes is closed before
+    ``main`` returns (files are written atomically, the feature cache record by record, thread
+    pools are joined), so skipping the shutdown loses nothing; an exception still ends the usual way."""
+    try:
+        code = main()
+        sys.stdout.flush()
+    except BrokenPipeError:  # the reader left early (head, a closed pager): what it read was written
+        code = 141  # what a shell reports for a program ended by SIGPIPE
+    sys.stderr.flush()
+    os._exit(code or 0)
+
+
 def _stop_as_interrupt():
     """SIGTERM (a scheduler's stop or preemption: SLURM, Kubernetes, systemd, ``kill``) ends a
     command as Ctrl-C does, saying so and how to resume, instead of a silent death. Returns the
@@ -392,15 +411,7 @@ def cmd_fit(args) -> int:
     world = distributed.start(args.device)
     if not world.main:  # one voice: rank 0 reports, the others only fail loudly
         logging.getLogger("headstart").setLevel(logging.ERROR)
-    code = _fit_on_this_rank(args, world)
-    if world.active and not world.main:
-        # A rank other than 0 has nothing left to write, and the interpreter's teardown can abort
-        # it: gloo's threads may still hold tensors whose release needs the interpreter (SIGABRT
-        # at exit, about 1 torchrun job in 50 here, after destroy_process_group). So it leaves now.
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(code)
-    return code
+    return _fit_on_this_rank(args, world)
 
 
 def _fit_on_this_rank(args, world) -> int:
