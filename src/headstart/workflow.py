@@ -120,9 +120,9 @@ def fit_folder(
     ``load_dataset`` found there, whose split is then used as it is) and optionally save the run.
 
     ``params`` go to :class:`TransferClassifier`. The held-out split (test, else val, else a
-    stratified ``test_size`` of the pool, 20% by default) is evaluated and never used for fitting. With ``diagnostics``
-    the summary carries the verdict and everything the report shows; with ``output``, the run
-    directory gets ``report.html`` too, and with ``tensorboard``, TensorBoard logs.
+    stratified ``test_size`` of the pool, 20% by default) is evaluated and never used for fitting.
+    With ``diagnostics`` the summary carries the verdict and everything the report shows; with
+    ``output``, the run directory gets ``report.html`` too, and with ``tensorboard``, TensorBoard logs.
     ``compare_scratch`` also trains the small CNN from scratch on the same split, as a reference.
     ``none_of_these``: images of none of the classes, which teach the novelty score what they look like.
     """
