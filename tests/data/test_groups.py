@@ -98,20 +98,27 @@ def test_given_groups_join_images_the_hashes_cannot(tmp_path):
     assert groups[0] == groups[1] != groups[2] == groups[3]
 
 
-def test_a_csv_group_column_reaches_the_fit(tmp_path):
+def subjects_csv(folder, columns: str, row_end) -> list[str]:
+    """Eight noisy red and eight noisy blue images in ``folder`` and its labels.csv, whose rows are
+    ``path,label,`` and then ``row_end(class index, image index)`` (the split, the group)."""
     from PIL import Image
 
-    from headstart import fit_folder
-    from headstart.data import load_dataset
-
-    rows = ["path,label,group"]
+    rows = [f"path,label,{columns}"]
     rng = np.random.default_rng(0)
     for c, colour in enumerate([(200, 40, 40), (40, 40, 200)]):
         for i in range(8):
             pixels = np.clip(np.array(colour) + rng.normal(0, 25, (32, 32, 3)), 0, 255).astype(np.uint8)
-            Image.fromarray(pixels).save(tmp_path / f"{c}-{i}.png")
-            rows.append(f"{c}-{i}.png,{'rb'[c]},subject{c}-{i // 2}")
-    (tmp_path / "labels.csv").write_text("\n".join(rows) + "\n")
+            Image.fromarray(pixels).save(folder / f"{c}-{i}.png")
+            rows.append(f"{c}-{i}.png,{'rb'[c]},{row_end(c, i)}")
+    (folder / "labels.csv").write_text("\n".join(rows) + "\n")
+    return rows
+
+
+def test_a_csv_group_column_reaches_the_fit(tmp_path):
+    from headstart import fit_folder
+    from headstart.data import load_dataset
+
+    subjects_csv(tmp_path, "group", lambda c, i: f"subject{c}-{i // 2}")
     dataset = load_dataset(tmp_path / "labels.csv", test_size=0.25)
     assert {r.group for r in dataset.records} == {f"subject{c}-{k}" for c in range(2) for k in range(4)}
     sides = {}
@@ -127,21 +134,13 @@ def test_a_csv_group_column_reaches_the_fit(tmp_path):
 def test_a_group_on_both_sides_of_a_given_split_is_reported_as_leakage(tmp_path):
     """A CSV that gives the split can put one subject's images in train and in test: the held-out
     images then score the subject the model learnt (headstart keeps groups apart in its own splits)."""
-    from PIL import Image
-
     from headstart import fit_folder
     from headstart.summary import format_summary
 
-    rows = ["path,label,split,group"]
-    rng = np.random.default_rng(0)
-    for c, colour in enumerate([(200, 40, 40), (40, 40, 200)]):
-        for i in range(8):
-            pixels = np.clip(np.array(colour) + rng.normal(0, 25, (32, 32, 3)), 0, 255).astype(np.uint8)
-            Image.fromarray(pixels).save(tmp_path / f"{c}-{i}.png")
-            split = "test" if i >= 6 else "train"
-            subject = f"subject{c}-{i // 2}" if c == 0 else f"subject{c}-{min(i, 5)}"  # red: subject0-3 has images 6 and 7; blue: subject1-5 images 5 to 7
-            rows.append(f"{c}-{i}.png,{'rb'[c]},{split},{subject}")
-    (tmp_path / "labels.csv").write_text("\n".join(rows) + "\n")
+    def split_and_subject(c, i):  # red: subject0-3 has images 6 and 7, both test; blue: subject1-5 images 5 to 7
+        return f"{'test' if i >= 6 else 'train'},subject{c}-{i // 2 if c == 0 else min(i, 5)}"
+
+    rows = subjects_csv(tmp_path, "split,group", split_and_subject)
     _, summary = fit_folder(tmp_path / "labels.csv", None, backbone="tiny", engine="torch", strategy="linear", diagnostics=False)
     assert summary.duplicates["groups"] == 10
     assert summary.duplicates["groups_across_splits"] == [{"group": "subject1-5", "splits": {"train": 1, "test": 2}}]  # subject0-3 is all test
