@@ -21,6 +21,23 @@ def test_class_folders_get_a_stratified_split(colour_folders):
     assert [r.path for r in again.split("test")] == [r.path for r in dataset.split("test")]
 
 
+def test_copies_of_a_file_stay_on_one_side_of_the_split_headstart_makes(tmp_path):
+    """A scraped folder holds the same picture under two names: split apart, the copy in the test
+    split scored the one the model learnt (and the fit then called its own split leakage)."""
+    import shutil
+
+    pool = write_class_folders(tmp_path / "pool", per_class=20)
+    for path in sorted(pool.glob("*/*.png"))[::2]:
+        shutil.copyfile(path, path.with_name(f"copy of {path.name}"))
+    dataset = load_dataset(pool, test_size=0.5)
+    sides: dict[bytes, set] = {}
+    for record in dataset.records:
+        sides.setdefault(record.path.read_bytes(), set()).add(record.split)
+    assert len(sides) == 60 and all(len(s) == 1 for s in sides.values())  # 30 pictures twice, each on one side
+    assert all(10 <= n <= 20 for n in dataset.counts("test").values())  # every class still held out about half
+    assert load_dataset(pool, test_size=0.5).records == dataset.records  # and the same way every time
+
+
 def test_split_folders_are_used_as_given(colour_splits):
     dataset = load_dataset(colour_splits)
     assert dataset.layout == "splits"

@@ -8,6 +8,7 @@ of an image beside it, checked black and white); decoding happens once, in the f
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import logging
 import os
@@ -705,11 +706,39 @@ def stratified_split(dataset: Dataset, *, test_size: float = 0.2, random_state: 
 
 
 def _groups_on_one_side(records: list[ImageRecord], test_size: float) -> list[ImageRecord]:
-    """``records`` with each group of a CSV's group column wholly in train or wholly in test: a subject
-    on both sides would make the test accuracy partly a measure of memory."""
-    if not any(r.group for r in records):
+    """``records`` with each group of a CSV's group column, and each set of copies of one file,
+    wholly in train or wholly in test: a subject, or a picture, on both sides would make the test
+    accuracy partly a measure of memory (the fit's duplicates line called it leakage, of a split
+    headstart had made itself)."""
+    copies = _copies(records)
+    if not copies and not any(r.group for r in records):
         return records
     side = np.array([r.split == "test" for r in records], dtype=int)
     labels = np.array([str(r.label) for r in records])
-    side = place_groups(side, labels, own_group_where_missing([r.group for r in records]), np.array([1 - test_size, test_size]))
+    groups = [r.group or copies.get(i) for i, r in enumerate(records)]
+    side = place_groups(side, labels, own_group_where_missing(groups), np.array([1 - test_size, test_size]))
     return [replace(r, split="test" if s else "train") for r, s in zip(records, side)]
+
+
+def _copies(records: list[ImageRecord]) -> dict[int, str]:
+    """A group name for each record whose file has the same bytes as another of its class's. Only
+    files of a size that two or more of a class share are read (most photos' sizes are their own),
+    so this costs a stat per file. Copies in two classes (a label conflict, which the fit reports)
+    are left where they fall: kept together, a class could lose all its training or test images."""
+    by_size: dict[tuple[str, int], list[int]] = {}
+    for i, record in enumerate(records):
+        try:
+            by_size.setdefault((str(record.label), os.path.getsize(record.path)), []).append(i)
+        except OSError:
+            continue  # said where it is read
+    groups: dict[int, str] = {}
+    for same_size in (members for members in by_size.values() if len(members) > 1):
+        by_content: dict[bytes, list[int]] = {}
+        for i in same_size:
+            try:
+                by_content.setdefault(hashlib.blake2b(records[i].path.read_bytes(), digest_size=16).digest(), []).append(i)
+            except OSError:
+                continue
+        for members in (members for members in by_content.values() if len(members) > 1):
+            groups.update(dict.fromkeys(members, f"\0copies of {records[members[0]].path}"))
+    return groups
