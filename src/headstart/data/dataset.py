@@ -8,7 +8,6 @@ of an image beside it, checked black and white); decoding happens once, in the f
 from __future__ import annotations
 
 import csv
-import hashlib
 import json
 import logging
 import os
@@ -29,6 +28,7 @@ from .._memory import collector_paused
 from .._text import shortened
 from ..errors import DataError
 from .decode import IMAGE_EXTENSIONS, open_file, sniff_format
+from .images import ImageSource
 from .duplicates import own_group_where_missing, place_groups
 
 log = logging.getLogger(__name__)
@@ -733,10 +733,10 @@ def _copies(records: list[ImageRecord]) -> dict[int, str]:
             continue  # said where it is read
     groups: dict[int, str] = {}
     for same_size in (members for members in by_size.values() if len(members) > 1):
-        by_content: dict[bytes, list[int]] = {}
+        by_content: dict[str, list[int]] = {}
         for i in same_size:
             try:
-                by_content.setdefault(hashlib.blake2b(records[i].path.read_bytes(), digest_size=16).digest(), []).append(i)
+                by_content.setdefault(ImageSource(records[i].path).open().content_hash, []).append(i)
             except OSError:
                 continue
         for members in (members for members in by_content.values() if len(members) > 1):
