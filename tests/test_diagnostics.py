@@ -121,6 +121,10 @@ def test_more_data_advice_never_contradicts_what_was_measured():
     # a curve that rises past the measured accuracy is quoted as it is
     above = judge(evidence(1.0, 0.9, cv_accuracy=0.9, images_per_class=10, more_data=curve, curve_doubled=0.918))
     assert above.next_steps[0] == f"To gain more: {curve}"
+    # a flat curve says so at any level: hymenoptera's (96.0% now, 96.3% doubled) below its 96.7% CV
+    flat = "the learning curve is flat at 121 images per class: doubling them would gain under half a point."
+    hymenoptera = judge(evidence(1.0, 0.967, cv_accuracy=0.967, images_per_class=121, more_data=flat, curve_doubled=0.963, curve_flat=True))
+    assert hymenoptera.next_steps[0] == f"To gain more: {flat}"
 
 
 def test_the_learning_curve_is_quoted_as_a_gain_not_a_level():
@@ -134,6 +138,10 @@ def test_the_learning_curve_is_quoted_as_a_gain_not_a_level():
     # nearer its ceiling: 2 more points are out of reach, and the half point doubling adds is still a gain, not a level
     points = [{"per_class": m, "accuracy": 1 - (0.075 * m**-0.5 + 0.02)} for m in (3, 6, 10, 15)]
     assert extrapolate(points, 15)["words"] == "doubling the images per class (now 15) would add about 0.6 points, by the learning curve."
+    assert not curve["flat"] and not extrapolate(points, 15)["flat"]
+    # flat: the verdict quotes it whatever its level
+    points = [{"per_class": m, "accuracy": 1 - (0.01 * m**-0.5 + 0.04)} for m in (3, 6, 10, 15)]
+    assert extrapolate(points, 15)["flat"] and "is flat at 15" in extrapolate(points, 15)["words"]
 
 
 def test_error_analysis_confusion_pairs_and_calibration():

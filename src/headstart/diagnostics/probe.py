@@ -32,6 +32,7 @@ FRACTIONS = (0.1, 0.2, 0.35, 0.5, 0.75, 1.0)
 CURVE_FOLDS = 3
 SUSPECT_FOLDS = 5
 NEXT_POINTS = 0.02  # the learning curve is asked how many images would gain this much
+FLAT_GAIN = 0.005  # doubling the images gains less than this: the curve is called flat
 # The probe's sample: 4,000 codes of 100 classes refit 23 times in about 10 s on 2 cores.
 PROBE_CLASSES = 100
 PROBE_CODES = 4000
@@ -147,7 +148,8 @@ def extrapolate(points: list[dict], now: float) -> dict:
     target_error = 1.0 - current - NEXT_POINTS
     needed = (a / (target_error - c)) ** (1 / b) if target_error > c and a > 0 else math.inf
     doubled, quadrupled = predict(2 * now), predict(4 * now)
-    if doubled - current < 0.005:
+    flat = doubled - current < FLAT_GAIN
+    if flat:
         words = f"the learning curve is flat at {now:g} images per class: doubling them would gain under half a point."
     elif math.isfinite(needed) and needed <= 100 * now:
         words = (
@@ -163,6 +165,7 @@ def extrapolate(points: list[dict], now: float) -> dict:
         "accuracy_now": current,
         "accuracy_doubled": doubled,
         "accuracy_quadrupled": quadrupled,
+        "flat": flat,
         "per_class_for_next_points": float(needed) if math.isfinite(needed) else None,
         "words": words,
     }

@@ -109,6 +109,7 @@ def _evidence(record: FittedModel, train_codes, y, errors, eval_labels, eval_spl
         better_tap=_better_tap(record),
         more_data=curve["words"] if curve else None,
         curve_doubled=curve.get("accuracy_doubled") if curve else None,
+        curve_flat=bool(curve.get("flat")) if curve else False,
         suspects=n_suspects,
         confused_pair=_dominant_pair(errors),
     )
