@@ -56,6 +56,35 @@ def test_crash_mid_save_keeps_the_previous_model(fitted, tmp_path, monkeypatch):
     TransferClassifier.load(tmp_path / "run")
 
 
+def test_a_saved_model_is_on_disk_before_the_previous_one_goes(fitted, tmp_path, monkeypatch):
+    # A power cut after the swap must not leave the new run's names with empty contents and no old run:
+    # every file and the staging folder are synced before the swap, the parent folder after it.
+    import os
+
+    from headstart import _atomic
+
+    model, _ = fitted
+    model.save(tmp_path / "run")
+    synced, swapped = [], []
+    real_fsync, real_rmtree = os.fsync, _atomic.shutil.rmtree
+
+    def fsync(fd):
+        synced.append((os.readlink(f"/proc/self/fd/{fd}"), bool(swapped)))
+        real_fsync(fd)
+
+    def rmtree(path, *args, **kwargs):  # the previous version goes once the swap is done
+        swapped.append(str(path))
+        real_rmtree(path, *args, **kwargs)
+
+    monkeypatch.setattr(_atomic.os, "fsync", fsync)
+    monkeypatch.setattr(_atomic.shutil, "rmtree", rmtree)
+    model.save(tmp_path / "run")
+    before_swap = {os.path.basename(path) for path, after in synced if not after and "/.run." in path}
+    assert {"model.json", "model.safetensors"} <= before_swap, synced
+    assert any(path.startswith(str(tmp_path / ".run.")) and not after for path, after in synced), synced  # staging's entries
+    assert synced[-1] == (str(tmp_path), False), synced  # the swap itself, before the previous version is deleted
+
+
 def test_resave_replaces_the_whole_directory(fitted, tmp_path):
     model, _ = fitted
     model.save(tmp_path / "run", metrics={"accuracy": 1.0})

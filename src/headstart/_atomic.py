@@ -32,6 +32,7 @@ def atomic_path(target: Path) -> Iterator[Path]:
             os.fsync(f.fileno())
         give_usual_mode(Path(tmp))
         os.replace(tmp, target)
+        _fsync_folder(target.parent)  # the rename itself, else a crash can bring back the old file
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
@@ -103,19 +104,54 @@ def atomic_directory(target: Path, ours: Collection[str], what: str) -> Iterator
     try:
         yield staging
         os.chmod(staging, 0o777 & ~_UMASK)  # mkdtemp makes folders private
-        if target.exists() and _exchange(staging, target):
-            shutil.rmtree(staging)  # staging now holds the previous version
-        elif target.exists():
-            backup = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.old-"))
-            os.rmdir(backup)
-            os.rename(target, backup)
-            os.rename(staging, target)
-            shutil.rmtree(backup)
-        else:
-            os.rename(staging, target)
+        # On disk before the swap: the swap deletes the previous version, and the files written into
+        # staging may still be only in the page cache (a crash would leave the new run's names with
+        # empty or partial contents, and no old run to go back to).
+        _fsync_tree(staging)
+        previous = _swap_in(staging, target)
+        _fsync_folder(target.parent)  # the swap is on disk before the previous version goes
+        if previous is not None:
+            shutil.rmtree(previous)
     finally:
         if staging.exists():
             shutil.rmtree(staging, ignore_errors=True)
+
+
+def _swap_in(staging: Path, target: Path) -> Path | None:
+    """Put ``staging`` in ``target``'s place; the folder now holding the previous version, if any."""
+    if target.exists() and _exchange(staging, target):
+        return staging
+    if target.exists():
+        backup = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.old-"))
+        os.rmdir(backup)
+        os.rename(target, backup)
+        os.rename(staging, target)
+        return backup
+    os.rename(staging, target)
+    return None
+
+
+def _fsync_tree(root: Path) -> None:
+    for folder, _, files in os.walk(root):
+        for name in files:
+            with open(os.path.join(folder, name), "rb") as f:
+                os.fsync(f.fileno())
+        _fsync_folder(Path(folder))
+
+
+def _fsync_folder(folder: Path) -> None:
+    """Make a folder's entries (a rename into it, a new file) durable. POSIX only: Windows cannot
+    open a folder, and its renames need no such step."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:  # some file systems (and /proc-like ones) refuse fsync on a folder
+        pass
+    finally:
+        os.close(fd)
 
 
 def _read_umask() -> int:
