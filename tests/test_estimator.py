@@ -4,6 +4,7 @@ import sys
 
 import numpy as np
 import pytest
+from PIL import Image
 from sklearn.base import clone
 from sklearn.model_selection import GridSearchCV, cross_val_score
 from sklearn.pipeline import Pipeline
@@ -186,6 +187,7 @@ def test_advise_checks_its_input_as_fit_does():
         ([(colour_image((1, 1, 1), i), "a") for i in range(4)], ["a"] * 4, r"\(image, label\) pairs.*X = \[image for image, _ in ds\]"),
         (_Table({"path": ["a.jpg", "b.jpg"], "label": ["a", "b"]}), ["a", "b"], r"a table of 2 columns \(path, label\); pass the column of images, e.g. df\['path'\]"),
         ("some/folder", ["a"], "wrap it in a list"),
+        (Image.new("RGB", (40, 30)), ["a"], r"got one PIL image \(40x30 RGB\); pass \[image\]"),
         # one HxWxC image, not 375 images of 500x3 pixels
         (np.zeros((375, 500, 3), np.uint8), ["a"], r"got one 375x500x3 image \(an array of shape \(375, 500, 3\)\); pass x\[None\]"),
         ([colour_image((1, 1, 1), i) for i in range(4)], np.eye(2)[[0, 1, 0, 1]], r"one-hot \(4 rows of 2 columns\).*y.argmax\(axis=1\)"),

@@ -12,6 +12,7 @@ from __future__ import annotations
 import copy
 import logging
 import os
+import sys
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -412,6 +413,8 @@ def as_image_list(images) -> list:
     instead."""
     if isinstance(images, (str, os.PathLike)):
         raise DataError(f"expected a list of images, got the single path {images!s}; wrap it in a list.")
+    if _is_pil_image(images):  # not iterable: it failed as "'JpegImageFile' object is not iterable"
+        raise DataError(f"expected a list of images, got one PIL image ({images.width}x{images.height} {images.mode}); pass [image].")
     if _one_image_array(images):
         shape = tuple(images.shape)
         raise DataError(f"expected a batch of images, got one {shape[0]}x{shape[1]}x{shape[2]} image (an array of shape {shape}); pass x[None] or [x].")
@@ -427,6 +430,11 @@ def as_image_list(images) -> list:
     if any(isinstance(image, tuple) for image in listed):
         raise DataError(f"{pairs}: X = [image for image, _ in ds], y = [label for _, label in ds].")
     return listed
+
+
+def _is_pil_image(images) -> bool:
+    pil = sys.modules.get("PIL.Image")  # nothing is a PIL image unless PIL is loaded: no import here
+    return pil is not None and isinstance(images, pil.Image)
 
 
 def _one_image_array(images) -> bool:
