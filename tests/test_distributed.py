@@ -141,6 +141,24 @@ def test_a_process_the_launcher_started_fits_on_the_images_the_launcher_found(no
     assert json.loads((tmp_path / "run" / "model.json").read_text())["classes"] == ["green", "grey", "red"]
 
 
+def test_processes_torchrun_started_by_hand_fit_on_the_images_rank_0_found(noisy_splits, tmp_path, monkeypatch):
+    import argparse
+
+    from headstart import cli, distributed
+    from headstart.data import load_dataset
+
+    found = load_dataset(noisy_splits)
+    found.records = [r for r in found.records if r.label != "blue"]  # unlike the folder: a rank that searched itself would differ
+
+    class SecondOfTwo(distributed.World):  # rank 1: what rank 0 found reaches it by broadcast
+        def from_main(self, make):
+            return found
+
+    monkeypatch.setattr(distributed, "current", lambda: SecondOfTwo(rank=1, size=2))
+    args = argparse.Namespace(output=tmp_path / "run", data=str(noisy_splits), test_size=None, seed=0, allow_outside=False, show_progress=False)
+    assert sorted({r.label for r in cli._fit_data(args).records}) == ["green", "grey", "red"]
+
+
 def test_strict_has_each_process_decode_its_share_and_every_one_name_all_unreadable(noisy_splits, monkeypatch):
     from headstart import distributed, workflow
     from headstart.data import load_dataset

@@ -521,14 +521,18 @@ def _found(args, **options):
 
 def _fit_data(args):
     """fit's images, after its output folder is checked: both before PyTorch loads. A process that
-    the ``--nproc`` launcher started reads what the launcher found instead of searching again."""
+    the ``--nproc`` launcher started reads what the launcher found instead of searching again;
+    under a torchrun started by hand, rank 0 searches and hands what it found to the others."""
+    from . import distributed
     from .data.dataset import Dataset
     from .persistence import check_run_output
 
     check_run_output(args.output)
     if FOUND_VARIABLE in os.environ:
         return Dataset.from_json(Path(os.environ[FOUND_VARIABLE]).read_text())
-    return _found(args, test_size=args.test_size, random_state=args.seed)
+    # One search: N processes searching one folder cost the file system N times over, and a
+    # folder that changed between their searches gave the ranks different images to share out.
+    return distributed.current().from_main(lambda: _found(args, test_size=args.test_size, random_state=args.seed))
 
 
 def _interrupted(args) -> str:
