@@ -151,12 +151,30 @@ def test_processes_torchrun_started_by_hand_fit_on_the_images_rank_0_found(noisy
     found.records = [r for r in found.records if r.label != "blue"]  # unlike the folder: a rank that searched itself would differ
 
     class SecondOfTwo(distributed.World):  # rank 1: what rank 0 found reaches it by broadcast
-        def from_main(self, make):
+        def from_main(self, make, patient=False):
+            assert patient  # a search takes as long as the folder needs, past the collective timeout
             return found
 
     monkeypatch.setattr(distributed, "current", lambda: SecondOfTwo(rank=1, size=2))
     args = argparse.Namespace(output=tmp_path / "run", data=str(noisy_splits), test_size=None, seed=0, allow_outside=False, show_progress=False)
     assert sorted({r.label for r in cli._fit_data(args).records}) == ["green", "grey", "red"]
+
+
+def test_a_patient_hand_over_outlasts_the_collective_timeout(tmp_path):
+    # rank 0's search of a large folder takes minutes; the others wait for it past the 2 s timeout
+    script = tmp_path / "hand_over.py"
+    script.write_text(
+        "import sys, time\n"
+        "from headstart import distributed\n"
+        "world = distributed.start('cpu')\n"
+        "found = world.from_main(lambda: time.sleep(4) or 'found by rank 0', patient=True)\n"
+        "open(sys.argv[1] + f'/rank{world.rank}', 'w').write(found)\n"
+        "distributed.stop()\n"
+    )
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2", str(script), str(tmp_path)]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=120, env={**os.environ, "HEADSTART_COLLECTIVE_TIMEOUT": "2"})
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert [(tmp_path / f"rank{rank}").read_text() for rank in (0, 1)] == ["found by rank 0"] * 2
 
 
 def test_strict_has_each_process_decode_its_share_and_every_one_name_all_unreadable(noisy_splits, monkeypatch):

@@ -532,7 +532,7 @@ def _fit_data(args):
         return Dataset.from_json(Path(os.environ[FOUND_VARIABLE]).read_text())
     # One search: N processes searching one folder cost the file system N times over, and a
     # folder that changed between their searches gave the ranks different images to share out.
-    return distributed.current().from_main(lambda: _found(args, test_size=args.test_size, random_state=args.seed))
+    return distributed.current().from_main(lambda: _found(args, test_size=args.test_size, random_state=args.seed), patient=True)
 
 
 def _interrupted(args) -> str:

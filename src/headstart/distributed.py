@@ -33,6 +33,7 @@ if TYPE_CHECKING:
 
 TIMEOUT_VARIABLE = "HEADSTART_COLLECTIVE_TIMEOUT"
 DEFAULT_TIMEOUT = 600.0
+PATIENT_TIMEOUT = 24 * 3600.0  # rank 0's search of a folder: 2 minutes a million images, on a slow share many times that
 
 
 @dataclass(frozen=True)
@@ -67,20 +68,25 @@ class World:
 
             dist.barrier()
 
-    def from_main(self, make: Callable[[], Any]) -> Any:
+    def from_main(self, make: Callable[[], Any], *, patient: bool = False) -> Any:
         """``make()`` run on rank 0 only, its result handed to every rank (an exception too:
-        every rank raises it, so no rank is left waiting)."""
+        every rank raises it, so no rank is left waiting). ``patient``: the others wait for it
+        up to PATIENT_TIMEOUT instead of the collective timeout, for work whose time grows with
+        the data (searching a folder of millions of images)."""
         if not self.active:
             return make()
         import torch.distributed as dist
 
+        group = dist.new_group(timeout=timedelta(seconds=max(PATIENT_TIMEOUT, collective_timeout()))) if patient else None
         box: list = [None]
         if self.main:
             try:
                 box[0] = ("ok", make())
             except Exception as exc:  # noqa: BLE001 (re-raised on every rank below)
                 box[0] = ("error", exc)
-        dist.broadcast_object_list(box, src=0)
+        dist.broadcast_object_list(box, src=0, group=group)
+        if group is not None:
+            dist.destroy_process_group(group)
         status, value = box[0]
         if status == "error":
             raise value
