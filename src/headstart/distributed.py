@@ -5,8 +5,8 @@ several machines) starts N copies of headstart with RANK, WORLD_SIZE and LOCAL_R
 environment; :func:`start` joins them into one process group (NCCL on CUDA, gloo on the CPU). A
 fit then shares its work out: each rank computes the codes of its share of the images, the
 mini-batch head and fine-tuning train with DistributedDataParallel on disjoint shares of every
-epoch, and rank 0 alone makes the advisor's plan (broadcast to the others) and writes the run
-directory, checkpoints and report.
+epoch, and rank 0 alone searches the folder and makes the advisor's plan (each broadcast to the
+others) and writes the run directory, checkpoints and report.
 
 Every collective waits at most ``HEADSTART_COLLECTIVE_TIMEOUT`` seconds (default 600): a rank that
 hangs ends the job with one line and a non-zero exit instead of a silent wait; one that dies is
