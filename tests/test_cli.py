@@ -367,6 +367,37 @@ def test_an_interrupted_fit_says_so_once_and_how_to_resume(stop, colour_splits, 
     assert signal.getsignal(signal.SIGTERM) is before  # given back
 
 
+def test_ctrl_c_pressed_again_while_a_fit_stops_is_not_a_traceback(tmp_path):
+    # An impatient second (and third) Ctrl-C landed in a finaliser while the first unwound: "Exception
+    # ignored in: <function tqdm.__del__ ...> KeyboardInterrupt" after the line that says how to resume.
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from tests.conftest import write_class_folders
+
+    data = write_class_folders(tmp_path / "data", per_class=12)
+    command = [sys.executable, "-m", "headstart", "fit", str(data), "-o", str(tmp_path / "run"), "--backbone", "tiny", "--engine", "torch",
+               "--strategy", "finetune_all", "--epochs", "500", "--no-diagnostics", "--progress"]
+    env = {**os.environ, "HEADSTART_CACHE": str(tmp_path / "cache")}
+    # SIGINT as a terminal's foreground job has it (a job started in the background inherits it ignored)
+    fit = subprocess.Popen(command, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, env=env, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    said = []
+    for line in fit.stderr:
+        said.append(line)
+        if line.startswith("fine-tuning epoch 3/"):
+            for pause in (0.0, 0.0, 0.002):  # within the first interrupt's unwinding, as a hurried second press
+                time.sleep(pause)
+                fit.send_signal(signal.SIGINT)
+            break
+    said.append(fit.stderr.read())
+    err = "".join(said)
+    assert fit.wait(timeout=60) == 130, err[-2000:]
+    assert "Traceback" not in err and "Exception ignored" not in err, err[-2000:]
+    assert err.count("interrupted; finished epochs are checkpointed: rerun the same command with --resume") == 1
+
+
 def test_a_stopped_nproc_job_says_how_to_resume_and_its_ranks_keep_sigterms_default(colour_splits, tmp_path, capsys, monkeypatch):
     import signal
 

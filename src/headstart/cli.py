@@ -66,6 +66,7 @@ def run() -> None:
     job in 50 here, after destroy_process_group). Whatever a command writes is closed before
     ``main`` returns (files are written atomically, the feature cache record by record, thread
     pools are joined), so skipping the shutdown loses nothing; an exception still ends the usual way."""
+    _interrupt_once()
     try:
         code = main()
         sys.stdout.flush()
@@ -73,6 +74,23 @@ def run() -> None:
         code = 141  # what a shell reports for a program ended by SIGPIPE
     sys.stderr.flush()
     os._exit(code or 0)
+
+
+def _interrupt_once() -> None:
+    """The first Ctrl-C interrupts as Python's does, and the next ones are ignored while the command
+    stops (a second saved nothing: raised again, it landed in a finaliser (tqdm's bar, a
+    DataLoader's) as "Exception ignored in ... KeyboardInterrupt" after the command's last line, or
+    as a traceback in place of the line that says how to resume). Stopping takes a moment: what runs
+    is closed, then the process ends at once (``run``). Left alone where SIGINT is ignored (a job
+    started in the background) or handled by someone else."""
+    if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
+        return
+
+    def first(signum, frame):
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGINT, first)
 
 
 def _stop_as_interrupt():
