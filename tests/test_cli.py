@@ -293,7 +293,7 @@ def test_progress_announces_each_phase_and_each_epoch_only_when_asked(colour_spl
     assert lines[0].startswith("headstart fit: ") and "found 27 images of 3 classes (train 18, test 9)" in err
     assert "codes: 27 images through tiny" in err and "linear head: logistic on 18 codes" in err
     epochs = [line for line in lines if line.startswith("fine-tuning epoch ")]
-    assert len(epochs) >= 1 and all(" | val loss " in line and " | lr " in line and line.endswith(" s") for line in epochs), epochs
+    assert len(epochs) >= 1 and all(" | held-out loss " in line and " | lr " in line and line.endswith(" s") for line in epochs), epochs
     assert "diagnostics: " in err and "writing " in err
     # resuming says from which epoch
     assert main(argv + ["--resume", "--progress"]) == 0

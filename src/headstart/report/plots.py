@@ -45,7 +45,7 @@ def history_plot(history: dict) -> str | None:
         ax.plot(epochs, [r[f"train_{key}"] for r in records], "o-", label="train")
         val = [r[f"val_{key}"] for r in records]
         if any(v is not None for v in val):
-            ax.plot(epochs, [np.nan if v is None else v for v in val], "s-", label="validation")
+            ax.plot(epochs, [np.nan if v is None else v for v in val], "s-", label="held out (early stopping)")
         if history.get("best_epoch"):
             ax.axvline(history["best_epoch"], color="grey", linestyle="--", label=f"kept: epoch {history['best_epoch']}")
         ax.set_xlabel("epoch")
