@@ -194,6 +194,20 @@ def test_learning_curve_rises_and_extrapolates():
     assert learning_curve(codes[:8], np.array([0, 0, 1, 1, 2, 2, 3, 3]), C=1.0) is None  # under 3 per class
 
 
+def test_an_imbalanced_learning_curve_is_scored_in_balanced_accuracy():
+    # 120 images of one clear class, 9 and 9 of two that cannot be told apart: plain accuracy follows
+    # the large class (about 94% at any size); what the minority classes get is about 67%
+    rng = np.random.default_rng(0)
+    y = np.repeat([0, 1, 2], [120, 9, 9])
+    codes = np.where((y == 0)[:, None], 6.0, 0.0) + rng.normal(0, 1, (len(y), 16))
+    curve = learning_curve(codes, y, C=1.0, class_weight="balanced")
+    assert all(p["accuracy"] < 0.8 for p in curve["points"]), curve["points"]
+    assert learning_curve(codes, y, C=1.0)["points"][-1]["accuracy"] > 0.9  # unweighted, as the head scores it then
+    # where no part of the images lifts the probe above chance, the curve says nothing about more data
+    alike = learning_curve(np.ones((len(y), 16)), y, C=1.0, class_weight="balanced")  # nothing to tell them apart by
+    assert alike["at_chance"] and alike["words"] is None and alike["fit"] is None
+
+
 def test_weight_report_compares_pretrained_random_and_trained():
     spec = get_backbone("tiny")  # tiny's weights are PyTorch's random initialisation: it looks untrained
     report = weight_report(spec.build())

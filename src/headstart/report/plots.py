@@ -68,7 +68,7 @@ def learning_curve_plot(curve: dict) -> str | None:
         ax.axvline(curve["images_per_class"], color="grey", linestyle="--", label="images per class now")
     ax.set_xscale("log")
     ax.set_xlabel("training images per class")
-    ax.set_ylabel("accuracy")
+    ax.set_ylabel(curve.get("metric", "accuracy"))
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=8, loc="lower right")
     return _data_uri(fig)
