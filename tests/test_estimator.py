@@ -207,6 +207,14 @@ def test_one_image_array_refused_by_predict():
     assert len(model.predict(np.zeros((32, 40, 3), np.uint8)[None])) == 1  # the batch of one it asks for
 
 
+def test_score_refuses_labels_of_another_length_before_reading_an_image(monkeypatch):
+    X, y = colour_data()
+    model = tiny().fit(X, y)
+    monkeypatch.setattr(TransferClassifier, "predict", lambda *a, **k: pytest.fail("the images were read first"))
+    with pytest.raises(DataError, match=f"got {len(X)} images but 3 labels; give one label per image"):
+        model.score(X, y[:3])
+
+
 def test_predict_before_fit():
     from sklearn.exceptions import NotFittedError
 

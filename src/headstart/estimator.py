@@ -24,7 +24,7 @@ from .features import Codes, ImageInput
 from .fitted import FittedModel
 from .persistence import load_model, save_model
 from .pipeline import as_image_list as _as_list
-from .pipeline import Predicted, checked_input, fit_model, make_plan, predict_scores, predicted_labels, rejection_threshold, unreadable_error
+from .pipeline import Predicted, check_one_label_each, checked_input, fit_model, make_plan, predict_scores, predicted_labels, rejection_threshold, unreadable_error
 from .progress import wanted as progress_wanted
 from .recipe import Runtime, check_params, resolve
 from .strategies.linear import softmax
@@ -73,6 +73,8 @@ class RejectionMixin:
         """Accuracy of the classes predicted without rejection (what model selection compares)."""
         from sklearn.metrics import accuracy_score
 
+        X = _as_list(X)
+        check_one_label_each(len(X), len(y))  # before the images go through the network, not after
         return float(accuracy_score(y, self.predict(X, reject=None), sample_weight=sample_weight))
 
     def _record(self, name: str) -> FittedModel:

@@ -444,6 +444,11 @@ def _one_image_array(images) -> bool:
     return len(shape) == 3 and shape[2] in (1, 3, 4) and min(shape[0], shape[1]) > 4
 
 
+def check_one_label_each(n_images: int, n_labels: int) -> None:
+    if n_images != n_labels:
+        raise DataError(f"got {n_images} images but {n_labels} labels; give one label per image.")
+
+
 def checked_input(images, labels) -> tuple[list[ImageSource], np.ndarray]:
     """The training images as sources and their labels as a 1-D array, or a DataError that says
     what to fix: counts that differ, no images, missing labels, labels that mix types."""
@@ -451,8 +456,7 @@ def checked_input(images, labels) -> tuple[list[ImageSource], np.ndarray]:
     _check_float_ranges(images)
     sources = as_sources(images)
     labels = _label_array(labels)
-    if len(sources) != len(labels):
-        raise DataError(f"got {len(sources)} images but {len(labels)} labels; give one label per image.")
+    check_one_label_each(len(sources), len(labels))
     if not sources:
         raise DataError("no images given; fit needs at least two labelled images per class.")
     return sources, labels
