@@ -1,6 +1,7 @@
 import io
 import pickle
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -186,7 +187,8 @@ def test_advise_checks_its_input_as_fit_does():
         ([colour_image((1, 1, 1), i) for i in range(4)], [1, 1, "b", "b"], r"mix numbers and text \(e.g. 1 and 'b'\)"),
         ([(colour_image((1, 1, 1), i), "a") for i in range(4)], ["a"] * 4, r"\(image, label\) pairs.*X = \[image for image, _ in ds\]"),
         (_Table({"path": ["a.jpg", "b.jpg"], "label": ["a", "b"]}), ["a", "b"], r"a table of 2 columns \(path, label\); pass the column of images, e.g. df\['path'\]"),
-        ("some/folder", ["a"], "wrap it in a list"),
+        ("some/image.jpg", ["a"], "got the single path some/image.jpg; wrap it in a list"),
+        (Path(__file__).parent, ["a"], r"got the folder .*tests; list its images .*or give a folder of class folders to fit_folder"),
         (Image.new("RGB", (40, 30)), ["a"], r"got one PIL image \(40x30 RGB\); pass \[image\]"),
         # one HxWxC image, not 375 images of 500x3 pixels
         (np.zeros((375, 500, 3), np.uint8), ["a"], r"got one 375x500x3 image \(an array of shape \(375, 500, 3\)\); pass x\[None\]"),

@@ -411,6 +411,11 @@ def as_image_list(images) -> list:
     a one-column table (a pandas DataFrame) gives its column. A single path, a single (H, W, C)
     image, a table of several columns and (image, label) pairs are refused, each with what to pass
     instead."""
+    if isinstance(images, (str, os.PathLike)) and os.path.isdir(images):
+        raise DataError(
+            f"expected a list of images, got the folder {images!s}; list its images (sorted(Path(folder).rglob('*.jpg'))), "
+            "or give a folder of class folders to fit_folder."
+        )
     if isinstance(images, (str, os.PathLike)):
         raise DataError(f"expected a list of images, got the single path {images!s}; wrap it in a list.")
     if _is_pil_image(images):  # not iterable: it failed as "'JpegImageFile' object is not iterable"
