@@ -163,6 +163,12 @@ def test_evaluate_prints_every_figure_the_worst_mistakes_and_a_report(run_dir, t
     assert f"skipped     {data / 'blue' / 'empty.png'}: unreadable (empty file)" in out
 
 
+def test_the_bare_command_lists_the_commands(capsys):
+    assert main([]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("usage: headstart") and "    fit        train a classifier" in out and "    serve " in out
+
+
 def test_evaluate_help_describes_every_argument(capsys):
     with pytest.raises(SystemExit):
         main(["evaluate", "--help"])

@@ -33,8 +33,12 @@ PRECISION_HELP = "arithmetic of the network (default auto: bf16 where the hardwa
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
-    args.argv = list(sys.argv[1:] if argv is None else argv)  # --nproc starts torchrun with these
+    given = list(sys.argv[1:] if argv is None else argv)
+    if not given:  # a first try of the bare command: the commands and what each does, as pip shows them
+        parser.print_help()
+        return 0
+    args = parser.parse_args(given)
+    args.argv = given  # --nproc starts torchrun with these
     # Bars and phase lines: off with -q; off when standard error is not a terminal (a log file, CI)
     # unless --progress asks for them.
     args.show_progress = not args.quiet and (args.progress or sys.stderr.isatty())
