@@ -167,6 +167,10 @@ def test_the_bare_command_lists_the_commands(capsys):
     assert main([]) == 0
     out = capsys.readouterr().out
     assert out.startswith("usage: headstart") and "    fit        train a classifier" in out and "    serve " in out
+    for group, first in (("style", "    index "), ("inspect", "    weights ")):  # was: "error: ... required: WHAT"
+        assert main([group, "--progress"]) == 0
+        captured = capsys.readouterr()
+        assert captured.out.startswith(f"usage: headstart {group}") and first in captured.out and captured.err == ""
 
 
 def test_evaluate_help_describes_every_argument(capsys):

@@ -147,6 +147,18 @@ def _command(commands, name: str, **options) -> argparse.ArgumentParser:
     return commands.add_parser(name, parents=[_GLOBAL_OPTIONS], **options)
 
 
+def _group(commands, name: str, **options):
+    """A command of commands (``style index``, ``inspect weights``); given alone, it lists them."""
+    group = _command(commands, name, **options)
+
+    def show_commands(args) -> int:
+        group.print_help()
+        return 0
+
+    group.set_defaults(handler=show_commands)
+    return group.add_subparsers(dest="what", metavar="WHAT")
+
+
 def _fit_command(commands) -> None:
     fit = _command(commands, "fit", help="train a classifier on a labelled image folder or CSV")
     fit.add_argument("data", help="root/CLASS/img, root/SPLIT/CLASS/img, or a CSV/TSV of path,label")
@@ -253,8 +265,7 @@ def _inspect_commands(commands) -> None:
     backbones = _command(commands, "backbones", help="list the backbones that work offline")
     backbones.set_defaults(handler=cmd_backbones)
 
-    inspect = _command(commands, "inspect", help="look inside a run or a backbone")
-    inspect_what = inspect.add_subparsers(dest="what", required=True, metavar="WHAT")
+    inspect_what = _group(commands, "inspect", help="look inside a run or a backbone")
     inspect_weights = _command(inspect_what, "weights", help="per-layer weight statistics of a run or a backbone")
     inspect_weights.add_argument("target", help="a run directory, or a backbone name (see 'headstart backbones')")
     inspect_weights.add_argument("--format", choices=("table", "json"), default="table", help="table (default) or json")
@@ -269,8 +280,7 @@ def _inspect_commands(commands) -> None:
 
 
 def _style_commands(commands) -> None:
-    style = _command(commands, "style", help="style as Gram matrices of CNN activations: index, search, compare, evaluate")
-    style_what = style.add_subparsers(dest="what", required=True, metavar="WHAT")
+    style_what = _group(commands, "style", help="style as Gram matrices of CNN activations: index, search, compare, evaluate")
 
     index = _command(style_what, "index", help="index a folder's images by style (again: only new or changed files)")
     index.add_argument("folder", help="folder of images (searched recursively)")
@@ -419,6 +429,8 @@ _STARTING = {
 def _starting(args) -> None:
     """The command's first line, before the imports that take seconds (torch, scikit-learn): on a
     terminal, every command says what it starts within a fraction of a second."""
+    if getattr(args, "what", "") is None:  # a command of commands given alone: it lists them, and loads nothing
+        return
     if args.show_progress and os.environ.get("RANK", "0") == "0":
         name = f"{args.command} {args.what}" if getattr(args, "what", None) else args.command
         text = _STARTING[args.command](args) if args.command in _STARTING else name
