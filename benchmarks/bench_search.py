@@ -1,6 +1,7 @@
-"""The search for images, and reading back the list the ``--nproc`` launcher hands its processes,
-with Python's garbage collector paused while they make a Path and a record per image (as
-headstart does) and with it running (as before).
+"""The search for images, reading back the list the ``--nproc`` launcher hands its processes, and
+unpickling the list rank 0 broadcasts to the others under a torchrun started by hand (what
+``broadcast_object_list`` does on every other rank), with Python's garbage collector paused while
+they make a Path and a record per image (as headstart does) and with it running (as before).
 
     python benchmarks/bench_search.py FOLDER [--records 1000000] [--repeats 5]
 
@@ -18,25 +19,34 @@ import tempfile
 from pathlib import Path
 
 MEASURE = """
-import contextlib, sys, time
+import contextlib, pickle, sys, time
 from pathlib import Path
 import headstart.data.dataset as found
+from headstart._memory import collector_paused
 if sys.argv[1] == "running":
-    found.collector_paused = contextlib.nullcontext
+    found.collector_paused = collector_paused = contextlib.nullcontext
+data = Path(sys.argv[3]).read_bytes() if sys.argv[2] == "hand-over" else None
 started = time.perf_counter()
 if sys.argv[2] == "search":
     found.load_dataset(sys.argv[3])
+elif sys.argv[2] == "hand-over":
+    with collector_paused():
+        pickle.loads(data)
 else:
     found.Dataset.from_json(Path(sys.argv[3]).read_text())
 print(time.perf_counter() - started)
 """
 
 
-def made_up_list(path: Path, n: int) -> None:
+def made_up_list(path: Path, pickled: Path, n: int) -> None:
+    import pickle
+
     from headstart.data.dataset import Dataset, ImageRecord
 
     records = [ImageRecord(Path(f"/data/train/c{i % 5000:04d}/{i:07d}.jpg"), f"c{i % 5000:04d}", "train") for i in range(n)]
-    path.write_text(Dataset(Path("/data"), "splits", records, [], "/data").to_json())
+    found = Dataset(Path("/data"), "splits", records, [], "/data")
+    path.write_text(found.to_json())
+    pickled.write_bytes(pickle.dumps(found))
 
 
 def seconds(collector: str, what: str, source: Path) -> float:
@@ -51,9 +61,9 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as work:
-        listed = Path(work) / "found.json"
-        made_up_list(listed, args.records)
-        for what, source in (("search", args.folder), ("read-back", listed)):
+        listed, pickled = Path(work) / "found.json", Path(work) / "found.pickle"
+        made_up_list(listed, pickled, args.records)
+        for what, source in (("search", args.folder), ("read-back", listed), ("hand-over", pickled)):
             times = {"running": [], "paused": []}
             for _ in range(args.repeats):
                 for collector in times:
