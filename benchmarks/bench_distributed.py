@@ -11,8 +11,8 @@ until the whole job has ended (and its exit code) is printed.
     python benchmarks/bench_distributed.py DATA --search [--repeats 3]
 
 prints instead how long `headstart fit DATA` takes until its fit has the images (rank 0 says how
-many it found), on one process and with `--nproc 2`: the search for images, and under `--nproc`
-the launcher's too. `--strict` instead times `fit --strict`'s decoding of every image, from its
+many it found), on one process, with `--nproc 2` and under torchrun started by hand with 2
+processes: the search for images, and under `--nproc` the launcher's too. `--strict` instead times `fit --strict`'s decoding of every image, from its
 announcement to the next line. Run it with `PYTHONPATH=OTHER/src` for another revision's figures.
 """
 
@@ -41,9 +41,9 @@ def main() -> None:
         work = Path(work)
         if args.search or args.strict:
             what = "--strict decoded every image in" if args.strict else "the fit has its images after"
-            for nproc in (1, 2):
+            for nproc, how in ((1, "1 process"), (2, "--nproc 2"), (-2, "torchrun by hand, 2 processes")):
                 seconds = sorted(time_to_found(args.data, work / f"search-{nproc}-{i}", nproc, args.strict) for i in range(args.repeats))
-                print(f"{args.data.name}: {nproc} process(es), {what} {seconds[len(seconds) // 2]:.1f} s (median of {args.repeats}: {', '.join(f'{t:.1f}' for t in seconds)})", flush=True)
+                print(f"{args.data.name}: {how}, {what} {seconds[len(seconds) // 2]:.1f} s (median of {args.repeats}: {', '.join(f'{t:.1f}' for t in seconds)})", flush=True)
             return
         for strategy in args.strategies:
             results = [fit(args.data, work / f"{strategy}-{n}", strategy, n) for n in (1, 2)]
@@ -69,8 +69,10 @@ def fit(data: Path, run: Path, strategy: str, nproc: int) -> tuple[dict, float]:
 
 def time_to_found(data: Path, run: Path, nproc: int, strict: bool = False) -> float:
     """Seconds until rank 0's fit announces the images found (``strict``: from its announcement of
-    --strict's decoding to the next announcement); the job is then stopped."""
-    command = [sys.executable, "-m", "headstart", "--progress", "fit", str(data), "-o", str(run), "--strategy", "linear", "--backbone", "tiny", "--no-diagnostics"]
+    --strict's decoding to the next announcement); the job is then stopped. A negative ``nproc``:
+    that many processes under torchrun started by hand, not by ``--nproc``."""
+    by_hand = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={-nproc}"] if nproc < 0 else [sys.executable]
+    command = [*by_hand, "-m", "headstart", "--progress", "fit", str(data), "-o", str(run), "--strategy", "linear", "--backbone", "tiny", "--no-diagnostics"]
     command += ["--nproc", str(nproc)] if nproc > 1 else []
     command += ["--strict"] if strict else []
     start = None if strict else time.perf_counter()
