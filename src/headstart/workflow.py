@@ -21,7 +21,7 @@ from ._atomic import write_text
 from ._json import as_json, to_json_label
 from ._memory import release_freed_memory
 from .data import Dataset, find_duplicates, load_dataset
-from .data.dataset import Skipped, check_exists, check_labels_known, kinds_of
+from .data.dataset import TEST_SIZE, Skipped, check_exists, check_labels_known, kinds_of
 from .data.images import as_sources, unreadable_files
 from .diagnostics import diagnose, error_analysis, wilson_interval
 from .diagnostics.error_analysis import balanced_accuracy
@@ -161,7 +161,7 @@ def _fit_folder(
     phases = _Phases(start)
     output = check_before_reading(data, output, params, tensorboard)
     model = TransferClassifier(strict=strict, **_run_directories(output, tensorboard, params))
-    dataset = data if isinstance(data, Dataset) else load_dataset(data, test_size=0.2 if test_size is None else test_size, random_state=params.get("random_state") or 0, allow_outside=allow_outside)
+    dataset = data if isinstance(data, Dataset) else load_dataset(data, test_size=TEST_SIZE if test_size is None else test_size, random_state=params.get("random_state") or 0, allow_outside=allow_outside)
     progress.announce(describe_found(dataset))
     phases.done("finding images")
     if strict:

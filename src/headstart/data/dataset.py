@@ -66,6 +66,7 @@ MASK_EXTREME_SHARE = 0.95
 
 # A CSV row naming a file that is not there.
 MISSING_FILE = "missing file"
+TEST_SIZE = 0.2  # the share held out for testing where the data give no split
 JSON_LINES = (".jsonl",)  # Hugging Face's imagefolder labels its images in metadata.jsonl (or metadata.csv)
 
 MIN_IMAGES_PER_CLASS = 2
@@ -181,7 +182,7 @@ def check_exists(source: str | os.PathLike) -> Path:
 def load_dataset(
     source: str | os.PathLike,
     *,
-    test_size: float = 0.2,
+    test_size: float = TEST_SIZE,
     random_state: int = 0,
     allow_outside: bool = False,
     split: bool = True,
@@ -679,7 +680,7 @@ def check_held_out_classes(dataset: Dataset) -> None:
             )
 
 
-def stratified_split(dataset: Dataset, *, test_size: float = 0.2, random_state: int = 0) -> Dataset:
+def stratified_split(dataset: Dataset, *, test_size: float = TEST_SIZE, random_state: int = 0) -> Dataset:
     """Split the pool (or a lone train split) into train and test, keeping every class in both."""
     source_split = "pool" if "pool" in dataset.splits else "train"
     pool = dataset.split(source_split)
