@@ -430,6 +430,16 @@ def test_a_stopped_nproc_job_says_how_to_resume_and_its_ranks_keep_sigterms_defa
     assert _stop_as_interrupt() is None and signal.getsignal(signal.SIGTERM) is before
 
 
+def test_the_nproc_launcher_says_it_hands_the_images_over(colour_splits, tmp_path, capsys, monkeypatch):
+    import torch.distributed.run
+
+    monkeypatch.setattr(torch.distributed.run, "run", lambda config: None)  # the processes' own work is another test's
+    assert main(["--progress", "fit", str(colour_splits), "-o", str(tmp_path / "run"), "--strategy", "linear", "--nproc", "2"]) == 0
+    said = [line.rsplit("\r", 1)[-1] for line in capsys.readouterr().err.splitlines()]
+    handing = next(i for i, line in enumerate(said) if line.startswith("handing the "))  # a million images: seconds to write, and to read
+    assert said[handing].endswith(" images found to 2 processes") and said[handing + 1].startswith("starting 2 processes: torchrun")
+
+
 def test_every_command_says_what_it_starts_first(run_dir, capsys):
     assert main(["backbones", "--progress"]) == 0
     assert capsys.readouterr().err.splitlines()[0] == "headstart backbones (loading PyTorch)"

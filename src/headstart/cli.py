@@ -481,6 +481,8 @@ def _launch(args) -> int:
     check_before_reading(dataset, args.output, _checked_fit_params(args), args.tensorboard)  # bad input said now, not after N processes start
     with tempfile.TemporaryDirectory(prefix="headstart-") as folder:
         found = Path(folder) / "found.json"
+        if args.show_progress:  # a million images take seconds to write here and to read in each process
+            print(f"handing the {len(dataset.records):,} images found to {args.nproc} processes", file=sys.stderr, flush=True)
         found.write_text(dataset.to_json())
         os.environ[FOUND_VARIABLE] = str(found)  # the processes torchrun starts inherit it
         try:
