@@ -173,6 +173,15 @@ def test_the_bare_command_lists_the_commands(capsys):
         assert captured.out.startswith(f"usage: headstart {group}") and first in captured.out and captured.err == ""
 
 
+def test_evaluate_writes_its_report_only_to_a_folder_of_its_own(run_dir, colour_splits, capsys):
+    # --report naming the run replaced the fit's own report.html; naming the images' folder wrote among them
+    fit_report = (run_dir / "report.html").read_bytes()
+    for folder, holds in ((run_dir, "metrics.json"), (colour_splits, "test, train")):
+        code, _, err = run(capsys, "evaluate", run_dir, colour_splits / "test", "--report", folder)
+        assert code == 2 and err.startswith(f"error: --report {folder} holds other files (") and holds in err and f"e.g. {folder}-eval" in err
+    assert (run_dir / "report.html").read_bytes() == fit_report and not (colour_splits / "report.html").exists()
+
+
 def test_evaluate_help_describes_every_argument(capsys):
     with pytest.raises(SystemExit):
         main(["evaluate", "--help"])

@@ -629,6 +629,8 @@ def cmd_evaluate(args) -> int:
     from .data.dataset import check_labels_known
 
     (meta,) = _read_runs(args.run)
+    if args.report:
+        _check_report_folder(Path(args.report).expanduser())
     dataset = _found(args, split=False)
     check_labels_known(dataset, meta["classes"])  # before PyTorch loads, as the rest
     from .estimator import TransferClassifier
@@ -647,6 +649,24 @@ def cmd_evaluate(args) -> int:
     return 0
 
 
+def _check_report_folder(folder: Path) -> None:
+    """evaluate --report writes FOLDER/report.html: refused before any work where FOLDER holds other
+    files, as fit's -o is. Given the run itself, it replaced the fit's own report; given the images'
+    folder, it wrote among them."""
+    from ._text import shortened
+    from .persistence import REPORT_FILE
+
+    if folder.exists() and not folder.is_dir():
+        raise HeadstartError(f"--report {folder} is a file; give a folder for the evaluation's {REPORT_FILE}.")
+    other = sorted(entry.name for entry in folder.iterdir() if entry.name != REPORT_FILE and not entry.name.startswith(".")) if folder.is_dir() else []
+    if other:
+        raise HeadstartError(f"--report {folder} holds other files ({shortened(other, 3)}); the evaluation's {REPORT_FILE} goes in a folder of its own: give a new or empty one, e.g. {folder}-eval.")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise HeadstartError(f"cannot write the evaluation report to {folder} ({exc.strerror or exc}); give a folder you can write to.") from None
+
+
 def _write_evaluation_report(model, evaluation, args) -> Path:
     from dataclasses import asdict
 
@@ -659,8 +679,7 @@ def _write_evaluation_report(model, evaluation, args) -> Path:
         "kind": "evaluation", "run": str(args.run), "data": str(args.data), "backbone": model.backbone_, "classes": [str(c) for c in model.classes_], "evaluation": asdict(evaluation),
         "diagnostics": {"errors": evaluation.analysis},
     }
-    target = Path(args.report) / REPORT_FILE
-    target.parent.mkdir(parents=True, exist_ok=True)
+    target = Path(args.report).expanduser() / REPORT_FILE
     write_text(target, render_report(as_json(metrics)))
     return target
 
