@@ -481,6 +481,8 @@ def test_the_unknown_line_keeps_its_digits_and_says_when_its_threshold_is_unsure
     few = _rejection_line({**rejection, "confidence": 1 - 0.95**8}, 1.0, 4)
     assert "(a 34% chance that it keeps 95% of images like them, not 90%): expect more flags; --no-reject always names a class" in few
     assert "too few" not in _rejection_line({**rejection, "confidence": 0.93}, 1.0, 4)
+    every = _rejection_line({**rejection, "rejected": 2, "false_rejection_rate": 1.0, "accuracy_on_accepted": None, "accuracy_with_rejection": 0.0}, 0.5, 2)
+    assert "accuracy 50.0% -> no image accepted, 0.0% counting flags as errors" in every  # read "-> none on the accepted"
 
 
 def test_the_command_ends_at_once_with_its_output_and_exit_code(fitted_run, colour_splits, tmp_path):

@@ -96,10 +96,11 @@ def accuracy_name(split: str | None) -> str:
 
 def _rejection_line(r: dict, accuracy: float, n_images: int) -> str:
     """How "none of these" fares on images of known classes: each rejection is a false one."""
-    accepted = f"{r['accuracy_on_accepted']:.1%}" if r["accuracy_on_accepted"] is not None else "none"
+    # every image flagged: "accuracy 50.0% -> none on the accepted" read as a figure
+    accepted = f"{r['accuracy_on_accepted']:.1%} on the accepted" if r["accuracy_on_accepted"] is not None else "no image accepted"
     return (
         f"unknown     {r['rejected']} of {n_images} known-class images flagged as none of these ({r['false_rejection_rate']:.1%} false rejections, "
-        f"threshold {r['threshold']:#.3g}); accuracy {accuracy:.1%} -> {accepted} on the accepted, {r['accuracy_with_rejection']:.1%} counting flags as errors"
+        f"threshold {r['threshold']:#.3g}); accuracy {accuracy:.1%} -> {accepted}, {r['accuracy_with_rejection']:.1%} counting flags as errors"
         + (f"; the score learnt from {r['examples']} images of none of these" if r.get("examples") else "")
         + _few_to_calibrate(r.get("confidence"))
         + (_none_of_these_line(r["none_of_these"]) if r.get("none_of_these") else "")
