@@ -260,6 +260,11 @@ def test_cli_predict_says_unknown_and_evaluate_reports_false_rejections(colour_s
     assert len(rejection["rejected_images"]) == rejection["rejected"]
     report = (run / "report.html").read_text()
     assert "<h2>None of these</h2>" in report and 'alt="novelty scores" src="data:image/png;base64,' in report
+    from headstart.report import render_report
+
+    every_flagged = json.loads((run / "metrics.json").read_text())
+    every_flagged["evaluation"]["rejection"]["accuracy_on_accepted"] = None  # read "accuracy on the accepted is n/a"
+    assert "no image was accepted (accuracy " in render_report(every_flagged)
     odd = tmp_path / "noise.png"
     noise_images(1)[0].save(odd)
     known = next((colour_splits / "test" / "red").iterdir())
