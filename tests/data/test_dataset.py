@@ -139,6 +139,20 @@ def test_class_with_one_image_is_an_error(colour_folders):
         load_dataset(colour_folders)
 
 
+def test_classes_spelt_two_ways_in_a_csv_are_named(tmp_path, caplog):
+    # a hand-made CSV: "TWO" once among "two"s was refused as a class of one image with no word of why
+    write_class_folders(tmp_path, per_class=4, colours={"a": (200, 0, 0), "b": (0, 0, 200)})
+    rows = ["path,label"] + [f"a/{i:02d}.png,{'TWO' if i == 0 else 'two'}" for i in range(4)] + [f"b/{i:02d}.png,ten" for i in range(4)]
+    (tmp_path / "labels.csv").write_text("\n".join(rows) + "\n")
+    with pytest.raises(DataError, match=r"class\(es\) TWO have fewer than 2 images; they look like other classes spelt another way \(TWO -> two\): rename them"):
+        load_dataset(tmp_path / "labels.csv")
+    # two of each spelling: they may be two classes (letters "A" and "a"), so a warning, not an error
+    (tmp_path / "labels.csv").write_text("\n".join(rows).replace("a/01.png,two", "a/01.png,TWO") + "\n")
+    with caplog.at_level(logging.WARNING):
+        assert sorted(load_dataset(tmp_path / "labels.csv").classes) == ["TWO", "ten", "two"]
+    assert "class(es) differ only in case (TWO -> two)" in caplog.text
+
+
 def test_class_with_few_images_warns(colour_folders, caplog):
     for extra in list((colour_folders / "red").iterdir())[3:]:
         extra.unlink()

@@ -606,16 +606,31 @@ def check_class_sizes(dataset: Dataset) -> None:
     """Refuse classes too small to train and evaluate on; warn about classes that are merely small."""
     counts = dataset.counts()
     tiny = sorted((str(c) for c, n in counts.items() if n < MIN_IMAGES_PER_CLASS))
+    respelt = _respelt_classes(counts)
     if tiny:
-        raise DataError(
-            f"class(es) {shortened(tiny)} have fewer than {MIN_IMAGES_PER_CLASS} images; "
-            "add images or remove those classes."
-        )
+        renames = [pair for pair in respelt if pair.split(" -> ")[0] in tiny]
+        fix = f"they look like other classes spelt another way ({shortened(renames)}): rename them to match" if renames else "add images or remove those classes"
+        raise DataError(f"class(es) {shortened(tiny)} have fewer than {MIN_IMAGES_PER_CLASS} images; {fix}.")
+    if respelt:  # "A" and "a" may be two classes (letters), "Ants" and "ants" rarely are
+        log.warning("class(es) differ only in case (%s); if each pair is one class, rename to match, since class names are compared exactly", shortened(respelt))
     if len(counts) < 2:
         raise DataError(f"found only one class ({next(iter(counts))}); a classifier needs at least 2 classes.{_classes_one_level_down(dataset)}")
     small = sorted((str(c) for c, n in counts.items() if n < WARN_IMAGES_PER_CLASS))
     if small:
         log.warning("class(es) %s have fewer than %d images; results will be noisy", shortened(small), WARN_IMAGES_PER_CLASS)
+
+
+def _respelt_classes(counts: dict) -> list[str]:
+    """``"TWO -> two"`` for each class whose name is another's but for case or spaces, the smaller
+    class pointing at the larger."""
+    by_spelling: dict[str, list] = {}
+    for name in counts:
+        by_spelling.setdefault(str(name).casefold().strip(), []).append(name)
+    pairs = []
+    for names in by_spelling.values():
+        largest = max(names, key=lambda name: (counts[name], str(name)))  # a tie: the same pair every time
+        pairs += [f"{name} -> {largest}" for name in sorted(names, key=str) if name != largest]
+    return pairs
 
 
 def _classes_one_level_down(dataset: Dataset) -> str:
