@@ -10,6 +10,7 @@ import os
 import re
 import shutil
 import signal
+import socket
 import struct
 import subprocess
 import sys
@@ -327,6 +328,31 @@ def test_the_command_drains_requests_on_sigterm_and_reloads_on_sighup(run, expor
     assert [a.status_code for a in answers] == [200] * 6, stderr
     assert "Traceback" not in stderr
     assert all(json.loads(a.text)["predictions"][0]["label"] in ("blue", "green", "red") for a in answers)
+
+
+def test_ctrl_c_twice_stops_the_server_at_once_and_says_so(run, exported_run):
+    # uvicorn's forced exit cancels the app's lifespan and logged its CancelledError as an ERROR
+    # traceback; the server then said the requests in flight "were answered"
+    command = [sys.executable, "-m", "headstart", "serve", str(exported_run), "--port", "0"]
+    server = subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=os.environ | {"HEADSTART_CACHE": str(run.parent / "cache")},
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),  # as a terminal's foreground job has it
+    )
+    try:
+        url = re.search(r"at (http://\S+)/ ", server.stdout.readline()).group(1)
+        assert httpx.get(f"{url}/healthz").status_code == 200  # serving: uvicorn holds the signals
+        host, port = url.removeprefix("http://").rsplit(":", 1)
+        with socket.create_connection((host, int(port))) as upload:  # a request in flight: half its body sent
+            upload.sendall(b"POST /v1/models/colours/predict HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n" + b"x" * 10)
+            time.sleep(0.3)
+            server.send_signal(signal.SIGINT)  # the server waits for the upload to finish...
+            time.sleep(0.5)
+            server.send_signal(signal.SIGINT)  # ...until a second Ctrl+C
+            out, err = server.communicate(timeout=30)
+    finally:
+        server.kill()
+    assert "stopped at once (Ctrl+C twice)" in out and "were answered" not in out
+    assert "Traceback" not in err and "CancelledError" not in err, err
 
 
 @browser_needed

@@ -3,8 +3,10 @@ SIGTERM or Ctrl+C, which stop accepting and let the requests in flight finish.""
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import ipaddress
+import logging
 import signal
 import socket
 from pathlib import Path
@@ -85,8 +87,34 @@ def serve(models: dict[str, ServedModel], settings: Settings, sock: socket.socke
     # k8s) and keep asyncio's SIGINT handler from turning the re-raised signal into a traceback.
     for number in (signal.SIGTERM, signal.SIGINT):
         signal.signal(number, lambda number, frame: None)
-    uvicorn.Server(config).run(sockets=[sock])
-    print("stopped: the requests in flight were answered", flush=True)
+    server = uvicorn.Server(config)
+    forced = _CancelledLifespan(server)
+    logging.getLogger("uvicorn.error").addFilter(forced)
+    try:
+        server.run(sockets=[sock])
+    finally:
+        logging.getLogger("uvicorn.error").removeFilter(forced)
+    if server.force_exit:  # Ctrl+C twice: uvicorn stops waiting for the requests in flight
+        print("stopped at once (Ctrl+C twice): any requests still in flight were dropped", flush=True)
+    else:
+        print("stopped: the requests in flight were answered", flush=True)
+
+
+class _CancelledLifespan(logging.Filter):
+    """A second Ctrl+C makes uvicorn exit without the app's shutdown, so the loop cancels the
+    lifespan task; Starlette hands the CancelledError's traceback to uvicorn as a failed shutdown,
+    which logs it as an ERROR (a cancellation it asked for; uvicorn PR 2367). Dropped then, and only
+    then: every other error is logged as uvicorn logs it."""
+
+    def __init__(self, server: uvicorn.Server):
+        super().__init__()
+        self.server = server
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        cancelled = (record.exc_info is not None and isinstance(record.exc_info[1], asyncio.CancelledError)) or (
+            record.getMessage().rstrip().endswith(f"{asyncio.CancelledError.__module__}.CancelledError")
+        )
+        return not (cancelled and self.server.force_exit)
 
 
 def _log_config(quiet: bool) -> dict:
