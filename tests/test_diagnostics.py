@@ -127,6 +127,13 @@ def test_more_data_advice_never_contradicts_what_was_measured():
     assert hymenoptera.next_steps[0] == f"To gain more: {flat}"
 
 
+def test_imbalanced_classes_are_told_to_grow_the_smallest_first():
+    # 122 ants and 5 bees, the head weighted by inverse frequency: "more images per class" was the advice
+    weighted = judge(evidence(1.0, 0.81, n=153, k=2, images_per_class=5, class_range=(5, 122), imbalanced=True))
+    assert "collect more images, of the smallest classes first (now 5 to 122 per class)" in weighted.next_steps[0]
+    assert "collect more images per class (now 5 to 122 per class)" in judge(evidence(1.0, 0.81, n=153, k=2, images_per_class=5, class_range=(5, 122))).next_steps[0]
+
+
 def test_the_learning_curve_is_quoted_as_a_gain_not_a_level():
     from headstart.diagnostics.probe import extrapolate
 

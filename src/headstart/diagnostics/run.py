@@ -104,6 +104,7 @@ def _evidence(record: FittedModel, train_codes, y, errors, eval_labels, eval_spl
         epochs_run=len(history.records) if history is not None else None,
         images_per_class=median_count(counts[counts > 0]),
         class_range=(int(counts[counts > 0].min()), int(counts.max())),
+        imbalanced=record.head_report.class_weight is not None,
         heldout_images=len(eval_labels) if errors is not None else len(y),
         heldout_missing=missing,
         better_tap=_better_tap(record),

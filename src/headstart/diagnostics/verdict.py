@@ -41,6 +41,7 @@ class Evidence:
     epochs_run: int | None = None
     images_per_class: float | None = None  # median, training split
     class_range: tuple[int, int] | None = None  # the smallest and the largest class's training images
+    imbalanced: bool = False  # the head weighted its classes: the small ones are where images are missing
     better_tap: str | None = None  # a tap the advisor's sweep scored higher than the one used
     more_data: str | None = None  # the learning curve's estimate, in words
     curve_doubled: float | None = None  # the learning curve's accuracy at twice the images per class
@@ -248,17 +249,19 @@ def _more_data(e: Evidence, lead: str) -> str:
     have = f" (now {e.images_per_class:g} per class)" if e.images_per_class else ""
     if e.class_range and e.class_range[0] != e.class_range[1]:  # a median of 1 and 24 is not "1 per class"
         have = f" (now {e.class_range[0]} to {e.class_range[1]} per class)"
+    # 5 bees beside 122 ants: more of every class is not the advice
+    collect = "collect more images, of the smallest classes first" if e.imbalanced else "collect more images per class"
     if e.more_data and _curve_below_measured(e):
         # The curve is fitted on parts of the training images (3-fold, up to two thirds of them); on a
         # few images per class its points are noisy enough that its extrapolation can land below what
         # all of them measure, and "doubling them: ~91.8%" beside a measured 100% reads as a loss.
         return (
-            f"{lead}: collect more images per class{have}; the learning curve, fitted on parts of the training images, "
+            f"{lead}: {collect}{have}; the learning curve, fitted on parts of the training images, "
             f"stays below the {e.cv_accuracy:.1%} cross-validated on all of them, so it cannot say how much more would add."
         )
     if e.more_data:
         return f"{lead}: {e.more_data}"
-    return f"{lead}: collect more images per class{have}."
+    return f"{lead}: {collect}{have}."
 
 
 def _curve_below_measured(e: Evidence) -> bool:
