@@ -28,8 +28,7 @@ def atomic_path(target: Path) -> Iterator[Path]:
     os.close(fd)
     try:
         yield Path(tmp)
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
+        _fsync_file(tmp)
         give_usual_mode(Path(tmp))
         os.replace(tmp, target)
         _fsync_folder(target.parent)  # the rename itself, else a crash can bring back the old file
@@ -134,9 +133,13 @@ def _swap_in(staging: Path, target: Path) -> Path | None:
 def _fsync_tree(root: Path) -> None:
     for folder, _, files in os.walk(root):
         for name in files:
-            with open(os.path.join(folder, name), "rb") as f:
-                os.fsync(f.fileno())
+            _fsync_file(os.path.join(folder, name))
         _fsync_folder(Path(folder))
+
+
+def _fsync_file(path) -> None:
+    with open(path, "rb") as f:
+        os.fsync(f.fileno())
 
 
 def _fsync_folder(folder: Path) -> None:

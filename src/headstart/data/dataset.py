@@ -608,11 +608,12 @@ def check_class_sizes(dataset: Dataset) -> None:
     tiny = sorted((str(c) for c, n in counts.items() if n < MIN_IMAGES_PER_CLASS))
     respelt = _respelt_classes(counts)
     if tiny:
-        renames = [pair for pair in respelt if pair.split(" -> ")[0] in tiny]
+        renames = [f"{name} -> {larger}" for name, larger in respelt if str(name) in tiny]
         fix = f"they look like other classes spelt another way ({shortened(renames)}): rename them to match" if renames else "add images or remove those classes"
         raise DataError(f"class(es) {shortened(tiny)} have fewer than {MIN_IMAGES_PER_CLASS} images; {fix}.")
     if respelt:  # "A" and "a" may be two classes (letters), "Ants" and "ants" rarely are
-        log.warning("class(es) differ only in case (%s); if each pair is one class, rename to match, since class names are compared exactly", shortened(respelt))
+        pairs = [f"{name} -> {larger}" for name, larger in respelt]
+        log.warning("class(es) differ only in case (%s); if each pair is one class, rename to match, since class names are compared exactly", shortened(pairs))
     if len(counts) < 2:
         raise DataError(f"found only one class ({next(iter(counts))}); a classifier needs at least 2 classes.{_classes_one_level_down(dataset)}")
     small = sorted((str(c) for c, n in counts.items() if n < WARN_IMAGES_PER_CLASS))
@@ -620,17 +621,22 @@ def check_class_sizes(dataset: Dataset) -> None:
         log.warning("class(es) %s have fewer than %d images; results will be noisy", shortened(small), WARN_IMAGES_PER_CLASS)
 
 
-def _respelt_classes(counts: dict) -> list[str]:
-    """``"TWO -> two"`` for each class whose name is another's but for case or spaces, the smaller
-    class pointing at the larger."""
+def _respelt_classes(counts: dict) -> list[tuple]:
+    """``("TWO", "two")`` for each class whose name is another's but for case or spaces, the
+    smaller class with the larger."""
     by_spelling: dict[str, list] = {}
     for name in counts:
-        by_spelling.setdefault(str(name).casefold().strip(), []).append(name)
+        by_spelling.setdefault(_spelling(name), []).append(name)
     pairs = []
     for names in by_spelling.values():
         largest = max(names, key=lambda name: (counts[name], str(name)))  # a tie: the same pair every time
-        pairs += [f"{name} -> {largest}" for name in sorted(names, key=str) if name != largest]
+        pairs += [(name, largest) for name in sorted(names, key=str) if name != largest]
     return pairs
+
+
+def _spelling(name) -> str:
+    """A class name as compared for respellings: case and surrounding spaces left out."""
+    return str(name).casefold().strip()
 
 
 def _classes_one_level_down(dataset: Dataset) -> str:
@@ -670,8 +676,8 @@ def _scored_apart(dataset: Dataset, unknown: list[str]) -> str:
 
 def respellings(names: Iterable, known: Iterable) -> list[str]:
     """``"Ants -> ants"`` for each of ``names`` that is one of ``known`` but for case or spaces."""
-    by_case = {str(k).casefold().strip(): str(k) for k in known}
-    return [f"{name} -> {by_case[str(name).casefold().strip()]}" for name in names if str(name).casefold().strip() in by_case]
+    by_case = {_spelling(k): str(k) for k in known}
+    return [f"{name} -> {by_case[_spelling(name)]}" for name in names if _spelling(name) in by_case]
 
 
 def check_held_out_classes(dataset: Dataset) -> None:

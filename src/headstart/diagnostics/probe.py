@@ -102,7 +102,8 @@ def _learning_curve(reduced, y, C, class_weight, random_state, groups=None) -> d
     # Scored as the head's cross-validation is: in balanced accuracy where the classes are weighted.
     # Plain accuracy follows the largest class: 122 ants and 5 bees read "flat at 5 images per
     # class: doubling them would gain under half a point" beside a bee recall of 65%.
-    metric = balanced_accuracy_score if class_weight is not None else accuracy_score
+    balanced = class_weight is not None
+    metric = balanced_accuracy_score if balanced else accuracy_score
     scores: dict[float, list[float]] = {f: [] for f in FRACTIONS}
     with threadpool_limits(limits=1, user_api="blas"):
         for train, held in stratified_folds(y, CURVE_FOLDS, groups=groups, random_state=random_state):
@@ -120,8 +121,8 @@ def _learning_curve(reduced, y, C, class_weight, random_state, groups=None) -> d
         if s
     ]
     present = counts[counts > 0]
-    chance = 1 / len(present) if class_weight is not None else present.max() / present.sum()
-    found = {"points": points, "images_per_class": median, "metric": "balanced accuracy" if class_weight is not None else "accuracy"}
+    chance = 1 / len(present) if balanced else present.max() / present.sum()
+    found = {"points": points, "images_per_class": median, "metric": "balanced accuracy" if balanced else "accuracy"}
     if all(p["accuracy"] <= chance + 1e-9 for p in points):
         # The probe learnt nothing from any part of the images (5 bees beside 122 ants: every fold's
         # part predicts one class): a power law through chance would call the curve "flat".
