@@ -1,6 +1,7 @@
 """Diagnostics: verdicts against chance, errors, label suspects, learning curve, weights, TensorBoard."""
 
 import json
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -132,6 +133,41 @@ def test_imbalanced_classes_are_told_to_grow_the_smallest_first():
     weighted = judge(evidence(1.0, 0.81, n=153, k=2, images_per_class=5, class_range=(5, 122), imbalanced=True))
     assert "collect more images, of the smallest classes first (now 5 to 122 per class)" in weighted.next_steps[0]
     assert "collect more images per class (now 5 to 122 per class)" in judge(evidence(1.0, 0.81, n=153, k=2, images_per_class=5, class_range=(5, 122))).next_steps[0]
+
+
+def test_fine_tuning_is_suggested_as_the_advisor_measured_it():
+    # 50 brain MRI scans per class (unlike ImageNet), a linear head overfitting: "finetune_top" was
+    # suggested, though the advisor's rule and its trial fine-tune the whole network on such data
+    trial = "finetune_all 56.1% against the linear head's 53.7%, within the noise"
+    mri = judge(evidence(0.99, 0.48, k=4, finetune_strategy="finetune_all", finetune_trial=trial))
+    assert mri.label == "overfitting"
+    assert f"Fine-tune with augmentation (--strategy finetune_all): it trains on varied copies of each image (the advisor's trial: {trial})." in mri.next_steps
+    # a trial that fine-tuning lost beyond its noise is not followed by the advice to fine-tune
+    lost = judge(evidence(0.99, 0.48, k=4, finetune_strategy="finetune_all", finetune_trial="finetune_all 40.0% against the linear head's 55.0%", finetune_lost=True))
+    assert not any("Fine-tune" in step for step in lost.next_steps), lost.next_steps
+    underfit = judge(evidence(0.6, 0.55, finetune_strategy="finetune_top"))
+    assert "Fine-tune the network (--strategy finetune_top)." in underfit.next_steps
+    # no plan (a strategy given): nothing measured says which
+    assert "Fine-tune the network (--strategy finetune_top, or finetune_all for data unlike ImageNet)." in judge(evidence(0.6, 0.55)).next_steps
+
+
+def test_the_verdict_reads_the_strategy_and_trial_from_the_plan():
+    from headstart.advisor import Alternative, Plan
+    from headstart.diagnostics import run
+    from tests.test_advisor import measurements
+
+    unlike = measurements(median=50, confidence=0.5, bn=0.61)
+    trial = [
+        Alternative("finetune_all", "pre_logits", 0.561, 0.055, "trial: 6 of 12 epochs, scored on 41 held-out images"),
+        Alternative("linear", "features.16", 0.537, 0.055, "trial: same splits, scored on 41 held-out images"),
+    ]
+    plan = Plan("linear", "features.16", "mobilenet_v2", "small, different", "linear (earlier tap)", {}, "", unlike, trial)
+    record = SimpleNamespace(plan=plan)  # the one field of a FittedModel these read
+    assert run._finetune_strategy(record) == "finetune_all"
+    assert run._finetune_trial(record) == ("finetune_all 56.1% against the linear head's 53.7%, within the noise", False)
+    plan.alternatives[0] = Alternative("finetune_all", "pre_logits", 0.40, 0.055, "trial: 12 epochs, scored on 41 held-out images")
+    assert run._finetune_trial(record) == ("finetune_all 40.0% against the linear head's 53.7%", True)
+    assert run._finetune_strategy(SimpleNamespace(plan=None)) is None and run._finetune_trial(SimpleNamespace(plan=None)) == (None, False)
 
 
 def test_the_learning_curve_is_quoted_as_a_gain_not_a_level():

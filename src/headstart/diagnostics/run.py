@@ -11,6 +11,7 @@ from dataclasses import asdict
 
 import numpy as np
 
+from ..advisor.plan import MIN_GAIN, classify, trial_candidate
 from ..backbones import get_backbone
 from ..data.subsample import median_count
 from ..errors import BackboneError
@@ -89,6 +90,7 @@ def _evidence(record: FittedModel, train_codes, y, errors, eval_labels, eval_spl
         majority = float(np.bincount(y).max() / len(y))
     counts = np.bincount(y)
     history = record.history
+    trial, trial_lost = _finetune_trial(record)
     return Evidence(
         n_classes=len(record.classes),
         chance_uniform=1.0 / len(record.classes),
@@ -108,6 +110,9 @@ def _evidence(record: FittedModel, train_codes, y, errors, eval_labels, eval_spl
         heldout_images=len(eval_labels) if errors is not None else len(y),
         heldout_missing=missing,
         better_tap=_better_tap(record),
+        finetune_strategy=_finetune_strategy(record),
+        finetune_trial=trial,
+        finetune_lost=trial_lost,
         more_data=curve["words"] if curve else None,
         curve_doubled=curve.get("accuracy_doubled") if curve else None,
         curve_flat=bool(curve.get("flat")) if curve else False,
@@ -198,6 +203,26 @@ def _better_tap(record: FittedModel) -> str | None:
     best = max(sweep, key=sweep.get)
     used = sweep.get(record.tap)
     return best if used is not None and best != record.tap and sweep[best] - used > 0.01 else None
+
+
+def _finetune_strategy(record: FittedModel) -> str | None:
+    """How the advisor would fine-tune the data it measured (None: no plan, so no measurement)."""
+    if record.plan is None:
+        return None
+    return trial_candidate(classify(record.plan.measurements)[1])
+
+
+def _finetune_trial(record: FittedModel) -> tuple[str | None, bool]:
+    """The advisor's fine-tuning trial against the linear head on the same split, in words, and
+    whether fine-tuning lost beyond the trial's noise (then the verdict does not suggest it)."""
+    trial = [a for a in record.plan.alternatives if a.how.startswith("trial:")] if record.plan is not None else []
+    tuned = next((a for a in trial if a.strategy != "linear"), None)
+    linear = next((a for a in trial if a.strategy == "linear"), None)
+    if tuned is None or linear is None:
+        return None, False
+    gain, margin = tuned.accuracy - linear.accuracy, max(MIN_GAIN, tuned.noise)
+    within = ", within the noise" if abs(gain) <= margin else ""
+    return f"{tuned.strategy} {tuned.accuracy:.1%} against the linear head's {linear.accuracy:.1%}{within}", gain < -margin
 
 
 def _dominant_pair(errors: dict | None) -> str | None:

@@ -43,6 +43,9 @@ class Evidence:
     class_range: tuple[int, int] | None = None  # the smallest and the largest class's training images
     imbalanced: bool = False  # the head weighted its classes: the small ones are where images are missing
     better_tap: str | None = None  # a tap the advisor's sweep scored higher than the one used
+    finetune_strategy: str | None = None  # how the advisor would fine-tune these data (finetune_all unlike ImageNet); None: not measured
+    finetune_trial: str | None = None  # the advisor's fine-tuning trial against the linear head, in words, where one ran
+    finetune_lost: bool = False  # that trial: fine-tuning lost beyond its noise, so it is not suggested
     more_data: str | None = None  # the learning curve's estimate, in words
     curve_doubled: float | None = None  # the learning curve's accuracy at twice the images per class
     curve_flat: bool = False  # the learning curve says doubling the images gains under half a point
@@ -198,7 +201,8 @@ def _overfitting_steps(e: Evidence) -> list[str]:
         steps.append(_more_data(e, "More data"))
         if e.better_tap:
             steps.append(f"Try the codes of {e.better_tap} (--tap {e.better_tap}): the layer sweep scored them higher.")
-        steps.append("Fine-tune with augmentation (--strategy finetune_top): it trains on varied copies of each image.")
+        if not e.finetune_lost:
+            steps.append(f"Fine-tune with augmentation ({_finetune_option(e)}): it trains on varied copies of each image{_trial_words(e)}.")
         return steps[:3]
     steps.append(_more_data(e, "More data"))
     return steps[:3]
@@ -209,7 +213,8 @@ def _underfitting_steps(e: Evidence) -> list[str]:
     if e.strategy == "linear":
         if e.better_tap:
             steps.append(f"Try the codes of {e.better_tap} (--tap {e.better_tap}): the layer sweep scored them higher.")
-        steps.append("Fine-tune the network (--strategy finetune_top, or finetune_all for data unlike ImageNet).")
+        if not e.finetune_lost:
+            steps.append(f"Fine-tune the network ({_finetune_option(e)}){_trial_words(e)}.")
         steps.append("Regularise the head less (larger C values).")
     else:
         steps.append("Train longer or with a higher learning rate (--epochs 24, --set head_lr=0.003).")
@@ -234,11 +239,23 @@ def _healthy_steps(e: Evidence) -> list[str]:
         steps.append(f"Review the {e.suspects} training images a held-out probe puts in another class (report.html, 'Likely label errors'): fixing mislabelled ones lifts the ceiling.")
     if len(steps) < 2:
         steps.append(
-            "Fine-tuning may add a point or two: fit again with --strategy finetune_top and compare on the same split."
-            if e.strategy == "linear"
+            f"Fine-tuning may add a point or two: fit again with {_finetune_option(e)} and compare on the same split{_trial_words(e)}."
+            if e.strategy == "linear" and not e.finetune_lost
             else "Nothing urgent: the per-class recall in report.html shows where the remaining errors are."
         )
     return steps[:3]
+
+
+def _finetune_option(e: Evidence) -> str:
+    """The fine-tuning strategy to suggest: the one the advisor's rule picks for data as similar to
+    ImageNet as these measured (the top blocks do not adapt enough to data unlike it), else both."""
+    if e.finetune_strategy:
+        return f"--strategy {e.finetune_strategy}"
+    return "--strategy finetune_top, or finetune_all for data unlike ImageNet"
+
+
+def _trial_words(e: Evidence) -> str:
+    return f" (the advisor's trial: {e.finetune_trial})" if e.finetune_trial else ""
 
 
 def _no_mistakes_measured(e: Evidence) -> bool:
