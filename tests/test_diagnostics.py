@@ -133,6 +133,11 @@ def test_imbalanced_classes_are_told_to_grow_the_smallest_first():
     weighted = judge(evidence(1.0, 0.81, n=153, k=2, images_per_class=5, class_range=(5, 122), imbalanced=True))
     assert "collect more images, of the smallest classes first (now 5 to 122 per class)" in weighted.next_steps[0]
     assert "collect more images per class (now 5 to 122 per class)" in judge(evidence(1.0, 0.81, n=153, k=2, images_per_class=5, class_range=(5, 122))).next_steps[0]
+    # the learning curve grows every class alike: on alzheimer_mri4 (52 to 2,560 scans a class) it
+    # spoke of "images per class (now 717)", the median, as if the classes were equal
+    curve = "about 977 images per class (now 717) for 2 more points, by the learning curve; doubling them (1434) would add about 4.3."
+    mri = judge(evidence(0.87, 0.63, k=4, images_per_class=717, class_range=(52, 2560), imbalanced=True, more_data=curve))
+    assert mri.next_steps[0] == f"More data: {curve} Grow the smallest classes first (now 52 to 2560 per class)."
 
 
 def test_fine_tuning_is_suggested_as_the_advisor_measured_it():
@@ -168,6 +173,38 @@ def test_the_verdict_reads_the_strategy_and_trial_from_the_plan():
     plan.alternatives[0] = Alternative("finetune_all", "pre_logits", 0.40, 0.055, "trial: 12 epochs, scored on 41 held-out images")
     assert run._finetune_trial(record) == ("finetune_all 40.0% against the linear head's 53.7%", True)
     assert run._finetune_strategy(SimpleNamespace(plan=None)) is None and run._finetune_trial(SimpleNamespace(plan=None)) == (None, False)
+
+
+def test_a_held_out_split_unlike_the_training_images_is_named():
+    from headstart.diagnostics import run
+
+    def per_class(recalls, supports):
+        return {"per_class": [{"recall": r, "support": n} for r, n in zip(recalls, supports)]}
+
+    def head(cv):
+        return SimpleNamespace(strategy="linear", head_report=SimpleNamespace(cv_folds=5, cv_score=cv))
+
+    # alzheimer_mri4: 5,121 training scans, cross-validated at 73.9% balanced, its test split's new
+    # subjects at 54.3%: the fit said "overfitting, collect more data" and nothing of the gap
+    train = np.array([717, 52, 2560, 1792])
+    mri_test = per_class([0.30, 0.50, 0.80, 0.57], [179, 12, 640, 448])
+    assert run._cv_overstated(head(0.739), mri_test, train) == (0.739, pytest.approx(0.5425))
+    # 50 scans per class: 61.6% against 54.6% on 102 test images is within the noise of both
+    assert run._cv_overstated(head(0.616), per_class([0.17, 0.92, 0.60, 0.50], [30, 12, 30, 30]), np.array([50] * 4)) is None
+    # a plain-accuracy gap from another class mix is not a shift: balanced, the split scores as CV did
+    assert run._cv_overstated(head(0.90), per_class([0.90, 0.90], [10, 300]), np.array([100, 100])) is None
+    # held-out above cross-validation, or a fine-tuned model (not the head cross-validated): nothing
+    assert run._cv_overstated(head(0.80), per_class([0.95, 0.95], [100, 100]), np.array([100, 100])) is None
+    tuned = SimpleNamespace(strategy="finetune_all", head_report=SimpleNamespace(cv_folds=5, cv_score=0.95))
+    assert run._cv_overstated(tuned, per_class([0.5, 0.5], [100, 100]), np.array([100, 100])) is None
+
+    shifted = judge(evidence(0.99, 0.63, n=1279, k=4, cv_accuracy=0.739, cv_overstated=(0.739, 0.543), more_data="about 3000 images per class."))
+    assert shifted.label == "overfitting"
+    assert shifted.next_steps[0].startswith("Trust the test figure (54.3% balanced), not cross-validation's 73.9%: the test images differ")
+    assert "'group' column" in shifted.next_steps[0] and len(shifted.next_steps) == 3
+    assert any("said 73.9%" in line for line in shifted.evidence)
+    # where the model is not learning at all, the verdict's own first step already asks about the source
+    assert not judge(evidence(1.0, 0.05, cv_overstated=(0.6, 0.05))).next_steps[0].startswith("Trust")
 
 
 def test_the_learning_curve_is_quoted_as_a_gain_not_a_level():
@@ -417,7 +454,7 @@ def test_the_probe_runs_on_a_stated_sample_of_many_classes(monkeypatch):
     assert len(chosen) == 3 and len(rows) <= 90 and set(np.unique(noisy[rows])) == set(chosen)
     curve, suspects, probed = probe.probe_refits(codes, noisy, C=1.0)
     assert probed == {"images": len(rows), "classes": 3, "of_images": 240, "of_classes": 6}
-    assert "probed on" in curve["words"] and "3 of the 6 classes" in curve["words"]
+    assert "probed on" in curve["words"] and curve["words"].endswith("3 of the 6 classes).")
     # indices and labels are the caller's, not the sample's
     assert all(s["index"] in set(rows) and s["given"] == noisy[s["index"]] for s in suspects)
     monkeypatch.setattr(probe, "PROBE_CODES", 10_000)  # the three classes whole: every flipped code is probed

@@ -80,7 +80,8 @@ def probe_refits(
     sub_groups = groups[rows] if groups is not None else None
     curve = _learning_curve(reduced, sub_y, C, class_weight, random_state, sub_groups)
     if curve is not None and curve["words"] and len(rows) < len(y):
-        curve["words"] += f" (probed on {len(rows):,} images of {probed['classes']} of the {probed['of_classes']} classes)"
+        sample = f" (probed on {len(rows):,} images of {probed['classes']} of the {probed['of_classes']} classes)"
+        curve["words"] = curve["words"].removesuffix(".") + sample + "."
     probabilities = _out_of_fold_probabilities(reduced, sub_y, C, class_weight, random_state, sub_groups)
     suspects = label_suspects(probabilities, sub_y) if probabilities is not None else []
     for s in suspects:  # back to the caller's rows and labels

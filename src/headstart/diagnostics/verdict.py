@@ -46,6 +46,7 @@ class Evidence:
     finetune_strategy: str | None = None  # how the advisor would fine-tune these data (finetune_all unlike ImageNet); None: not measured
     finetune_trial: str | None = None  # the advisor's fine-tuning trial against the linear head, in words, where one ran
     finetune_lost: bool = False  # that trial: fine-tuning lost beyond its noise, so it is not suggested
+    cv_overstated: tuple[float, float] | None = None  # (the head's cross-validated, held-out balanced) accuracy where the first exceeds the second beyond their noise
     more_data: str | None = None  # the learning curve's estimate, in words
     curve_doubled: float | None = None  # the learning curve's accuracy at twice the images per class
     curve_flat: bool = False  # the learning curve says doubling the images gains under half a point
@@ -65,6 +66,22 @@ class Verdict:
 
 def judge(e: Evidence) -> Verdict:
     """The verdict for one run, its evidence in words, and two or three next steps."""
+    verdict = _judge(e)
+    if e.cv_overstated and verdict.label in ("overfitting", "underfitting", "healthy"):
+        # Cross-validation met images like the ones it trained on; the held-out split met others.
+        # Whatever the verdict, the held-out figure is the one to trust, and its cause comes first.
+        cv, held = e.cv_overstated
+        verdict.evidence.append(f"Cross-validation over the training images said {cv:.1%}; the {e.heldout_split} split's balanced accuracy is {held:.1%}, lower beyond the noise of both.")
+        verdict.next_steps = [
+            f"Trust the {e.heldout_split} figure ({held:.1%} balanced), not cross-validation's {cv:.1%}: the {e.heldout_split} images differ from the "
+            "training ones (new subjects, another source or scanner?), or training images resemble each other more than new ones do. "
+            "Name each image's subject or source in a CSV 'group' column so cross-validation meets new ones as the test does.",
+            *verdict.next_steps,
+        ][:3]
+    return verdict
+
+
+def _judge(e: Evidence) -> Verdict:
     chance = max(e.chance_uniform, e.chance_majority)
     low, high = e.heldout_ci95
     held = f"{e.heldout_split} {e.heldout_accuracy:.1%} (95% CI {low:.1%} to {high:.1%})"
@@ -277,7 +294,10 @@ def _more_data(e: Evidence, lead: str) -> str:
             f"stays below the {e.cv_accuracy:.1%} cross-validated on all of them, so it cannot say how much more would add."
         )
     if e.more_data:
-        return f"{lead}: {e.more_data}"
+        # the curve grows every class by the same share; where the head weighted its classes, the
+        # small ones are where the errors are (MRI: 52 to 2,560 per class, "now 717" the median)
+        smallest = f" Grow the smallest classes first{have}." if e.imbalanced and not e.curve_flat else ""
+        return f"{lead}: {e.more_data}{smallest}"
     return f"{lead}: {collect}{have}."
 
 
