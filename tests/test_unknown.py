@@ -249,6 +249,18 @@ def test_a_fine_tuned_models_onnx_graph_gives_its_novelty_score(fine_tuned, tmp_
     assert np.abs(novelty - expected).max() <= 1 / 11 + 1e-4  # within one step of the 11 held-out references
 
 
+def test_more_flags_than_the_threshold_allows_are_told_from_chance():
+    from headstart.strategies.novelty import NoveltyDetector, flags_more_than_calibrated
+
+    calibrated = NoveltyDetector(method="knn", threshold=1.0, known_share=0.95, confidence=0.9)
+    assert not flags_more_than_calibrated(calibrated, 4, 153)  # hymenoptera's val: 2.6%
+    assert not flags_more_than_calibrated(calibrated, 14, 153)  # 9%: within what 153 images draw by chance
+    assert flags_more_than_calibrated(calibrated, 273, 1279)  # alzheimer_mri4's test scans: 21%
+    # a threshold from too few scores promises nothing to measure against
+    assert not flags_more_than_calibrated(NoveltyDetector(method="knn", threshold=1.0, known_share=0.95, confidence=0.34), 2, 2)
+    assert not flags_more_than_calibrated(None, 5, 5)
+
+
 def test_cli_predict_says_unknown_and_evaluate_reports_false_rejections(colour_splits, tmp_path, capsys):
     run = tmp_path / "run"
     assert main(["-q", "fit", str(colour_splits), "-o", str(run), "--backbone", "tiny", "--engine", "torch", "--strategy", "linear"]) == 0
@@ -265,6 +277,9 @@ def test_cli_predict_says_unknown_and_evaluate_reports_false_rejections(colour_s
     every_flagged = json.loads((run / "metrics.json").read_text())
     every_flagged["evaluation"]["rejection"]["accuracy_on_accepted"] = None  # read "accuracy on the accepted is n/a"
     assert "no image was accepted (accuracy " in render_report(every_flagged)
+    assert rejection["more_than_calibrated"] is False or rejection["false_rejection_rate"] > 0.05
+    every_flagged["evaluation"]["rejection"]["more_than_calibrated"] = True
+    assert "That is more than the 5% of images like the training ones that the threshold flags, beyond chance" in render_report(every_flagged)
     odd = tmp_path / "noise.png"
     noise_images(1)[0].save(odd)
     known = next((colour_splits / "test" / "red").iterdir())

@@ -103,6 +103,7 @@ def _rejection_line(r: dict, accuracy: float, n_images: int) -> str:
         f"threshold {r['threshold']:#.3g}); accuracy {accuracy:.1%} -> {accepted}, {r['accuracy_with_rejection']:.1%} counting flags as errors"
         + (f"; the score learnt from {r['examples']} images of none of these" if r.get("examples") else "")
         + _few_to_calibrate(r.get("confidence"))
+        + (_more_than_calibrated(r["false_rejection_rate"]) if r.get("more_than_calibrated") else "")
         + (_none_of_these_line(r["none_of_these"]) if r.get("none_of_these") else "")
     )
 
@@ -117,6 +118,15 @@ def _few_to_calibrate(confidence: float | None) -> str:
     return (
         f"\n              too few training images to set the threshold surely (a {confidence:.0%} chance that it keeps {KNOWN_SHARE:.0%} of images like them, "
         f"not {CONFIDENCE:.0%}): expect more flags; --no-reject always names a class"
+    )
+
+
+def _more_than_calibrated(rate: float) -> str:
+    from .strategies.novelty import KNOWN_SHARE
+
+    return (
+        f"\n              {rate:.0%} flagged, where the threshold flags about {1 - KNOWN_SHARE:.0%} of images like the training ones: "
+        "these images differ from them (another source, new subjects?)"
     )
 
 

@@ -34,7 +34,7 @@ from .pipeline import Fit, fit_model, head_scores, novelty_scores, refuse_labell
 from .recipe import check_params
 from .report import render_report
 from .strategies.linear import softmax
-from .strategies.novelty import NoveltyDetector
+from .strategies.novelty import NoveltyDetector, flags_more_than_calibrated
 from .summary import format_summary, skipped_in_words
 from .training.tensorboard import TensorBoardLog
 
@@ -459,6 +459,7 @@ def rejection_figures(
         "accuracy_with_rejection": float((right & accepted).mean()),
         "histogram": score_histogram(novelty, threshold),
         "examples": detector.examples if detector is not None else 0, "confidence": detector.confidence if detector is not None else None,
+        "more_than_calibrated": flags_more_than_calibrated(detector, int((~accepted).sum()), len(accepted)),
     }
     if classes is not None and paths is not None:
         order = [i for i in np.argsort(-novelty) if not accepted[i]][:REJECTED_LISTED]

@@ -278,6 +278,16 @@ def calibrate(detector: NoveltyDetector, unseen: np.ndarray, known_share: float 
     return detector
 
 
+def flags_more_than_calibrated(detector: NoveltyDetector | None, flagged: int, known: int) -> bool:
+    """Whether ``flagged`` of ``known`` known-class images is more than the calibrated threshold
+    flags by chance: past the 99th percentile of Binomial(known, 1 - known_share). Then those
+    images are less like the training images than the threshold was set for (another source, new
+    subjects: 21% of alzheimer_mri4's test scans), not unlucky."""
+    if detector is None or detector.confidence is None or detector.confidence < CONFIDENCE or known == 0:
+        return False  # no promise to measure against: too few scores set the threshold
+    return flagged > binom.ppf(0.99, known, 1 - detector.known_share)
+
+
 def out_of_fold_scores(
     codes: np.ndarray, labels: np.ndarray, method: str, *, k: int = 1, groups: np.ndarray | None = None, folds: int = 5,
     oof_logits: np.ndarray | None = None, random_state: int = 0, knn_by_fold: bool = False,
