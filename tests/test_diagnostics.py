@@ -156,6 +156,19 @@ def test_fine_tuning_is_suggested_as_the_advisor_measured_it():
     assert "Fine-tune the network (--strategy finetune_top, or finetune_all for data unlike ImageNet)." in judge(evidence(0.6, 0.55)).next_steps
 
 
+def test_an_overfitting_fine_tuned_network_is_not_told_to_do_what_it_did():
+    # 50 MRI scans per class fine-tuned with the default 'objects' policy, the mirror probe warning
+    # against it: "Augment (--augmentation objects, ...)" was the advice
+    def tuned(**kwargs):
+        return judge(evidence(0.985, 0.49, k=4, strategy="finetune_all", **kwargs)).next_steps
+
+    warned = tuned(augmentation="objects", dropout=0.5, mirror_warned=True)
+    assert warned[0] == "Augment without mirroring (--augmentation text_signs: the probe told mirrored images from their originals) and regularise more (--set dropout=0.6)."
+    assert tuned(augmentation="objects", dropout=0.5)[0] == "Regularise more (--set dropout=0.6, --set mixup=0.2): it already trains on augmented copies ('objects')."
+    assert tuned(augmentation="none", dropout=0.7)[0].startswith("Augment (--augmentation objects, or text_signs where mirroring changes the meaning) and regularise more (--set dropout=0.8)")
+    assert not any("--augmentation objects" in step for step in tuned(augmentation="objects", dropout=0.5))
+
+
 def test_the_verdict_reads_the_strategy_and_trial_from_the_plan():
     from headstart.advisor import Alternative, Plan
     from headstart.diagnostics import run

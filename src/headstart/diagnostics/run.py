@@ -118,6 +118,7 @@ def _evidence(record: FittedModel, train_codes, y, errors, eval_labels, eval_spl
         finetune_trial=trial,
         finetune_lost=trial_lost,
         cv_overstated=_cv_overstated(record, errors, counts),
+        **_finetuning_as_run(record),
         more_data=curve["words"] if curve else None,
         curve_doubled=curve.get("accuracy_doubled") if curve else None,
         curve_flat=bool(curve.get("flat")) if curve else False,
@@ -194,6 +195,18 @@ def _validation_accuracy(record: FittedModel) -> float | None:
 def _cv_accuracy(record: FittedModel) -> float | None:
     """The linear classifier's cross-validated accuracy; None for the mini-batch solver's one held-out split."""
     return _head_score(record) if record.head_report.cv_folds > 0 else None
+
+
+def _finetuning_as_run(record: FittedModel) -> dict:
+    """The fine-tuning settings a next step must not suggest again: augmentation, dropout, and
+    whether the mirror probe warned against mirroring."""
+    tuned = record.finetune or {}
+    augmentation = tuned.get("augmentation")
+    return {
+        "augmentation": ",".join(augmentation) if isinstance(augmentation, (list, tuple)) else augmentation,
+        "dropout": tuned.get("dropout"),
+        "mirror_warned": bool(tuned.get("mirror_warning")),
+    }
 
 
 def _cv_overstated(record: FittedModel, errors: dict | None, train_counts: np.ndarray) -> tuple[float, float] | None:

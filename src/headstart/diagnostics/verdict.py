@@ -46,6 +46,9 @@ class Evidence:
     finetune_strategy: str | None = None  # how the advisor would fine-tune these data (finetune_all unlike ImageNet); None: not measured
     finetune_trial: str | None = None  # the advisor's fine-tuning trial against the linear head, in words, where one ran
     finetune_lost: bool = False  # that trial: fine-tuning lost beyond its noise, so it is not suggested
+    augmentation: str | None = None  # fine-tuning's augmentation policy as run ("objects", "none", steps joined by ",")
+    dropout: float | None = None  # fine-tuning's dropout before the head, as run
+    mirror_warned: bool = False  # the mirror probe told mirrored training images from their originals
     cv_overstated: tuple[float, float] | None = None  # (the head's cross-validated, held-out balanced) accuracy where the first exceeds the second beyond their noise
     more_data: str | None = None  # the learning curve's estimate, in words
     curve_doubled: float | None = None  # the learning curve's accuracy at twice the images per class
@@ -210,7 +213,7 @@ def _overfitting_steps(e: Evidence) -> list[str]:
     elif e.strategy != "linear":
         if e.best_epoch is not None and e.epochs_run and e.best_epoch < e.epochs_run:
             steps.append(f"Stop at epoch {e.best_epoch} (early stopping kept it: validation loss was lowest there), or lower the learning rate.")
-        steps.append("Augment (--augmentation objects, or text_signs where mirroring changes the meaning) and regularise more (--set dropout=0.6).")
+        steps.append(_augment_step(e))
         steps.append("Or train less of the network: --strategy linear keeps the pretrained weights fixed.")
     else:
         # The head's C is already the cross-validated best: regularising it harder costs accuracy.
@@ -223,6 +226,17 @@ def _overfitting_steps(e: Evidence) -> list[str]:
         return steps[:3]
     steps.append(_more_data(e, "More data"))
     return steps[:3]
+
+
+def _augment_step(e: Evidence) -> str:
+    """More varied copies, or (where the run already made them) stronger regularisation; never the
+    policy it ran with, and without mirroring where the probe saw mirroring change the images."""
+    more_dropout = f"--set dropout={min(0.8, (e.dropout or 0.5) + 0.1):.1f}"
+    if e.mirror_warned:
+        return f"Augment without mirroring (--augmentation text_signs: the probe told mirrored images from their originals) and regularise more ({more_dropout})."
+    if e.augmentation in (None, "none"):
+        return f"Augment (--augmentation objects, or text_signs where mirroring changes the meaning) and regularise more ({more_dropout})."
+    return f"Regularise more ({more_dropout}, --set mixup=0.2): it already trains on augmented copies ('{e.augmentation}')."
 
 
 def _underfitting_steps(e: Evidence) -> list[str]:
