@@ -377,6 +377,8 @@ def test_cli_advise_prints_the_plan_and_json(colour_splits, capsys):
     assert main(["advise", str(colour_splits), "--backbone", "tiny", "--time-budget", "0"]) == 0
     out = capsys.readouterr().out
     assert "case" in out and "Plan:" in out and "Layer sweep" in out
+    # the 9 test images are left out as fit leaves them out, and said (10 in class folders read "4 per class")
+    assert "18 images measured in" in out and "(training images only: the 9 test images are held out, as fit holds them out)" in out
     assert main(["advise", str(colour_splits), "--backbone", "tiny", "--time-budget", "0", "--json"]) == 0
     plan = json.loads(capsys.readouterr().out)
     assert plan["measurements"]["size"]["n_images"] == 18 and plan["strategy"] == "linear"

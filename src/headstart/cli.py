@@ -708,6 +708,13 @@ def format_evaluation_command(ev, args, report: Path | None) -> str:
     return "\n".join(lines)
 
 
+def _held_out_words(dataset) -> str:
+    """What advise leaves out, as fit does: 10 images in class folders were "4 images per class"
+    with no word of the 2 held out for testing."""
+    held = [f"{len(dataset.split(name))} {name}" for name in dataset.splits if name != "train"]
+    return f" (training images only: the {' and '.join(held)} images are held out, as fit holds them out)" if held else ""
+
+
 def cmd_advise(args) -> int:
     dataset = _found(args, random_state=args.seed)
     from .estimator import TransferClassifier
@@ -725,7 +732,7 @@ def cmd_advise(args) -> int:
         return 0
     m = plan.measurements
     how = "plan reused from the cache (same images, labels and settings; --no-cache measures again)" if plan.from_cache else f"{m.n_measured} images measured in {plan.seconds:.1f} s"
-    print(f"headstart advise: {args.data}, backbone {args.backbone} at {plan.input_size} px, {how}")
+    print(f"headstart advise: {args.data}, backbone {args.backbone} at {plan.input_size} px, {how}{_held_out_words(dataset)}")
     print(plan)
     return 0
 
