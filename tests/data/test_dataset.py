@@ -327,6 +327,20 @@ def test_hidden_folders_and_zip_litter_hold_no_images(tmp_path, caplog):
     assert sorted(load_dataset(tmp_path, split=False).classes) == ["blue", "green", "red"] and "run" not in caplog.text
 
 
+def test_linked_folders_are_followed_once(tmp_path):
+    # a class folder of links to where the images live (ln -s /data/set/red batch1) was "no images found"
+    write_class_folders(tmp_path / "store", per_class=3)
+    for name in ("red", "green", "blue"):
+        (tmp_path / "set" / name).mkdir(parents=True)
+        (tmp_path / "set" / name / "batch1").symlink_to(tmp_path / "store" / name, target_is_directory=True)
+    (tmp_path / "set" / "red" / "again").symlink_to(tmp_path / "set" / "red", target_is_directory=True)  # a loop: walked once
+    dataset = load_dataset(tmp_path / "set", split=False)
+    assert dataset.counts() == {"blue": 3, "green": 3, "red": 3}
+    from headstart.data.dataset import files_under
+
+    assert len(files_under(tmp_path / "set")) == 9
+
+
 def test_unlabelled_images_in_a_split_folder_are_said_to_be_unused(tmp_path, caplog):
     # Kaggle's layout: train/CLASS/ labelled, test/ the competition's unlabelled images
     write_class_folders(tmp_path / "train", per_class=3)

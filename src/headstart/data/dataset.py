@@ -296,10 +296,14 @@ def _warn_unlabelled(split_dir: Path) -> None:
 
 def files_under(folder: Path) -> list[Path]:
     """Every file under ``folder``, sorted, but those in hidden folders (Jupyter's
-    ``.ipynb_checkpoints`` holds copies of the images beside it) and in a zip's ``__MACOSX``."""
-    found = []
-    for where, folders, names in os.walk(folder):
-        folders[:] = [d for d in folders if not _passed_over(d)]
+    ``.ipynb_checkpoints`` holds copies of the images beside it) and in a zip's ``__MACOSX``.
+
+    Linked folders are followed (a class folder of ``ln -s /data/set/ants batch1`` links was "no
+    images found"), each real folder once, so a link back to a folder above ends instead of looping."""
+    found, seen = [], set()
+    for where, folders, names in os.walk(folder, followlinks=True):
+        seen.add(os.path.realpath(where))
+        folders[:] = [d for d in folders if not _passed_over(d) and os.path.realpath(os.path.join(where, d)) not in seen]
         found += [Path(where) / name for name in names]
     return sorted(found)
 
