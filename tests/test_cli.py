@@ -58,6 +58,23 @@ def test_predict_formats(run_dir, colour_splits, capsys):
     assert [r["rank"] for r in table] == ["1", "2", "3"] and table[0]["label"] == "red"
 
 
+def test_predict_prints_a_large_folder_in_chunks_as_one_output(run_dir, colour_splits, tmp_path, capsys, monkeypatch):
+    # 20,000 images were held until the end (1.5 GB, nothing printed for 17 s); now a chunk at a
+    # time, and the whole reads as one CSV, one table, one JSON array, as a single chunk gives
+    from headstart import cli
+
+    bad = tmp_path / "bad.jpg"
+    bad.write_bytes(b"\xff\xd8\xff garbage")
+    images = [colour_splits / "test", bad]
+    whole = {fmt: run(capsys, "predict", run_dir, *images, "--format", fmt, "--top-k", "2")[1] for fmt in ("csv", "table", "json")}
+    monkeypatch.setattr(cli, "PREDICT_CHUNK", 4)  # 10 images: chunks of 4, 4 and 2
+    for fmt, expected in whole.items():
+        code, out, _ = run(capsys, "predict", run_dir, *images, "--format", fmt, "--top-k", "2")
+        assert code == 1 and out == expected, fmt  # the unreadable file still makes the exit 1
+    assert len(json.loads(whole["json"])) == 10 and whole["csv"].count("path,rank") == 1
+    assert len(list(csv.DictReader(io.StringIO(whole["csv"])))) == 9 * 2 + 1
+
+
 def test_predict_reports_unreadable_images_and_exits_nonzero(run_dir, tmp_path, colour_splits, capsys):
     bad = tmp_path / "bad.jpg"
     bad.write_bytes(b"\xff\xd8\xff garbage")
