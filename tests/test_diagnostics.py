@@ -216,6 +216,9 @@ def test_a_held_out_split_unlike_the_training_images_is_named():
     assert shifted.next_steps[0].startswith("Trust the test figure (54.3% balanced), not cross-validation's 73.9%: the test images differ")
     assert "'group' column" in shifted.next_steps[0] and len(shifted.next_steps) == 3
     assert any("said 73.9%" in line for line in shifted.evidence)
+    # subjects already grouped: the advice to group them is not repeated
+    grouped = judge(evidence(0.99, 0.63, n=1279, k=4, cv_accuracy=0.739, cv_overstated=(0.739, 0.543), groups_given=True))
+    assert "(another source or scanner? Cross-validation already kept the groups given apart)." in grouped.next_steps[0] and "'group' column" not in grouped.next_steps[0]
     # where the model is not learning at all, the verdict's own first step already asks about the source
     assert not judge(evidence(1.0, 0.05, cv_overstated=(0.6, 0.05))).next_steps[0].startswith("Trust")
 

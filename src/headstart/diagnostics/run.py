@@ -118,6 +118,7 @@ def _evidence(record: FittedModel, train_codes, y, errors, eval_labels, eval_spl
         finetune_trial=trial,
         finetune_lost=trial_lost,
         cv_overstated=_cv_overstated(record, errors, counts),
+        groups_given=bool((record.head_report.duplicate_groups or {}).get("given")),
         **_finetuning_as_run(record),
         more_data=curve["words"] if curve else None,
         curve_doubled=curve.get("accuracy_doubled") if curve else None,

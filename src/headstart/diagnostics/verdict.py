@@ -49,6 +49,7 @@ class Evidence:
     augmentation: str | None = None  # fine-tuning's augmentation policy as run ("objects", "none", steps joined by ",")
     dropout: float | None = None  # fine-tuning's dropout before the head, as run
     mirror_warned: bool = False  # the mirror probe told mirrored training images from their originals
+    groups_given: bool = False  # cross-validation kept the user's groups (subjects) apart already
     cv_overstated: tuple[float, float] | None = None  # (the head's cross-validated, held-out balanced) accuracy where the first exceeds the second beyond their noise
     more_data: str | None = None  # the learning curve's estimate, in words
     curve_doubled: float | None = None  # the learning curve's accuracy at twice the images per class
@@ -75,12 +76,13 @@ def judge(e: Evidence) -> Verdict:
         # Whatever the verdict, the held-out figure is the one to trust, and its cause comes first.
         cv, held = e.cv_overstated
         verdict.evidence.append(f"Cross-validation over the training images said {cv:.1%}; the {e.heldout_split} split's balanced accuracy is {held:.1%}, lower beyond the noise of both.")
-        verdict.next_steps = [
-            f"Trust the {e.heldout_split} figure ({held:.1%} balanced), not cross-validation's {cv:.1%}: the {e.heldout_split} images differ from the "
-            "training ones (new subjects, another source or scanner?), or training images resemble each other more than new ones do. "
-            "Name each image's subject or source in a CSV 'group' column so cross-validation meets new ones as the test does.",
-            *verdict.next_steps,
-        ][:3]
+        why = (
+            "another source or scanner? Cross-validation already kept the groups given apart)" if e.groups_given
+            else "new subjects, another source or scanner?), or training images resemble each other more than new ones do. "
+            "Name each image's subject or source in a CSV 'group' column so cross-validation meets new ones as the test does"
+        )
+        trust = f"Trust the {e.heldout_split} figure ({held:.1%} balanced), not cross-validation's {cv:.1%}: the {e.heldout_split} images differ from the training ones ({why}."
+        verdict.next_steps = [trust, *verdict.next_steps][:3]
     return verdict
 
 
