@@ -31,6 +31,7 @@ def params(**changes) -> dict:
         *([({"device": "cuda"}, "device 'cuda', but PyTorch sees no CUDA GPU here")] if not torch.cuda.is_available() else []),
         ({"batch_size": 0}, "batch_size=0 must be a whole number of at least 1"),
         ({"input_size": 22.5}, "input_size=22.5 must be a whole number"),
+        ({"input_size": 8}, "input_size=8 must be a whole number of at least 16"),  # fitted at 8 px without a word
         ({"input_size": 20_000}, "input_size=20000 is past 2,048 px"),
         ({"random_state": -1}, "random_state=-1 must be a whole number of at least 0"),
         ({"time_budget": -5}, "time_budget=-5 must be a number of seconds"),

@@ -155,6 +155,10 @@ def test_precision_choices_agree_between_cli_and_library():
     from headstart.hardware import PRECISIONS, resolve_bf16
 
     assert PRECISION_CHOICES == PRECISIONS
+    from headstart.cli import INPUT_SIZES
+    from headstart.recipe import MAX_INPUT_SIZE, MIN_INPUT_SIZE
+
+    assert INPUT_SIZES == (MIN_INPUT_SIZE, MAX_INPUT_SIZE)
     cpu = torch.device("cpu")
     assert resolve_bf16("bf16", cpu) and not resolve_bf16("fp32", cpu)
     assert isinstance(resolve_bf16("auto", cpu), bool)

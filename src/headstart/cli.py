@@ -23,6 +23,8 @@ EXIT_ERROR = 2  # bad input or a failed run
 EXIT_PARTIAL = 1  # finished, but some images could not be read
 # headstart.hardware.PRECISIONS, spelled out here so that parsing arguments imports no torch.
 PRECISION_CHOICES = ("auto", "bf16", "fp32")
+# headstart.recipe.MIN_INPUT_SIZE and MAX_INPUT_SIZE, likewise: a bad --input-size is refused at once.
+INPUT_SIZES = (16, 2048)
 # The demo is a first run: it fits within first contact's bound. Unbounded, auto's trial finds
 # fine-tuning ahead on its digits (94.3% against 93.3%) and the fit takes 130 s; within it, 16 s.
 DEMO_SECONDS = 60.0
@@ -253,7 +255,7 @@ def _advise_command(commands) -> None:
     advise.add_argument("data", help="root/CLASS/img, root/SPLIT/CLASS/img, or a CSV/TSV of path,label (its train split is measured)")
     advise.add_argument("--backbone", default="mobilenet_v2", help="backbone name (default mobilenet_v2; see 'headstart backbones')")
     advise.add_argument("--time-budget", type=float, default=None, metavar="S", help="seconds for measuring, a fine-tuning trial and the fit")
-    advise.add_argument("--input-size", type=int, default=None, help=INPUT_SIZE_HELP)
+    advise.add_argument("--input-size", type=_input_size, default=None, help=INPUT_SIZE_HELP)
     advise.add_argument("--device", default="auto", help="auto, cpu or cuda")
     advise.add_argument("--seed", type=_seed, default=0, help="seed for the sample and cross-validation (a whole number, 0 or more)")
     advise.add_argument("--no-cache", action="store_true", help="measure again: do not read or write the plan and feature caches")
@@ -353,7 +355,7 @@ def _model_options(parser: argparse.ArgumentParser) -> None:
         metavar="KEY=VALUE",
         help="fine-tuning: any FineTuneConfig setting, e.g. --set dropout=0.3 --set pooling=stochastic (repeatable)",
     )
-    parser.add_argument("--input-size", type=int, default=None, help=INPUT_SIZE_HELP)
+    parser.add_argument("--input-size", type=_input_size, default=None, help=INPUT_SIZE_HELP)
     parser.add_argument("--engine", choices=("auto", "onnx", "torch"), default="auto", help="what computes the codes: auto (default; ONNX Runtime on a CPU where exporting the graph pays for itself, else PyTorch), onnx or torch")
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
     parser.add_argument("--batch-size", type=int, default=32, help="images per forward pass (default 32)")
@@ -399,6 +401,18 @@ def _seed(text: str) -> int:
         value = -1
     if value < 0:
         raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of 0 or more")
+    return value
+
+
+def _input_size(text: str) -> int:
+    """A side the backbones can read, refused before PyTorch loads (it took 4 s to say 8 px is too small)."""
+    low, high = INPUT_SIZES
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if not low <= value <= high:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a side in pixels from {low} to {high:,}; the backbones learnt at 224-300 px (default: chosen from the images)")
     return value
 
 

@@ -40,6 +40,10 @@ FINETUNE_TYPES = {f.name: f.type for f in fields(FineTuneConfig)}  # annotations
 # The largest side a fit reads images at (a 20,000 px crop would be refused by the decoder as a
 # decompression bomb, after the advisor's work).
 MAX_INPUT_SIZE = 2048
+# The smallest: the backbones reduce their input 32-fold, so under 16 px their last maps are
+# padding more than image (MobileNetV2 fitted and predicted at 8 px without a word); the style
+# descriptors refuse the same.
+MIN_INPUT_SIZE = 16
 # Training images whose headers decide the input size, spread evenly over the list.
 SIZE_SAMPLE = 32
 
@@ -163,7 +167,7 @@ def check_params(params: dict) -> dict:
     check_choice("class_weight", params["class_weight"], CLASS_WEIGHTS)
     check_choice("engine", params["engine"], ENGINES)
     _whole("batch_size", params["batch_size"], minimum=1)
-    for name, minimum in (("input_size", 1), ("random_state", 0), ("n_jobs", None)):
+    for name, minimum in (("input_size", MIN_INPUT_SIZE), ("random_state", 0), ("n_jobs", None)):
         if params[name] is not None:
             _whole(name, params[name], minimum)
     if params["input_size"] is not None and params["input_size"] > MAX_INPUT_SIZE:
