@@ -147,9 +147,17 @@ def test_errors_name_the_flag_that_fixes_them(colour_splits, tmp_path, capsys):
         assert stopped.value.code == 2 and "--input-size: '8' is not a side in pixels from 16 to 2,048" in capsys.readouterr().err
 
 
-def test_predict_refuses_top_k_zero(run_dir, colour_splits, capsys):
-    code, _, err = run(capsys, "predict", run_dir, colour_splits / "test", "--top-k", "0")
-    assert code == 2 and "top_k must be at least 1" in err
+def test_counts_of_zero_are_refused_before_pytorch_loads(run_dir, colour_splits, tmp_path, capsys):
+    # --top-k 0, --epochs 0, --batch-size 0 were refused clearly, but after 3-4 s of loading PyTorch
+    for command in (
+        ["predict", run_dir, colour_splits / "test", "--top-k", "0"],
+        ["fit", colour_splits, "-o", tmp_path / "r", "--epochs", "0"],
+        ["fit", colour_splits, "-o", tmp_path / "r", "--batch-size", "-3"],
+        ["style", "search", tmp_path / "x.idx", colour_splits / "test" / "red" / "00.png", "-k", "0"],
+    ):
+        with pytest.raises(SystemExit) as stopped:
+            run(capsys, *command)
+        assert stopped.value.code == 2 and "is not a whole number of 1 or more" in capsys.readouterr().err, command
 
 
 def test_evaluate(run_dir, colour_splits, capsys):

@@ -190,7 +190,7 @@ def _model_commands(commands) -> None:
     predict = _command(commands, "predict", help="classify images with a saved run")
     predict.add_argument("run", help="run directory written by fit")
     predict.add_argument("images", nargs="+", help="image files or folders; - reads one image from standard input")
-    predict.add_argument("--top-k", type=int, default=1, help="classes to show per image (default 1)")
+    predict.add_argument("--top-k", type=_at_least_one, default=1, help="classes to show per image (default 1)")
     predict.add_argument("--format", choices=("table", "csv", "json"), default="table", help="table (default), csv or json")
     predict.add_argument(
         "--no-reject", action="store_true",
@@ -296,7 +296,7 @@ def _style_commands(commands) -> None:
     search = _command(style_what, "search", help="the indexed images closest in style to an image")
     search.add_argument("index", metavar="INDEX", help="index directory written by 'headstart style index'")
     search.add_argument("image", help="the image whose style is looked for")
-    search.add_argument("-k", type=int, default=5, help="how many matches (default 5)")
+    search.add_argument("-k", type=_at_least_one, default=5, help="how many matches (default 5)")
     search.add_argument("--rerank", type=int, default=None, help="candidates re-ranked by the exact distance (default 2k; 0: sketch estimates only)")
     search.add_argument("--format", choices=("table", "json"), default="table", help="table (default) or json")
     search.set_defaults(handler=cmd_style_search)
@@ -343,7 +343,7 @@ def _model_options(parser: argparse.ArgumentParser) -> None:
         "finetune_*/gradual fine-tune; scratch: a small CNN trained from random weights (the baseline)",
     )
     parser.add_argument("--time-budget", type=float, default=None, metavar="S", help="seconds for measuring and training; auto skips fine-tuning that would not fit")
-    parser.add_argument("--epochs", type=int, default=None, help="fine-tuning: most epochs (early stopping may end sooner)")
+    parser.add_argument("--epochs", type=_at_least_one, default=None, help="fine-tuning: most epochs (early stopping may end sooner)")
     parser.add_argument(
         "--augmentation", default=None, help="fine-tuning: objects (default), text_signs, overhead, none, or steps joined by commas"
     )
@@ -358,7 +358,7 @@ def _model_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--input-size", type=_input_size, default=None, help=INPUT_SIZE_HELP)
     parser.add_argument("--engine", choices=("auto", "onnx", "torch"), default="auto", help="what computes the codes: auto (default; ONNX Runtime on a CPU where exporting the graph pays for itself, else PyTorch), onnx or torch")
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
-    parser.add_argument("--batch-size", type=int, default=32, help="images per forward pass (default 32)")
+    parser.add_argument("--batch-size", type=_at_least_one, default=32, help="images per forward pass (default 32)")
     parser.add_argument("--seed", type=_seed, default=0, help="seed for splits and cross-validation (a whole number, 0 or more)")
     parser.add_argument("--no-cache", action="store_true", help="do not read or write the feature cache")
 
@@ -401,6 +401,17 @@ def _seed(text: str) -> int:
         value = -1
     if value < 0:
         raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of 0 or more")
+    return value
+
+
+def _at_least_one(text: str) -> int:
+    """A count (epochs, images a batch, classes shown), refused before PyTorch loads (it took 3-4 s)."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of 1 or more")
     return value
 
 
