@@ -180,7 +180,9 @@ def test_advise_checks_its_input_as_fit_does():
         ([], [], "no images"),
         ([colour_image((1, 1, 1), 0)] * 2, ["a"], "2 images but 1 labels"),
         ([colour_image((1, 1, 1), i) for i in range(4)], ["a"] * 4, "at least 2 classes, but the data contain only a[.]"),
-        ([colour_image((1, 1, 1), i) for i in range(4)], ["a", "a", "b", None], r"1 image\(s\) have no label \(None or NaN\), the first #3"),
+        ([colour_image((1, 1, 1), i) for i in range(4)], ["a", "a", "b", None], r"1 image\(s\) have no label \(None, NaN or blank\), the first #3"),
+        # a spreadsheet's empty cell read as "": it became a class named ""
+        ([colour_image((1, 1, 1), i) for i in range(5)], np.array(["a", "a", "b", "b", " "]), "no label .* the first #4"),
         ([colour_image((1, 1, 1), i) for i in range(5)], np.array([0, 0, 1, 1, np.nan], dtype=np.float32), "the first #4"),
         # a pandas column with an empty cell: NumPy alone makes its NaN the class "nan"
         ([colour_image((1, 1, 1), i) for i in range(5)], ["a", "a", "b", "b", float("nan")], "the first #4"),

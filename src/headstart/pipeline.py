@@ -476,7 +476,7 @@ def _label_array(labels) -> np.ndarray:
     values = labels.tolist()
     missing = [i for i, label in enumerate(values) if _is_missing(label)]
     if missing:
-        raise DataError(f"{len(missing)} image(s) have no label (None or NaN), the first #{missing[0]}; label them or leave them out.")
+        raise DataError(f"{len(missing)} image(s) have no label (None, NaN or blank), the first #{missing[0]}; label them or leave them out.")
     if not listed:  # an array keeps its dtype, as given
         return labels
     texts = [label for label in values if isinstance(label, str)]
@@ -487,8 +487,13 @@ def _label_array(labels) -> np.ndarray:
 
 
 def _is_missing(label) -> bool:
-    """None, NaN (unequal to itself), or pandas' NA and NaT (told by name: pandas is not needed here)."""
-    return label is None or type(label).__name__ in ("NAType", "NaTType") or (isinstance(label, (float, np.floating)) and label != label)
+    """None, NaN (unequal to itself), pandas' NA and NaT (told by name: pandas is not needed here),
+    or blank text (a spreadsheet's empty cell read as "": it became a class named "", as a CSV's
+    blank label cell is refused)."""
+    return (
+        label is None or type(label).__name__ in ("NAType", "NaTType") or (isinstance(label, (float, np.floating)) and label != label)
+        or (isinstance(label, str) and not label.strip())
+    )
 
 
 def _check_float_ranges(images: list) -> None:
