@@ -1095,9 +1095,8 @@ class PredictionWriter:
                 self.out.write((",\n" if self.started else "[\n") + items)
                 self.started = True
         else:
-            lines = [] if self.started else [self._header()]
-            lines += [line for row in rows for line in self._lines(row)]
-            self.out.write("".join(line + "\n" for line in lines))
+            header = "" if self.started else self._header() + "\n"
+            self.out.write(header + "".join(self._text(row) for row in rows))
             self.started = True
         self.out.flush()
 
@@ -1113,7 +1112,8 @@ class PredictionWriter:
             return "path,rank,label,probability,error,unknown,novelty,threshold"
         return f"{'path':<{self.width}}  prediction (probability)"
 
-    def _lines(self, row: dict) -> list[str]:
+    def _text(self, row: dict) -> str:
+        """The row's lines, each ending in a newline (a CSV field may hold one of its own)."""
         if self.fmt == "csv":
             buffer = io.StringIO()
             writer = csv.writer(buffer, lineterminator="\n")
@@ -1122,12 +1122,12 @@ class PredictionWriter:
                 writer.writerow([row["path"], "", "", "", row["error"], "", "", ""])
             for rank, p in enumerate(row["predictions"], start=1):
                 writer.writerow([row["path"], rank, p["label"], p["probability"], "", *novelty])
-            return buffer.getvalue().splitlines()
+            return buffer.getvalue()
         shown = row.get("error") or "  ".join(f"{p['label']} ({p['probability']:.1%})" for p in row["predictions"])
         if row.get("unknown"):
             kinds = f"the {self.n_classes} classes" if self.n_classes else "the classes"
             shown = f"unknown: looks like none of {kinds} (score {row['novelty']:#.3g}, threshold {row['threshold']:#.3g}); nearest: {shown}"
-        return [f"{row['path']:<{self.width}}  {shown}"]
+        return f"{row['path']:<{self.width}}  {shown}\n"
 
 
 # ---------------------------------------------------------------------- helpers
