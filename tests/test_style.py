@@ -150,7 +150,7 @@ def test_bf16_descriptors_track_fp32_ones_and_keep_the_neighbours(style_folder):
         StyleSettings(precision="half")
 
 
-def test_precision_choices_agree_between_cli_and_library():
+def test_the_command_lines_constants_agree_with_the_library():
     from headstart.cli import PRECISION_CHOICES
     from headstart.hardware import PRECISIONS, resolve_bf16
 

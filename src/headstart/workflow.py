@@ -447,8 +447,9 @@ def rejection_figures(
     """What "none of these" does on labelled images of known classes: the share rejected (every
     one a false rejection), accuracy on the accepted ones, accuracy counting a rejection as an
     error, the scores' histogram and the rejected images, the most novel first (with ``classes``
-    and ``paths``); from ``detector``, how many images of none of these it learnt from and the
-    threshold's chance of keeping its share (under 0.9 when set from fewer than 45 scores)."""
+    and ``paths``); from ``detector``, how many images of none of these it learnt from, the
+    threshold's chance of keeping its share (under 0.9 when set from fewer than 45 scores), and
+    whether more were flagged than that share allows by chance (images unlike the training ones)."""
     if novelty is None or threshold is None or not len(scores):
         return None
     accepted = novelty <= threshold
