@@ -169,6 +169,18 @@ def test_an_overfitting_fine_tuned_network_is_not_told_to_do_what_it_did():
     assert not any("--augmentation objects" in step for step in tuned(augmentation="objects", dropout=0.5))
 
 
+def test_an_underfitting_network_is_not_told_to_do_what_it_did():
+    # a finetune_all run of 30 epochs that underfits was told "--epochs 24" and "--strategy finetune_all"
+    whole = judge(evidence(0.6, 0.55, strategy="finetune_all", epochs_run=30, dropout=0.5)).next_steps
+    assert whole[0] == "Train longer or with a higher learning rate (--epochs 60, --set head_lr=0.003)."
+    assert whole[1] == "Regularise less (--set dropout=0.2, --set label_smoothing=0)." and not any("--strategy finetune_all" in step for step in whole)
+    top = judge(evidence(0.6, 0.55, strategy="finetune_top", epochs_run=8, dropout=0.7)).next_steps
+    assert top[:2] == [
+        "Train longer or with a higher learning rate (--epochs 24, --set head_lr=0.003).",
+        "Fine-tune more of the network (--strategy finetune_all) and regularise less (--set dropout=0.4).",
+    ]
+
+
 def test_the_verdict_reads_the_strategy_and_trial_from_the_plan():
     from headstart.advisor import Alternative, Plan
     from headstart.diagnostics import run

@@ -250,8 +250,13 @@ def _underfitting_steps(e: Evidence) -> list[str]:
             steps.append(f"Fine-tune the network ({_finetune_option(e)}){_trial_words(e)}.")
         steps.append("Regularise the head less (larger C values).")
     else:
-        steps.append("Train longer or with a higher learning rate (--epochs 24, --set head_lr=0.003).")
-        steps.append("Fine-tune more of the network (--strategy finetune_all) and regularise less (--set dropout=0.2).")
+        longer = f"--epochs {max(24, 2 * e.epochs_run)}" if e.epochs_run else "--epochs 24"
+        steps.append(f"Train longer or with a higher learning rate ({longer}, --set head_lr=0.003).")
+        less = f"--set dropout={max(0.0, (0.5 if e.dropout is None else e.dropout) - 0.3):.1f}"
+        if e.strategy in ("finetune_top", "gradual"):
+            steps.append(f"Fine-tune more of the network (--strategy finetune_all) and regularise less ({less}).")
+        else:  # finetune_all trains every layer already, scratch has no pretrained layers to free
+            steps.append(f"Regularise less ({less}, --set label_smoothing=0).")
     if e.confused_pair:
         steps.append(f"Or merge classes that cannot be told apart: {e.confused_pair} dominate the errors.")
     return steps[:3]
