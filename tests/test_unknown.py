@@ -255,7 +255,8 @@ def test_more_flags_than_the_threshold_allows_are_told_from_chance():
     calibrated = NoveltyDetector(method="knn", threshold=1.0, known_share=0.95, confidence=0.9)
     assert not flags_more_than_calibrated(calibrated, 4, 153)  # hymenoptera's val: 2.6%
     assert not flags_more_than_calibrated(calibrated, 14, 153)  # 9%: within what 153 images draw by chance
-    assert flags_more_than_calibrated(calibrated, 273, 1279)  # alzheimer_mri4's test scans: 21%
+    assert flags_more_than_calibrated(calibrated, 273, 1279) is True  # alzheimer_mri4's test scans: 21%; a Python bool, as JSON needs
+    assert flags_more_than_calibrated(calibrated, 4, 153) is False
     # a threshold from too few scores promises nothing to measure against
     assert not flags_more_than_calibrated(NoveltyDetector(method="knn", threshold=1.0, known_share=0.95, confidence=0.34), 2, 2)
     assert not flags_more_than_calibrated(None, 5, 5)

@@ -285,7 +285,7 @@ def flags_more_than_calibrated(detector: NoveltyDetector | None, flagged: int, k
     subjects: 21% of alzheimer_mri4's test scans), not unlucky."""
     if detector is None or detector.confidence is None or detector.confidence < CONFIDENCE or known == 0:
         return False  # no promise to measure against: too few scores set the threshold
-    return flagged > binom.ppf(0.99, known, 1 - detector.known_share)
+    return bool(flagged > binom.ppf(0.99, known, 1 - detector.known_share))  # numpy's bool is no JSON (evaluate --format json)
 
 
 def out_of_fold_scores(
