@@ -218,6 +218,8 @@ def test_a_held_out_split_unlike_the_training_images_is_named():
     assert run._cv_overstated(head(0.616), per_class([0.17, 0.92, 0.60, 0.50], [30, 12, 30, 30]), np.array([50] * 4)) is None
     # a plain-accuracy gap from another class mix is not a shift: balanced, the split scores as CV did
     assert run._cv_overstated(head(0.90), per_class([0.90, 0.90], [10, 300]), np.array([100, 100])) is None
+    # 100% cross-validated, 98% on 1,000 test images: beyond the noise, but not worth an alarm
+    assert run._cv_overstated(head(1.0), per_class([0.98] * 10, [100] * 10), np.array([100] * 10)) is None
     # held-out above cross-validation, or a fine-tuned model (not the head cross-validated): nothing
     assert run._cv_overstated(head(0.80), per_class([0.95, 0.95], [100, 100]), np.array([100, 100])) is None
     tuned = SimpleNamespace(strategy="finetune_all", head_report=SimpleNamespace(cv_folds=5, cv_score=0.95))
