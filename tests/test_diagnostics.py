@@ -229,6 +229,7 @@ def test_a_held_out_split_unlike_the_training_images_is_named():
     assert shifted.label == "overfitting"
     assert shifted.next_steps[0].startswith("Trust the test figure (54.3% balanced), not cross-validation's 73.9%: the test images differ")
     assert "'group' column" in shifted.next_steps[0] and len(shifted.next_steps) == 3
+    assert shifted.next_steps[1].endswith("The curve is measured on the training images: it holds for new ones like them.")
     assert any("said 73.9%" in line for line in shifted.evidence)
     # subjects already grouped: the advice to group them is not repeated
     grouped = judge(evidence(0.99, 0.63, n=1279, k=4, cv_accuracy=0.739, cv_overstated=(0.739, 0.543), groups_given=True))

@@ -318,7 +318,9 @@ def _more_data(e: Evidence, lead: str) -> str:
         # the curve grows every class by the same share; where the head weighted its classes, the
         # small ones are where the errors are (MRI: 52 to 2,560 per class, "now 717" the median)
         smallest = f" Grow the smallest classes first{have}." if e.imbalanced and not e.curve_flat else ""
-        return f"{lead}: {e.more_data}{smallest}"
+        # the curve is cross-validated on the training images, so it speaks for images like them
+        alike = " The curve is measured on the training images: it holds for new ones like them." if e.cv_overstated else ""
+        return f"{lead}: {e.more_data}{smallest}{alike}"
     return f"{lead}: {collect}{have}."
 
 
