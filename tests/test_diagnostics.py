@@ -207,23 +207,34 @@ def test_a_held_out_split_unlike_the_training_images_is_named():
         return {"per_class": [{"recall": r, "support": n} for r, n in zip(recalls, supports)]}
 
     def head(cv):
-        return SimpleNamespace(strategy="linear", head_report=SimpleNamespace(cv_folds=5, cv_score=cv))
+        return SimpleNamespace(strategy="linear", head_report=SimpleNamespace(cv_folds=5, cv_score=cv, class_counts=None))
 
     # alzheimer_mri4: 5,121 training scans, cross-validated at 73.9% balanced, its test split's new
     # subjects at 54.3%: the fit said "overfitting, collect more data" and nothing of the gap
     train = np.array([717, 52, 2560, 1792])
     mri_test = per_class([0.30, 0.50, 0.80, 0.57], [179, 12, 640, 448])
-    assert run._cv_overstated(head(0.739), mri_test, train) == (0.739, pytest.approx(0.5425))
+    assert run.cv_overstated(head(0.739), mri_test, train) == (0.739, pytest.approx(0.5425))
     # 50 scans per class: 61.6% against 54.6% on 102 test images is within the noise of both
-    assert run._cv_overstated(head(0.616), per_class([0.17, 0.92, 0.60, 0.50], [30, 12, 30, 30]), np.array([50] * 4)) is None
+    assert run.cv_overstated(head(0.616), per_class([0.17, 0.92, 0.60, 0.50], [30, 12, 30, 30]), np.array([50] * 4)) is None
     # a plain-accuracy gap from another class mix is not a shift: balanced, the split scores as CV did
-    assert run._cv_overstated(head(0.90), per_class([0.90, 0.90], [10, 300]), np.array([100, 100])) is None
+    assert run.cv_overstated(head(0.90), per_class([0.90, 0.90], [10, 300]), np.array([100, 100])) is None
     # 100% cross-validated, 98% on 1,000 test images: beyond the noise, but not worth an alarm
-    assert run._cv_overstated(head(1.0), per_class([0.98] * 10, [100] * 10), np.array([100] * 10)) is None
+    assert run.cv_overstated(head(1.0), per_class([0.98] * 10, [100] * 10), np.array([100] * 10)) is None
     # held-out above cross-validation, or a fine-tuned model (not the head cross-validated): nothing
-    assert run._cv_overstated(head(0.80), per_class([0.95, 0.95], [100, 100]), np.array([100, 100])) is None
-    tuned = SimpleNamespace(strategy="finetune_all", head_report=SimpleNamespace(cv_folds=5, cv_score=0.95))
-    assert run._cv_overstated(tuned, per_class([0.5, 0.5], [100, 100]), np.array([100, 100])) is None
+    assert run.cv_overstated(head(0.80), per_class([0.95, 0.95], [100, 100]), np.array([100, 100])) is None
+    tuned = SimpleNamespace(strategy="finetune_all", head_report=SimpleNamespace(cv_folds=5, cv_score=0.95, class_counts=None))
+    assert run.cv_overstated(tuned, per_class([0.5, 0.5], [100, 100]), np.array([100, 100])) is None
+
+    # evaluate has no training labels: the head's recorded counts size the noise (older files: none, no line)
+    recorded = SimpleNamespace(strategy="linear", head_report=SimpleNamespace(cv_folds=5, cv_score=0.739, class_counts=train.tolist()))
+    assert run.cv_overstated(recorded, mri_test) == (0.739, pytest.approx(0.5425))
+    assert run.cv_overstated(head(0.739), mri_test) is None
+    from headstart.summary import format_evaluation
+    from headstart.workflow import Evaluation
+
+    evaluated = Evaluation("pool", 1279, 0.629, 0.543, 0.25, 0.5, {"NonDemented": 0.69}, (0.602, 0.655), cv_overstated=(0.739, 0.543))
+    assert "unlike      cross-validation said 73.9% on the training images; these score 54.3% balanced, lower beyond the noise of both" in format_evaluation(evaluated)
+    assert "unlike" not in format_evaluation(Evaluation("pool", 10, 0.9, 0.9, 0.5, 0.5, {"a": 0.9}, (0.6, 0.98)))
 
     shifted = judge(evidence(0.99, 0.63, n=1279, k=4, cv_accuracy=0.739, cv_overstated=(0.739, 0.543), more_data="about 3000 images per class."))
     assert shifted.label == "overfitting"

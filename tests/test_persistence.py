@@ -22,6 +22,9 @@ def test_round_trip_predicts_identically(fitted, tmp_path):
     np.testing.assert_array_equal(loaded.predict_proba(X), model.predict_proba(X))
     assert loaded.classes_.tolist() == model.classes_.tolist()
     assert sorted(p.name for p in (tmp_path / "run").iterdir()) == ["model.json", "model.safetensors"]
+    # what evaluate sizes cross-validation's noise by, class by class
+    counts = loaded.fitted_.head_report.class_counts
+    assert counts == model.fitted_.head_report.class_counts and len(counts) == len(model.classes_) and sum(counts) == len(X)
 
 
 def test_integer_classes_survive_saving(tmp_path):

@@ -109,7 +109,7 @@ class FittedModel:
             "head": {
                 "kind": self.head.kind, "C": r.C, "class_weight": r.class_weight, "cv_folds": r.cv_folds, "cv_score": r.cv_score,
                 "cv_score_std": r.cv_score_std, "cv_scoring": r.scoring, "imbalance_ratio": r.imbalance_ratio,
-                "solver": r.solver, "held_out": r.held_out, "duplicate_groups": r.duplicate_groups,
+                "solver": r.solver, "held_out": r.held_out, "duplicate_groups": r.duplicate_groups, "class_counts": r.class_counts,
             },
             "n_train": self.n_train,
             "skipped": {str(index): why for index, why in self.skipped.items()},
@@ -135,7 +135,7 @@ class FittedModel:
             head=LinearHead.from_tensors(head["kind"], tensors),
             head_report=LinearFitReport(
                 head["C"], head["cv_folds"], head["cv_score"], head["cv_score_std"], head["cv_scoring"], head["class_weight"], head["imbalance_ratio"],
-                head.get("solver", "sklearn"), head.get("held_out", 0), head.get("duplicate_groups"),
+                head.get("solver", "sklearn"), head.get("held_out", 0), head.get("duplicate_groups"), head.get("class_counts"),
             ),
             strategy=meta.get("strategy", "linear"),
             backbone=meta["backbone"],

@@ -85,6 +85,16 @@ def format_evaluation(ev, indent: str = "", all_classes: bool = False) -> str:
         f"chance {ev.chance_uniform:.1%} (1/K), {ev.chance_majority:.1%} (majority); balanced accuracy {ev.balanced_accuracy:.1%}\n"
         f"{indent}recall      {'lowest first: ' if len(recall) > limit else ''}{shown}"
         + (f"\n{indent}{_rejection_line(ev.rejection, ev.accuracy, ev.n_images)}" if ev.rejection else "")
+        + (f"\n{indent}{_unlike_training_line(*ev.cv_overstated)}" if getattr(ev, "cv_overstated", None) else "")
+    )
+
+
+def _unlike_training_line(cv: float, held: float) -> str:
+    """evaluate on images unlike the training ones: the fit's cross-validation, measured on the
+    training images, beyond the noise above what these score (alzheimer_mri4's new subjects)."""
+    return (
+        f"unlike      cross-validation said {cv:.1%} on the training images; these score {held:.1%} balanced, lower beyond the noise of both: "
+        "they differ from the training images (another source, new subjects?), and this is the figure to expect on images like them"
     )
 
 

@@ -24,6 +24,7 @@ from .data import Dataset, find_duplicates, load_dataset
 from .data.dataset import TEST_SIZE, Skipped, check_exists, check_labels_known, kinds_of
 from .data.images import as_sources, unreadable_files
 from .diagnostics import diagnose, error_analysis, wilson_interval
+from .diagnostics.run import cv_overstated
 from .diagnostics.error_analysis import balanced_accuracy
 from .errors import DataError
 from .estimator import TransferClassifier
@@ -58,6 +59,9 @@ class Evaluation:
     analysis: dict | None = None
     # a model with a novelty detector: false rejections at its threshold (rejection_figures)
     rejection: dict | None = None
+    # evaluate_folder: (the fit's cross-validated, these images' balanced) accuracy where the first
+    # is higher beyond the noise of both (diagnostics.run.cv_overstated): images unlike the training ones
+    cv_overstated: tuple[float, float] | None = None
 
 
 @dataclass
@@ -354,6 +358,7 @@ def evaluate_folder(model: TransferClassifier, data: str | os.PathLike | Dataset
     evaluation.unreadable = [{"path": str(s.path), "reason": s.reason} for s in passed_over if s.kind != "mask"]
     evaluation.unreadable += [{"path": str(records[i].path), "reason": why} for i, why in failures.items()]
     evaluation.analysis = error_analysis(np.searchsorted(model.classes_, labels[ok]), scores[ok], [str(to_json_label(c)) for c in model.classes_])
+    evaluation.cv_overstated = cv_overstated(model.fitted_, evaluation.analysis)
     return evaluation
 
 

@@ -121,7 +121,7 @@ def _evidence(record: FittedModel, train_codes, y, errors, eval_labels, eval_spl
         finetune_strategy=_finetune_strategy(record),
         finetune_trial=trial,
         finetune_lost=trial_lost,
-        cv_overstated=_cv_overstated(record, errors, counts),
+        cv_overstated=cv_overstated(record, errors, counts),
         groups_given=bool((record.head_report.duplicate_groups or {}).get("given")),
         **_finetuning_as_run(record),
         more_data=curve["words"] if curve else None,
@@ -214,7 +214,7 @@ def _finetuning_as_run(record: FittedModel) -> dict:
     }
 
 
-def _cv_overstated(record: FittedModel, errors: dict | None, train_counts: np.ndarray) -> tuple[float, float] | None:
+def cv_overstated(record: FittedModel, errors: dict | None, train_counts: np.ndarray | None = None) -> tuple[float, float] | None:
     """(cross-validated, held-out) balanced accuracy of a linear head where the first exceeds the
     second by more than SHIFT_Z standard errors of their difference and SHIFT_MIN_GAP: the held-out images are unlike
     the training ones (new subjects, another scanner), or the training images share more than near
@@ -224,9 +224,12 @@ def _cv_overstated(record: FittedModel, errors: dict | None, train_counts: np.nd
     whose classes are not weighted is cross-validated in plain accuracy, on training classes within
     1.5:1 of each other). Each side's variance is the sum over classes of p(1 - p)/n, over the
     class count squared, with p add-one smoothed (a class, or a cross-validation, at 100% still has
-    some): the class's recall on the held-out side, the cross-validated accuracy on the other."""
+    some): the class's recall on the held-out side, the cross-validated accuracy on the other.
+    ``train_counts`` default to those the head recorded (None in files from before it did)."""
     cv = _cv_accuracy(record)
-    if errors is None or cv is None or record.strategy != "linear":  # a fine-tuned model is not the head cross-validated
+    if train_counts is None and record.head_report.class_counts is not None:
+        train_counts = np.asarray(record.head_report.class_counts)
+    if errors is None or cv is None or train_counts is None or record.strategy != "linear":  # a fine-tuned model is not the head cross-validated
         return None
     rows = [r for r in errors["per_class"] if r["support"] > 0]
     smoothed = [((r["recall"] * r["support"] + 1) / (r["support"] + 2), r["support"]) for r in rows]

@@ -92,6 +92,9 @@ class LinearFitReport:
     held_out: int = 0  # codes the mini-batch solver held out to choose C and the epoch
     # near-duplicate groups CV kept inside one fold: {"groups", "images", "largest"} (describe_groups)
     duplicate_groups: dict | None = None
+    # training codes per class (in the head's class order): how much the cross-validated score can
+    # be trusted, class by class (a model evaluated on new images sizes its noise from them)
+    class_counts: list[int] | None = None
 
 
 def imbalance_ratio(y: np.ndarray) -> float:
@@ -210,7 +213,8 @@ def _fit(codes, y, kind, Cs, class_weight, random_state, n_jobs, groups=None) ->
     coef = classifier.coef_ @ basis.T if basis is not None else classifier.coef_
     coef, intercept = _logits_form(coef, classifier.intercept_)
     head = LinearHead(kind, scaler.mean_.copy(), scaler.scale_.copy(), coef, intercept)
-    return head, LinearFitReport(C, folds, cv_mean, cv_std, scoring, weight, ratio, duplicate_groups=describe_groups(groups) if groups is not None else None)
+    duplicates = describe_groups(groups) if groups is not None else None
+    return head, LinearFitReport(C, folds, cv_mean, cv_std, scoring, weight, ratio, duplicate_groups=duplicates, class_counts=counts.tolist())
 
 
 def row_space_basis(X: np.ndarray) -> np.ndarray | None:
