@@ -85,7 +85,7 @@ def format_evaluation(ev, indent: str = "", all_classes: bool = False) -> str:
         f"chance {ev.chance_uniform:.1%} (1/K), {ev.chance_majority:.1%} (majority); balanced accuracy {ev.balanced_accuracy:.1%}\n"
         f"{indent}recall      {'lowest first: ' if len(recall) > limit else ''}{shown}"
         + (f"\n{indent}{_rejection_line(ev.rejection, ev.accuracy, ev.n_images)}" if ev.rejection else "")
-        + (f"\n{indent}{_unlike_training_line(*ev.cv_overstated)}" if getattr(ev, "cv_overstated", None) else "")
+        + (f"\n{indent}{_unlike_training_line(*ev.cv_overstated)}" if ev.cv_overstated else "")
     )
 
 

@@ -24,8 +24,8 @@ from .data import Dataset, find_duplicates, load_dataset
 from .data.dataset import TEST_SIZE, Skipped, check_exists, check_labels_known, kinds_of
 from .data.images import as_sources, unreadable_files
 from .diagnostics import diagnose, error_analysis, wilson_interval
-from .diagnostics.run import cv_overstated
 from .diagnostics.error_analysis import balanced_accuracy
+from .diagnostics.run import cv_overstated
 from .errors import DataError
 from .estimator import TransferClassifier
 from .features import Codes

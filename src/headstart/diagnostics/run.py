@@ -216,9 +216,10 @@ def _finetuning_as_run(record: FittedModel) -> dict:
 
 def cv_overstated(record: FittedModel, errors: dict | None, train_counts: np.ndarray | None = None) -> tuple[float, float] | None:
     """(cross-validated, held-out) balanced accuracy of a linear head where the first exceeds the
-    second by more than SHIFT_Z standard errors of their difference and SHIFT_MIN_GAP: the held-out images are unlike
-    the training ones (new subjects, another scanner), or the training images share more than near
-    duplicates (slices of one brain: alzheimer_mri4's CV said 73.9%, its test split 54.3%).
+    second by more than SHIFT_Z standard errors of their difference and by SHIFT_MIN_GAP: the
+    held-out images are unlike the training ones (new subjects, another scanner), or the training
+    images share more than near duplicates (slices of one brain: alzheimer_mri4's CV said 73.9%,
+    its test split 54.3%).
 
     Balanced on both sides, so a held-out split of another class mix is not read as a shift (a head
     whose classes are not weighted is cross-validated in plain accuracy, on training classes within
