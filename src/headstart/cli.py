@@ -393,24 +393,25 @@ def _finetune_options(args) -> dict | None:
     return options or None
 
 
-def _seed(text: str) -> int:
-    """A seed numpy accepts: a whole number, 0 or more (a negative one failed deep in the split)."""
+def _whole(text: str, low: int, high: int | None = None) -> int | None:
+    """``text`` as a whole number within [low, high], else None (argparse's types say why)."""
     try:
         value = int(text)
     except ValueError:
-        value = -1
-    if value < 0:
+        return None
+    return value if value >= low and (high is None or value <= high) else None
+
+
+def _seed(text: str) -> int:
+    """A seed numpy accepts: a whole number, 0 or more (a negative one failed deep in the split)."""
+    if (value := _whole(text, 0)) is None:
         raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of 0 or more")
     return value
 
 
 def _at_least_one(text: str) -> int:
     """A count (epochs, images a batch, classes shown), refused before PyTorch loads (it took 3-4 s)."""
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
+    if (value := _whole(text, 1)) is None:
         raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of 1 or more")
     return value
 
@@ -418,11 +419,7 @@ def _at_least_one(text: str) -> int:
 def _input_size(text: str) -> int:
     """A side the backbones can read, refused before PyTorch loads (it took 4 s to say 8 px is too small)."""
     low, high = INPUT_SIZES
-    try:
-        value = int(text)
-    except ValueError:
-        value = -1
-    if not low <= value <= high:
+    if (value := _whole(text, low, high)) is None:
         raise argparse.ArgumentTypeError(f"{text!r} is not a side in pixels from {low} to {high:,}; the backbones learnt at 224-300 px (default: chosen from the images)")
     return value
 
